@@ -1,0 +1,2 @@
+//! `second-brain-bridge`: the Second Brain bridge without its menu-bar app.
+fn main() {}

@@ -1,0 +1,134 @@
+//! Durable files: atomic replacement, and moving aside a file that does not parse.
+//!
+//! Invariant: a reader (or a restart after `kill -9`) sees either the old or the new
+//! contents of a file, never a mix: write a temporary file in the same directory, flush it,
+//! rename it over the target, flush the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::DeserializeOwned;
+
+/// Makes temporary names unique within the process, so that two writers never share one.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `bytes` atomically and durably. Creates the parent directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent(path);
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Flushes a directory entry change (a rename or a create) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    // Directories cannot be opened as files on every platform; where they can, fsync them.
+    match File::open(dir) {
+        Ok(d) => d.sync_all().or_else(|e| if cfg!(windows) { Ok(()) } else { Err(e) }),
+        Err(e) if cfg!(windows) => {
+            let _ = e;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The outcome of loading a JSON state file.
+#[derive(Debug)]
+pub enum Loaded<T> {
+    /// The file does not exist yet.
+    Missing,
+    /// The file parsed.
+    Ok(T),
+    /// The file did not parse; it was renamed to `moved_to` and kept.
+    MovedAside {
+        /// Where the unreadable file now is.
+        moved_to: PathBuf,
+        /// Why it did not parse.
+        reason: String,
+    },
+}
+
+/// Reads a JSON state file. One that does not parse is renamed aside with a timestamped
+/// name (never deleted) so that the caller can start without it and report it.
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Loaded<T>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(e),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(Loaded::Ok(value)),
+        Err(err) => {
+            let moved_to = move_aside(path)?;
+            Ok(Loaded::MovedAside { moved_to, reason: err.to_string() })
+        }
+    }
+}
+
+/// Renames `path` to `<name>.corrupt-<UTC timestamp>` beside it and returns the new path.
+pub fn move_aside(path: &Path) -> io::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let target = parent(path).join(format!("{name}.corrupt-{stamp}"));
+    fs::rename(path, &target)?;
+    sync_dir(parent(path))?;
+    Ok(target)
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the target remains: {names:?}");
+    }
+
+    #[test]
+    fn unparsable_file_is_moved_aside_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        fs::write(&path, b"{ not json").unwrap();
+        let loaded: Loaded<Vec<u32>> = load_json(&path).unwrap();
+        let Loaded::MovedAside { moved_to, .. } = loaded else { panic!("not moved: {loaded:?}") };
+        assert!(!path.exists());
+        assert_eq!(fs::read(&moved_to).unwrap(), b"{ not json");
+        assert!(moved_to.file_name().unwrap().to_str().unwrap().starts_with("sessions.json.corrupt-"));
+    }
+
+    #[test]
+    fn missing_file_is_reported_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded: Loaded<u32> = load_json(&dir.path().join("none.json")).unwrap();
+        assert!(matches!(loaded, Loaded::Missing));
+    }
+}
