@@ -1,0 +1,6 @@
+//! Test support: the fakes that stand at the bridge's process boundaries.
+#![allow(dead_code)]
+
+pub mod anthropic;
+pub mod chatdb;
+pub mod osascript;
