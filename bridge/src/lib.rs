@@ -13,6 +13,12 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod allowlist;
 pub mod chatdb;
+pub mod config;
+pub mod lock;
 pub mod persist;
+pub mod router;
+pub mod secrets;
 pub mod sender;
+pub mod status;

@@ -1,0 +1,512 @@
+//! Configuration, resolved once into a typed [`Config`].
+//!
+//! Sources, weakest first: defaults, the settings file in the data directory (written by the
+//! app), environment variables (the original service's names, so an existing `.env` keeps
+//! working), command-line overrides. Every bad value is one clear error naming the setting;
+//! library code never exits the process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::allowlist::Allowlist;
+use crate::persist::{self, Loaded};
+
+/// The app's bundle identifier; names the data directory and the Keychain service.
+pub const BUNDLE_ID: &str = "app.secondbrain.SecondBrain";
+/// The settings file's name inside the data directory.
+pub const SETTINGS_FILE: &str = "settings.json";
+/// Default model.
+pub const DEFAULT_MODEL: &str = "claude-sonnet-5-5";
+/// Default API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+/// A bad configuration value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The setting's name, as the user would write it.
+        setting: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A required value is missing.
+    #[error("{setting} is not set: {hint}")]
+    Missing {
+        /// The setting's name.
+        setting: &'static str,
+        /// How to set it.
+        hint: &'static str,
+    },
+    /// The settings file could not be read or written.
+    #[error("settings file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// What the user sets in the app (or by hand) — `settings.json` in the data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The Obsidian vault folder.
+    pub vault_path: Option<PathBuf>,
+    /// The model to use.
+    pub model: Option<String>,
+    /// Handles whose texts reach the agent.
+    pub allowed_senders: Vec<String>,
+    /// Minutes of silence after which a conversation ends.
+    pub session_timeout_minutes: Option<u64>,
+    /// An Anthropic-compatible API base URL.
+    pub base_url: Option<String>,
+}
+
+impl Settings {
+    /// Reads the settings file. A file that does not parse is moved aside, and its path and
+    /// the reason are returned with the defaults, so that the app still starts.
+    pub fn load(data_dir: &Path) -> Result<(Settings, Option<String>), ConfigError> {
+        let path = data_dir.join(SETTINGS_FILE);
+        match persist::load_json(&path).map_err(|source| ConfigError::Io { path, source })? {
+            Loaded::Missing => Ok((Settings::default(), None)),
+            Loaded::Ok(settings) => Ok((settings, None)),
+            Loaded::MovedAside { moved_to, reason } => Ok((
+                Settings::default(),
+                Some(format!(
+                    "settings file did not parse ({reason}); kept as {}",
+                    moved_to.display()
+                )),
+            )),
+        }
+    }
+
+    /// Validates the settings and writes them atomically; nothing is written when invalid.
+    pub fn save(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        self.validate()?;
+        let path = data_dir.join(SETTINGS_FILE);
+        let bytes = serde_json::to_vec_pretty(self).expect("settings serialise");
+        persist::write_atomic(&path, &bytes).map_err(|source| ConfigError::Io { path, source })
+    }
+
+    /// Checks every value the way [`Config::resolve`] would.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(vault) = &self.vault_path {
+            validate_vault(vault)?;
+        }
+        if let Some(model) = &self.model {
+            validate_model(model)?;
+        }
+        allowlist(&self.allowed_senders, "allowed_senders")?;
+        if let Some(minutes) = self.session_timeout_minutes {
+            session_timeout(
+                Duration::from_secs(minutes.saturating_mul(60)),
+                "session_timeout_minutes",
+            )?;
+        }
+        if let Some(url) = &self.base_url {
+            validate_url(url, "base_url")?;
+        }
+        Ok(())
+    }
+}
+
+/// How the bridge authenticates to the API.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// `x-api-key` (Anthropic).
+    ApiKey(String),
+    /// `Authorization: Bearer` (Anthropic-compatible local servers).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiAuth::ApiKey(_) => "ApiKey(<redacted>)",
+            ApiAuth::Bearer(_) => "Bearer(<redacted>)",
+        })
+    }
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--chat-db`.
+    pub chat_db: Option<PathBuf>,
+    /// `--vault`.
+    pub vault: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Everything the bridge needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sessions, ledger, settings, lock.
+    pub data_dir: PathBuf,
+    /// Daily-rotated log files.
+    pub log_dir: PathBuf,
+    /// Messages' database.
+    pub chat_db: PathBuf,
+    /// The Obsidian vault (may not exist yet; the setup check says so).
+    pub vault: Option<PathBuf>,
+    /// API credentials, when known.
+    pub auth: Option<ApiAuth>,
+    /// API base URL.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Who may reach the agent.
+    pub allowed_senders: Allowlist,
+    /// Idle time after which a conversation ends.
+    pub session_timeout: Duration,
+    /// How often idle conversations are looked for.
+    pub sweep_interval: Duration,
+    /// The safety-net poll of chat.db, besides the file watcher.
+    pub poll_interval: Duration,
+    /// Conversations handled at the same time.
+    pub max_concurrent_chats: usize,
+    /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
+    pub log_level: String,
+    /// A problem met while loading the settings file, to report.
+    pub settings_problem: Option<String>,
+}
+
+impl Config {
+    /// Resolves the configuration from the settings file, the environment (`env` looks a
+    /// variable up; pass `|k| std::env::var(k).ok()`) and command-line overrides.
+    pub fn resolve(
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+        keychain_key: impl FnOnce() -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let home = dirs::home_dir();
+        let data_dir = match (&overrides.data_dir, env("SECOND_BRAIN_DATA_DIR")) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => PathBuf::from(dir),
+            (None, None) => {
+                dirs::data_dir()
+                    .map(|d| d.join(BUNDLE_ID))
+                    .ok_or(ConfigError::Missing {
+                        setting: "SECOND_BRAIN_DATA_DIR",
+                        hint: "no home directory",
+                    })?
+            }
+        };
+        let (settings, settings_problem) = Settings::load(&data_dir)?;
+        let log_dir = match (
+            env("SECOND_BRAIN_DATA_DIR").is_some() || overrides.data_dir.is_some(),
+            &home,
+        ) {
+            (false, Some(home)) if cfg!(target_os = "macos") => {
+                home.join("Library/Logs/Second Brain")
+            }
+            _ => data_dir.join("logs"),
+        };
+        let chat_db = match (&overrides.chat_db, env("CHAT_DB_PATH"), &home) {
+            (Some(p), _, _) => p.clone(),
+            (None, Some(p), _) => PathBuf::from(p),
+            (None, None, Some(home)) => home.join("Library/Messages/chat.db"),
+            (None, None, None) => {
+                return Err(ConfigError::Missing {
+                    setting: "CHAT_DB_PATH",
+                    hint: "no home directory",
+                });
+            }
+        };
+        let vault = overrides
+            .vault
+            .clone()
+            .or(env("VAULT_PATH").map(PathBuf::from))
+            .or(settings.vault_path);
+        if let Some(vault) = &vault {
+            validate_vault(vault)?;
+        }
+        let model = env("CLAUDE_MODEL")
+            .or(settings.model)
+            .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        validate_model(&model)?;
+        let base_url = env("ANTHROPIC_BASE_URL")
+            .or(settings.base_url)
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        validate_url(&base_url, "ANTHROPIC_BASE_URL")?;
+        let auth = match (env("ANTHROPIC_API_KEY"), env("ANTHROPIC_AUTH_TOKEN")) {
+            (Some(key), _) => Some(ApiAuth::ApiKey(key.trim().to_string())),
+            (None, Some(token)) => Some(ApiAuth::Bearer(token.trim().to_string())),
+            (None, None) => keychain_key().map(ApiAuth::ApiKey),
+        };
+        let allowed_senders = match env("ALLOWED_SENDERS") {
+            Some(list) => {
+                let entries: Vec<&str> = list.split(',').filter(|s| !s.trim().is_empty()).collect();
+                allowlist(&entries, "ALLOWED_SENDERS")?
+            }
+            None => allowlist(&settings.allowed_senders, "allowed_senders")?,
+        };
+        let session_timeout = match env("SESSION_TIMEOUT_MS") {
+            Some(ms) => session_timeout(millis(&ms, "SESSION_TIMEOUT_MS")?, "SESSION_TIMEOUT_MS")?,
+            None => match settings.session_timeout_minutes {
+                Some(m) => session_timeout(
+                    Duration::from_secs(m.saturating_mul(60)),
+                    "session_timeout_minutes",
+                )?,
+                None => Duration::from_secs(3600),
+            },
+        };
+        let sweep_interval = match env("SESSION_SWEEP_INTERVAL_MS") {
+            Some(ms) => positive(
+                millis(&ms, "SESSION_SWEEP_INTERVAL_MS")?,
+                "SESSION_SWEEP_INTERVAL_MS",
+            )?,
+            None => Duration::from_secs(60),
+        };
+        let poll_interval = match env("CHAT_DB_POLL_MS") {
+            Some(ms) => positive(millis(&ms, "CHAT_DB_POLL_MS")?, "CHAT_DB_POLL_MS")?,
+            None => Duration::from_millis(1500),
+        };
+        let max_concurrent_chats = match env("MAX_CONCURRENT_CHATS") {
+            Some(n) => match n.trim().parse::<usize>() {
+                Ok(n @ 1..=64) => n,
+                _ => {
+                    return Err(invalid(
+                        "MAX_CONCURRENT_CHATS",
+                        format!("{n:?} is not a number from 1 to 64"),
+                    ));
+                }
+            },
+            None => 4,
+        };
+        let log_level = env("LOG_LEVEL").unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| invalid("LOG_LEVEL", format!("{log_level:?}: {e}")))?;
+        Ok(Config {
+            data_dir,
+            log_dir,
+            chat_db,
+            vault,
+            auth,
+            base_url,
+            model,
+            allowed_senders,
+            session_timeout,
+            sweep_interval,
+            poll_interval,
+            max_concurrent_chats,
+            log_level,
+            settings_problem,
+        })
+    }
+
+    /// Resolves from the process environment and the Keychain.
+    pub fn from_env(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::resolve(
+            overrides,
+            |k| std::env::var(k).ok(),
+            crate::secrets::api_key,
+        )
+    }
+}
+
+fn invalid(setting: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { setting, reason }
+}
+
+fn validate_vault(path: &Path) -> Result<(), ConfigError> {
+    if !path.is_absolute() {
+        return Err(invalid(
+            "vault",
+            format!("{} is not an absolute path", path.display()),
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(invalid(
+            "vault",
+            format!("{} is a file, not a folder", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(
+            "vault",
+            format!("{} does not exist", path.display()),
+        )),
+        Err(e) => Err(invalid("vault", format!("{}: {e}", path.display()))),
+    }
+}
+
+fn validate_model(model: &str) -> Result<(), ConfigError> {
+    let ok = !model.is_empty()
+        && model.len() <= 100
+        && model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:/@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("model", format!("{model:?} is not a model name")))
+    }
+}
+
+fn validate_url(url: &str, setting: &'static str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(invalid(setting, format!("{url:?} is not an http(s) URL"))),
+    }
+}
+
+fn allowlist<S: AsRef<str>>(
+    entries: &[S],
+    setting: &'static str,
+) -> Result<Allowlist, ConfigError> {
+    Allowlist::parse(entries).map_err(|e| invalid(setting, e.to_string()))
+}
+
+fn millis(value: &str, setting: &'static str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| {
+            invalid(
+                setting,
+                format!("{value:?} is not a whole number of milliseconds"),
+            )
+        })
+}
+
+fn positive(d: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(setting, "must be more than 0".into()))
+    } else {
+        Ok(d)
+    }
+}
+
+fn session_timeout(d: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
+    if d.is_zero() || d > Duration::from_secs(7 * 24 * 3600) {
+        Err(invalid(setting, "must be between 1 ms and 7 days".into()))
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(dir: &Path, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("SECOND_BRAIN_DATA_DIR".into(), dir.display().to_string());
+        Config::resolve(&Overrides::default(), |k| map.get(k).cloned(), || None)
+    }
+
+    #[test]
+    fn defaults_and_original_variable_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = resolve(dir.path(), &[]).unwrap();
+        assert_eq!(c.model, DEFAULT_MODEL);
+        assert_eq!(c.session_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_concurrent_chats, 4);
+        assert!(c.allowed_senders.is_empty());
+        assert!(c.auth.is_none());
+        assert_eq!(c.log_dir, dir.path().join("logs"));
+
+        let vault = dir.path().display().to_string();
+        let c = resolve(
+            dir.path(),
+            &[
+                ("VAULT_PATH", &vault),
+                ("ANTHROPIC_API_KEY", "sk-test"),
+                ("CLAUDE_MODEL", "claude-haiku-4-5"),
+                ("SESSION_TIMEOUT_MS", "90000"),
+                ("ALLOWED_SENDERS", "+1 555 123 4567, me@icloud.com"),
+                ("CHAT_DB_PATH", "/tmp/chat.db"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.vault.as_deref(), Some(dir.path()));
+        assert_eq!(c.auth, Some(ApiAuth::ApiKey("sk-test".into())));
+        assert_eq!(c.model, "claude-haiku-4-5");
+        assert_eq!(c.session_timeout, Duration::from_secs(90));
+        assert!(c.allowed_senders.is_allowed("+15551234567"));
+        assert!(c.allowed_senders.is_allowed("ME@icloud.com"));
+        assert_eq!(c.chat_db, PathBuf::from("/tmp/chat.db"));
+        assert!(
+            !format!("{c:?}").contains("sk-test"),
+            "the key must never be printed"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("SESSION_TIMEOUT_MS", "soon", "SESSION_TIMEOUT_MS"),
+            ("SESSION_TIMEOUT_MS", "0", "SESSION_TIMEOUT_MS"),
+            ("ALLOWED_SENDERS", "555-1234", "ALLOWED_SENDERS"),
+            ("VAULT_PATH", "relative/vault", "vault"),
+            ("VAULT_PATH", "/does/not/exist/at/all", "vault"),
+            ("ANTHROPIC_BASE_URL", "ftp://x", "ANTHROPIC_BASE_URL"),
+            ("CLAUDE_MODEL", "a model", "model"),
+            ("MAX_CONCURRENT_CHATS", "0", "MAX_CONCURRENT_CHATS"),
+            ("LOG_LEVEL", "=[", "LOG_LEVEL"),
+        ];
+        for (var, value, named) in cases {
+            let err = resolve(dir.path(), &[(var, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(named), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_file_round_trip_and_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            vault_path: Some(dir.path().to_path_buf()),
+            model: Some("claude-opus-4-1".into()),
+            allowed_senders: vec!["+44 20 7946 0958".into()],
+            session_timeout_minutes: Some(5),
+            base_url: None,
+        };
+        settings.save(dir.path()).unwrap();
+        let c = resolve(dir.path(), &[]).unwrap();
+        assert_eq!(c.model, "claude-opus-4-1");
+        assert_eq!(c.session_timeout, Duration::from_secs(300));
+        assert!(c.allowed_senders.is_allowed("+442079460958"));
+        let c = resolve(dir.path(), &[("CLAUDE_MODEL", "claude-haiku-4-5")]).unwrap();
+        assert_eq!(c.model, "claude-haiku-4-5");
+    }
+
+    #[test]
+    fn invalid_settings_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = Settings {
+            vault_path: Some("/no/such/vault".into()),
+            ..Settings::default()
+        };
+        let err = bad.save(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!dir.path().join(SETTINGS_FILE).exists());
+    }
+
+    #[test]
+    fn corrupt_settings_file_is_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), "{\"model\": 3").unwrap();
+        let c = resolve(dir.path(), &[]).unwrap();
+        let problem = c.settings_problem.unwrap();
+        assert!(problem.contains("did not parse"), "{problem}");
+        assert!(!dir.path().join(SETTINGS_FILE).exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the file was kept aside"
+        );
+    }
+}

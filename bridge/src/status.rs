@@ -1,0 +1,188 @@
+//! What the bridge is doing, for the tray's status line, `status` and `doctor`.
+//!
+//! Invariant: one [`StatusBoard`] per running bridge; every change is published to
+//! subscribers at once and written to `<data dir>/status.json` (atomically) for the CLI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The bridge's overall state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum State {
+    /// Opening its files.
+    Starting,
+    /// Watching chat.db and handling texts.
+    Running,
+    /// Paused by the user: texts wait in chat.db and are handled on resume.
+    Paused,
+    /// Something must be fixed before texts can be handled; the reason says what.
+    NeedsSetup(String),
+    /// Finishing in-flight work before exit.
+    Stopping,
+}
+
+/// A stranger who texted the account (never answered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stranger {
+    /// Their handle as found in chat.db.
+    pub handle: String,
+    /// When they last texted.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A snapshot of the bridge's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The overall state.
+    #[serde(flatten)]
+    pub state: State,
+    /// Active sessions.
+    pub sessions: usize,
+    /// Texts handled since start.
+    pub handled: u64,
+    /// Texts filed to Inbox because the agent failed.
+    pub failed: u64,
+    /// The last error worth showing, if any.
+    pub last_error: Option<String>,
+    /// Recent strangers, newest first (at most 20).
+    pub strangers: Vec<Stranger>,
+    /// When this snapshot was taken.
+    pub updated: DateTime<Utc>,
+}
+
+impl Status {
+    /// The one-line summary for the tray menu.
+    pub fn line(&self) -> String {
+        match &self.state {
+            State::Starting => "Starting…".into(),
+            State::Running => match self.sessions {
+                1 => "Running · 1 session".into(),
+                n => format!("Running · {n} sessions"),
+            },
+            State::Paused => "Paused".into(),
+            State::NeedsSetup(reason) => format!("Needs setup: {reason}"),
+            State::Stopping => "Stopping…".into(),
+        }
+    }
+}
+
+/// Shared, observable status of one bridge.
+#[derive(Clone)]
+pub struct StatusBoard {
+    tx: Arc<watch::Sender<Status>>,
+    file: Option<PathBuf>,
+}
+
+impl StatusBoard {
+    /// A board that also mirrors itself to `file` (when given).
+    pub fn new(file: Option<PathBuf>) -> StatusBoard {
+        let status = Status {
+            state: State::Starting,
+            sessions: 0,
+            handled: 0,
+            failed: 0,
+            last_error: None,
+            strangers: Vec::new(),
+            updated: Utc::now(),
+        };
+        StatusBoard {
+            tx: Arc::new(watch::Sender::new(status)),
+            file,
+        }
+    }
+
+    /// The current snapshot.
+    pub fn get(&self) -> Status {
+        self.tx.borrow().clone()
+    }
+
+    /// Subscribes to changes.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.tx.subscribe()
+    }
+
+    /// Applies a change; subscribers and the status file see it only if something changed.
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        let changed = self.tx.send_if_modified(|status| {
+            let before = status.clone();
+            change(status);
+            let changed = *status != before;
+            if changed {
+                status.updated = Utc::now();
+            }
+            changed
+        });
+        if changed && let Some(file) = &self.file {
+            let bytes = serde_json::to_vec_pretty(&*self.tx.borrow()).expect("status serialises");
+            // Small and rare; written inline so the file never lags behind a state change.
+            if let Err(err) = crate::persist::write_atomic(file, &bytes) {
+                tracing::warn!(cause = %err, file = %file.display(), "could not write status file");
+            }
+        }
+    }
+
+    /// Records a stranger's text.
+    pub fn saw_stranger(&self, handle: &str, at: DateTime<Utc>) {
+        self.update(|s| {
+            s.strangers.retain(|x| x.handle != handle);
+            s.strangers.insert(
+                0,
+                Stranger {
+                    handle: handle.to_string(),
+                    last_seen: at,
+                },
+            );
+            s.strangers.truncate(20);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        let board = StatusBoard::new(None);
+        board.update(|s| s.state = State::Running);
+        assert_eq!(board.get().line(), "Running · 0 sessions");
+        board.update(|s| s.sessions = 1);
+        assert_eq!(board.get().line(), "Running · 1 session");
+        board.update(|s| s.state = State::NeedsSetup("Full Disk Access".into()));
+        assert_eq!(board.get().line(), "Needs setup: Full Disk Access");
+    }
+
+    #[test]
+    fn changes_reach_subscribers_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("status.json");
+        let board = StatusBoard::new(Some(file.clone()));
+        let mut rx = board.subscribe();
+        rx.mark_unchanged();
+        board.update(|s| s.state = State::Paused);
+        assert!(rx.has_changed().unwrap());
+        let on_disk: Status = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(on_disk.state, State::Paused);
+        rx.mark_unchanged();
+        board.update(|s| s.state = State::Paused);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "no-op updates are not published"
+        );
+        board.saw_stranger("+1999", Utc::now());
+        board.saw_stranger("+1888", Utc::now());
+        board.saw_stranger("+1999", Utc::now());
+        let handles: Vec<_> = board
+            .get()
+            .strangers
+            .into_iter()
+            .map(|s| s.handle)
+            .collect();
+        assert_eq!(handles, ["+1999", "+1888"]);
+    }
+}
