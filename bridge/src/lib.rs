@@ -1,24 +1,237 @@
 //! The Second Brain iMessage bridge.
 //!
-//! One text's trip, one module per stage: [`chatdb`] reads new rows from Messages' database
-//! (decoding [`typedstream`] bodies), [`watcher`] says when to look, [`router`] admits allowed
-//! senders and queues each conversation in order, [`conversation`] runs the [`agent`] over the
-//! [`anthropic`] API with the [`tools`] that write to the [`vault`] and reply through the
-//! [`sender`], and [`sessions`] keeps each conversation's state on disk. [`ledger`] remembers
-//! which texts were claimed and finished, so none is lost or handled twice.
+//! One text's trip, one module per stage: [`watcher`] says when to look, [`intake`] reads new
+//! rows with [`chatdb`] (decoding [`typedstream`] bodies), admits senders on the
+//! [`allowlist`] and claims each text in the [`ledger`]; the [`router`] queues each
+//! conversation in order; [`conversation`] runs the [`agent`] over the [`anthropic`] API
+//! with the [`tools`] that write to the [`vault`] and reply through the [`sender`], and keeps
+//! each conversation in [`sessions`].
 //!
 //! The crate has no GUI dependency: the headless CLI and the menu-bar app both drive it
-//! through [`run`].
+//! through [`Bridge`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod allowlist;
+pub mod anthropic;
 pub mod chatdb;
 pub mod config;
+pub mod conversation;
+pub mod doctor;
+pub mod intake;
+pub mod ledger;
 pub mod lock;
 pub mod persist;
+pub mod prompt;
 pub mod router;
 pub mod secrets;
 pub mod sender;
+pub mod sessions;
 pub mod status;
+pub mod tools;
+pub mod typedstream;
+pub mod vault;
+pub mod watcher;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{ApiAuth, Config};
+use crate::conversation::Conversations;
+use crate::intake::Intake;
+use crate::ledger::Ledger;
+use crate::lock::DataDirLock;
+use crate::router::{Job, Router};
+use crate::sessions::SessionStore;
+use crate::status::{State, StatusBoard};
+
+/// How long shutdown waits for in-flight work.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another bridge owns the data directory.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// A required setting is missing.
+    #[error("{0}")]
+    Setup(String),
+    /// A state file could not be opened.
+    #[error("{what} {path}: {source}")]
+    State {
+        /// Which file.
+        what: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The API client could not be built.
+    #[error(transparent)]
+    Api(#[from] anthropic::Error),
+}
+
+/// A bridge whose state is open and locked, ready to [`run`](Bridge::run).
+pub struct Bridge {
+    config: Config,
+    _lock: DataDirLock,
+    sessions: SessionStore,
+    ledger: Ledger,
+    status: StatusBoard,
+    paused: watch::Sender<bool>,
+    writer: TaskTracker,
+}
+
+impl Bridge {
+    /// Locks the data directory and restores sessions and the ledger. Files that do not
+    /// parse are moved aside and reported in the status; the bridge still starts.
+    pub fn open(config: Config) -> Result<Bridge, Error> {
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let status = StatusBoard::new(Some(config.data_dir.join("status.json")));
+        let writer = TaskTracker::new();
+        let path = config.data_dir.join("sessions.json");
+        let (sessions, report) = SessionStore::open(path.clone(), config.session_timeout, Utc::now(), &writer)
+            .map_err(|source| Error::State { what: "sessions", path, source })?;
+        info!(loaded = report.loaded, expired = report.expired, "sessions restored");
+        let mut problems = Vec::new();
+        if let Some((moved_to, reason)) = report.moved_aside {
+            problems.push(format!("sessions file did not parse ({reason}); kept as {}", moved_to.display()));
+        }
+        let path = config.data_dir.join("ledger.json");
+        let (ledger, moved) =
+            Ledger::open(path.clone()).map_err(|source| Error::State { what: "ledger", path, source })?;
+        if let Some((moved_to, reason)) = moved {
+            problems.push(format!("ledger file did not parse ({reason}); kept as {}", moved_to.display()));
+        }
+        problems.extend(config.settings_problem.clone());
+        for problem in &problems {
+            warn!(problem = %problem, "state file problem");
+        }
+        status.update(|s| {
+            s.sessions = sessions.len();
+            s.last_error = problems.last().cloned();
+        });
+        Ok(Bridge { config, _lock: lock, sessions, ledger, status, paused: watch::Sender::new(false), writer })
+    }
+
+    /// The conversation store (the app lists and clears sessions through it).
+    pub fn sessions(&self) -> SessionStore {
+        self.sessions.clone()
+    }
+
+    /// The status board.
+    pub fn status(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
+    /// Pauses or resumes reading new texts (they wait in chat.db meanwhile).
+    pub fn pauser(&self) -> watch::Sender<bool> {
+        self.paused.clone()
+    }
+
+    /// Runs until `shutdown` completes, then stops intake, lets in-flight work finish (at
+    /// most [`DRAIN_DEADLINE`]), saves everything and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Bridge { config, _lock, sessions, ledger, status, paused, writer } = self;
+        let vault = config.vault.clone().ok_or_else(|| Error::Setup("no vault folder is set (VAULT_PATH)".into()))?;
+        let auth = config.auth.clone().ok_or_else(|| {
+            Error::Setup("no API key: set ANTHROPIC_API_KEY or store one in the Keychain".into())
+        })?;
+        let client = anthropic::Client::new(anthropic::ClientConfig {
+            base_url: config.base_url.clone(),
+            auth: match auth {
+                ApiAuth::ApiKey(k) => anthropic::Auth::ApiKey(k),
+                ApiAuth::Bearer(t) => anthropic::Auth::Bearer(t),
+            },
+            model: config.model.clone(),
+            ..anthropic::ClientConfig::default()
+        })?;
+        let conversations = Arc::new(Conversations {
+            agent: agent::Agent::new(client, prompt::system_prompt()),
+            vault: vault::Vault::new(vault),
+            sender: sender::Sender::default(),
+            sessions: sessions.clone(),
+            ledger: ledger.clone(),
+            status: status.clone(),
+            timeout: config.session_timeout,
+        });
+        if config.allowed_senders.is_empty() {
+            warn!("no allowed senders: every text will be ignored");
+        }
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let router = Router::new(conversations, config.max_concurrent_chats, tracker.clone(), cancel.clone());
+        let unfinished = ledger.unfinished();
+        if !unfinished.is_empty() {
+            info!(count = unfinished.len(), "resuming texts claimed before the last stop");
+        }
+        for message in unfinished {
+            router.dispatch(Job::Message(message));
+        }
+        let intake = Intake {
+            chat_db: config.chat_db.clone(),
+            poll: config.poll_interval,
+            ledger,
+            allowlist: Arc::new(RwLock::new(config.allowed_senders.clone())),
+            router: router.clone(),
+            status: status.clone(),
+            paused: paused.subscribe(),
+        };
+        tracker.spawn(intake.run(cancel.clone()));
+        tracker.spawn(sweep_idle(sessions.clone(), router, config.session_timeout, config.sweep_interval, cancel.clone()));
+
+        shutdown.await;
+        info!("stopping: no new texts; finishing work in hand");
+        status.update(|s| s.state = State::Stopping);
+        cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait()).await.is_err() {
+            warn!("in-flight work did not finish in time; it resumes at the next start");
+        }
+        if let Err(err) = sessions.flush().await {
+            warn!(cause = %err, "could not save sessions");
+        }
+        sessions.close();
+        writer.close();
+        writer.wait().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Every `every`, queues a timeout check for each session idle longer than `timeout`.
+async fn sweep_idle<H: router::Handler>(
+    sessions: SessionStore,
+    router: Router<H>,
+    timeout: Duration,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        for session in sessions.idle_since(cutoff) {
+            router.dispatch(Job::Timeout { chat: session.chat.guid });
+        }
+    }
+}
+
+/// Opens the bridge and runs it until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    Bridge::open(config)?.run(shutdown).await
+}

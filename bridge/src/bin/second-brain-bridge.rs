@@ -1,2 +1,203 @@
-//! `second-brain-bridge`: the Second Brain bridge without its menu-bar app.
-fn main() {}
+//! `second-brain-bridge`: the Second Brain bridge without its menu-bar app — for servers,
+//! scripts and tests. Parses arguments and calls into the `bridge` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bridge::config::{Config, Overrides};
+use bridge::lock::DataDirLock;
+use bridge::sessions::SessionStore;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(name = "second-brain-bridge", version, about = "Texts in, notes out: the Second Brain iMessage bridge")]
+struct Cli {
+    #[command(flatten)]
+    paths: Paths,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Paths {
+    /// Messages' database (default: ~/Library/Messages/chat.db, or CHAT_DB_PATH).
+    #[arg(long, global = true)]
+    chat_db: Option<PathBuf>,
+    /// The Obsidian vault folder (or VAULT_PATH).
+    #[arg(long, global = true)]
+    vault: Option<PathBuf>,
+    /// Where sessions, the ledger and settings live (or SECOND_BRAIN_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge in the foreground until Ctrl-C or SIGTERM.
+    Run,
+    /// Check the setup; exits 1 when something needs fixing.
+    Doctor,
+    /// List or clear conversations.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Show what a running bridge is doing.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List active conversations.
+    List,
+    /// Clear one conversation (by chat guid) or all of them.
+    Clear {
+        /// The chat guid, as `sessions list` shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Clear every conversation.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("second-brain-bridge: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides { chat_db: cli.paths.chat_db, vault: cli.paths.vault, data_dir: cli.paths.data_dir };
+    let config = Config::from_env(&overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run => {
+            let _guard = init_logging(&config)?;
+            runtime.block_on(bridge::run(config, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let checks = bridge::doctor::checks(&config);
+            for check in &checks {
+                let mark = if check.ok { "ok  " } else { "FAIL" };
+                println!("{mark} {}: {}", check.label, check.detail);
+                if let Some(fix) = &check.fix {
+                    println!("     fix: {fix}");
+                }
+            }
+            Ok(if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Sessions(command) => runtime.block_on(sessions(&config, command)),
+        Command::Status => {
+            let running = DataDirLock::is_held(&config.data_dir);
+            let file = config.data_dir.join("status.json");
+            match std::fs::read(&file) {
+                Ok(bytes) if running => {
+                    let status: bridge::status::Status =
+                        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", file.display()))?;
+                    println!("{}", status.line());
+                    println!("handled {} · filed to Inbox {}", status.handled, status.failed);
+                    if let Some(err) = status.last_error {
+                        println!("last error: {err}");
+                    }
+                    for stranger in status.strangers {
+                        println!("ignored sender: {} (last {})", stranger.handle, stranger.last_seen.to_rfc3339());
+                    }
+                }
+                _ if running => println!("running (no status yet)"),
+                _ => println!("not running"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let path = config.data_dir.join("sessions.json");
+    // Reading needs no lock; changing state does, so that a running bridge is never raced.
+    let lock = match command {
+        SessionsCommand::List => None,
+        SessionsCommand::Clear { .. } => Some(DataDirLock::acquire(&config.data_dir)?),
+    };
+    let tracker = TaskTracker::new();
+    let (store, report) = SessionStore::open(path, config.session_timeout, chrono::Utc::now(), &tracker)?;
+    if let Some((moved_to, reason)) = report.moved_aside {
+        eprintln!("sessions file did not parse ({reason}); kept as {}", moved_to.display());
+    }
+    match command {
+        SessionsCommand::List => {
+            let list = store.list();
+            if list.is_empty() {
+                println!("no active sessions");
+            }
+            for s in list {
+                let state = format!("{:?}", s.state).to_lowercase();
+                let text = s.question.as_deref().or(s.pending_input.as_deref()).unwrap_or("");
+                println!(
+                    "{}\t{}\t{}\t{} messages\tlast {}\t{}",
+                    s.chat.guid,
+                    s.sender,
+                    state,
+                    s.message_count,
+                    s.last_activity.to_rfc3339(),
+                    text.replace(['\n', '\r'], " ")
+                );
+            }
+        }
+        SessionsCommand::Clear { id: Some(id), .. } => {
+            if store.remove(&id).is_none() {
+                anyhow::bail!("no session {id:?}; `sessions list` shows the ids");
+            }
+            println!("cleared {id}");
+        }
+        SessionsCommand::Clear { id: None, .. } => println!("cleared {} sessions", store.clear_all()),
+    }
+    store.flush().await?;
+    store.close();
+    tracker.close();
+    tracker.wait().await;
+    drop(lock);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Console plus daily-rotated files (7 kept) in the log directory.
+fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    std::fs::create_dir_all(&config.log_dir).with_context(|| format!("creating {}", config.log_dir.display()))?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("bridge")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&config.log_dir)
+        .context("opening the log file")?;
+    let (file, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false))
+        .init();
+    Ok(guard)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,129 @@
+//! The setup checklist: what must be true before texts can be handled, each failing item
+//! with how to fix it. Used by `doctor` and by the app's setup window.
+
+use serde::Serialize;
+
+use crate::chatdb::{self, ChatDb};
+use crate::config::Config;
+use crate::vault::Vault;
+
+/// A System Settings pane that fixes a failing check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pane {
+    /// Privacy & Security › Full Disk Access.
+    FullDiskAccess,
+    /// Privacy & Security › Automation.
+    Automation,
+}
+
+impl Pane {
+    /// The URL that opens the pane on macOS.
+    pub fn url(self) -> &'static str {
+        match self {
+            Pane::FullDiskAccess => "x-apple.systempreferences:com.apple.preference.security?Privacy_AllFiles",
+            Pane::Automation => "x-apple.systempreferences:com.apple.preference.security?Privacy_Automation",
+        }
+    }
+}
+
+/// One item of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable identifier.
+    pub id: &'static str,
+    /// What is checked.
+    pub label: &'static str,
+    /// Whether it passes.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it, when failing.
+    pub fix: Option<String>,
+    /// The pane that fixes it, if any.
+    pub pane: Option<Pane>,
+}
+
+impl Check {
+    fn pass(id: &'static str, label: &'static str, detail: String) -> Check {
+        Check { id, label, ok: true, detail, fix: None, pane: None }
+    }
+
+    fn fail(id: &'static str, label: &'static str, detail: String, fix: &str, pane: Option<Pane>) -> Check {
+        Check { id, label, ok: false, detail, fix: Some(fix.to_string()), pane }
+    }
+}
+
+/// Runs every check (blocking: opens files).
+pub fn checks(config: &Config) -> Vec<Check> {
+    vec![chat_db(config), vault(config), api_key(config), senders(config)]
+}
+
+fn chat_db(config: &Config) -> Check {
+    const ID: &str = "chat_db";
+    const LABEL: &str = "Messages database readable (Full Disk Access)";
+    let path = config.chat_db.display().to_string();
+    match ChatDb::open(&config.chat_db).and_then(|db| db.newest()) {
+        Ok(_) => Check::pass(ID, LABEL, format!("reading {path}")),
+        Err(chatdb::Error::NotFound { .. }) => Check::fail(
+            ID,
+            LABEL,
+            format!("{path} does not exist"),
+            "Open Messages and sign in to the iMessage account Second Brain should answer.",
+            None,
+        ),
+        Err(chatdb::Error::PermissionDenied { .. }) => Check::fail(
+            ID,
+            LABEL,
+            format!("{path} cannot be read"),
+            "Give Second Brain Full Disk Access in System Settings › Privacy & Security › Full Disk Access.",
+            Some(Pane::FullDiskAccess),
+        ),
+        Err(err) => Check::fail(ID, LABEL, err.to_string(), "Check that Messages is set up on this Mac.", None),
+    }
+}
+
+fn vault(config: &Config) -> Check {
+    const ID: &str = "vault";
+    const LABEL: &str = "Vault folder writable";
+    let Some(root) = &config.vault else {
+        return Check::fail(ID, LABEL, "no vault folder chosen".into(), "Choose your Obsidian vault folder in Settings (or set VAULT_PATH).", None);
+    };
+    match Vault::new(root.clone()).check_writable() {
+        Ok(()) => Check::pass(ID, LABEL, format!("writing notes to {}", root.display())),
+        Err(err) => Check::fail(ID, LABEL, err.to_string(), "Choose a vault folder you can write to.", None),
+    }
+}
+
+fn api_key(config: &Config) -> Check {
+    const ID: &str = "api_key";
+    const LABEL: &str = "API key present";
+    match config.auth {
+        Some(_) => Check::pass(ID, LABEL, "an API key is set".into()),
+        None => Check::fail(
+            ID,
+            LABEL,
+            "no API key".into(),
+            "Set your Anthropic API key in Settings (stored in the Keychain), or ANTHROPIC_API_KEY.",
+            None,
+        ),
+    }
+}
+
+fn senders(config: &Config) -> Check {
+    const ID: &str = "allowed_senders";
+    const LABEL: &str = "At least one allowed sender";
+    let n = config.allowed_senders.iter().count();
+    if n > 0 {
+        let who: Vec<&str> = config.allowed_senders.iter().map(|h| h.as_str()).collect();
+        Check::pass(ID, LABEL, who.join(", "))
+    } else {
+        Check::fail(
+            ID,
+            LABEL,
+            "nobody is allowed yet; texts are ignored".into(),
+            "Add your phone number or email in Settings (or ALLOWED_SENDERS).",
+            None,
+        )
+    }
+}
