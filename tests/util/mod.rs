@@ -4,3 +4,4 @@
 pub mod anthropic;
 pub mod chatdb;
 pub mod osascript;
+pub mod bridge;
