@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod anthropic;
 pub mod chatdb;
 pub mod persist;
 pub mod sender;
