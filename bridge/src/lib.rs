@@ -16,4 +16,5 @@ pub mod agent;
 pub mod anthropic;
 pub mod chatdb;
 pub mod persist;
+pub mod prompt;
 pub mod sender;
