@@ -879,7 +879,11 @@ mod tests {
             ("http://[::2]", false),
         ];
         for (url, expected) in cases {
-            assert_eq!(is_loopback(&reqwest::Url::parse(url).unwrap()), expected, "{url}");
+            assert_eq!(
+                is_loopback(&reqwest::Url::parse(url).unwrap()),
+                expected,
+                "{url}"
+            );
         }
     }
 
