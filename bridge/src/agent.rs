@@ -1,8 +1,24 @@
 //! The agent: runs the LLM tool loop for one input, appending to the session's transcript.
+//!
+//! Invariants: the transcript only grows, and what the API sent is stored exactly as
+//! received. It stays a valid conversation for the API: roles alternate user/assistant,
+//! starting with user, and every `tool_use` is answered id for id by `tool_result` blocks
+//! at the start of the next user message. If an earlier run stopped half-way, the next run
+//! closes the gap before it adds the new input (see [`Agent::run`]). One run makes at most
+//! [`MAX_TURNS`] API calls. Tools are called one at a time, in the order the model listed
+//! them. Message text and tool inputs are logged only at `trace`.
 
 use std::future::Future;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::anthropic::{self, Client, StopReason, Usage, cache_last_tool, cached_system};
+
+/// The most API calls one run may make.
+pub const MAX_TURNS: u32 = 10;
+
+/// The tool result given for a `tool_use` that an earlier, failed run left unanswered.
+const NOT_RUN: &str = "Not run: the previous attempt stopped before this tool was called.";
 
 /// What the agent may call. The agent makes every decision; a runner only carries tools out.
 pub trait ToolRunner: Sync {
@@ -36,5 +52,982 @@ impl ToolOutput {
             content: reason.into(),
             is_error: true,
         }
+    }
+}
+
+/// What a successful run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// API calls made.
+    pub turns: u32,
+    /// Tokens used by all of them.
+    pub usage: Usage,
+    /// The text blocks of the last assistant message, joined.
+    pub final_text: String,
+}
+
+/// Why a run ended without the model finishing its turn.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The API call failed (after its retries).
+    #[error(transparent)]
+    Api(#[from] anthropic::Error),
+    /// The model's reply was cut off at `max_tokens`.
+    #[error("the model's reply was cut off at the token limit")]
+    MaxTokens,
+    /// The model declined to answer.
+    #[error("the model declined to answer")]
+    Refusal,
+    /// The model was still calling tools after this many API calls.
+    #[error("the model did not finish within {0} API calls")]
+    TurnLimit(u32),
+    /// The model's reply did not make sense (e.g. `tool_use` without a usable tool call).
+    #[error("the model's reply was malformed: {0}")]
+    Malformed(String),
+    /// The model stopped for a reason this version does not handle.
+    #[error("the model stopped for an unexpected reason: {0}")]
+    Stopped(String),
+}
+
+impl AgentError {
+    /// Whether the API key was rejected: the user must fix it, retrying will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, AgentError::Api(err) if err.is_auth())
+    }
+
+    /// A few words for the user about what went wrong.
+    pub fn short_reason(&self) -> &'static str {
+        match self {
+            AgentError::Api(err) if err.is_auth() => "the API key was rejected",
+            AgentError::Api(_) => "the AI service did not answer",
+            _ => "the AI's answer was unusable",
+        }
+    }
+}
+
+/// Runs the tool loop with one system prompt. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    client: Client,
+    system: Value,
+}
+
+impl Agent {
+    /// An agent that talks to the API through `client` with `system_prompt`, which is sent
+    /// marked for prompt caching.
+    pub fn new(client: Client, system_prompt: &str) -> Agent {
+        Agent {
+            client,
+            system: cached_system(system_prompt),
+        }
+    }
+
+    /// Gives the model `input` as the next user turn of `transcript` and runs tool calls
+    /// until it ends its turn.
+    ///
+    /// Appends to `transcript` as it goes: the user turn, each assistant message as
+    /// received, each user message of tool results. After `pause_turn` the transcript is
+    /// sent again as it is, and the continuation is appended to the same assistant message.
+    /// On error the transcript keeps everything that happened up to the failure.
+    ///
+    /// If an earlier run failed half-way, the transcript is first made valid again
+    /// without rewriting anything: after a user message that got no answer, `input` is
+    /// added to that message as another text block; tool calls that an earlier run left
+    /// unanswered get error results before `input`.
+    pub async fn run<T: ToolRunner>(
+        &self,
+        transcript: &mut Vec<Value>,
+        input: &str,
+        tools: &T,
+    ) -> Result<RunReport, AgentError> {
+        add_user_input(transcript, input);
+        let definitions = cache_last_tool(tools.definitions());
+        let mut usage = Usage::default();
+        let mut continuing = false;
+        for turn in 1..=MAX_TURNS {
+            let response = self
+                .client
+                .create(&self.system, &definitions, transcript)
+                .await?;
+            usage += response.usage;
+            tracing::debug!(
+                turn,
+                stop_reason = %response.stop_reason,
+                blocks = response.content.len(),
+                output_tokens = response.usage.output_tokens,
+                "model turn"
+            );
+            add_assistant_content(transcript, response.content, continuing);
+            continuing = false;
+            match response.stop_reason {
+                StopReason::ToolUse => {
+                    let results = self.call_tools(last_content(transcript), tools).await?;
+                    transcript.push(json!({ "role": "user", "content": results }));
+                }
+                StopReason::PauseTurn => continuing = true,
+                StopReason::EndTurn | StopReason::StopSequence => {
+                    let final_text = text_of(last_content(transcript));
+                    tracing::debug!(turns = turn, ?usage, "agent run finished");
+                    return Ok(RunReport {
+                        turns: turn,
+                        usage,
+                        final_text,
+                    });
+                }
+                StopReason::MaxTokens => return Err(AgentError::MaxTokens),
+                StopReason::Refusal => return Err(AgentError::Refusal),
+                StopReason::Other(reason) => return Err(AgentError::Stopped(reason)),
+            }
+        }
+        Err(AgentError::TurnLimit(MAX_TURNS))
+    }
+
+    /// Calls every `tool_use` block of `content` in order; returns the `tool_result` blocks.
+    async fn call_tools<T: ToolRunner>(
+        &self,
+        content: &[Value],
+        tools: &T,
+    ) -> Result<Vec<Value>, AgentError> {
+        let calls = tool_calls(content)?;
+        if calls.is_empty() {
+            return Err(AgentError::Malformed(
+                "stop reason tool_use without a tool_use block".into(),
+            ));
+        }
+        let mut results = Vec::with_capacity(calls.len());
+        for call in calls {
+            tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
+            let output = tools.call(call.name, &call.input).await;
+            tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
+            results.push(tool_result(call.id, &output.content, output.is_error));
+        }
+        Ok(results)
+    }
+}
+
+/// One `tool_use` block, read.
+struct ToolCall<'a> {
+    id: &'a str,
+    name: &'a str,
+    input: Value,
+}
+
+/// The `tool_use` blocks of an assistant message, in order.
+fn tool_calls(content: &[Value]) -> Result<Vec<ToolCall<'_>>, AgentError> {
+    let mut calls = Vec::new();
+    for (i, block) in content.iter().enumerate() {
+        if block_type(block) != Some("tool_use") {
+            continue;
+        }
+        let field = |name: &str| {
+            block
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let (Some(id), Some(name)) = (field("id"), field("name")) else {
+            return Err(AgentError::Malformed(format!(
+                "tool_use block {i} lacks an id or a name"
+            )));
+        };
+        let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+        calls.push(ToolCall { id, name, input });
+    }
+    Ok(calls)
+}
+
+/// A `tool_result` block. The API refuses an empty error result, so emptiness is spelled out.
+fn tool_result(id: &str, content: &str, is_error: bool) -> Value {
+    let content = if content.is_empty() {
+        "(no output)"
+    } else {
+        content
+    };
+    let mut block = json!({ "type": "tool_result", "tool_use_id": id, "content": content });
+    if is_error {
+        block["is_error"] = Value::Bool(true);
+    }
+    block
+}
+
+fn block_type(block: &Value) -> Option<&str> {
+    block.get("type").and_then(Value::as_str)
+}
+
+fn role(message: &Value) -> Option<&str> {
+    message.get("role").and_then(Value::as_str)
+}
+
+/// The content blocks of the transcript's last message.
+fn last_content(transcript: &[Value]) -> &[Value] {
+    transcript
+        .last()
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The text blocks of `content`, joined.
+fn text_of(content: &[Value]) -> String {
+    content
+        .iter()
+        .filter(|b| block_type(b) == Some("text"))
+        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .collect()
+}
+
+/// Appends the user's `input`, keeping the transcript valid after an earlier failed run.
+fn add_user_input(transcript: &mut Vec<Value>, input: &str) {
+    let text = json!({ "type": "text", "text": input });
+    match transcript.last_mut() {
+        // The previous run's last user message got no answer: the input joins it.
+        Some(last) if role(last) == Some("user") => {
+            tracing::debug!("previous user turn was not answered; adding the input to it");
+            match last.get_mut("content") {
+                Some(Value::Array(blocks)) => blocks.push(text),
+                Some(Value::String(s)) => {
+                    let earlier = json!({ "type": "text", "text": std::mem::take(s) });
+                    last["content"] = json!([earlier, text]);
+                }
+                _ => last["content"] = json!([text]),
+            }
+        }
+        Some(last) if role(last) == Some("assistant") => {
+            let content = last
+                .get("content")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
+            let mut blocks: Vec<Value> = content
+                .iter()
+                .filter(|b| block_type(b) == Some("tool_use"))
+                .filter_map(|b| b.get("id").and_then(Value::as_str))
+                .map(|id| tool_result(id, NOT_RUN, true))
+                .collect();
+            if !blocks.is_empty() {
+                tracing::debug!(
+                    open = blocks.len(),
+                    "closing tool calls left open by an earlier run"
+                );
+            }
+            blocks.push(text);
+            transcript.push(json!({ "role": "user", "content": blocks }));
+        }
+        _ => transcript.push(json!({ "role": "user", "content": [text] })),
+    }
+}
+
+/// Appends an assistant message, or extends the last one when continuing a paused turn.
+fn add_assistant_content(transcript: &mut Vec<Value>, content: Vec<Value>, continuing: bool) {
+    if continuing
+        && let Some(last) = transcript
+            .last_mut()
+            .filter(|m| role(m) == Some("assistant"))
+        && let Some(Value::Array(blocks)) = last.get_mut("content")
+    {
+        blocks.extend(content);
+        return;
+    }
+    transcript.push(json!({ "role": "assistant", "content": content }));
+}
+
+// The strict fake Messages API of the end-to-end tests, compiled into these unit tests too
+// so that it is proven against the real loop. It is declared here rather than inside
+// `mod tests`: there `#[path]` would be relative to `bridge/src/agent/tests/`, a directory
+// that does not exist, so the `..` in the path could not be resolved.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/util/anthropic.rs"]
+mod fake;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::fake::{self, FakeAnthropic, Reply};
+    use super::*;
+    use crate::anthropic::{Auth, ClientConfig};
+
+    const KEY: &str = "sk-ant-test";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A runner that records every call and answers from a fixed table by tool name.
+    #[derive(Default)]
+    struct Recording {
+        calls: Mutex<Vec<(String, Value)>>,
+        failing: Vec<&'static str>,
+    }
+
+    impl Recording {
+        fn failing(names: &[&'static str]) -> Recording {
+            Recording {
+                failing: names.to_vec(),
+                ..Recording::default()
+            }
+        }
+
+        fn calls(&self) -> Vec<(String, Value)> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl ToolRunner for Recording {
+        fn definitions(&self) -> Vec<Value> {
+            ["vault_write", "log_interaction", "send_message"]
+                .iter()
+                .map(|name| json!({"name": name, "description": "d", "input_schema": {"type": "object"}}))
+                .collect()
+        }
+
+        async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((name.to_string(), input.clone()));
+            match name {
+                _ if self.failing.contains(&name) => ToolOutput::error(format!("{name} failed")),
+                "vault_write" => ToolOutput::ok("Tasks/2025-01-01_call-sarah.md"),
+                "send_message" => ToolOutput::ok(""),
+                _ => ToolOutput::ok("ok"),
+            }
+        }
+    }
+
+    fn agent(fake: &FakeAnthropic) -> Agent {
+        let mut config = ClientConfig::new(Auth::ApiKey(KEY.into()));
+        config.base_url = fake.base_url();
+        config.max_retries = 0;
+        Agent::new(Client::new(config).unwrap(), "You file notes.")
+    }
+
+    fn messages(recorded: &fake::Recorded) -> Vec<Value> {
+        recorded.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn assert_strict(fake: &FakeAnthropic) {
+        assert_eq!(fake.violations(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_tool_turn_is_answered_by_a_result_turn() {
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::scripted(vec![
+                fake::tool_use(
+                    "toolu_1",
+                    "vault_write",
+                    json!({"folder": "Tasks", "title": "Call Sarah"}),
+                ),
+                fake::text("Saved."),
+            ]),
+        );
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "call sarah 📞", &tools)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            tools.calls(),
+            vec![(
+                "vault_write".to_string(),
+                json!({"folder": "Tasks", "title": "Call Sarah"})
+            )]
+        );
+        assert_eq!(report.turns, 2);
+        assert_eq!(report.final_text, "Saved.");
+        let one: Usage = serde_json::from_value(fake::usage()).unwrap();
+        assert_eq!(report.usage, one + one);
+
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            messages(&requests[0]),
+            vec![json!({"role":"user","content":[{"type":"text","text":"call sarah 📞"}]})]
+        );
+        let second = messages(&requests[1]);
+        assert_eq!(second.len(), 3);
+        assert_eq!(
+            second[1]["content"],
+            fake::tool_use(
+                "toolu_1",
+                "vault_write",
+                json!({"folder": "Tasks", "title": "Call Sarah"})
+            )["content"]
+        );
+        assert_eq!(
+            second[2],
+            json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"Tasks/2025-01-01_call-sarah.md"}]})
+        );
+        // The transcript is what was sent, plus the final answer.
+        assert_eq!(transcript[..3], second[..]);
+        assert_eq!(
+            transcript[3],
+            json!({"role":"assistant","content":[{"type":"text","text":"Saved."}]})
+        );
+        assert_eq!(requests[1].body["system"], cached_system("You file notes."));
+        assert_eq!(
+            requests[1].body["tools"][2]["cache_control"],
+            json!({"type":"ephemeral"})
+        );
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn two_tool_uses_in_one_turn_get_one_result_message_in_order() {
+        let both = fake::message(
+            vec![
+                json!({"type":"text","text":"Filing."}),
+                fake::tool_use_block("toolu_a", "log_interaction", json!({"input": "x"})),
+                fake::tool_use_block("toolu_b", "send_message", json!({"message": "Done"})),
+            ],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![both, fake::text("")]));
+        let tools = Recording::failing(&["send_message"]);
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "x", &tools)
+            .await
+            .unwrap();
+
+        let names: Vec<String> = tools.calls().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["log_interaction", "send_message"]);
+        assert_eq!(
+            transcript[2],
+            json!({"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"toolu_a","content":"ok"},
+                {"type":"tool_result","tool_use_id":"toolu_b","content":"send_message failed","is_error":true}
+            ]})
+        );
+        assert_eq!(report.final_text, "");
+        assert_eq!(fake.requests().len(), 2);
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn pause_turn_calls_again_without_a_new_user_message() {
+        let paused = fake::message(vec![json!({"type":"text","text":"Looking "})], "pause_turn");
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![paused, fake::text("it up.")]));
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "q", &Recording::default())
+            .await
+            .unwrap();
+
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        let second = messages(&requests[1]);
+        assert_eq!(second.len(), 2);
+        assert_eq!(
+            second[1],
+            json!({"role":"assistant","content":[{"type":"text","text":"Looking "}]})
+        );
+        assert_eq!(transcript.len(), 2);
+        assert_eq!(
+            transcript[1]["content"],
+            json!([{"type":"text","text":"Looking "},{"type":"text","text":"it up."}])
+        );
+        assert_eq!(report.final_text, "Looking it up.");
+        assert_eq!(report.turns, 2);
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn unusable_stop_reasons_fail_and_keep_what_was_received() {
+        type Check = fn(&AgentError) -> bool;
+        let cases: [(&str, Check); 4] = [
+            ("max_tokens", |e| matches!(e, AgentError::MaxTokens)),
+            ("refusal", |e| matches!(e, AgentError::Refusal)),
+            (
+                "model_context_window_exceeded",
+                |e| matches!(e, AgentError::Stopped(s) if s == "model_context_window_exceeded"),
+            ),
+            ("tool_use", |e| matches!(e, AgentError::Malformed(_))),
+        ];
+        for (stop_reason, expected) in cases {
+            let reply = fake::message(vec![json!({"type":"text","text":"partial"})], stop_reason);
+            let fake = FakeAnthropic::start(KEY, fake::scripted(vec![reply]));
+            let mut transcript = Vec::new();
+            let err = agent(&fake)
+                .run(&mut transcript, "x", &Recording::default())
+                .await
+                .unwrap_err();
+            assert!(expected(&err), "{stop_reason}: {err:?}");
+            assert_eq!(transcript.len(), 2, "{stop_reason}");
+            assert_eq!(
+                transcript[1]["content"],
+                json!([{"type":"text","text":"partial"}])
+            );
+            assert_eq!(fake.requests().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_use_without_id_is_malformed() {
+        let reply = fake::message(
+            vec![json!({"type":"tool_use","name":"vault_write","input":{}})],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![reply]));
+        let tools = Recording::default();
+        let err = agent(&fake)
+            .run(&mut Vec::new(), "x", &tools)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AgentError::Malformed(ref m) if m.contains("id")),
+            "{err:?}"
+        );
+        assert!(tools.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_turn_limit_stops_after_exactly_max_turns_requests() {
+        let replies: Vec<Value> = (0..=MAX_TURNS)
+            .map(|n| fake::tool_use(&format!("toolu_{n}"), "log_interaction", json!({"n": n})))
+            .collect();
+        let fake = FakeAnthropic::start(KEY, fake::scripted(replies));
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        let err = agent(&fake)
+            .run(&mut transcript, "loop", &tools)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::TurnLimit(10)), "{err:?}");
+        assert_eq!(fake.requests().len(), MAX_TURNS as usize);
+        assert_eq!(tools.calls().len(), MAX_TURNS as usize);
+        assert_eq!(transcript.len(), 1 + 2 * MAX_TURNS as usize);
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn a_second_run_resumes_the_transcript_byte_for_byte() {
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::scripted(vec![
+                fake::text("Task or note? (task / note)"),
+                fake::tool_use("toolu_9", "vault_write", json!({"folder": "Tasks"})),
+                fake::text("Saved."),
+            ]),
+        );
+        let agent = agent(&fake);
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        agent
+            .run(&mut transcript, "sarah\u{2028}שלום", &tools)
+            .await
+            .unwrap();
+        let before = serde_json::to_string(&transcript).unwrap();
+
+        let report = agent.run(&mut transcript, "task", &tools).await.unwrap();
+        assert_eq!(report.turns, 2);
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 3);
+        for request in &requests[1..] {
+            let sent = messages(request);
+            assert_eq!(serde_json::to_string(&sent[..2]).unwrap(), before);
+            assert_eq!(
+                sent[2],
+                json!({"role":"user","content":[{"type":"text","text":"task"}]})
+            );
+        }
+        assert_eq!(serde_json::to_string(&transcript[..2]).unwrap(), before);
+        assert_eq!(transcript.len(), 6);
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn a_run_after_a_failed_api_call_joins_the_unanswered_user_turn() {
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::scripted(vec![
+                Reply::Status {
+                    status: 500,
+                    headers: vec![],
+                    body: "{}".into(),
+                },
+                fake::text("ok").into(),
+            ]),
+        );
+        let agent = agent(&fake);
+        let mut transcript = Vec::new();
+        let err = agent
+            .run(&mut transcript, "first", &Recording::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AgentError::Api(anthropic::Error::Exhausted { attempts: 1, .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(transcript.len(), 1);
+
+        agent
+            .run(&mut transcript, "second", &Recording::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            messages(&fake.requests()[1]),
+            vec![
+                json!({"role":"user","content":[{"type":"text","text":"first"},{"type":"text","text":"second"}]})
+            ]
+        );
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn a_run_after_an_unanswered_tool_use_closes_it_first() {
+        let cut = fake::message(
+            vec![fake::tool_use_block("toolu_cut", "vault_write", json!({}))],
+            "max_tokens",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![cut, fake::text("ok")]));
+        let agent = agent(&fake);
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        assert!(matches!(
+            agent.run(&mut transcript, "a", &tools).await,
+            Err(AgentError::MaxTokens)
+        ));
+        agent.run(&mut transcript, "b", &tools).await.unwrap();
+        assert!(tools.calls().is_empty());
+        assert_eq!(
+            transcript[2],
+            json!({"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"toolu_cut","content":NOT_RUN,"is_error":true},
+                {"type":"text","text":"b"}
+            ]})
+        );
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn an_unauthorized_key_is_reported_as_such() {
+        let fake = FakeAnthropic::start("another-key", fake::scripted(Vec::<Reply>::new()));
+        let err = agent(&fake)
+            .run(&mut Vec::new(), "x", &Recording::default())
+            .await
+            .unwrap_err();
+        // The strict fake answers a wrong key with 400, so the client reports a status
+        // error; only a real 401/403 counts as an auth failure.
+        assert!(!err.is_auth());
+        assert_eq!(fake.violations().len(), 1);
+        assert!(fake.violations()[0].contains("x-api-key"));
+        let real = AgentError::Api(anthropic::Error::Unauthorized {
+            status: 401,
+            message: "m".into(),
+        });
+        assert!(real.is_auth());
+    }
+
+    #[tokio::test]
+    async fn the_fake_capture_flow_drives_a_whole_capture() {
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::capture_flow(
+                "Tasks",
+                "Call Sarah",
+                &["person/sarah", "priority/high"],
+                "Saved to Tasks ✅",
+            ),
+        );
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "remind me to call Sarah 📞", &tools)
+            .await
+            .unwrap();
+
+        let calls = tools.calls();
+        let names: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["vault_write", "log_interaction", "send_message"]);
+        assert_eq!(calls[0].1["folder"], "Tasks");
+        assert_eq!(calls[0].1["title"], "Call Sarah");
+        assert_eq!(calls[0].1["content"], "remind me to call Sarah 📞");
+        assert_eq!(calls[0].1["tags"], json!(["person/sarah", "priority/high"]));
+        assert_eq!(calls[1].1["stored_path"], "Tasks/2025-01-01_call-sarah.md");
+        assert_eq!(calls[2].1, json!({"message": "Saved to Tasks ✅"}));
+        assert_eq!(report.turns, 4);
+        assert_eq!(transcript.len(), 8);
+        let requests = fake.wait_for_requests(4, WAIT).await;
+        assert_eq!(requests.len(), 4);
+        assert_eq!(requests[0].header("x-api-key"), Some(KEY));
+        assert_strict(&fake);
+    }
+
+    #[tokio::test]
+    async fn the_fake_clarify_flow_asks_and_logs() {
+        let fake = FakeAnthropic::start(KEY, fake::clarify_flow("Task or note? (task / note)"));
+        let tools = Recording::default();
+        agent(&fake)
+            .run(&mut Vec::new(), "sarah", &tools)
+            .await
+            .unwrap();
+        let calls = tools.calls();
+        let names: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["log_interaction", "send_message"]);
+        assert_eq!(calls[0].1["clarification"], "Task or note? (task / note)");
+        assert_eq!(
+            calls[1].1,
+            json!({"message": "Task or note? (task / note)"})
+        );
+        assert_strict(&fake);
+    }
+
+    #[test]
+    fn the_run_future_is_send() {
+        fn assert_send<F: Future + Send>(_: F) {}
+        let client = Client::new(ClientConfig::new(Auth::ApiKey("k".into()))).unwrap();
+        let agent = Agent::new(client, "p");
+        let mut transcript = Vec::new();
+        let tools = Recording::default();
+        assert_send(agent.run(&mut transcript, "x", &tools));
+    }
+
+    /// Sends a raw request to the fake; returns the status and `error.message`.
+    async fn send_raw(
+        fake: &FakeAnthropic,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, String) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", fake.base_url()))
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_fake_refuses_what_the_api_would_refuse() {
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![fake::text("fine")]));
+        let ok_headers: &[(&str, &str)] = &[
+            ("x-api-key", KEY),
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+        ];
+        let tools = cache_last_tool(vec![json!({"name":"t","input_schema":{"type":"object"}})]);
+        let user = |t: &str| json!({"role":"user","content":[{"type":"text","text":t}]});
+        let assistant_uses = |id: &str| json!({"role":"assistant","content":[{"type":"tool_use","id":id,"name":"t","input":{}}]});
+        let result = |id: &str| json!({"type":"tool_result","tool_use_id":id,"content":"r"});
+        let body = |messages: Value| {
+            json!({
+                "model":"m","max_tokens":10,"system":cached_system("s"),"tools":tools,"messages":messages
+            })
+        };
+        let good = body(json!([user("hi 👋")]));
+        let with = |key: &str, value: Value| {
+            let mut b = good.clone();
+            b[key] = value;
+            b
+        };
+        let without = |key: &str| {
+            let mut b = good.clone();
+            b.as_object_mut().unwrap().remove(key);
+            b
+        };
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: Vec<(&str, Headers, Value, &str)> = vec![
+            (
+                "/v1/complete",
+                ok_headers,
+                good.clone(),
+                "expected POST /v1/messages",
+            ),
+            (
+                "/v1/messages",
+                &ok_headers[1..],
+                good.clone(),
+                "x-api-key header missing",
+            ),
+            (
+                "/v1/messages",
+                &[
+                    ("x-api-key", "wrong"),
+                    ("anthropic-version", "2023-06-01"),
+                    ("content-type", "application/json"),
+                ],
+                good.clone(),
+                "not the expected key",
+            ),
+            (
+                "/v1/messages",
+                &[
+                    ("x-api-key", KEY),
+                    ("anthropic-version", "2024-01-01"),
+                    ("content-type", "application/json"),
+                ],
+                good.clone(),
+                "anthropic-version",
+            ),
+            (
+                "/v1/messages",
+                &ok_headers[..2],
+                good.clone(),
+                "content-type",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                json!("text"),
+                "not a JSON object",
+            ),
+            ("/v1/messages", ok_headers, without("model"), "model"),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("max_tokens", json!(0)),
+                "max_tokens",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("messages", json!([])),
+                "messages",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                without("system"),
+                "system: missing",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("system", json!("plain")),
+                "plain string",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("system", json!([{"type":"text","text":"s"}])),
+                "system: the last block",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                without("tools"),
+                "tools: missing",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with(
+                    "tools",
+                    json!([{"name":"t","input_schema":{"type":"object"}}]),
+                ),
+                "last tool has no cache_control",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([{"role":"assistant","content":"x"}])),
+                "alternate",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([user("a"), user("b")])),
+                "alternate",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([user("a"), assistant_uses("t1"), user("b")])),
+                "\"t1\" of messages[1] has no tool_result",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([user("a"), assistant_uses("t1")])),
+                "not answered",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([{"role":"user","content":[result("t0")]}])),
+                "has no tool_use",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(
+                    json!([user("a"), assistant_uses("t1"), {"role":"user","content":[{"type":"text","text":"b"}, result("t1")]}]),
+                ),
+                "must come before",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(
+                    json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), result("t1")]}]),
+                ),
+                "answered twice",
+            ),
+        ];
+        for (i, (path, headers, body, expected)) in cases.iter().enumerate() {
+            let (status, message) = send_raw(&fake, path, headers, body).await;
+            assert_eq!(status, 400, "case {i}: {expected}");
+            assert!(
+                message.contains(expected),
+                "case {i}: {message:?} lacks {expected:?}"
+            );
+            assert_eq!(fake.violations().len(), i + 1, "case {i}");
+            assert_eq!(fake.violations()[i], message);
+        }
+        let valid = body(
+            json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), {"type":"text","text":"b"}]}]),
+        );
+        assert_eq!(
+            send_raw(&fake, "/v1/messages", ok_headers, &valid).await.0,
+            200
+        );
+        assert_eq!(fake.violations().len(), cases.len());
+        assert_eq!(
+            fake.wait_for_requests(cases.len() + 1, WAIT).await.len(),
+            cases.len() + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fake_hangs_until_dropped_and_counts_requests() {
+        let fake = FakeAnthropic::start(KEY, |_: &Value| Reply::Hang);
+        let mut config = ClientConfig::new(Auth::ApiKey(KEY.into()));
+        config.base_url = fake.base_url();
+        config.max_retries = 1;
+        config.request_timeout = Duration::from_millis(100);
+        let client = Client::new(config).unwrap();
+        let err = client
+            .create(
+                &cached_system("s"),
+                &cache_last_tool(Recording::default().definitions()),
+                &[json!({"role":"user","content":"x"})],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, anthropic::Error::Exhausted { attempts: 2, .. }),
+            "{err:?}"
+        );
+        assert_eq!(fake.wait_for_requests(2, WAIT).await.len(), 2);
+        assert_strict(&fake);
     }
 }

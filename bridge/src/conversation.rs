@@ -127,12 +127,7 @@ impl Conversations {
             return;
         };
         info!(chat = %chat, "no answer in time; filing to Inbox");
-        let minutes = self.timeout.as_secs().div_ceil(60);
-        let notice = format!(
-            "[System notice] No answer arrived within {minutes} minutes. File the original text \
-             into Inbox, noting that clarification was not received, tell the user briefly, and \
-             log it. Original text: {original}"
-        );
+        let notice = crate::prompt::timeout_notice(&original);
         let tools = Tools::new(self.vault.clone(), self.sender.clone(), session.chat.clone(), None);
         let result = self.agent.run(&mut session.transcript, &notice, &tools).await;
         let record = tools.record();

@@ -1,1 +1,684 @@
-//! (filled in by its module's work)
+//! A strict fake of the Anthropic Messages API on `127.0.0.1:0`, for tests.
+//!
+//! It runs in the test's tokio runtime. Each request is recorded, then checked the way the
+//! real API would check it, and stricter in a few places: the key and version headers,
+//! the required body fields, roles alternating user/assistant from user, each `tool_use`
+//! answered id for id by `tool_result` blocks at the start of the next user message, and
+//! prompt caching on the system prompt and the last tool. A request that fails a check is
+//! answered 400 with the reason in `error.message`, and the reason is kept in
+//! [`FakeAnthropic::violations`]. A request that passes goes to the test's responder.
+//!
+//! The same file is compiled into the bridge's unit tests (`agent.rs`), so it must not
+//! use the `bridge` crate.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The only `anthropic-version` the fake accepts.
+pub const API_VERSION: &str = "2023-06-01";
+
+/// What the fake answers to a valid request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with this message as the body (see [`text`], [`tool_use`], [`message`]).
+    Message(Value),
+    /// Any status, headers and raw body (errors, `retry-after`, malformed bodies).
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+        /// The raw body.
+        body: String,
+    },
+    /// Never answers, for client timeouts. Ends when the fake is dropped.
+    Hang,
+}
+
+impl From<Value> for Reply {
+    fn from(message: Value) -> Reply {
+        Reply::Message(message)
+    }
+}
+
+impl Reply {
+    /// An API error reply: `{"type":"error","error":{"type":…,"message":…}}`.
+    pub fn error(status: u16, kind: &str, message: &str) -> Reply {
+        let body = json!({ "type": "error", "error": { "type": kind, "message": message } });
+        Reply::Status {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        }
+    }
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Header names (lower case) and values, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body as JSON; a body that is not JSON is kept as a JSON string.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The request's `messages`, or none.
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+type Responder = Box<dyn Fn(&Value) -> Reply + Send + Sync>;
+
+struct Inner {
+    api_key: String,
+    responder: Responder,
+    recorded: Mutex<Vec<Recorded>>,
+    violations: Mutex<Vec<String>>,
+    /// How many requests have been recorded; `wait_for_requests` waits on it.
+    count: watch::Sender<usize>,
+    /// Set when the fake is dropped, to end hanging answers.
+    closed: watch::Sender<bool>,
+}
+
+/// The fake server. Stops when dropped.
+pub struct FakeAnthropic {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAnthropic {
+    /// Starts the fake on `127.0.0.1:0`, accepting `x-api-key: api_key`. Must be called
+    /// inside a tokio runtime.
+    pub fn start(
+        api_key: &str,
+        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> FakeAnthropic {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("inside a tokio runtime");
+        let inner = Arc::new(Inner {
+            api_key: api_key.to_string(),
+            responder: Box::new(responder),
+            recorded: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
+            count: watch::Sender::new(0),
+            closed: watch::Sender::new(false),
+        });
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeAnthropic {
+            addr,
+            inner,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, to use as the client's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, valid or not, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner.recorded).clone()
+    }
+
+    /// Why requests were refused, in order. A passing test expects none.
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.inner.violations).clone()
+    }
+
+    /// Waits until at least `n` requests were received, then returns all of them.
+    /// Panics (with the violations so far) if they do not arrive `within`.
+    pub async fn wait_for_requests(&self, n: usize, within: Duration) -> Vec<Recorded> {
+        let mut count = self.inner.count.subscribe();
+        let arrived = tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await;
+        if !matches!(arrived, Ok(Ok(_))) {
+            panic!(
+                "expected {n} requests to the fake Anthropic API within {within:?}, got {}; \
+                 violations: {:?}",
+                lock(&self.inner.recorded).len(),
+                self.violations()
+            );
+        }
+        self.requests()
+    }
+}
+
+impl Drop for FakeAnthropic {
+    fn drop(&mut self) {
+        self.inner.closed.send_replace(true);
+        self.server.abort();
+    }
+}
+
+/// Locks, ignoring poisoning: a panicking test thread must not hide what was recorded.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let verdict = check(&inner.api_key, &method, &uri, &headers, &body);
+    if let Err(problem) = &verdict {
+        lock(&inner.violations).push(problem.clone());
+    }
+    let recorded = Recorded {
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    let body = recorded.body.clone();
+    lock(&inner.recorded).push(recorded);
+    inner.count.send_modify(|c| *c += 1);
+
+    if let Err(problem) = verdict {
+        return reply(Reply::error(400, "invalid_request_error", &problem), &inner).await;
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(|| (inner.responder)(&body))) {
+        Ok(answer) => reply(answer, &inner).await,
+        Err(_) => {
+            let problem = "the test's responder panicked".to_string();
+            lock(&inner.violations).push(problem.clone());
+            reply(Reply::error(400, "invalid_request_error", &problem), &inner).await
+        }
+    }
+}
+
+async fn reply(answer: Reply, inner: &Inner) -> Response {
+    match answer {
+        Reply::Message(message) => (
+            StatusCode::OK,
+            [
+                ("content-type", "application/json"),
+                ("request-id", "req_fake"),
+            ],
+            message.to_string(),
+        )
+            .into_response(),
+        Reply::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, body).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::from_bytes(name.as_bytes()),
+                    axum::http::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        Reply::Hang => {
+            let mut closed = inner.closed.subscribe();
+            let _ = closed.wait_for(|c| *c).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+// ---- the checks ----
+
+/// Checks one request as the real API would, and stricter; `Err` says what is wrong.
+fn check(
+    api_key: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<(), String> {
+    if method != Method::POST || uri.path() != "/v1/messages" {
+        return Err(format!(
+            "expected POST /v1/messages, got {method} {}",
+            uri.path()
+        ));
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match header("x-api-key") {
+        None => return Err("x-api-key header missing".into()),
+        Some(key) if key != api_key => {
+            return Err("x-api-key header is not the expected key".into());
+        }
+        Some(_) => {}
+    }
+    match header("anthropic-version") {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(format!(
+                "anthropic-version must be {API_VERSION}, got {other:?}"
+            ));
+        }
+    }
+    if !header("content-type").is_some_and(|c| c.starts_with("application/json")) {
+        return Err("content-type must be application/json".into());
+    }
+    let Some(body) = body.as_object() else {
+        return Err("body is not a JSON object".into());
+    };
+    let model = body.get("model").and_then(Value::as_str);
+    if model.is_none_or(str::is_empty) {
+        return Err("model: required, a non-empty string".into());
+    }
+    if body
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .is_none_or(|n| n == 0)
+    {
+        return Err("max_tokens: required, a positive integer".into());
+    }
+    let messages = match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        _ => return Err("messages: required, a non-empty array".into()),
+    };
+    check_system(body.get("system"))?;
+    check_tools(body.get("tools"))?;
+    check_messages(messages)
+}
+
+fn is_cached(block: &Value) -> bool {
+    block
+        .get("cache_control")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        == Some("ephemeral")
+}
+
+fn check_system(system: Option<&Value>) -> Result<(), String> {
+    match system {
+        Some(Value::Array(blocks)) if blocks.last().is_some_and(is_cached) => Ok(()),
+        Some(Value::Array(_)) => Err("system: the last block has no cache_control".into()),
+        Some(Value::String(_)) => Err("system: a plain string cannot carry cache_control".into()),
+        _ => Err("system: missing; expected text blocks with cache_control".into()),
+    }
+}
+
+fn check_tools(tools: Option<&Value>) -> Result<(), String> {
+    let Some(Value::Array(tools)) = tools else {
+        return Err("tools: missing; expected the tool definitions".into());
+    };
+    let Some(last) = tools.last() else {
+        return Err("tools: empty".into());
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.get("name").and_then(Value::as_str).is_none()
+            || !tool.get("input_schema").is_some_and(Value::is_object)
+        {
+            return Err(format!(
+                "tools[{i}]: needs a name and an input_schema object"
+            ));
+        }
+    }
+    if !is_cached(last) {
+        return Err("tools: the last tool has no cache_control".into());
+    }
+    Ok(())
+}
+
+/// The content of a message as blocks; a plain string counts as one text block.
+fn blocks(message: &Value) -> Result<Vec<Value>, String> {
+    match message.get("content") {
+        Some(Value::String(text)) => Ok(vec![json!({ "type": "text", "text": text })]),
+        Some(Value::Array(blocks)) => Ok(blocks.clone()),
+        _ => Err("content must be a string or an array of blocks".into()),
+    }
+}
+
+fn block_type(block: &Value) -> Option<&str> {
+    block.get("type").and_then(Value::as_str)
+}
+
+fn check_messages(messages: &[Value]) -> Result<(), String> {
+    let mut open: Vec<String> = Vec::new(); // tool_use ids of the previous assistant message
+    for (i, message) in messages.iter().enumerate() {
+        let expected = if i % 2 == 0 { "user" } else { "assistant" };
+        let role = message.get("role").and_then(Value::as_str);
+        if role != Some(expected) {
+            return Err(format!(
+                "messages[{i}]: role {role:?}, expected {expected:?} (roles must alternate user/assistant, starting with user)"
+            ));
+        }
+        let blocks = blocks(message).map_err(|e| format!("messages[{i}]: {e}"))?;
+        for (j, block) in blocks.iter().enumerate() {
+            if block_type(block).is_none() {
+                return Err(format!("messages[{i}].content[{j}]: block without a type"));
+            }
+        }
+        if expected == "assistant" {
+            open = Vec::new();
+            for (j, block) in blocks
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| block_type(b) == Some("tool_use"))
+            {
+                let id = block.get("id").and_then(Value::as_str);
+                let named = block.get("name").and_then(Value::as_str).is_some();
+                match id {
+                    Some(id) if named && block.get("input").is_some_and(Value::is_object) => {
+                        open.push(id.to_string())
+                    }
+                    _ => {
+                        return Err(format!(
+                            "messages[{i}].content[{j}]: tool_use needs id, name and an input object"
+                        ));
+                    }
+                }
+            }
+            if !open.is_empty() && i + 1 == messages.len() {
+                return Err(format!(
+                    "messages[{i}]: tool_use ids {open:?} are not answered by a following user message"
+                ));
+            }
+            continue;
+        }
+        // A user message: its tool_result blocks come first and answer `open` id for id.
+        let results = blocks
+            .iter()
+            .take_while(|b| block_type(b) == Some("tool_result"))
+            .count();
+        if blocks[results..]
+            .iter()
+            .any(|b| block_type(b) == Some("tool_result"))
+        {
+            return Err(format!(
+                "messages[{i}]: tool_result blocks must come before any other block"
+            ));
+        }
+        let mut answered = Vec::new();
+        for (j, block) in blocks[..results].iter().enumerate() {
+            let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: tool_result without tool_use_id"
+                ));
+            };
+            if !matches!(
+                block.get("content"),
+                None | Some(Value::String(_)) | Some(Value::Array(_))
+            ) {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: tool_result content must be a string or blocks"
+                ));
+            }
+            if block.get("is_error").is_some_and(|e| !e.is_boolean()) {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: is_error must be a boolean"
+                ));
+            }
+            if !open.iter().any(|o| o == id) {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: tool_result for {id:?} has no tool_use in the previous message"
+                ));
+            }
+            if answered.iter().any(|a| a == id) {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: tool_use {id:?} answered twice"
+                ));
+            }
+            answered.push(id.to_string());
+        }
+        if let Some(missing) = open.iter().find(|o| !answered.contains(o)) {
+            return Err(format!(
+                "messages[{i}]: tool_use {missing:?} of messages[{}] has no tool_result",
+                i - 1
+            ));
+        }
+        open = Vec::new();
+    }
+    Ok(())
+}
+
+// ---- building replies ----
+
+static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
+
+/// The `usage` of every reply built here.
+pub fn usage() -> Value {
+    json!({
+        "input_tokens": 120,
+        "output_tokens": 30,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 2000
+    })
+}
+
+/// A full assistant message with `content` and `stop_reason`.
+pub fn message(content: Vec<Value>, stop_reason: &str) -> Value {
+    let n = NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed);
+    json!({
+        "id": format!("msg_fake_{n:04}"),
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-fake",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": null,
+        "usage": usage()
+    })
+}
+
+/// A `tool_use` content block.
+pub fn tool_use_block(id: &str, name: &str, input: Value) -> Value {
+    json!({ "type": "tool_use", "id": id, "name": name, "input": input })
+}
+
+/// A message that calls one tool (`stop_reason: "tool_use"`).
+pub fn tool_use(id: &str, name: &str, input: Value) -> Value {
+    message(vec![tool_use_block(id, name, input)], "tool_use")
+}
+
+/// A message that ends the turn with `text` (`stop_reason: "end_turn"`).
+pub fn text(text: &str) -> Value {
+    message(vec![json!({ "type": "text", "text": text })], "end_turn")
+}
+
+/// Answers with `replies` in order, then with a 400 saying the script ran out.
+pub fn scripted<R: Into<Reply>>(
+    replies: impl IntoIterator<Item = R>,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    let replies: Mutex<std::collections::VecDeque<Reply>> =
+        Mutex::new(replies.into_iter().map(Into::into).collect());
+    move |_| {
+        lock(&replies).pop_front().unwrap_or_else(|| {
+            Reply::error(
+                400,
+                "invalid_request_error",
+                "the fake's script has no more replies",
+            )
+        })
+    }
+}
+
+/// Where a transcript stands, as the flows below see it.
+enum Step {
+    /// The last user message carries new text: the run's input.
+    Input,
+    /// The last user message answers the named tool, with this result text.
+    After { tool: String, result: String },
+}
+
+fn step(body: &Value) -> Step {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let Some(last) = messages.last() else {
+        return Step::Input;
+    };
+    let content = blocks(last).unwrap_or_default();
+    if content.iter().any(|b| block_type(b) == Some("text")) {
+        return Step::Input;
+    }
+    let Some(result) = content
+        .iter()
+        .find(|b| block_type(b) == Some("tool_result"))
+    else {
+        return Step::Input;
+    };
+    let id = result
+        .get("tool_use_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let previous = messages.len().checked_sub(2).map(|i| &messages[i]);
+    let tool = previous
+        .and_then(|m| blocks(m).ok())
+        .and_then(|b| {
+            b.into_iter()
+                .find(|b| b.get("id").and_then(Value::as_str) == Some(id))
+        })
+        .and_then(|b| b.get("name").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let result = match result.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    };
+    Step::After { tool, result }
+}
+
+/// The text of the latest user message that has text: the input being handled.
+fn input_text(body: &Value) -> String {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    messages
+        .iter()
+        .rev()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| blocks(m).unwrap_or_default())
+        .find(|b| b.iter().any(|b| block_type(b) == Some("text")))
+        .map(|b| {
+            b.iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A unique tool_use id within a transcript: it grows with every turn.
+fn tool_id(body: &Value, name: &str) -> String {
+    let turn = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    format!("toolu_{turn:02}_{name}")
+}
+
+/// A model that files every input the same way: `vault_write` (the input as content),
+/// then `log_interaction`, then `send_message` with `reply_text`, then ends its turn.
+pub fn capture_flow(
+    folder: &str,
+    title: &str,
+    tags: &[&str],
+    reply_text: &str,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    let (folder, title, reply_text) = (
+        folder.to_string(),
+        title.to_string(),
+        reply_text.to_string(),
+    );
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    move |body| {
+        let input = input_text(body);
+        let reply = match step(body) {
+            Step::Input => tool_use(
+                &tool_id(body, "vault_write"),
+                "vault_write",
+                json!({ "folder": folder, "title": title, "content": input, "tags": tags, "confidence": 92 }),
+            ),
+            Step::After { tool, result } if tool == "vault_write" => tool_use(
+                &tool_id(body, "log_interaction"),
+                "log_interaction",
+                json!({
+                    "input": input, "category": folder, "confidence": 92, "tags": tags,
+                    "stored_path": result, "reasoning": "clear intent"
+                }),
+            ),
+            Step::After { tool, .. } if tool == "log_interaction" => tool_use(
+                &tool_id(body, "send_message"),
+                "send_message",
+                json!({ "message": reply_text }),
+            ),
+            Step::After { .. } => text("Filed."),
+        };
+        Reply::Message(reply)
+    }
+}
+
+/// A model that asks `question` about every input: `log_interaction` (with the question
+/// as `clarification`), then `send_message` with it, then ends its turn.
+pub fn clarify_flow(question: &str) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    let question = question.to_string();
+    move |body| {
+        let reply = match step(body) {
+            Step::Input => tool_use(
+                &tool_id(body, "log_interaction"),
+                "log_interaction",
+                json!({ "input": input_text(body), "confidence": 40, "clarification": question }),
+            ),
+            Step::After { tool, .. } if tool == "log_interaction" => tool_use(
+                &tool_id(body, "send_message"),
+                "send_message",
+                json!({ "message": question }),
+            ),
+            Step::After { .. } => text("Asked."),
+        };
+        Reply::Message(reply)
+    }
+}
