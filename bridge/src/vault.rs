@@ -97,14 +97,22 @@ pub enum Error {
 impl Error {
     fn io(path: &Path, source: io::Error) -> Error {
         if source.kind() == io::ErrorKind::PermissionDenied {
-            Error::PermissionDenied { path: path.to_path_buf() }
+            Error::PermissionDenied {
+                path: path.to_path_buf(),
+            }
         } else {
-            Error::Io { path: path.to_path_buf(), source }
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 
     fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-        Error::Invalid { field, reason: reason.into() }
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -160,13 +168,20 @@ impl FromStr for Folder {
 
     /// Exact, case-sensitive names only.
     fn from_str(s: &str) -> Result<Folder, Error> {
-        Folder::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
-            let valid: Vec<&str> = Folder::ALL.iter().map(|f| f.as_str()).collect();
-            Error::invalid(
-                "folder",
-                format!("unknown folder {:?}; use one of {}", preview(s), valid.join(", ")),
-            )
-        })
+        Folder::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = Folder::ALL.iter().map(|f| f.as_str()).collect();
+                Error::invalid(
+                    "folder",
+                    format!(
+                        "unknown folder {:?}; use one of {}",
+                        preview(s),
+                        valid.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -213,7 +228,11 @@ pub struct ListQuery<'a> {
 
 impl Default for ListQuery<'_> {
     fn default() -> Self {
-        ListQuery { folder: None, tags: &[], limit: DEFAULT_LIST_LIMIT }
+        ListQuery {
+            folder: None,
+            tags: &[],
+            limit: DEFAULT_LIST_LIMIT,
+        }
     }
 }
 
@@ -299,7 +318,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Vault {
     /// A vault rooted at `root` (the folder the user picked). Touches nothing on disk.
     pub fn new(root: impl Into<PathBuf>) -> Vault {
-        Vault { root: root.into(), shared: Arc::default() }
+        Vault {
+            root: root.into(),
+            shared: Arc::default(),
+        }
     }
 
     /// The vault's root folder.
@@ -320,7 +342,9 @@ impl Vault {
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { path: self.root.display().to_string() });
+                return Err(Error::NotFound {
+                    path: self.root.display().to_string(),
+                });
             }
             Err(e) => return Err(Error::io(&self.root, e)),
         }
@@ -332,7 +356,11 @@ impl Vault {
         fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let probe = logs.join(format!(".write-check-{}-{n}", std::process::id()));
-        OpenOptions::new().write(true).create_new(true).open(&probe).map_err(|e| Error::io(&probe, e))?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| Error::io(&probe, e))?;
         fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
     }
 
@@ -408,7 +436,10 @@ impl Vault {
                 }
             }
         }
-        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("md")) {
+        if !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("md"))
+        {
             return Err(Error::invalid("filepath", "only .md notes can be read"));
         }
         let root = fs::canonicalize(&self.root).map_err(|e| Error::io(&self.root, e))?;
@@ -433,7 +464,9 @@ impl Vault {
             return Err(Error::invalid("filepath", "note is larger than 1 MiB"));
         }
         let mut bytes = Vec::new();
-        file.take(MAX_READ_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(&real, e))?;
+        file.take(MAX_READ_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&real, e))?;
         if bytes.len() as u64 > MAX_READ_BYTES {
             return Err(Error::invalid("filepath", "note is larger than 1 MiB"));
         }
@@ -449,13 +482,18 @@ impl Vault {
             Some(f) => vec![f],
             None => Folder::ALL.to_vec(),
         };
-        let wanted: Vec<String> =
-            q.tags.iter().map(|t| t.trim_start_matches('#').to_lowercase()).collect();
+        let wanted: Vec<String> = q
+            .tags
+            .iter()
+            .map(|t| t.trim_start_matches('#').to_lowercase())
+            .collect();
         let mut notes: Vec<(DateTime<Utc>, NoteSummary)> = self
             .scan(&folders)?
             .into_iter()
             .filter(|n| {
-                wanted.iter().all(|w| n.header.tags.iter().any(|t| t.to_lowercase() == *w))
+                wanted
+                    .iter()
+                    .all(|w| n.header.tags.iter().any(|t| t.to_lowercase() == *w))
             })
             .map(|n| {
                 let when = n
@@ -543,7 +581,8 @@ impl Vault {
         }
         text.push('\n');
         text.push_str(&entry);
-        crate::persist::write_atomic(&path, text.as_bytes()).map_err(|err| Error::io(&path, err))?;
+        crate::persist::write_atomic(&path, text.as_bytes())
+            .map_err(|err| Error::io(&path, err))?;
         Ok(rel)
     }
 
@@ -587,11 +626,15 @@ impl Vault {
                             continue;
                         }
                     };
-                    let Ok(name) = entry.file_name().into_string() else { continue };
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
                     if name.starts_with('.') {
                         continue;
                     }
-                    let Ok(kind) = entry.file_type() else { continue };
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
                     let abs = entry.path();
                     let rel = format!("{rel_dir}/{name}");
                     if kind.is_dir() {
@@ -607,7 +650,11 @@ impl Vault {
                     match self.header(&abs, &entry) {
                         Ok((modified, header)) => {
                             seen.insert(abs);
-                            found.push(Found { rel, modified, header });
+                            found.push(Found {
+                                rel,
+                                modified,
+                                header,
+                            });
                         }
                         Err(e) => tracing::warn!(note = %rel, cause = %e, "skipping note"),
                     }
@@ -636,8 +683,14 @@ impl Vault {
         self.shared.header_reads.fetch_add(1, Ordering::Relaxed);
         let complete = (bytes.len() as u64) < HEADER_CAP;
         let header = Arc::new(parse_header(&bytes, complete));
-        lock(&self.shared.headers)
-            .insert(abs.to_path_buf(), Cached { modified, len, header: Arc::clone(&header) });
+        lock(&self.shared.headers).insert(
+            abs.to_path_buf(),
+            Cached {
+                modified,
+                len,
+                header: Arc::clone(&header),
+            },
+        );
         Ok((modified, header))
     }
 }
@@ -645,7 +698,11 @@ impl Vault {
 /// Reserves `<stem>.md`, else `<stem>-1.md`, `<stem>-2.md`, … with an exclusive create.
 fn reserve_name(dir: &Path, stem: &str) -> Result<(String, PathBuf), Error> {
     for n in 0..MAX_NAME_ATTEMPTS {
-        let name = if n == 0 { format!("{stem}.md") } else { format!("{stem}-{n}.md") };
+        let name = if n == 0 {
+            format!("{stem}.md")
+        } else {
+            format!("{stem}-{n}.md")
+        };
         let path = dir.join(&name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(_) => return Ok((name, path)),
@@ -653,7 +710,10 @@ fn reserve_name(dir: &Path, stem: &str) -> Result<(String, PathBuf), Error> {
             Err(e) => return Err(Error::io(&path, e)),
         }
     }
-    Err(Error::invalid("title", "too many notes with this name today"))
+    Err(Error::invalid(
+        "title",
+        "too many notes with this name today",
+    ))
 }
 
 /// The file-name slug of a title: lower-case `a-z0-9` words joined by `-`, at most 50
@@ -674,7 +734,11 @@ fn slugify(title: &str) -> String {
     }
     slug.truncate(MAX_SLUG_CHARS);
     let slug = slug.trim_end_matches('-');
-    if slug.is_empty() { "note".to_string() } else { slug.to_string() }
+    if slug.is_empty() {
+        "note".to_string()
+    } else {
+        slug.to_string()
+    }
 }
 
 /// The title as it appears in the `# ` heading: line breaks, control characters and runs
@@ -726,12 +790,18 @@ pub fn normalize_tag(tag: &str) -> Result<String, Error> {
         return Err(Error::invalid("tags", "empty tag"));
     }
     if tag.len() > MAX_TAG_BYTES {
-        return Err(Error::invalid("tags", format!("tag longer than {MAX_TAG_BYTES} bytes")));
+        return Err(Error::invalid(
+            "tags",
+            format!("tag longer than {MAX_TAG_BYTES} bytes"),
+        ));
     }
     if tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::invalid(
             "tags",
-            format!("tag {:?} contains whitespace or control characters", preview(tag)),
+            format!(
+                "tag {:?} contains whitespace or control characters",
+                preview(tag)
+            ),
         ));
     }
     Ok(tag.to_string())
@@ -741,8 +811,9 @@ pub fn normalize_tag(tag: &str) -> Result<String, Error> {
 /// value can never start a heading or an entry of its own.
 fn log_value(value: &str) -> String {
     let unified = value.replace("\r\n", "\n");
-    let lines: Vec<&str> =
-        unified.split(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']).collect();
+    let lines: Vec<&str> = unified
+        .split(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}'])
+        .collect();
     lines.join("\n  ")
 }
 
@@ -760,7 +831,10 @@ fn parse_header(bytes: &[u8], complete: bool) -> Header {
     let mut header = Header::default();
     let mut body_start = 0;
     if lines.first().is_some_and(|l| bare(l).trim_end() == "---") {
-        let close = lines.iter().skip(1).position(|l| matches!(bare(l).trim_end(), "---" | "..."));
+        let close = lines
+            .iter()
+            .skip(1)
+            .position(|l| matches!(bare(l).trim_end(), "---" | "..."));
         let Some(close) = close.map(|i| i + 1) else {
             // Unterminated frontmatter (or longer than the cap): nothing more is reliable.
             return header;
@@ -827,12 +901,18 @@ fn parse_created(created: &str) -> Option<DateTime<Utc>> {
 }
 
 fn has_md_extension(name: &str) -> bool {
-    Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("md"))
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("md"))
 }
 
 fn file_stem(rel: &str) -> String {
     let name = rel.rsplit('/').next().unwrap_or(rel);
-    Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or(name).to_string()
+    Path::new(name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(name)
+        .to_string()
 }
 
 /// At most 60 characters of `s`, for error messages.
@@ -851,7 +931,10 @@ mod tests {
     use std::time::Duration;
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Local> {
-        Local.with_ymd_and_hms(y, mo, d, h, mi, s).earliest().expect("valid local time")
+        Local
+            .with_ymd_and_hms(y, mo, d, h, mi, s)
+            .earliest()
+            .expect("valid local time")
     }
 
     fn now() -> DateTime<Local> {
@@ -904,7 +987,10 @@ mod tests {
             ("!!!@@@###", "note"),
             ("", "note"),
             ("   ", "note"),
-            (&hundred, "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdef"),
+            (
+                &hundred,
+                "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdef",
+            ),
         ];
         for (title, want) in cases {
             assert_eq!(slugify(title), *want, "title {title:?}");
@@ -939,7 +1025,10 @@ mod tests {
         vault.check_writable().unwrap();
 
         let missing = Vault::new(vault.root().join("not-there"));
-        assert!(matches!(missing.check_writable(), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            missing.check_writable(),
+            Err(Error::NotFound { .. })
+        ));
         assert!(!missing.root().exists(), "a missing vault is not created");
     }
 
@@ -965,24 +1054,40 @@ mod tests {
         );
         assert_eq!(bytes, want);
 
-        let yaml = bytes.strip_prefix("---\n").unwrap().split("---\n").next().unwrap();
+        let yaml = bytes
+            .strip_prefix("---\n")
+            .unwrap()
+            .split("---\n")
+            .next()
+            .unwrap();
         let value: Yaml = serde_yaml_ng::from_str(yaml).unwrap();
-        assert_eq!(value.get("created").and_then(Yaml::as_str), Some(created.as_str()));
+        assert_eq!(
+            value.get("created").and_then(Yaml::as_str),
+            Some(created.as_str())
+        );
         assert_eq!(value.get("confidence").and_then(Yaml::as_u64), Some(85));
-        assert_eq!(value.get("source").and_then(Yaml::as_str), Some("imessage:ABC-123"));
+        assert_eq!(
+            value.get("source").and_then(Yaml::as_str),
+            Some("imessage:ABC-123")
+        );
         assert_eq!(yaml_tags(value.get("tags")), ["person/sarah", "topic/a:b"]);
     }
 
     #[test]
     fn frontmatter_stays_valid_yaml_for_awkward_values() {
         let (_dir, vault) = vault();
-        let tags: Vec<String> =
-            ["yes", "null", "1.5", "a:b", "'q'", "\"dq\"", "[x]", "{y}", "-z", "ü/ß", "🎉"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let tags: Vec<String> = [
+            "yes", "null", "1.5", "a:b", "'q'", "\"dq\"", "[x]", "{y}", "-z", "ü/ß", "🎉",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let source = "imessage:x: \"y\" #z";
-        let new = NewNote { tags: &tags, source: Some(source), ..note("Awkward") };
+        let new = NewNote {
+            tags: &tags,
+            source: Some(source),
+            ..note("Awkward")
+        };
         let rel = vault.write_note(&new, now()).unwrap();
         let text = fs::read_to_string(vault.root().join(&rel)).unwrap();
         let header = parse_header(text.as_bytes(), true);
@@ -995,7 +1100,13 @@ mod tests {
     fn title_whitespace_and_line_breaks_become_single_spaces() {
         let (_dir, vault) = vault();
         let rel = vault
-            .write_note(&NewNote { content: "", ..note(" Two\r\nlines\u{2028}here\t ") }, now())
+            .write_note(
+                &NewNote {
+                    content: "",
+                    ..note(" Two\r\nlines\u{2028}here\t ")
+                },
+                now(),
+            )
             .unwrap();
         assert_eq!(rel, "Tasks/2024-05-01_two-lines-here.md");
         let text = fs::read_to_string(vault.root().join(&rel)).unwrap();
@@ -1008,7 +1119,17 @@ mod tests {
         let contents = ["one", "two", "three"];
         let mut paths = Vec::new();
         for content in contents {
-            paths.push(vault.write_note(&NewNote { content, ..note("Buy milk") }, now()).unwrap());
+            paths.push(
+                vault
+                    .write_note(
+                        &NewNote {
+                            content,
+                            ..note("Buy milk")
+                        },
+                        now(),
+                    )
+                    .unwrap(),
+            );
         }
         assert_eq!(
             paths,
@@ -1020,12 +1141,19 @@ mod tests {
         );
         for (path, content) in paths.iter().zip(contents) {
             let text = fs::read_to_string(vault.root().join(path)).unwrap();
-            assert!(text.ends_with(&format!("# Buy milk\n\n{content}\n")), "{text}");
+            assert!(
+                text.ends_with(&format!("# Buy milk\n\n{content}\n")),
+                "{text}"
+            );
         }
         // A title that slugs to nothing is still a note.
         let rel = vault.write_note(&note("🎉🎉"), now()).unwrap();
         assert_eq!(rel, "Tasks/2024-05-01_note.md");
-        assert_eq!(names(&vault.root().join("Tasks")).len(), 4, "no temporary file left");
+        assert_eq!(
+            names(&vault.root().join("Tasks")).len(),
+            4,
+            "no temporary file left"
+        );
     }
 
     #[test]
@@ -1036,7 +1164,15 @@ mod tests {
                 let vault = vault.clone();
                 std::thread::spawn(move || {
                     let content = format!("writer {i}");
-                    vault.write_note(&NewNote { content: &content, ..note("Same") }, now()).unwrap()
+                    vault
+                        .write_note(
+                            &NewNote {
+                                content: &content,
+                                ..note("Same")
+                            },
+                            now(),
+                        )
+                        .unwrap()
                 })
             })
             .collect();
@@ -1056,22 +1192,58 @@ mod tests {
     #[test]
     fn write_with_the_same_source_and_title_is_idempotent() {
         let (_dir, vault) = vault();
-        let first = NewNote { source: Some("imessage:G1"), ..note("Call mom") };
+        let first = NewNote {
+            source: Some("imessage:G1"),
+            ..note("Call mom")
+        };
         let path = vault.write_note(&first, now()).unwrap();
         let bytes = fs::read(vault.root().join(&path)).unwrap();
         // A re-run after a crash, later the same day or on the next one.
-        let again = NewNote { content: "other body", ..first };
+        let again = NewNote {
+            content: "other body",
+            ..first
+        };
         assert_eq!(vault.write_note(&again, now()).unwrap(), path);
-        assert_eq!(vault.write_note(&again, at(2024, 5, 2, 9, 0, 0)).unwrap(), path);
-        assert_eq!(fs::read(vault.root().join(&path)).unwrap(), bytes, "not rewritten");
+        assert_eq!(
+            vault.write_note(&again, at(2024, 5, 2, 9, 0, 0)).unwrap(),
+            path
+        );
+        assert_eq!(
+            fs::read(vault.root().join(&path)).unwrap(),
+            bytes,
+            "not rewritten"
+        );
         assert_eq!(names(&vault.root().join("Tasks")).len(), 1);
 
         // A different title, source, or folder is a different note.
-        let other_title = vault.write_note(&NewNote { title: "Call dad", ..first }, now());
-        let other_source =
-            vault.write_note(&NewNote { source: Some("imessage:G2"), ..first }, now());
-        let no_source = vault.write_note(&NewNote { source: None, ..first }, now());
-        let other_folder = vault.write_note(&NewNote { folder: Folder::Inbox, ..first }, now());
+        let other_title = vault.write_note(
+            &NewNote {
+                title: "Call dad",
+                ..first
+            },
+            now(),
+        );
+        let other_source = vault.write_note(
+            &NewNote {
+                source: Some("imessage:G2"),
+                ..first
+            },
+            now(),
+        );
+        let no_source = vault.write_note(
+            &NewNote {
+                source: None,
+                ..first
+            },
+            now(),
+        );
+        let other_folder = vault.write_note(
+            &NewNote {
+                folder: Folder::Inbox,
+                ..first
+            },
+            now(),
+        );
         assert_eq!(other_title.unwrap(), "Tasks/2024-05-01_call-dad.md");
         assert_eq!(other_source.unwrap(), "Tasks/2024-05-01_call-mom-1.md");
         assert_eq!(no_source.unwrap(), "Tasks/2024-05-01_call-mom-2.md");
@@ -1092,13 +1264,55 @@ mod tests {
             (note(" \r\n\u{2028} "), "title"),
             (note("a\0b"), "title"),
             (note(&big_title), "title"),
-            (NewNote { content: &big_content, ..note("x") }, "content"),
-            (NewNote { content: "a\0", ..note("x") }, "content"),
-            (NewNote { tags: &many, ..note("x") }, "tags"),
-            (NewNote { tags: &spaced, ..note("x") }, "tags"),
-            (NewNote { tags: &control, ..note("x") }, "tags"),
-            (NewNote { tags: &empty, ..note("x") }, "tags"),
-            (NewNote { confidence: Some(101), ..note("x") }, "confidence"),
+            (
+                NewNote {
+                    content: &big_content,
+                    ..note("x")
+                },
+                "content",
+            ),
+            (
+                NewNote {
+                    content: "a\0",
+                    ..note("x")
+                },
+                "content",
+            ),
+            (
+                NewNote {
+                    tags: &many,
+                    ..note("x")
+                },
+                "tags",
+            ),
+            (
+                NewNote {
+                    tags: &spaced,
+                    ..note("x")
+                },
+                "tags",
+            ),
+            (
+                NewNote {
+                    tags: &control,
+                    ..note("x")
+                },
+                "tags",
+            ),
+            (
+                NewNote {
+                    tags: &empty,
+                    ..note("x")
+                },
+                "tags",
+            ),
+            (
+                NewNote {
+                    confidence: Some(101),
+                    ..note("x")
+                },
+                "confidence",
+            ),
         ];
         for (new, field) in cases {
             match vault.write_note(&new, now()) {
@@ -1112,7 +1326,13 @@ mod tests {
     #[test]
     fn read_returns_the_note() {
         let (_dir, vault) = vault();
-        let rel = vault.write_note(&NewNote { content: "héllo 🎉", ..note("Read me") }, now());
+        let rel = vault.write_note(
+            &NewNote {
+                content: "héllo 🎉",
+                ..note("Read me")
+            },
+            now(),
+        );
         let rel = rel.unwrap();
         let text = vault.read_note(&rel).unwrap();
         assert_eq!(text.as_bytes(), fs::read(vault.root().join(&rel)).unwrap());
@@ -1127,8 +1347,11 @@ mod tests {
         fs::create_dir_all(vault.root().join("Tasks/dir.md")).unwrap();
         fs::write(vault.root().join("Tasks/plain.txt"), "text").unwrap();
         fs::write(vault.root().join("Tasks/ok.md"), "ok").unwrap();
-        fs::write(vault.root().join("Tasks/big.md"), vec![b'a'; MAX_READ_BYTES as usize + 1])
-            .unwrap();
+        fs::write(
+            vault.root().join("Tasks/big.md"),
+            vec![b'a'; MAX_READ_BYTES as usize + 1],
+        )
+        .unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret.md"), vault.root().join("out.md"))
             .unwrap();
         std::os::unix::fs::symlink(dir.path(), vault.root().join("Escape")).unwrap();
@@ -1171,7 +1394,8 @@ mod tests {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, text).unwrap();
         let file = File::options().write(true).open(&path).unwrap();
-        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime_secs)).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime_secs))
+            .unwrap();
     }
 
     fn paths(list: &[NoteSummary]) -> Vec<&str> {
@@ -1181,21 +1405,52 @@ mod tests {
     #[test]
     fn list_orders_filters_and_limits() {
         let (_dir, vault) = vault();
-        let fm = |created: &str, tags: &str| format!("---\ncreated: {created}\ntags: {tags}\n---\n");
-        put(&vault, "Tasks/a.md", &(fm("2024-05-01T10:00:00+02:00", "[work, '#urgent']") + "# A\n"), 1);
-        put(&vault, "Tasks/b.md", &(fm("2024-05-01T09:00:00Z", "[work]") + "# B\n"), 1);
-        put(&vault, "Ideas/c.md", &(fm("2024-04-30", "home, work") + "# C\n"), 1);
+        let fm =
+            |created: &str, tags: &str| format!("---\ncreated: {created}\ntags: {tags}\n---\n");
+        put(
+            &vault,
+            "Tasks/a.md",
+            &(fm("2024-05-01T10:00:00+02:00", "[work, '#urgent']") + "# A\n"),
+            1,
+        );
+        put(
+            &vault,
+            "Tasks/b.md",
+            &(fm("2024-05-01T09:00:00Z", "[work]") + "# B\n"),
+            1,
+        );
+        put(
+            &vault,
+            "Ideas/c.md",
+            &(fm("2024-04-30", "home, work") + "# C\n"),
+            1,
+        );
         // No frontmatter: ordered by modification time (2024-05-02 here), title from stem.
         put(&vault, "Ideas/plain.md", "just text\n", 1_714_608_000);
         // Broken YAML: listed anyway, with its heading.
-        put(&vault, "Inbox/broken.md", "---\ntags: [unclosed\n---\n# Broken\n", 0);
+        put(
+            &vault,
+            "Inbox/broken.md",
+            "---\ntags: [unclosed\n---\n# Broken\n",
+            0,
+        );
         put(&vault, "Projects/sub/deep.md", "# Deep\n", 2);
         put(&vault, "Tasks/.hidden.md", "# Hidden\n", 3);
         put(&vault, "Tasks/not-a-note.txt", "# Text\n", 3);
-        put(&vault, "_system/logs/2024-05-01.md", "# Interaction Log\n", 3);
+        put(
+            &vault,
+            "_system/logs/2024-05-01.md",
+            "# Interaction Log\n",
+            3,
+        );
         put(&vault, "root.md", "# Root\n", 3);
 
-        let all = vault.list(&ListQuery { limit: 100, ..ListQuery::default() }).unwrap();
+        let all = vault
+            .list(&ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            })
+            .unwrap();
         assert_eq!(
             paths(&all),
             [
@@ -1223,23 +1478,44 @@ mod tests {
         assert!(all[5].tags.is_empty());
 
         let tasks = vault
-            .list(&ListQuery { folder: Some(Folder::Tasks), ..ListQuery::default() })
+            .list(&ListQuery {
+                folder: Some(Folder::Tasks),
+                ..ListQuery::default()
+            })
             .unwrap();
         assert_eq!(paths(&tasks), ["Tasks/b.md", "Tasks/a.md"]);
 
         let work = vec!["Work".to_string()];
-        let tagged = vault.list(&ListQuery { tags: &work, ..ListQuery::default() }).unwrap();
+        let tagged = vault
+            .list(&ListQuery {
+                tags: &work,
+                ..ListQuery::default()
+            })
+            .unwrap();
         assert_eq!(paths(&tagged), ["Tasks/b.md", "Tasks/a.md", "Ideas/c.md"]);
         let both = vec!["work".to_string(), "#urgent".to_string()];
-        let tagged = vault.list(&ListQuery { tags: &both, ..ListQuery::default() }).unwrap();
+        let tagged = vault
+            .list(&ListQuery {
+                tags: &both,
+                ..ListQuery::default()
+            })
+            .unwrap();
         assert_eq!(paths(&tagged), ["Tasks/a.md"]);
 
-        let two = vault.list(&ListQuery { limit: 2, ..ListQuery::default() }).unwrap();
+        let two = vault
+            .list(&ListQuery {
+                limit: 2,
+                ..ListQuery::default()
+            })
+            .unwrap();
         assert_eq!(paths(&two), ["Ideas/plain.md", "Tasks/b.md"]);
         assert_eq!(ListQuery::default().limit, 20);
 
         let empty = vault
-            .list(&ListQuery { folder: Some(Folder::Archive), ..ListQuery::default() })
+            .list(&ListQuery {
+                folder: Some(Folder::Archive),
+                ..ListQuery::default()
+            })
             .unwrap();
         assert!(empty.is_empty());
     }
@@ -1253,8 +1529,11 @@ mod tests {
         fs::create_dir(vault.root().join("Ideas")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("outside"), vault.root().join("Ideas/link"))
             .unwrap();
-        std::os::unix::fs::symlink(dir.path().join("outside/x.md"), vault.root().join("Ideas/x.md"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("outside/x.md"),
+            vault.root().join("Ideas/x.md"),
+        )
+        .unwrap();
         assert!(vault.list(&ListQuery::default()).unwrap().is_empty());
     }
 
@@ -1263,10 +1542,14 @@ mod tests {
         let (_dir, vault) = vault();
         for i in 0..10_000 {
             let folder = Folder::ALL[i % 6];
-            let text = format!("---\ncreated: 2024-01-01T00:00:00Z\ntags: [n{i}]\n---\n# Note {i}\n");
+            let text =
+                format!("---\ncreated: 2024-01-01T00:00:00Z\ntags: [n{i}]\n---\n# Note {i}\n");
             put(&vault, &format!("{folder}/{i:05}.md"), &text, 1);
         }
-        let q = ListQuery { limit: 10_000, ..ListQuery::default() };
+        let q = ListQuery {
+            limit: 10_000,
+            ..ListQuery::default()
+        };
         let reads = || vault.shared.header_reads.load(Ordering::Relaxed);
         let cold = vault.list(&q).unwrap();
         assert_eq!(cold.len(), 10_000);
@@ -1276,7 +1559,12 @@ mod tests {
         assert_eq!(warm, cold);
         assert_eq!(reads(), 10_000, "a warm listing reads no note");
 
-        put(&vault, "Tasks/00000.md", "---\ntags: [changed]\n---\n# Changed title\n", 5);
+        put(
+            &vault,
+            "Tasks/00000.md",
+            "---\ntags: [changed]\n---\n# Changed title\n",
+            5,
+        );
         fs::remove_file(vault.root().join("Ideas/00001.md")).unwrap();
         let changed = vault.list(&q).unwrap();
         assert_eq!(reads(), 10_001, "only the changed note is read again");
@@ -1284,16 +1572,28 @@ mod tests {
         let first = changed.iter().find(|n| n.path == "Tasks/00000.md").unwrap();
         assert_eq!(first.title, "Changed title");
         assert_eq!(first.tags, ["changed"]);
-        assert_eq!(lock(&vault.shared.headers).len(), 9_999, "deleted notes leave the cache");
+        assert_eq!(
+            lock(&vault.shared.headers).len(),
+            9_999,
+            "deleted notes leave the cache"
+        );
     }
 
     #[test]
     fn header_reading_is_lenient() {
         let cases: &[(&str, Option<&str>, &[&str])] = &[
             ("# Title\n", Some("Title"), &[]),
-            ("\u{feff}---\r\ntags: [a]\r\n---\r\n# CRLF\r\n", Some("CRLF"), &["a"]),
+            (
+                "\u{feff}---\r\ntags: [a]\r\n---\r\n# CRLF\r\n",
+                Some("CRLF"),
+                &["a"],
+            ),
             ("---\ntags: a\n...\n# Dots\n", Some("Dots"), &["a"]),
-            ("---\ntags: [a\n---\n# After broken\n", Some("After broken"), &[]),
+            (
+                "---\ntags: [a\n---\n# After broken\n",
+                Some("After broken"),
+                &[],
+            ),
             ("---\ntags: [a]\n# never closed\n", None, &[]),
             ("```\n# in code\n```\n# Real\n", Some("Real"), &[]),
             ("#NotHeading\n## Sub\n#  Spaced  \n", Some("Spaced"), &[]),
@@ -1329,8 +1629,13 @@ mod tests {
         };
         let rel = vault.log_interaction(&full, now()).unwrap();
         assert_eq!(rel, "_system/logs/2024-05-01.md");
-        let minimal = LogEntry { input: "hi 👋", ..LogEntry::default() };
-        vault.log_interaction(&minimal, at(2024, 5, 1, 23, 59, 59)).unwrap();
+        let minimal = LogEntry {
+            input: "hi 👋",
+            ..LogEntry::default()
+        };
+        vault
+            .log_interaction(&minimal, at(2024, 5, 1, 23, 59, 59))
+            .unwrap();
         assert_eq!(
             log_text(&vault, "2024-05-01"),
             "# Interaction Log: 2024-05-01\n\
@@ -1347,18 +1652,27 @@ mod tests {
              - **Input:** hi 👋\n"
         );
         // The next day starts a new file.
-        let next = vault.log_interaction(&minimal, at(2024, 5, 2, 0, 0, 1)).unwrap();
+        let next = vault
+            .log_interaction(&minimal, at(2024, 5, 2, 0, 0, 1))
+            .unwrap();
         assert_eq!(next, "_system/logs/2024-05-02.md");
         assert_eq!(
             log_text(&vault, "2024-05-02"),
             "# Interaction Log: 2024-05-02\n\n## 00:00:01\n- **Input:** hi 👋\n"
         );
-        let bad = LogEntry { input: "a\0b", ..LogEntry::default() };
+        let bad = LogEntry {
+            input: "a\0b",
+            ..LogEntry::default()
+        };
         assert!(matches!(
             vault.log_interaction(&bad, now()),
             Err(Error::Invalid { field: "input", .. })
         ));
-        let bad = LogEntry { input: "x", confidence: Some(200), ..LogEntry::default() };
+        let bad = LogEntry {
+            input: "x",
+            confidence: Some(200),
+            ..LogEntry::default()
+        };
         assert!(vault.log_interaction(&bad, now()).is_err());
     }
 
@@ -1371,7 +1685,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..50 {
                         let input = format!("thread {t} entry {i}");
-                        let entry = LogEntry { input: &input, ..LogEntry::default() };
+                        let entry = LogEntry {
+                            input: &input,
+                            ..LogEntry::default()
+                        };
                         vault.log_interaction(&entry, now()).unwrap();
                     }
                 })
