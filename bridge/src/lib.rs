@@ -16,4 +16,5 @@ pub mod agent;
 pub mod chatdb;
 pub mod persist;
 pub mod sender;
+pub mod tools;
 pub mod vault;
