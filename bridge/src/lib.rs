@@ -17,3 +17,4 @@ pub mod chatdb;
 pub mod persist;
 pub mod sender;
 pub mod typedstream;
+pub mod watcher;
