@@ -1,1 +1,320 @@
-//! (filled in by its module's work)
+//! Fixture `chat.db`: a real Messages schema (`tests/data/chatdb-schema.sql`) in WAL mode,
+//! written the way Messages.app writes it.
+//!
+//! Invariants: every write is its own autocommit statement, and a message row is committed
+//! before its `chat_message_join` row (a reader can see the message without its chat, as it
+//! can on a real Mac). Only `rusqlite`, `chrono` and `std` are used, so this one file compiles
+//! both inside the bridge's unit tests (through `#[path]`) and in the end-to-end binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Seconds from the Unix epoch to Apple's (2001-01-01T00:00:00Z).
+const APPLE_EPOCH_UNIX_SECS: i64 = 978_307_200;
+
+/// Makes message guids unique within the process.
+static GUID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The bridge's test data directory (`tests/data`), found from the bridge's manifest.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
+}
+
+/// The raw bytes of the reference `attributedBody` blob `name` (e.g. `"LongMessage"`).
+pub fn blob(name: &str) -> Vec<u8> {
+    let path = data_dir()
+        .join("attributed-body")
+        .join(format!("{name}.typedstream"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The exact text the reference blob `name` decodes to.
+pub fn expected(name: &str) -> String {
+    let path = data_dir()
+        .join("attributed-body")
+        .join(format!("{name}.expected.txt"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `t` as Messages stores it: nanoseconds since 2001-01-01 UTC.
+pub fn apple_ns(t: DateTime<Utc>) -> i64 {
+    let unix_ns = t
+        .timestamp_nanos_opt()
+        .expect("date within i64 nanoseconds");
+    unix_ns - APPLE_EPOCH_UNIX_SECS * 1_000_000_000
+}
+
+/// Now, as Messages stores it.
+pub fn apple_now() -> i64 {
+    apple_ns(Utc::now())
+}
+
+/// A fresh message guid in Messages' style (upper-case hex UUID), unique within the process.
+pub fn fresh_guid() -> String {
+    let n = GUID_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_subsec_nanos();
+    format!(
+        "{:08X}-{:04X}-4{:03X}-8{:03X}-{:012X}",
+        nanos,
+        std::process::id() & 0xFFFF,
+        (n >> 48) & 0xFFF,
+        (n >> 36) & 0xFFF,
+        n & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// What [`FixtureDb::insert`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inserted {
+    /// `message.ROWID`.
+    pub rowid: i64,
+    /// `message.guid`.
+    pub guid: String,
+}
+
+/// One message row to write. Start from [`Msg::new`] (or `Default`) and adjust fields.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    /// `message.guid`; `None` makes a fresh one.
+    pub guid: Option<String>,
+    /// The chat it belongs to; a missing chat is created as a direct chat with the sender.
+    pub chat_guid: String,
+    /// `handle.id` of the sender; `None` leaves `handle_id = 0` (no handle).
+    pub sender: Option<String>,
+    /// `message.text`.
+    pub text: Option<String>,
+    /// `message.attributedBody`.
+    pub attributed_body: Option<Vec<u8>>,
+    /// `message.is_from_me`.
+    pub is_from_me: bool,
+    /// `message.associated_message_type` (2000–2005 are tapbacks).
+    pub associated_message_type: i64,
+    /// `message.date`, raw (Apple ns, or seconds on old databases); `None` means now.
+    pub date: Option<i64>,
+    /// Whether to write the `chat_message_join` row after the message row.
+    pub join: bool,
+}
+
+impl Default for Msg {
+    fn default() -> Msg {
+        Msg {
+            guid: None,
+            chat_guid: "iMessage;-;+15550001111".to_string(),
+            sender: Some("+15550001111".to_string()),
+            text: None,
+            attributed_body: None,
+            is_from_me: false,
+            associated_message_type: 0,
+            date: None,
+            join: true,
+        }
+    }
+}
+
+impl Msg {
+    /// An incoming message from `sender` in `chat_guid`, joined to its chat, dated now.
+    pub fn new(chat_guid: &str, sender: &str) -> Msg {
+        Msg {
+            chat_guid: chat_guid.to_string(),
+            sender: Some(sender.to_string()),
+            ..Msg::default()
+        }
+    }
+
+    /// Sets `text`.
+    pub fn text(mut self, text: &str) -> Msg {
+        self.text = Some(text.to_string());
+        self
+    }
+
+    /// Sets `attributedBody` (and leaves `text` as it is, NULL by default).
+    pub fn body(mut self, blob: Vec<u8>) -> Msg {
+        self.attributed_body = Some(blob);
+        self
+    }
+
+    /// Sets the raw `date`.
+    pub fn date(mut self, raw: i64) -> Msg {
+        self.date = Some(raw);
+        self
+    }
+
+    /// Writes no `chat_message_join` row (call [`FixtureDb::join`] later).
+    pub fn without_join(mut self) -> Msg {
+        self.join = false;
+        self
+    }
+}
+
+/// A writable fixture `chat.db`.
+pub struct FixtureDb {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl FixtureDb {
+    /// Creates a new database at `path` with the real schema, in WAL mode.
+    pub fn create(path: &Path) -> FixtureDb {
+        let schema_path = data_dir().join("chatdb-schema.sql");
+        let schema = std::fs::read_to_string(&schema_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", schema_path.display()));
+        let conn = Connection::open(path).expect("create fixture chat.db");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .expect("switch to WAL");
+        assert_eq!(mode, "wal");
+        conn.execute_batch(&schema).expect("load chat.db schema");
+        FixtureDb {
+            path: path.to_path_buf(),
+            conn,
+        }
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer connection, for anything the helpers do not cover.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The `handle.ROWID` of `id` on iMessage, inserting it if needed.
+    pub fn handle(&self, id: &str) -> i64 {
+        let found = self
+            .conn
+            .query_row(
+                "SELECT ROWID FROM handle WHERE id = ?1 AND service = 'iMessage'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("look up handle");
+        if let Some(rowid) = found {
+            return rowid;
+        }
+        self.conn
+            .execute(
+                "INSERT INTO handle (id, country, service, uncanonicalized_id, person_centric_id) \
+                 VALUES (?1, 'us', 'iMessage', NULL, NULL)",
+                [id],
+            )
+            .expect("insert handle");
+        self.conn.last_insert_rowid()
+    }
+
+    /// The `chat.ROWID` of `guid`, inserting it if needed (style 43 for a group, 45 for a
+    /// direct chat). A direct chat's identifier is also added as its participant.
+    pub fn chat(&self, guid: &str, identifier: &str, is_group: bool) -> i64 {
+        if let Some(rowid) = self.chat_rowid(guid) {
+            return rowid;
+        }
+        let style = if is_group { 43 } else { 45 };
+        self.conn
+            .execute(
+                "INSERT INTO chat (guid, style, state, account_id, chat_identifier, service_name, \
+                 room_name) VALUES (?1, ?2, 3, 'fixture-account', ?3, 'iMessage', ?4)",
+                params![guid, style, identifier, is_group.then_some(identifier)],
+            )
+            .expect("insert chat");
+        let chat = self.conn.last_insert_rowid();
+        if !is_group {
+            self.add_participant(chat, identifier);
+        }
+        chat
+    }
+
+    /// Adds `handle_id` to a chat's participants (`chat_handle_join`).
+    pub fn add_participant(&self, chat: i64, handle_id: &str) {
+        let handle = self.handle(handle_id);
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO chat_handle_join (chat_id, handle_id) VALUES (?1, ?2)",
+                params![chat, handle],
+            )
+            .expect("insert chat_handle_join");
+    }
+
+    /// An incoming text from `sender` in `chat_guid`, dated now, joined to its chat.
+    pub fn incoming(&self, chat_guid: &str, sender: &str, text: &str) -> Inserted {
+        self.insert(&Msg::new(chat_guid, sender).text(text))
+    }
+
+    /// Writes `m` as Messages does: the message row, then (if `m.join`) the join row, each in
+    /// its own statement.
+    pub fn insert(&self, m: &Msg) -> Inserted {
+        let chat = match self.chat_rowid(&m.chat_guid) {
+            Some(chat) => chat,
+            None => {
+                let identifier = m.sender.as_deref().unwrap_or("+15550000000");
+                self.chat(&m.chat_guid, identifier, m.chat_guid.contains(";+;"))
+            }
+        };
+        let handle = match &m.sender {
+            Some(id) => {
+                let handle = self.handle(id);
+                self.add_participant(chat, id);
+                handle
+            }
+            None => 0,
+        };
+        let guid = m.guid.clone().unwrap_or_else(fresh_guid);
+        let date = m.date.unwrap_or_else(apple_now);
+        self.conn
+            .execute(
+                "INSERT INTO message (guid, text, handle_id, attributedBody, service, account, \
+                 date, date_read, date_delivered, is_delivered, is_finished, is_from_me, \
+                 is_read, associated_message_type, associated_message_guid) \
+                 VALUES (?1, ?2, ?3, ?4, 'iMessage', 'E:fixture@example.com', ?5, 0, 0, 1, 1, \
+                 ?6, 0, ?7, ?8)",
+                params![
+                    guid,
+                    m.text,
+                    handle,
+                    m.attributed_body,
+                    date,
+                    m.is_from_me,
+                    m.associated_message_type,
+                    (m.associated_message_type != 0).then(|| format!("p:0/{}", fresh_guid())),
+                ],
+            )
+            .expect("insert message");
+        let rowid = self.conn.last_insert_rowid();
+        if m.join {
+            self.join_chat(rowid, chat);
+        }
+        Inserted { rowid, guid }
+    }
+
+    /// Writes the `chat_message_join` row for message `rowid` (the second statement Messages
+    /// makes for a new message).
+    pub fn join(&self, rowid: i64, chat_guid: &str) {
+        let chat = self
+            .chat_rowid(chat_guid)
+            .unwrap_or_else(|| panic!("no chat {chat_guid} in the fixture"));
+        self.join_chat(rowid, chat);
+    }
+
+    fn join_chat(&self, rowid: i64, chat: i64) {
+        self.conn
+            .execute(
+                "INSERT INTO chat_message_join (chat_id, message_id, message_date) \
+                 SELECT ?1, ROWID, date FROM message WHERE ROWID = ?2",
+                params![chat, rowid],
+            )
+            .expect("insert chat_message_join");
+    }
+
+    fn chat_rowid(&self, guid: &str) -> Option<i64> {
+        self.conn
+            .query_row("SELECT ROWID FROM chat WHERE guid = ?1", [guid], |r| {
+                r.get(0)
+            })
+            .optional()
+            .expect("look up chat")
+    }
+}

@@ -1,0 +1,292 @@
+//! Decodes the words of a `message.attributedBody`: an NSArchiver "typedstream" whose root
+//! object is an `NS(Mutable)AttributedString`.
+//!
+//! Only the string is read, not the attribute runs: after the first `NSString` class name
+//! comes a `+` (0x2B, "UTF-8 bytes follow") type byte, then a length, then that many UTF-8
+//! bytes. The length is one byte below 0x80, or 0x81 and an `i16`, or 0x82 and an `i32`
+//! (little-endian). Invariants: the decoder never panics and never reads past the end; any
+//! input it cannot follow exactly (no marker, negative or overlong length, invalid UTF-8)
+//! gives `None`, never a partial or lossy string.
+
+/// The class name of the attributed string's backing string, as it appears in the stream.
+const NSSTRING: &[u8] = b"NSString";
+/// Type byte announcing a length-prefixed run of UTF-8 bytes.
+const UTF8_BYTES: u8 = 0x2B;
+/// Length tag: an `i16` little-endian follows.
+const TAG_I16: u8 = 0x81;
+/// Length tag: an `i32` little-endian follows.
+const TAG_I32: u8 = 0x82;
+
+/// Returns the text of an `attributedBody` blob, or `None` when it cannot be decoded exactly.
+///
+/// A blob whose string is empty decodes to `Some("")`.
+pub fn decode_text(blob: &[u8]) -> Option<String> {
+    let marker = find(blob, NSSTRING)?;
+    let after_marker = blob.get(marker + NSSTRING.len()..)?;
+    let plus = after_marker.iter().position(|&b| b == UTF8_BYTES)?;
+    let rest = after_marker.get(plus + 1..)?;
+    let (len, rest) = read_length(rest)?;
+    let bytes = rest.get(..len)?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// Reads a typedstream length; returns it and the bytes after it.
+fn read_length(input: &[u8]) -> Option<(usize, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    match tag {
+        TAG_I16 => {
+            let raw: [u8; 2] = rest.get(..2)?.try_into().ok()?;
+            let len = usize::try_from(i16::from_le_bytes(raw)).ok()?;
+            Some((len, rest.get(2..)?))
+        }
+        TAG_I32 => {
+            let raw: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+            let len = usize::try_from(i32::from_le_bytes(raw)).ok()?;
+            Some((len, rest.get(4..)?))
+        }
+        small if small < 0x80 => Some((usize::from(small), rest)),
+        _ => None,
+    }
+}
+
+/// Index of the first occurrence of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every reference blob with its expected text, read at compile time.
+    const BLOBS: &[(&str, &[u8], &str)] = &[
+        (
+            "Arabic",
+            include_bytes!("../../tests/data/attributed-body/Arabic.typedstream"),
+            include_str!("../../tests/data/attributed-body/Arabic.expected.txt"),
+        ),
+        (
+            "AttributedBodyTextOnly",
+            include_bytes!("../../tests/data/attributed-body/AttributedBodyTextOnly.typedstream"),
+            include_str!("../../tests/data/attributed-body/AttributedBodyTextOnly.expected.txt"),
+        ),
+        (
+            "AttributedBodyTextOnly2",
+            include_bytes!("../../tests/data/attributed-body/AttributedBodyTextOnly2.typedstream"),
+            include_str!("../../tests/data/attributed-body/AttributedBodyTextOnly2.expected.txt"),
+        ),
+        (
+            "Blank",
+            include_bytes!("../../tests/data/attributed-body/Blank.typedstream"),
+            include_str!("../../tests/data/attributed-body/Blank.expected.txt"),
+        ),
+        (
+            "EmojiBoldUnderline",
+            include_bytes!("../../tests/data/attributed-body/EmojiBoldUnderline.typedstream"),
+            include_str!("../../tests/data/attributed-body/EmojiBoldUnderline.expected.txt"),
+        ),
+        (
+            "LongMessage",
+            include_bytes!("../../tests/data/attributed-body/LongMessage.typedstream"),
+            include_str!("../../tests/data/attributed-body/LongMessage.expected.txt"),
+        ),
+        (
+            "Mention",
+            include_bytes!("../../tests/data/attributed-body/Mention.typedstream"),
+            include_str!("../../tests/data/attributed-body/Mention.expected.txt"),
+        ),
+        (
+            "MultiPart",
+            include_bytes!("../../tests/data/attributed-body/MultiPart.typedstream"),
+            include_str!("../../tests/data/attributed-body/MultiPart.expected.txt"),
+        ),
+        (
+            "URL",
+            include_bytes!("../../tests/data/attributed-body/URL.typedstream"),
+            include_str!("../../tests/data/attributed-body/URL.expected.txt"),
+        ),
+        (
+            "WeirdText",
+            include_bytes!("../../tests/data/attributed-body/WeirdText.typedstream"),
+            include_str!("../../tests/data/attributed-body/WeirdText.expected.txt"),
+        ),
+    ];
+
+    #[test]
+    fn every_reference_blob_decodes_to_its_expected_text_exactly() {
+        assert_eq!(BLOBS.len(), 10);
+        for (name, blob, expected) in BLOBS {
+            assert_eq!(decode_text(blob).as_deref(), Some(*expected), "{name}");
+        }
+    }
+
+    #[test]
+    fn reference_blobs_keep_their_tricky_parts() {
+        let get = |name: &str| {
+            let (_, blob, _) = BLOBS.iter().find(|(n, _, _)| *n == name).unwrap();
+            decode_text(blob).unwrap()
+        };
+        // 0x81 + i16 length: 2359 bytes, not cut at 127 or 255.
+        assert_eq!(get("LongMessage").len(), 2359);
+        // Length counts UTF-8 bytes (41), not UTF-16 units (22) or chars (11).
+        assert_eq!(get("WeirdText").len(), 41);
+        assert_eq!(get("WeirdText").chars().count(), 11);
+        assert!(get("Mention").ends_with(' '), "trailing space kept");
+        assert_eq!(get("MultiPart").matches('\u{FFFC}').count(), 3);
+        assert!(get("Arabic").contains('\u{064B}'));
+        assert!(get("EmojiBoldUnderline").starts_with("\u{1F171}\u{FE0F}"));
+        assert_eq!(get("Blank"), "");
+    }
+
+    /// A minimal stream around `payload`: marker, filler, `+`, then the payload (length and
+    /// bytes).
+    fn stream(payload: &[u8]) -> Vec<u8> {
+        let mut out =
+            b"\x04\x0bstreamtyped\x81\xe8\x03\x84\x01@\x84\x84\x84\x08NSString\x01\x94\x84\x01+"
+                .to_vec();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\x86\x86");
+        out
+    }
+
+    fn with_len(text: &str) -> Vec<u8> {
+        let bytes = text.as_bytes();
+        let mut payload = match bytes.len() {
+            n if n < 0x80 => vec![n as u8],
+            n if n <= i16::MAX as usize => {
+                let mut v = vec![TAG_I16];
+                v.extend_from_slice(&(n as i16).to_le_bytes());
+                v
+            }
+            n => {
+                let mut v = vec![TAG_I32];
+                v.extend_from_slice(&(n as i32).to_le_bytes());
+                v
+            }
+        };
+        payload.extend_from_slice(bytes);
+        stream(&payload)
+    }
+
+    #[test]
+    fn edge_case_texts_round_trip_through_each_length_form() {
+        let long_astral = "𝕏".repeat(40_000); // 160,000 bytes: needs the i32 form
+        let cases: &[(&str, &str)] = &[
+            ("empty", ""),
+            ("ascii", "hello"),
+            ("emoji", "🧠 remember 👍🏽"),
+            ("rtl", "שלום עולם"),
+            ("astral", "𝖍𝖊𝖑𝖑𝖔"),
+            ("crlf", "line one\r\nline two\r\n"),
+            ("u2028", "a\u{2028}b\u{2029}c"),
+            ("nul", "a\0b"),
+            ("exactly 127 bytes", &"x".repeat(127)),
+            ("exactly 128 bytes", &"x".repeat(128)),
+            ("i16 max", &"y".repeat(i16::MAX as usize)),
+            ("i32", &long_astral),
+        ];
+        for (name, text) in cases {
+            assert_eq!(
+                decode_text(&with_len(text)).as_deref(),
+                Some(*text),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn undecodable_input_gives_none() {
+        let cases: &[(&str, Vec<u8>)] = &[
+            ("empty input", vec![]),
+            ("no marker", b"streamtyped hello".to_vec()),
+            ("marker at the very end", b"\x08NSString".to_vec()),
+            (
+                "no plus after marker",
+                b"\x08NSString\x01\x94\x84\x01".to_vec(),
+            ),
+            (
+                "plus but no length",
+                stream(&[])[..stream(&[]).len() - 2].to_vec(),
+            ),
+            ("length past the end", {
+                let mut s = stream(b"\x05ab");
+                s.truncate(s.len() - 2);
+                s
+            }),
+            ("i16 tag cut short", {
+                let mut s = stream(b"\x81\x05");
+                s.truncate(s.len() - 2);
+                s
+            }),
+            ("i32 tag cut short", {
+                let mut s = stream(b"\x82\x05\x00");
+                s.truncate(s.len() - 2);
+                s
+            }),
+            ("negative i16", stream(b"\x81\xff\xffabc")),
+            ("negative i32", stream(b"\x82\x00\x00\x00\x80abc")),
+            ("i32 longer than input", stream(b"\x82\xff\xff\xff\x7fabc")),
+            ("unknown tag", stream(b"\x90abc")),
+            ("invalid utf-8", stream(b"\x02\xff\xfe")),
+            ("lone surrogate as cesu", stream(b"\x03\xed\xa0\x80")),
+            ("utf-8 cut mid-character", stream(b"\x02\xf0\x9f")),
+        ];
+        for (name, blob) in cases {
+            assert_eq!(decode_text(blob), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn truncating_a_real_blob_inside_its_text_gives_none() {
+        for (name, blob, expected) in BLOBS {
+            if expected.is_empty() {
+                continue;
+            }
+            let start = find(blob, expected.as_bytes()).expect("the text is in the blob");
+            for cut in start..start + expected.len() {
+                assert_eq!(decode_text(&blob[..cut]), None, "{name} cut at {cut}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_text(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_the_marker_never_panic(
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut blob = b"\x08NSString\x01\x95\x84\x01+".to_vec();
+            blob.extend_from_slice(&tail);
+            if let Some(text) = decode_text(&blob) {
+                // Whatever decodes is taken from the tail's own bytes.
+                prop_assert!(
+                    text.is_empty() || tail.windows(text.len()).any(|w| w == text.as_bytes())
+                );
+            }
+        }
+
+        #[test]
+        fn damaged_real_blobs_never_panic(
+            index in 0..BLOBS.len(),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 0..4),
+        ) {
+            let (_, blob, _) = BLOBS[index];
+            let mut damaged = blob[..cut.index(blob.len() + 1)].to_vec();
+            if !damaged.is_empty() {
+                for (at, bit) in flips {
+                    let i = at.index(damaged.len());
+                    damaged[i] ^= 1 << bit;
+                }
+            }
+            let _ = decode_text(&damaged);
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Says when to look at `chat.db` again: at once when the database's files change, and at a
+//! slow poll interval as a safety net.
+//!
+//! The directory holding `chat.db` is watched (non-recursively), not the file: Messages
+//! checkpoints its WAL, and may swap in a replacement file by renaming, so `chat.db`,
+//! `chat.db-wal` and `chat.db-shm` come and go. Invariants: notify's callback never blocks
+//! (it `try_send`s into a channel of one, so a burst of events becomes one wake-up); only
+//! changes to those three files wake the caller (not opens or reads, not other files); when
+//! the directory cannot be watched the watcher works by poll alone, logs that once, and tries
+//! again at every poll tick.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{EventKind, ModifyKind};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+/// The shortest poll interval (a zero interval is not a timer).
+const MIN_POLL: Duration = Duration::from_millis(1);
+
+/// Wakes its owner when `chat.db` may have new rows.
+#[derive(Debug)]
+pub struct Watcher {
+    dir: PathBuf,
+    files: Arc<DbFiles>,
+    poll: Duration,
+    /// Created at the first [`Watcher::changed`], so that a `Watcher` can be built outside a
+    /// runtime; its first tick is one interval after that.
+    interval: Option<Interval>,
+    /// Kept so that the channel never closes and a new watch can be given a sender.
+    tx: mpsc::Sender<()>,
+    rx: mpsc::Receiver<()>,
+    /// `None` while the directory cannot be watched.
+    fs_watcher: Option<RecommendedWatcher>,
+    /// Whether a failure to watch has been logged since the last success.
+    warned: bool,
+}
+
+/// The file names that concern the database.
+#[derive(Debug)]
+struct DbFiles {
+    db: OsString,
+    wal: OsString,
+    shm: OsString,
+}
+
+impl DbFiles {
+    fn new(db_path: &Path) -> DbFiles {
+        let db = db_path
+            .file_name()
+            .unwrap_or(OsStr::new("chat.db"))
+            .to_os_string();
+        let with = |suffix: &str| {
+            let mut name = db.clone();
+            name.push(suffix);
+            name
+        };
+        DbFiles {
+            wal: with("-wal"),
+            shm: with("-shm"),
+            db,
+        }
+    }
+
+    /// Whether `event` may mean new rows.
+    ///
+    /// Opens and reads never do. The `-shm` file is only the WAL's index: readers (this app
+    /// included) write to it, so only its creation, removal or renaming counts; every commit
+    /// also writes `-wal` or the database itself.
+    fn concern(&self, event: &Event) -> bool {
+        if event.need_rescan() {
+            return true;
+        }
+        if matches!(event.kind, EventKind::Access(_)) {
+            return false;
+        }
+        if event.paths.is_empty() {
+            return true;
+        }
+        event.paths.iter().any(|path| match path.file_name() {
+            Some(name) if name == self.db || name == self.wal => true,
+            Some(name) if name == self.shm => matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+            ),
+            _ => false,
+        })
+    }
+}
+
+impl Watcher {
+    /// Watches the directory holding `db_path`, polling every `poll` as well. If the
+    /// directory cannot be watched, works by poll alone and retries at each poll tick.
+    pub fn new(db_path: &Path, poll: Duration) -> Watcher {
+        let dir = match db_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let mut watcher = Watcher {
+            dir,
+            files: Arc::new(DbFiles::new(db_path)),
+            poll: poll.max(MIN_POLL),
+            interval: None,
+            tx,
+            rx,
+            fs_watcher: None,
+            warned: false,
+        };
+        watcher.try_watch();
+        watcher
+    }
+
+    /// Whether file events are being received (rather than polling alone).
+    pub fn is_watching(&self) -> bool {
+        self.fs_watcher.is_some()
+    }
+
+    /// Returns when one of the database's files changed since the last call, or when the
+    /// poll interval elapsed. Cancel-safe: it can be a branch of `select!`.
+    pub async fn changed(&mut self) {
+        let poll = self.poll;
+        let interval = self.interval.get_or_insert_with(|| {
+            let mut interval = tokio::time::interval_at(Instant::now() + poll, poll);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            interval
+        });
+        let ticked = tokio::select! {
+            _ = self.rx.recv() => false,
+            _ = interval.tick() => true,
+        };
+        if ticked && self.fs_watcher.is_none() {
+            self.try_watch();
+        }
+    }
+
+    fn try_watch(&mut self) {
+        match start_watch(&self.dir, Arc::clone(&self.files), self.tx.clone()) {
+            Ok(fs_watcher) => {
+                if self.warned {
+                    info!(dir = %self.dir.display(), "watching the Messages folder again");
+                }
+                self.fs_watcher = Some(fs_watcher);
+                self.warned = false;
+            }
+            Err(err) if !self.warned => {
+                warn!(
+                    dir = %self.dir.display(),
+                    cause = %err,
+                    poll_secs = self.poll.as_secs_f64(),
+                    "cannot watch the Messages folder; checking for new texts by polling only"
+                );
+                self.warned = true;
+            }
+            Err(err) => debug!(dir = %self.dir.display(), cause = %err, "still cannot watch"),
+        }
+    }
+}
+
+/// Starts a non-recursive watch on `dir` whose callback wakes the channel for events that
+/// concern the database. The callback runs on notify's thread and never blocks.
+fn start_watch(
+    dir: &Path,
+    files: Arc<DbFiles>,
+    tx: mpsc::Sender<()>,
+) -> notify::Result<RecommendedWatcher> {
+    let mut fs_watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
+        let wake = match res {
+            Ok(event) => files.concern(&event),
+            Err(err) => {
+                // Events may have been lost: look, to be safe.
+                debug!(cause = %err, "file watch error");
+                true
+            }
+        };
+        if wake {
+            // Full: a wake-up is already pending, which covers this event too.
+            let _ = tx.try_send(());
+        }
+    })?;
+    fs_watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(fs_watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use tokio::time::timeout;
+
+    /// Long enough that a wake-up within the bound can only come from a file event.
+    const LONG_POLL: Duration = Duration::from_secs(60);
+    /// The bound on waiting for an event-driven wake-up.
+    const WAKE_BOUND: Duration = Duration::from_secs(5);
+    /// How long to wait for a wake-up that must not come.
+    const QUIET: Duration = Duration::from_millis(700);
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    /// A directory with `chat.db` (and its WAL files) already there, before any watching.
+    fn messages_dir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        fs::write(&db, b"db").unwrap();
+        fs::write(dir.path().join("chat.db-wal"), b"wal").unwrap();
+        fs::write(dir.path().join("chat.db-shm"), b"shm").unwrap();
+        fs::write(dir.path().join("chat.db.swap"), b"replacement").unwrap();
+        (dir, db)
+    }
+
+    /// Paused time lands on timer deadlines, rounded to the timer's millisecond resolution.
+    fn assert_near(elapsed: Duration, want: Duration) {
+        assert!(
+            elapsed >= want && elapsed < want + Duration::from_millis(10),
+            "woke after {elapsed:?}, expected {want:?}"
+        );
+    }
+
+    async fn assert_wakes(watcher: &mut Watcher, what: &str) {
+        let woke = timeout(WAKE_BOUND, watcher.changed()).await;
+        assert!(
+            woke.is_ok(),
+            "{what} did not wake the watcher within {WAKE_BOUND:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_to_the_database_files_wake_without_waiting_for_the_poll() {
+        type Change = fn(&Path);
+        let cases: &[(&str, Change)] = &[
+            ("write to chat.db", |d| append(&d.join("chat.db"), b"row")),
+            ("write to chat.db-wal", |d| {
+                append(&d.join("chat.db-wal"), b"frame")
+            }),
+            ("rename over chat.db", |d| {
+                fs::rename(d.join("chat.db.swap"), d.join("chat.db")).unwrap()
+            }),
+            ("remove chat.db-wal (checkpoint)", |d| {
+                fs::remove_file(d.join("chat.db-wal")).unwrap()
+            }),
+            ("remove chat.db-shm", |d| {
+                fs::remove_file(d.join("chat.db-shm")).unwrap()
+            }),
+            ("create chat.db-shm", |d| {
+                fs::remove_file(d.join("chat.db-shm")).unwrap();
+                fs::write(d.join("chat.db-shm"), b"new").unwrap()
+            }),
+            ("rename chat.db away", |d| {
+                fs::rename(d.join("chat.db"), d.join("old.db")).unwrap()
+            }),
+        ];
+        for (what, change) in cases {
+            let (dir, db) = messages_dir();
+            let mut watcher = Watcher::new(&db, LONG_POLL);
+            assert!(watcher.is_watching());
+            change(dir.path());
+            assert_wakes(&mut watcher, what).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_writes_is_one_pending_wake_up() {
+        let (dir, db) = messages_dir();
+        let mut watcher = Watcher::new(&db, LONG_POLL);
+        // Few enough that notify reads them in one go.
+        for i in 0..20 {
+            append(
+                &dir.path().join("chat.db-wal"),
+                format!("frame {i}").as_bytes(),
+            );
+        }
+        assert_wakes(&mut watcher, "a burst").await;
+        // Whatever was still queued is at most one more wake-up, then quiet.
+        let _ = timeout(QUIET, watcher.changed()).await;
+        assert!(
+            timeout(QUIET, watcher.changed()).await.is_err(),
+            "woke again with no change"
+        );
+    }
+
+    #[tokio::test]
+    async fn unrelated_files_and_reads_do_not_wake() {
+        let (dir, db) = messages_dir();
+        let d = dir.path();
+        fs::create_dir(d.join("Attachments")).unwrap();
+        let mut watcher = Watcher::new(&db, LONG_POLL);
+        for name in [
+            "notes.txt",
+            "chat.db-journal",
+            "chat.dbx",
+            "xchat.db",
+            "chat.db.swap",
+        ] {
+            append(&d.join(name), b"unrelated");
+        }
+        fs::rename(d.join("notes.txt"), d.join("notes2.txt")).unwrap();
+        fs::remove_file(d.join("chat.dbx")).unwrap();
+        fs::create_dir(d.join("sub")).unwrap();
+        append(&d.join("Attachments").join("chat.db"), b"not recursive");
+        // Reading the database (as the bridge does) is not a change.
+        fs::read(&db).unwrap();
+        fs::read(d.join("chat.db-wal")).unwrap();
+        // The -shm index alone is rewritten by every reader.
+        append(&d.join("chat.db-shm"), b"read mark");
+
+        assert!(
+            timeout(QUIET, watcher.changed()).await.is_err(),
+            "woken by an unrelated change"
+        );
+        // The watch is alive: a real change still wakes it.
+        append(&d.join("chat.db-wal"), b"frame");
+        assert_wakes(&mut watcher, "write to chat.db-wal").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_wakes_when_nothing_changes() {
+        let (_dir, db) = messages_dir();
+        let mut watcher = Watcher::new(&db, Duration::from_secs(30));
+        let start = Instant::now();
+        watcher.changed().await;
+        assert_near(start.elapsed(), Duration::from_secs(30));
+        watcher.changed().await;
+        assert_near(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_folder_is_polled_and_watched_once_it_appears() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("Messages");
+        let db = dir.join("chat.db");
+        let mut watcher = Watcher::new(&db, LONG_POLL);
+        assert!(!watcher.is_watching());
+
+        let start = Instant::now();
+        watcher.changed().await;
+        assert_near(start.elapsed(), LONG_POLL);
+        assert!(!watcher.is_watching());
+
+        fs::create_dir(&dir).unwrap();
+        fs::write(&db, b"db").unwrap();
+        watcher.changed().await;
+        assert_near(start.elapsed(), 2 * LONG_POLL);
+        assert!(
+            watcher.is_watching(),
+            "the watch is set up again at a poll tick"
+        );
+
+        // From now on the clock runs: the next poll is a real minute away.
+        tokio::time::resume();
+        append(&db, b"row");
+        assert_wakes(&mut watcher, "write after the folder appeared").await;
+    }
+
+    #[test]
+    fn only_the_database_files_concern_the_watcher() {
+        use notify::event::{AccessKind, CreateKind, DataChange, RemoveKind, RenameMode};
+        let files = DbFiles::new(Path::new("/m/chat.db"));
+        let ev = |kind, paths: &[&str]| {
+            let mut event = Event::new(kind);
+            for p in paths {
+                event = event.add_path(PathBuf::from(p));
+            }
+            event
+        };
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let cases = [
+            (ev(data, &["/m/chat.db"]), true),
+            (ev(data, &["/m/chat.db-wal"]), true),
+            (ev(data, &["/m/chat.db-shm"]), false),
+            (
+                ev(EventKind::Create(CreateKind::File), &["/m/chat.db-shm"]),
+                true,
+            ),
+            (
+                ev(EventKind::Remove(RemoveKind::File), &["/m/chat.db-shm"]),
+                true,
+            ),
+            (ev(renamed, &["/m/chat.db.swap", "/m/chat.db"]), true),
+            (
+                ev(EventKind::Access(AccessKind::Any), &["/m/chat.db"]),
+                false,
+            ),
+            (ev(data, &["/m/chat.db-journal"]), false),
+            (ev(data, &["/m/other.db"]), false),
+            (ev(EventKind::Any, &["/m/chat.db"]), true),
+            (ev(EventKind::Any, &[]), true),
+            (
+                ev(EventKind::Other, &["/m/x"]).set_flag(notify::event::Flag::Rescan),
+                true,
+            ),
+        ];
+        for (i, (event, want)) in cases.iter().enumerate() {
+            assert_eq!(files.concern(event), *want, "case {i}: {event:?}");
+        }
+    }
+}
