@@ -8,6 +8,7 @@ mod util;
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};
 use util::bridge::{ME, ME_CHAT, WITHIN, World};
+use util::chatdb::{self, FixtureDb, Msg};
 
 /// Where the current agent run stands: its input text (the last user text block) and how
 /// many assistant turns it has had.
@@ -212,16 +213,10 @@ async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
 async fn attributed_body_only_texts_reach_the_agent_decoded() {
     let world = World::new(scripted(capture)).await;
     let bridge = world.start().await;
-    world.db.insert(&util::chatdb::Msg {
-        chat_guid: ME_CHAT.into(),
-        sender: ME.into(),
-        text: None,
-        attributed_body: Some(util::chatdb::FixtureDb::blob("LongMessage")),
-        ..Default::default()
-    });
+    world.db.insert(&Msg::new(ME_CHAT, ME).body(chatdb::blob("LongMessage")));
     world.osascript.wait_for_calls(1, WITHIN).await;
     bridge.stop().await;
-    let expected = util::chatdb::FixtureDb::expected("LongMessage");
+    let expected = chatdb::expected("LongMessage");
     assert_eq!(expected.len(), 2359);
     assert_eq!(world.api.requests()[0].body["messages"][0]["content"][0]["text"], expected.as_str());
 }
@@ -267,15 +262,20 @@ async fn a_guid_seen_again_in_a_rebuilt_database_is_not_handled_twice() {
     bridge.stop().await;
 
     // Messages rebuilds its database: the same text comes back under a higher ROWID.
-    let rebuilt = util::chatdb::FixtureDb::create(&world.dir.path().join("rebuilt.db"));
+    let rebuilt_path = world.dir.path().join("rebuilt.db");
+    let rebuilt = FixtureDb::create(&rebuilt_path);
     rebuilt.chat(ME_CHAT, ME, false);
     for _ in 0..5 {
-        rebuilt.insert(&util::chatdb::Msg { chat_guid: ME_CHAT.into(), sender: ME.into(), text: Some("old".into()), is_from_me: true, ..Default::default() });
+        rebuilt.insert(&Msg { is_from_me: true, ..Msg::new(ME_CHAT, ME).text("old") });
     }
-    rebuilt.insert(&util::chatdb::Msg { guid: Some(first.guid.clone()), chat_guid: ME_CHAT.into(), sender: ME.into(), text: Some("Renew passport".into()), ..Default::default() });
+    rebuilt.insert(&Msg { guid: Some(first.guid.clone()), ..Msg::new(ME_CHAT, ME).text("Renew passport") });
     rebuilt.incoming(ME_CHAT, ME, "Buy stamps");
-    rebuilt.checkpoint_and_close();
-    world.db.replace_with(&world.dir.path().join("rebuilt.db"));
+    drop(rebuilt); // the last connection checkpoints and removes its WAL
+    world.db.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", world.db.path().display()));
+    }
+    std::fs::rename(&rebuilt_path, world.db.path()).unwrap();
 
     let bridge = world.start().await;
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;

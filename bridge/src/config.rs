@@ -11,16 +11,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::allowlist::Allowlist;
+use crate::anthropic::{Auth, DEFAULT_BASE_URL, DEFAULT_MODEL};
 use crate::persist::{self, Loaded};
 
 /// The app's bundle identifier; names the data directory and the Keychain service.
 pub const BUNDLE_ID: &str = "app.secondbrain.SecondBrain";
 /// The settings file's name inside the data directory.
 pub const SETTINGS_FILE: &str = "settings.json";
-/// Default model.
-pub const DEFAULT_MODEL: &str = "claude-sonnet-5-5";
-/// Default API base URL.
-pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 
 /// A bad configuration value.
 #[derive(Debug, thiserror::Error)]
@@ -115,24 +112,6 @@ impl Settings {
     }
 }
 
-/// How the bridge authenticates to the API.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ApiAuth {
-    /// `x-api-key` (Anthropic).
-    ApiKey(String),
-    /// `Authorization: Bearer` (Anthropic-compatible local servers).
-    Bearer(String),
-}
-
-impl std::fmt::Debug for ApiAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ApiAuth::ApiKey(_) => "ApiKey(<redacted>)",
-            ApiAuth::Bearer(_) => "Bearer(<redacted>)",
-        })
-    }
-}
-
 /// Overrides from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -156,7 +135,7 @@ pub struct Config {
     /// The Obsidian vault (may not exist yet; the setup check says so).
     pub vault: Option<PathBuf>,
     /// API credentials, when known.
-    pub auth: Option<ApiAuth>,
+    pub auth: Option<Auth>,
     /// API base URL.
     pub base_url: String,
     /// Model name.
@@ -237,9 +216,9 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_BASE_URL.into());
         validate_url(&base_url, "ANTHROPIC_BASE_URL")?;
         let auth = match (env("ANTHROPIC_API_KEY"), env("ANTHROPIC_AUTH_TOKEN")) {
-            (Some(key), _) => Some(ApiAuth::ApiKey(key.trim().to_string())),
-            (None, Some(token)) => Some(ApiAuth::Bearer(token.trim().to_string())),
-            (None, None) => keychain_key().map(ApiAuth::ApiKey),
+            (Some(key), _) => Some(Auth::ApiKey(key.trim().to_string())),
+            (None, Some(token)) => Some(Auth::Bearer(token.trim().to_string())),
+            (None, None) => keychain_key().map(Auth::ApiKey),
         };
         let allowed_senders = match env("ALLOWED_SENDERS") {
             Some(list) => {
@@ -432,7 +411,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.vault.as_deref(), Some(dir.path()));
-        assert_eq!(c.auth, Some(ApiAuth::ApiKey("sk-test".into())));
+        assert_eq!(c.auth, Some(Auth::ApiKey("sk-test".into())));
         assert_eq!(c.model, "claude-haiku-4-5");
         assert_eq!(c.session_timeout, Duration::from_secs(90));
         assert!(c.allowed_senders.is_allowed("+15551234567"));

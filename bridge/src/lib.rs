@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{ApiAuth, Config};
+use crate::config::Config;
 use crate::conversation::Conversations;
 use crate::intake::Intake;
 use crate::ledger::Ledger;
@@ -148,12 +148,8 @@ impl Bridge {
         })?;
         let client = anthropic::Client::new(anthropic::ClientConfig {
             base_url: config.base_url.clone(),
-            auth: match auth {
-                ApiAuth::ApiKey(k) => anthropic::Auth::ApiKey(k),
-                ApiAuth::Bearer(t) => anthropic::Auth::Bearer(t),
-            },
             model: config.model.clone(),
-            ..anthropic::ClientConfig::default()
+            ..anthropic::ClientConfig::new(auth)
         })?;
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt()),
