@@ -24,11 +24,17 @@ pub struct ToolOutput {
 impl ToolOutput {
     /// A successful result.
     pub fn ok(content: impl Into<String>) -> ToolOutput {
-        ToolOutput { content: content.into(), is_error: false }
+        ToolOutput {
+            content: content.into(),
+            is_error: false,
+        }
     }
 
     /// A failed call with a short reason for the model.
     pub fn error(reason: impl Into<String>) -> ToolOutput {
-        ToolOutput { content: reason.into(), is_error: true }
+        ToolOutput {
+            content: reason.into(),
+            is_error: true,
+        }
     }
 }

@@ -23,7 +23,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -39,7 +43,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     // Directories cannot be opened as files on every platform; where they can, fsync them.
     match File::open(dir) {
-        Ok(d) => d.sync_all().or_else(|e| if cfg!(windows) { Ok(()) } else { Err(e) }),
+        Ok(d) => d
+            .sync_all()
+            .or_else(|e| if cfg!(windows) { Ok(()) } else { Err(e) }),
         Err(e) if cfg!(windows) => {
             let _ = e;
             Ok(())
@@ -76,7 +82,10 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Loaded<T>> {
         Ok(value) => Ok(Loaded::Ok(value)),
         Err(err) => {
             let moved_to = move_aside(path)?;
-            Ok(Loaded::MovedAside { moved_to, reason: err.to_string() })
+            Ok(Loaded::MovedAside {
+                moved_to,
+                reason: err.to_string(),
+            })
         }
     }
 }
@@ -119,10 +128,19 @@ mod tests {
         let path = dir.path().join("sessions.json");
         fs::write(&path, b"{ not json").unwrap();
         let loaded: Loaded<Vec<u32>> = load_json(&path).unwrap();
-        let Loaded::MovedAside { moved_to, .. } = loaded else { panic!("not moved: {loaded:?}") };
+        let Loaded::MovedAside { moved_to, .. } = loaded else {
+            panic!("not moved: {loaded:?}")
+        };
         assert!(!path.exists());
         assert_eq!(fs::read(&moved_to).unwrap(), b"{ not json");
-        assert!(moved_to.file_name().unwrap().to_str().unwrap().starts_with("sessions.json.corrupt-"));
+        assert!(
+            moved_to
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("sessions.json.corrupt-")
+        );
     }
 
     #[test]

@@ -74,14 +74,18 @@ pub struct Sender {
 
 impl Default for Sender {
     fn default() -> Sender {
-        Sender { program: OsString::from("osascript") }
+        Sender {
+            program: OsString::from("osascript"),
+        }
     }
 }
 
 impl Sender {
     /// A sender that runs `program` instead of `osascript` (found on `PATH` the same way).
     pub fn with_program(program: impl Into<OsString>) -> Sender {
-        Sender { program: program.into() }
+        Sender {
+            program: program.into(),
+        }
     }
 
     /// Sends `text` into `chat`. A direct chat Messages cannot find by id is retried once
@@ -89,13 +93,20 @@ impl Sender {
     pub async fn send(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
         match self.run(SEND_TO_CHAT, &chat.guid, text, &chat.guid).await {
             Err(err) if err.is_not_found() && !chat.is_group => {
-                self.run(SEND_TO_PARTICIPANT, &chat.identifier, text, &chat.guid).await
+                self.run(SEND_TO_PARTICIPANT, &chat.identifier, text, &chat.guid)
+                    .await
             }
             other => other,
         }
     }
 
-    async fn run(&self, script: &str, target: &str, text: &str, chat: &str) -> Result<(), SendError> {
+    async fn run(
+        &self,
+        script: &str,
+        target: &str,
+        text: &str,
+        chat: &str,
+    ) -> Result<(), SendError> {
         let output = Command::new(&self.program)
             .arg("-e")
             .arg(script)
@@ -107,7 +118,10 @@ impl Sender {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|source| SendError::Spawn { program: self.program.clone(), source })?;
+            .map_err(|source| SendError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
         if output.status.success() {
             return Ok(());
         }
@@ -115,6 +129,10 @@ impl Sender {
         if stderr.contains("-1743") {
             return Err(SendError::AutomationDenied { stderr });
         }
-        Err(SendError::Failed { chat: chat.to_string(), status: output.status.to_string(), stderr })
+        Err(SendError::Failed {
+            chat: chat.to_string(),
+            status: output.status.to_string(),
+            stderr,
+        })
     }
 }
