@@ -16,3 +16,4 @@ pub mod agent;
 pub mod chatdb;
 pub mod persist;
 pub mod sender;
+pub mod sessions;
