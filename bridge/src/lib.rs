@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod chatdb;
+pub mod ledger;
 pub mod persist;
 pub mod sender;
 pub mod sessions;
