@@ -62,8 +62,23 @@ pub enum SendError {
 impl SendError {
     /// Whether AppleScript reported that the addressed object does not exist (-1728).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, SendError::Failed { stderr, .. } if stderr.contains("-1728"))
+        matches!(self, SendError::Failed { stderr, .. } if applescript_error(stderr) == Some(NOT_FOUND))
     }
+}
+
+/// AppleScript's "can't get" error: the chat or participant is unknown to Messages.
+const NOT_FOUND: i32 = -1728;
+/// "Not authorized to send Apple events": the Automation permission is missing.
+const NOT_AUTHORIZED: i32 = -1743;
+
+/// The error number `osascript` ends its message with, as in
+/// `0:75: execution error: Messages got an error: Can’t get chat id "…". (-1728)`.
+/// Only the trailing number counts: the message also quotes the target, and a handle such
+/// as `bob-1743@example.com` must not read as an error number.
+fn applescript_error(stderr: &str) -> Option<i32> {
+    let inner = stderr.trim_end().strip_suffix(')')?;
+    let (_, number) = inner.rsplit_once('(')?;
+    number.parse().ok()
 }
 
 /// Runs `osascript` found on `PATH`.
@@ -93,6 +108,7 @@ impl Sender {
     pub async fn send(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
         match self.run(SEND_TO_CHAT, &chat.guid, text, &chat.guid).await {
             Err(err) if err.is_not_found() && !chat.is_group => {
+                tracing::info!(chat = %chat.guid, "Messages does not know the chat by id; sending to its participant");
                 self.run(SEND_TO_PARTICIPANT, &chat.identifier, text, &chat.guid)
                     .await
             }
@@ -126,7 +142,7 @@ impl Sender {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if stderr.contains("-1743") {
+        if applescript_error(&stderr) == Some(NOT_AUTHORIZED) {
             return Err(SendError::AutomationDenied { stderr });
         }
         Err(SendError::Failed {
@@ -134,5 +150,249 @@ impl Sender {
             status: output.status.to_string(),
             stderr,
         })
+    }
+}
+
+/// The fake `osascript` shared with the end-to-end tests. Declared here, outside `tests`,
+/// because a `#[path]` inside an inline module resolves through directories that do not exist.
+#[cfg(test)]
+#[path = "../../tests/util/osascript.rs"]
+mod fake_osascript;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    use super::fake_osascript::{Call, FakeOsascript};
+
+    const NOT_FOUND_STDERR: &str = "0:75: execution error: Messages got an error: \
+         Can’t get chat id \"iMessage;-;+15551234567\". (-1728)";
+    const DENIED_STDERR: &str =
+        "0:47: execution error: Not authorized to send Apple events to Messages. (-1743)";
+
+    fn direct() -> Chat {
+        Chat {
+            guid: "iMessage;-;+15551234567".to_string(),
+            identifier: "+15551234567".to_string(),
+            is_group: false,
+        }
+    }
+
+    fn group() -> Chat {
+        Chat {
+            guid: "iMessage;+;chat123456789012345678".to_string(),
+            identifier: "chat123456789012345678".to_string(),
+            is_group: true,
+        }
+    }
+
+    fn fake() -> (tempfile::TempDir, FakeOsascript, Sender) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeOsascript::install(dir.path());
+        let sender = Sender::with_program(fake.program());
+        (dir, fake, sender)
+    }
+
+    fn assert_to_chat(call: &Call, chat: &Chat, text: &str) {
+        assert_eq!(call.script, SEND_TO_CHAT);
+        assert_eq!(call.argv, vec![chat.guid.clone(), text.to_string()]);
+        assert_eq!(
+            (call.target.as_str(), call.text.as_str()),
+            (chat.guid.as_str(), text)
+        );
+    }
+
+    #[tokio::test]
+    async fn texts_reach_osascript_byte_for_byte_as_arguments() {
+        let texts = [
+            "plain",
+            "",
+            "say \"hi\"",
+            "it's",
+            r"back\slash \\ \n not a newline",
+            "line one\nline two",
+            "crlf\r\nend\r",
+            "line\u{2028}separator\u{2029}paragraph",
+            "emoji 👋🏽 family 👨‍👩‍👧 astral 𝄞",
+            "مرحبا — שלום",
+            "\" & do shell script \"touch /tmp/pwned\" & \"",
+            "$(touch /tmp/pwned) `id` ; | & > <",
+            "-e",
+            "--",
+            "  leading and trailing spaces  ",
+            "tab\there",
+        ];
+        let (_dir, fake, sender) = fake();
+        for text in texts {
+            sender.send(&direct(), text).await.unwrap();
+        }
+        let calls = fake.calls();
+        assert_eq!(calls.len(), texts.len());
+        for (call, text) in calls.iter().zip(texts) {
+            assert_to_chat(call, &direct(), text);
+        }
+        assert!(calls.windows(2).all(|w| w[0].started_ns <= w[1].started_ns));
+    }
+
+    #[tokio::test]
+    async fn a_direct_chat_unknown_by_id_is_retried_to_its_participant() {
+        let (_dir, fake, sender) = fake();
+        fake.fail_next(1, NOT_FOUND_STDERR);
+        sender.send(&direct(), "hello 👋").await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 2, "{calls:#?}");
+        assert_to_chat(&calls[0], &direct(), "hello 👋");
+        assert_eq!(calls[1].script, SEND_TO_PARTICIPANT);
+        assert_eq!(
+            calls[1].argv,
+            vec!["+15551234567".to_string(), "hello 👋".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_participant_that_is_unknown_too_fails_with_the_second_error() {
+        let (_dir, fake, sender) = fake();
+        fake.fail_always(1, NOT_FOUND_STDERR);
+        let err = sender.send(&direct(), "hi").await.unwrap_err();
+        assert!(err.is_not_found(), "{err:?}");
+        assert_eq!(fake.calls().len(), 2, "one retry, not more");
+    }
+
+    #[tokio::test]
+    async fn a_group_unknown_by_id_is_an_error_without_retry() {
+        let (_dir, fake, sender) = fake();
+        fake.fail_next(1, NOT_FOUND_STDERR);
+        let err = sender.send(&group(), "to the group").await.unwrap_err();
+        assert!(err.is_not_found());
+        let SendError::Failed {
+            chat,
+            status,
+            stderr,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(chat, &group().guid);
+        assert!(status.contains('1'), "{status}");
+        assert_eq!(stderr, NOT_FOUND_STDERR);
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1);
+        assert_to_chat(&calls[0], &group(), "to the group");
+    }
+
+    #[tokio::test]
+    async fn missing_automation_permission_is_its_own_error_naming_the_setting() {
+        let (_dir, fake, sender) = fake();
+        fake.fail_next(1, DENIED_STDERR);
+        let err = sender.send(&direct(), "hi").await.unwrap_err();
+        let SendError::AutomationDenied { stderr } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(stderr, DENIED_STDERR);
+        let message = err.to_string();
+        assert!(message.contains("Automation") && message.contains("Privacy & Security"));
+        assert_eq!(fake.calls().len(), 1, "no retry: it cannot help");
+    }
+
+    /// A handle or chat id that merely contains an error number is not that error.
+    #[tokio::test]
+    async fn error_numbers_are_read_from_the_end_of_the_message_only() {
+        let chat = Chat {
+            guid: "iMessage;-;bob-1743@example.com".to_string(),
+            identifier: "bob-1743@example.com".to_string(),
+            is_group: false,
+        };
+        let (_dir, fake, sender) = fake();
+        fake.fail_next(1, "execution error: Messages got an error: Can’t get chat id \"iMessage;-;bob-1743@example.com\". (-1728)");
+        sender.send(&chat, "hi").await.unwrap();
+        assert_eq!(fake.calls()[1].target, "bob-1743@example.com");
+
+        fake.fail_next(
+            1,
+            "execution error: Messages got an error: bob-1728 said no. (-10000)",
+        );
+        let err = sender.send(&chat, "hi").await.unwrap_err();
+        assert!(
+            matches!(err, SendError::Failed { .. }) && !err.is_not_found(),
+            "{err:?}"
+        );
+        assert_eq!(fake.calls().len(), 3);
+
+        for (stderr, number) in [
+            ("x (-1728)", Some(-1728)),
+            ("x (-1743)\n", Some(-1743)),
+            ("(-1728) and then more", None),
+            ("no number ()", None),
+            ("", None),
+        ] {
+            assert_eq!(applescript_error(stderr), number, "{stderr:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_failures_keep_status_and_stderr() {
+        let (_dir, fake, sender) = fake();
+        fake.fail_next(3, "  something odd happened\nsecond line  ");
+        let err = sender.send(&direct(), "hi").await.unwrap_err();
+        let SendError::Failed {
+            chat,
+            status,
+            stderr,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(chat, &direct().guid);
+        assert!(status.contains('3'), "{status}");
+        assert_eq!(stderr, "something odd happened\nsecond line");
+        assert!(err.to_string().contains("something odd happened"));
+        assert_eq!(fake.calls().len(), 1);
+
+        // The failure was used up: the next send succeeds.
+        sender.send(&direct(), "again").await.unwrap();
+        assert_eq!(fake.calls().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sender = Sender::with_program(dir.path().join("no-such-osascript"));
+        let err = sender.send(&direct(), "hi").await.unwrap_err();
+        let SendError::Spawn { program, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            program,
+            &dir.path().join("no-such-osascript").into_os_string()
+        );
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn the_fake_reports_calls_as_they_happen() {
+        let (_dir, fake, sender) = fake();
+        let background = sender.clone();
+        let send = tokio::spawn(async move {
+            background.send(&direct(), "one").await.unwrap();
+            background.send(&group(), "two").await.unwrap();
+        });
+        let calls = fake.wait_for_calls(2, Duration::from_secs(30)).await;
+        assert_eq!(
+            calls.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        send.await.unwrap();
+        assert!(
+            calls[0].started_ns > 1_600_000_000_000_000_000,
+            "{}",
+            calls[0].started_ns
+        );
+        assert!(
+            fake.env()
+                .iter()
+                .any(|(k, v)| k == "PATH" && v.starts_with(fake.bin_dir().to_str().unwrap()))
+        );
     }
 }
