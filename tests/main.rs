@@ -192,7 +192,7 @@ fn clarify_then_file_on_notice(input: &str, turn: usize) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
     let world = World::new(scripted(clarify_then_file_on_notice)).await;
-    let mut bridge = world
+    let bridge = world
         .start_with(&[("SESSION_TIMEOUT_MS", "200"), ("SESSION_SWEEP_INTERVAL_MS", "100")])
         .await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");

@@ -34,7 +34,7 @@ pub struct Conversations {
     /// Conversation state.
     pub sessions: SessionStore,
     /// Claimed and finished texts.
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     /// What the tray shows.
     pub status: StatusBoard,
     /// Idle time after which a session ends.
@@ -100,7 +100,7 @@ impl Conversations {
                 self.sessions.remove(&chat);
             }
         }
-        let ledger = self.ledger.clone();
+        let ledger = Arc::clone(&self.ledger);
         let guid = message.guid.clone();
         match tokio::task::spawn_blocking(move || ledger.finish(&guid)).await {
             Ok(Ok(())) => {}

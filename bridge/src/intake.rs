@@ -28,7 +28,7 @@ pub struct Intake<H> {
     /// Safety-net poll interval.
     pub poll: std::time::Duration,
     /// Claimed and finished texts, and the cursor.
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     /// Who may reach the agent (shared so the app can change it live).
     pub allowlist: Arc<RwLock<Allowlist>>,
     /// Where admitted texts go.
@@ -77,7 +77,7 @@ impl<H: Handler> Intake<H> {
     /// Reads and dispatches everything new; returns the connection to keep.
     async fn read_new(&self, open: Option<Open>) -> Option<Open> {
         let path = self.chat_db.clone();
-        let ledger = self.ledger.clone();
+        let ledger = Arc::clone(&self.ledger);
         let allowlist = Arc::clone(&self.allowlist);
         let result = tokio::task::spawn_blocking(move || read_and_claim(&path, open, &ledger, &allowlist)).await;
         let (open, outcome) = match result {

@@ -85,7 +85,7 @@ pub struct Bridge {
     config: Config,
     _lock: DataDirLock,
     sessions: SessionStore,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
     status: StatusBoard,
     paused: watch::Sender<bool>,
     writer: TaskTracker,
@@ -120,7 +120,7 @@ impl Bridge {
             s.sessions = sessions.len();
             s.last_error = problems.last().cloned();
         });
-        Ok(Bridge { config, _lock: lock, sessions, ledger, status, paused: watch::Sender::new(false), writer })
+        Ok(Bridge { config, _lock: lock, sessions, ledger: Arc::new(ledger), status, paused: watch::Sender::new(false), writer })
     }
 
     /// The conversation store (the app lists and clears sessions through it).
@@ -156,7 +156,7 @@ impl Bridge {
             vault: vault::Vault::new(vault),
             sender: sender::Sender::default(),
             sessions: sessions.clone(),
-            ledger: ledger.clone(),
+            ledger: Arc::clone(&ledger),
             status: status.clone(),
             timeout: config.session_timeout,
         });

@@ -39,7 +39,7 @@ impl World {
         std::fs::create_dir_all(dir.path().join("Messages")).unwrap();
         let db = FixtureDb::create(&dir.path().join("Messages/chat.db"));
         db.chat(ME_CHAT, ME, false);
-        let api = FakeAnthropic::start(API_KEY, responder).await;
+        let api = FakeAnthropic::start(API_KEY, responder);
         let osascript = FakeOsascript::install(&dir.path().join("osascript"));
         World { dir, db, api, osascript }
     }
