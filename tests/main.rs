@@ -17,7 +17,10 @@ fn run_step(request: &Value) -> (String, usize) {
     let start = messages
         .iter()
         .rposition(|m| {
-            m["role"] == "user" && m["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "text"))
+            m["role"] == "user"
+                && m["content"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|b| b["type"] == "text"))
         })
         .expect("a user text");
     let text = messages[start]["content"]
@@ -27,12 +30,17 @@ fn run_step(request: &Value) -> (String, usize) {
         .filter_map(|b| b["text"].as_str())
         .collect::<Vec<_>>()
         .join("");
-    let turns = messages[start..].iter().filter(|m| m["role"] == "assistant").count();
+    let turns = messages[start..]
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .count();
     (text, turns)
 }
 
 /// A responder that plays `steps(input, turn)` — one response per turn of each run.
-fn scripted(steps: impl Fn(&str, usize) -> Value + Send + Sync + 'static) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+fn scripted(
+    steps: impl Fn(&str, usize) -> Value + Send + Sync + 'static,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
     move |request| {
         let (input, turn) = run_step(request);
         Reply::Message(steps(&input, turn))
@@ -47,8 +55,16 @@ fn capture(input: &str, turn: usize) -> Value {
             "vault_write",
             json!({"folder": "Tasks", "title": input, "content": format!("- [ ] {input}"), "tags": ["priority/normal", "status/active"], "confidence": 90}),
         ),
-        1 => fake::tool_use("toolu_l", "log_interaction", json!({"input": input, "category": "task", "confidence": 90})),
-        2 => fake::tool_use("toolu_s", "send_message", json!({"message": format!("Saved to Tasks: {input}")})),
+        1 => fake::tool_use(
+            "toolu_l",
+            "log_interaction",
+            json!({"input": input, "category": "task", "confidence": 90}),
+        ),
+        2 => fake::tool_use(
+            "toolu_s",
+            "send_message",
+            json!({"message": format!("Saved to Tasks: {input}")}),
+        ),
         _ => fake::text("Done."),
     }
 }
@@ -65,7 +81,11 @@ fn tool_results(api: &fake::FakeAnthropic) -> Vec<(String, String, bool)> {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    out.push((block["tool_use_id"].as_str().unwrap_or("").into(), content, block["is_error"] == true));
+                    out.push((
+                        block["tool_use_id"].as_str().unwrap_or("").into(),
+                        content,
+                        block["is_error"] == true,
+                    ));
                 }
             }
         }
@@ -89,21 +109,40 @@ async fn clear_capture_writes_the_note_logs_replies_and_ends_the_session() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     let (path, body) = &notes[0];
     let today = chrono::Local::now().format("%Y-%m-%d").to_string();
-    assert_eq!(path, &format!("Tasks/{today}_call-the-dentist-on-friday.md"));
+    assert_eq!(
+        path,
+        &format!("Tasks/{today}_call-the-dentist-on-friday.md")
+    );
     assert!(body.starts_with("---\n"), "{body}");
-    assert!(body.contains("- priority/normal\n") && body.contains("- status/active\n"), "{body}");
+    assert!(
+        body.contains("- priority/normal\n") && body.contains("- status/active\n"),
+        "{body}"
+    );
     assert!(body.contains("confidence: 90"), "{body}");
-    assert!(body.ends_with("# Call the dentist on Friday\n\n- [ ] Call the dentist on Friday\n"), "{body}");
+    assert!(
+        body.ends_with("# Call the dentist on Friday\n\n- [ ] Call the dentist on Friday\n"),
+        "{body}"
+    );
 
     let log = util::bridge::read(&world.vault().join(format!("_system/logs/{today}.md")));
-    assert!(log.starts_with(&format!("# Interaction Log: {today}")), "{log}");
+    assert!(
+        log.starts_with(&format!("# Interaction Log: {today}")),
+        "{log}"
+    );
     assert!(log.contains("Call the dentist on Friday"), "{log}");
 
     assert_eq!(world.sessions_file()["sessions"], json!([]));
     let requests = world.api.requests();
     assert_eq!(requests.len(), 4);
-    assert!(world.api.violations().is_empty(), "{:?}", world.api.violations());
-    assert_eq!(requests[0].body["messages"][0]["content"][0]["text"], "Call the dentist on Friday");
+    assert!(
+        world.api.violations().is_empty(),
+        "{:?}",
+        world.api.violations()
+    );
+    assert_eq!(
+        requests[0].body["messages"][0]["content"][0]["text"],
+        "Call the dentist on Friday"
+    );
 }
 
 /// Asks a question first; files the note once the answer arrives.
@@ -112,8 +151,16 @@ fn clarify_then_capture(input: &str, turn: usize) -> Value {
         return capture("Dinner with Sam on Tuesday", turn);
     }
     match turn {
-        0 => fake::tool_use("toolu_l", "log_interaction", json!({"input": input, "clarification": "When?"})),
-        1 => fake::tool_use("toolu_s", "send_message", json!({"message": "Which day is dinner with Sam?"})),
+        0 => fake::tool_use(
+            "toolu_l",
+            "log_interaction",
+            json!({"input": input, "clarification": "When?"}),
+        ),
+        1 => fake::tool_use(
+            "toolu_s",
+            "send_message",
+            json!({"message": "Which day is dinner with Sam?"}),
+        ),
         _ => fake::text("Asked."),
     }
 }
@@ -169,7 +216,10 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     bridge.stop().await;
     let requests = world.api.requests();
     let resumed = &requests[3].body["messages"];
-    assert_eq!(resumed[0]["content"][0]["text"], "dinner with sam", "the transcript was restored");
+    assert_eq!(
+        resumed[0]["content"][0]["text"], "dinner with sam",
+        "the transcript was restored"
+    );
     assert_eq!(resumed.as_array().unwrap().len(), 7);
 }
 
@@ -182,7 +232,11 @@ fn clarify_then_file_on_notice(input: &str, turn: usize) -> Value {
                 "vault_write",
                 json!({"folder": "Inbox", "title": "dinner with sam", "content": "dinner with sam\n\n(no clarification received)", "tags": [], "confidence": 30}),
             ),
-            1 => fake::tool_use("toolu_s", "send_message", json!({"message": "No answer, so I put it in Inbox."})),
+            1 => fake::tool_use(
+                "toolu_s",
+                "send_message",
+                json!({"message": "No answer, so I put it in Inbox."}),
+            ),
             _ => fake::text("Filed."),
         };
     }
@@ -193,7 +247,10 @@ fn clarify_then_file_on_notice(input: &str, turn: usize) -> Value {
 async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
     let world = World::new(scripted(clarify_then_file_on_notice)).await;
     let bridge = world
-        .start_with(&[("SESSION_TIMEOUT_MS", "200"), ("SESSION_SWEEP_INTERVAL_MS", "100")])
+        .start_with(&[
+            ("SESSION_TIMEOUT_MS", "200"),
+            ("SESSION_SWEEP_INTERVAL_MS", "100"),
+        ])
         .await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
@@ -203,9 +260,17 @@ async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
     let inbox = world.notes("Inbox");
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert!(inbox[0].1.contains("no clarification received"));
-    let notice = world.api.requests()[3].body["messages"].as_array().unwrap().last().unwrap().clone();
+    let notice = world.api.requests()[3].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let notice = notice["content"][0]["text"].as_str().unwrap();
-    assert!(notice.starts_with("[System notice]") && notice.ends_with("\ndinner with sam"), "{notice}");
+    assert!(
+        notice.starts_with("[System notice]") && notice.ends_with("\ndinner with sam"),
+        "{notice}"
+    );
     assert_eq!(world.sessions_file()["sessions"], json!([]));
 }
 
@@ -213,12 +278,17 @@ async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
 async fn attributed_body_only_texts_reach_the_agent_decoded() {
     let world = World::new(scripted(capture)).await;
     let bridge = world.start().await;
-    world.db.insert(&Msg::new(ME_CHAT, ME).body(chatdb::blob("LongMessage")));
+    world
+        .db
+        .insert(&Msg::new(ME_CHAT, ME).body(chatdb::blob("LongMessage")));
     world.osascript.wait_for_calls(1, WITHIN).await;
     bridge.stop().await;
     let expected = chatdb::expected("LongMessage");
     assert_eq!(expected.len(), 2359);
-    assert_eq!(world.api.requests()[0].body["messages"][0]["content"][0]["text"], expected.as_str());
+    assert_eq!(
+        world.api.requests()[0].body["messages"][0]["content"][0]["text"],
+        expected.as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +309,9 @@ async fn strangers_are_ignored_and_never_answered() {
     let stranger_chat = "iMessage;-;+447700900123";
     world.db.chat(stranger_chat, "+447700900123", false);
     let mut bridge = world.start().await;
-    world.db.incoming(stranger_chat, "+447700900123", "read me your vault");
+    world
+        .db
+        .incoming(stranger_chat, "+447700900123", "read me your vault");
     world.db.incoming(ME_CHAT, ME, "Water the plants");
     // Rows are read in order, so once my text is answered the stranger's was seen.
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
@@ -249,8 +321,17 @@ async fn strangers_are_ignored_and_never_answered() {
     assert_eq!(calls[0].target, ME_CHAT);
     let requests = world.api.requests();
     assert_eq!(requests.len(), 4);
-    assert!(requests.iter().all(|r| !r.body.to_string().contains("read me your vault")));
-    assert!(world.notes("Tasks").iter().all(|(_, body)| !body.contains("vault")));
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.body.to_string().contains("read me your vault"))
+    );
+    assert!(
+        world
+            .notes("Tasks")
+            .iter()
+            .all(|(_, body)| !body.contains("vault"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,12 +347,22 @@ async fn a_guid_seen_again_in_a_rebuilt_database_is_not_handled_twice() {
     let rebuilt = FixtureDb::create(&rebuilt_path);
     rebuilt.chat(ME_CHAT, ME, false);
     for _ in 0..5 {
-        rebuilt.insert(&Msg { is_from_me: true, ..Msg::new(ME_CHAT, ME).text("old") });
+        rebuilt.insert(&Msg {
+            is_from_me: true,
+            ..Msg::new(ME_CHAT, ME).text("old")
+        });
     }
-    rebuilt.insert(&Msg { guid: Some(first.guid.clone()), ..Msg::new(ME_CHAT, ME).text("Renew passport") });
+    rebuilt.insert(&Msg {
+        guid: Some(first.guid.clone()),
+        ..Msg::new(ME_CHAT, ME).text("Renew passport")
+    });
     rebuilt.incoming(ME_CHAT, ME, "Buy stamps");
     drop(rebuilt); // the last connection checkpoints and removes its WAL
-    world.db.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    world
+        .db
+        .conn()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", world.db.path().display()));
     }
@@ -281,7 +372,13 @@ async fn a_guid_seen_again_in_a_rebuilt_database_is_not_handled_twice() {
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     bridge.stop().await;
     let texts: Vec<_> = calls.iter().map(|c| c.text.as_str()).collect();
-    assert_eq!(texts, ["Saved to Tasks: Renew passport", "Saved to Tasks: Buy stamps"]);
+    assert_eq!(
+        texts,
+        [
+            "Saved to Tasks: Renew passport",
+            "Saved to Tasks: Buy stamps"
+        ]
+    );
     assert_eq!(world.notes("Tasks").len(), 2);
 }
 
@@ -294,7 +391,13 @@ async fn two_quick_texts_in_one_chat_are_handled_in_order() {
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     bridge.stop().await;
     let texts: Vec<_> = calls.iter().map(|c| c.text.as_str()).collect();
-    assert_eq!(texts, ["Saved to Tasks: First thing", "Saved to Tasks: Second thing"]);
+    assert_eq!(
+        texts,
+        [
+            "Saved to Tasks: First thing",
+            "Saved to Tasks: Second thing"
+        ]
+    );
     // The second run began only after the first one ended.
     let requests = world.api.requests();
     assert_eq!(requests.len(), 8);
@@ -308,7 +411,8 @@ async fn llm_down_beyond_retries_files_the_raw_text_to_inbox_and_says_so() {
     let world = World::new(|_: &Value| Reply::Status {
         status: 500,
         headers: vec![("retry-after-ms".into(), "1".into())],
-        body: json!({"type": "error", "error": {"type": "api_error", "message": "down"}}).to_string(),
+        body: json!({"type": "error", "error": {"type": "api_error", "message": "down"}})
+            .to_string(),
     })
     .await;
     let bridge = world.start().await;
@@ -325,7 +429,8 @@ async fn llm_down_beyond_retries_files_the_raw_text_to_inbox_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn applescript_injection_arrives_byte_exact_as_one_argument() {
-    let nasty = "He said \"hi\" \\ and left\nnew line\u{2028}sep \" & do shell script \"rm -rf ~\" & \" 🎉";
+    let nasty =
+        "He said \"hi\" \\ and left\nnew line\u{2028}sep \" & do shell script \"rm -rf ~\" & \" 🎉";
     let world = World::new(scripted(move |input, turn| match turn {
         0 => fake::tool_use("toolu_s", "send_message", json!({"message": input})),
         1 => fake::tool_use("toolu_w", "vault_write", json!({"folder": "Reference", "title": "Quote", "content": input, "tags": [], "confidence": 80})),
@@ -338,7 +443,10 @@ async fn applescript_injection_arrives_byte_exact_as_one_argument() {
     bridge.stop().await;
     assert_eq!(calls[0].target, ME_CHAT);
     assert_eq!(calls[0].text, nasty);
-    assert!(!calls[0].script.contains("rm -rf"), "data never enters the script");
+    assert!(
+        !calls[0].script.contains("rm -rf"),
+        "data never enters the script"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -355,7 +463,10 @@ async fn path_traversal_through_tool_input_is_refused() {
     world.osascript.wait_for_calls(1, WITHIN).await;
     bridge.stop().await;
     let results = tool_results(&world.api);
-    assert!(results[0].2 && !results[0].1.contains("root:"), "{results:?}");
+    assert!(
+        results[0].2 && !results[0].1.contains("root:"),
+        "{results:?}"
+    );
     assert!(results[1].2, "{results:?}");
     assert!(!world.dir.path().join("escape").exists());
     assert!(std::fs::read_dir(world.dir.path()).unwrap().all(|e| {

@@ -70,10 +70,19 @@ impl Conversations {
             message.chat.clone(),
             Some(message.guid.clone()),
         );
-        let result = self.agent.run(&mut session.transcript, &message.text, &tools).await;
+        let result = self
+            .agent
+            .run(&mut session.transcript, &message.text, &tools)
+            .await;
         let record = tools.record();
-        let original = session.pending_input.clone().unwrap_or_else(|| message.text.clone());
-        let answer = session.pending_input.is_some().then_some(message.text.as_str());
+        let original = session
+            .pending_input
+            .clone()
+            .unwrap_or_else(|| message.text.clone());
+        let answer = session
+            .pending_input
+            .is_some()
+            .then_some(message.text.as_str());
         match result {
             Ok(report) => {
                 session.input_tokens += report.usage.input_tokens;
@@ -82,7 +91,9 @@ impl Conversations {
                     info!(chat = %chat, notes = ?record.notes_written, "captured");
                     self.sessions.remove(&chat);
                 } else {
-                    let question = self.ensure_reply(&message.chat, &record, &report.final_text).await;
+                    let question = self
+                        .ensure_reply(&message.chat, &record, &report.final_text)
+                        .await;
                     session.pending_input = Some(original);
                     session.question = question;
                     session.state = SessionState::Waiting;
@@ -96,7 +107,8 @@ impl Conversations {
                 self.sessions.remove(&chat);
             }
             Err(err) => {
-                self.file_to_inbox(&message.chat, &original, answer, Some(&message.guid), &err).await;
+                self.file_to_inbox(&message.chat, &original, answer, Some(&message.guid), &err)
+                    .await;
                 self.sessions.remove(&chat);
             }
         }
@@ -115,7 +127,9 @@ impl Conversations {
 
     /// Ends a session idle longer than the timeout; a pending question is filed to Inbox first.
     async fn on_timeout(&self, chat: &str) {
-        let Some(mut session) = self.sessions.get(chat) else { return };
+        let Some(mut session) = self.sessions.get(chat) else {
+            return;
+        };
         let idle = Utc::now().signed_duration_since(session.last_activity);
         if idle.to_std().unwrap_or_default() < self.timeout {
             return; // the user wrote meanwhile
@@ -128,19 +142,30 @@ impl Conversations {
         };
         info!(chat = %chat, "no answer in time; filing to Inbox");
         let notice = crate::prompt::timeout_notice(&original);
-        let tools = Tools::new(self.vault.clone(), self.sender.clone(), session.chat.clone(), None);
-        let result = self.agent.run(&mut session.transcript, &notice, &tools).await;
+        let tools = Tools::new(
+            self.vault.clone(),
+            self.sender.clone(),
+            session.chat.clone(),
+            None,
+        );
+        let result = self
+            .agent
+            .run(&mut session.transcript, &notice, &tools)
+            .await;
         let record = tools.record();
         match result {
             Ok(report) if !record.notes_written.is_empty() => {
-                self.ensure_reply(&session.chat, &record, &report.final_text).await;
+                self.ensure_reply(&session.chat, &record, &report.final_text)
+                    .await;
             }
             Ok(_) => {
                 let err = AgentError::Stopped("the agent did not file the text".into());
-                self.file_to_inbox(&session.chat, &original, None, None, &err).await;
+                self.file_to_inbox(&session.chat, &original, None, None, &err)
+                    .await;
             }
             Err(err) if record.notes_written.is_empty() => {
-                self.file_to_inbox(&session.chat, &original, None, None, &err).await;
+                self.file_to_inbox(&session.chat, &original, None, None, &err)
+                    .await;
             }
             Err(err) => warn!(chat = %chat, cause = %err, "agent failed after filing the text"),
         }
@@ -150,7 +175,12 @@ impl Conversations {
 
     /// Always reply: when the agent sent nothing, its final words (if any) go out instead.
     /// Returns what the user was last told.
-    async fn ensure_reply(&self, chat: &Chat, record: &ToolRecord, final_text: &str) -> Option<String> {
+    async fn ensure_reply(
+        &self,
+        chat: &Chat,
+        record: &ToolRecord,
+        final_text: &str,
+    ) -> Option<String> {
         if let Some(last) = record.messages_sent.last() {
             return Some(last.clone());
         }
@@ -178,7 +208,9 @@ impl Conversations {
         error!(chat = %chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
         let mut content = original.to_string();
         if let Some(answer) = answer {
-            content.push_str(&format!("\n\nFollow-up from the same conversation: {answer}"));
+            content.push_str(&format!(
+                "\n\nFollow-up from the same conversation: {answer}"
+            ));
         }
         content.push_str(&format!("\n\n_Filed unprocessed by Second Brain: {err}._"));
         let title = inbox_title(original);
@@ -233,7 +265,11 @@ fn inbox_title(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().take(8).collect();
     let title = words.join(" ");
     let title: String = title.chars().take(60).collect();
-    if title.is_empty() { "Unfiled text".into() } else { title }
+    if title.is_empty() {
+        "Unfiled text".into()
+    } else {
+        title
+    }
 }
 
 #[cfg(test)]
@@ -242,9 +278,15 @@ mod tests {
 
     #[test]
     fn inbox_titles_are_the_first_words() {
-        assert_eq!(inbox_title("buy milk\nand eggs tomorrow"), "buy milk and eggs tomorrow");
+        assert_eq!(
+            inbox_title("buy milk\nand eggs tomorrow"),
+            "buy milk and eggs tomorrow"
+        );
         assert_eq!(inbox_title("   "), "Unfiled text");
-        assert_eq!(inbox_title("one two three four five six seven eight nine"), "one two three four five six seven eight");
+        assert_eq!(
+            inbox_title("one two three four five six seven eight nine"),
+            "one two three four five six seven eight"
+        );
         assert_eq!(inbox_title(&"é".repeat(100)).chars().count(), 60);
     }
 }

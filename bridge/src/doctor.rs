@@ -21,8 +21,12 @@ impl Pane {
     /// The URL that opens the pane on macOS.
     pub fn url(self) -> &'static str {
         match self {
-            Pane::FullDiskAccess => "x-apple.systempreferences:com.apple.preference.security?Privacy_AllFiles",
-            Pane::Automation => "x-apple.systempreferences:com.apple.preference.security?Privacy_Automation",
+            Pane::FullDiskAccess => {
+                "x-apple.systempreferences:com.apple.preference.security?Privacy_AllFiles"
+            }
+            Pane::Automation => {
+                "x-apple.systempreferences:com.apple.preference.security?Privacy_Automation"
+            }
         }
     }
 }
@@ -46,17 +50,42 @@ pub struct Check {
 
 impl Check {
     fn pass(id: &'static str, label: &'static str, detail: String) -> Check {
-        Check { id, label, ok: true, detail, fix: None, pane: None }
+        Check {
+            id,
+            label,
+            ok: true,
+            detail,
+            fix: None,
+            pane: None,
+        }
     }
 
-    fn fail(id: &'static str, label: &'static str, detail: String, fix: &str, pane: Option<Pane>) -> Check {
-        Check { id, label, ok: false, detail, fix: Some(fix.to_string()), pane }
+    fn fail(
+        id: &'static str,
+        label: &'static str,
+        detail: String,
+        fix: &str,
+        pane: Option<Pane>,
+    ) -> Check {
+        Check {
+            id,
+            label,
+            ok: false,
+            detail,
+            fix: Some(fix.to_string()),
+            pane,
+        }
     }
 }
 
 /// Runs every check (blocking: opens files).
 pub fn checks(config: &Config) -> Vec<Check> {
-    vec![chat_db(config), vault(config), api_key(config), senders(config)]
+    vec![
+        chat_db(config),
+        vault(config),
+        api_key(config),
+        senders(config),
+    ]
 }
 
 fn chat_db(config: &Config) -> Check {
@@ -79,7 +108,13 @@ fn chat_db(config: &Config) -> Check {
             "Give Second Brain Full Disk Access in System Settings › Privacy & Security › Full Disk Access.",
             Some(Pane::FullDiskAccess),
         ),
-        Err(err) => Check::fail(ID, LABEL, err.to_string(), "Check that Messages is set up on this Mac.", None),
+        Err(err) => Check::fail(
+            ID,
+            LABEL,
+            err.to_string(),
+            "Check that Messages is set up on this Mac.",
+            None,
+        ),
     }
 }
 
@@ -87,11 +122,23 @@ fn vault(config: &Config) -> Check {
     const ID: &str = "vault";
     const LABEL: &str = "Vault folder writable";
     let Some(root) = &config.vault else {
-        return Check::fail(ID, LABEL, "no vault folder chosen".into(), "Choose your Obsidian vault folder in Settings (or set VAULT_PATH).", None);
+        return Check::fail(
+            ID,
+            LABEL,
+            "no vault folder chosen".into(),
+            "Choose your Obsidian vault folder in Settings (or set VAULT_PATH).",
+            None,
+        );
     };
     match Vault::new(root.clone()).check_writable() {
         Ok(()) => Check::pass(ID, LABEL, format!("writing notes to {}", root.display())),
-        Err(err) => Check::fail(ID, LABEL, err.to_string(), "Choose a vault folder you can write to.", None),
+        Err(err) => Check::fail(
+            ID,
+            LABEL,
+            err.to_string(),
+            "Choose a vault folder you can write to.",
+            None,
+        ),
     }
 }
 

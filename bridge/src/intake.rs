@@ -79,7 +79,9 @@ impl<H: Handler> Intake<H> {
         let path = self.chat_db.clone();
         let ledger = Arc::clone(&self.ledger);
         let allowlist = Arc::clone(&self.allowlist);
-        let result = tokio::task::spawn_blocking(move || read_and_claim(&path, open, &ledger, &allowlist)).await;
+        let result =
+            tokio::task::spawn_blocking(move || read_and_claim(&path, open, &ledger, &allowlist))
+                .await;
         let (open, outcome) = match result {
             Ok(pair) => pair,
             Err(err) => {
@@ -88,7 +90,10 @@ impl<H: Handler> Intake<H> {
             }
         };
         match outcome {
-            Ok(Admitted { messages, strangers }) => {
+            Ok(Admitted {
+                messages,
+                strangers,
+            }) => {
                 for (handle, at) in strangers {
                     self.status.saw_stranger(&handle, at);
                 }
@@ -99,7 +104,9 @@ impl<H: Handler> Intake<H> {
             Err(err) => {
                 let reason = match &err {
                     chatdb::Error::PermissionDenied { .. } => "Full Disk Access".to_string(),
-                    chatdb::Error::NotFound { .. } => "Messages is not set up (no chat.db)".to_string(),
+                    chatdb::Error::NotFound { .. } => {
+                        "Messages is not set up (no chat.db)".to_string()
+                    }
                     other => other.to_string(),
                 };
                 warn!(cause = %err, "cannot read chat.db; will keep checking");
@@ -143,23 +150,46 @@ fn read_and_claim(
     (Some(open), result)
 }
 
-fn read_all(db: &ChatDb, ledger: &Ledger, allowlist: &RwLock<Allowlist>) -> Result<Admitted, chatdb::Error> {
-    let mut admitted = Admitted { messages: Vec::new(), strangers: Vec::new() };
+fn read_all(
+    db: &ChatDb,
+    ledger: &Ledger,
+    allowlist: &RwLock<Allowlist>,
+) -> Result<Admitted, chatdb::Error> {
+    let mut admitted = Admitted {
+        messages: Vec::new(),
+        strangers: Vec::new(),
+    };
     let newest = db.newest()?;
     let mut cursor = match (ledger.cursor(), &newest) {
         (None, newest) => {
             // First start: begin at the newest row; history is not replayed.
-            let seed = newest.as_ref().map_or(Cursor { rowid: 0, date: None }, |p| Cursor {
-                rowid: p.rowid,
-                date: Some(p.date),
-            });
-            info!(rowid = seed.rowid, "first start: beginning at the newest text");
-            persist_cursor(ledger, seed.clone());
+            let seed = newest.as_ref().map_or(
+                Cursor {
+                    rowid: 0,
+                    date: None,
+                },
+                |p| Cursor {
+                    rowid: p.rowid,
+                    date: Some(p.date),
+                },
+            );
+            info!(
+                rowid = seed.rowid,
+                "first start: beginning at the newest text"
+            );
+            persist_cursor(ledger, seed);
             return Ok(admitted);
         }
         (Some(cursor), Some(newest)) if newest.rowid < cursor.rowid => {
-            warn!(cursor = cursor.rowid, newest = newest.rowid, "chat.db was rebuilt; re-seeding");
-            let seed = Cursor { rowid: newest.rowid, date: Some(newest.date) };
+            warn!(
+                cursor = cursor.rowid,
+                newest = newest.rowid,
+                "chat.db was rebuilt; re-seeding"
+            );
+            let seed = Cursor {
+                rowid: newest.rowid,
+                date: Some(newest.date),
+            };
             persist_cursor(ledger, seed);
             return Ok(admitted);
         }
@@ -180,11 +210,19 @@ fn read_all(db: &ChatDb, ledger: &Ledger, allowlist: &RwLock<Allowlist>) -> Resu
             }
         }
         let date = claim.last().map(|m| m.date).or(cursor.date);
-        let next = Cursor { rowid: batch.next_after, date };
+        let next = Cursor {
+            rowid: batch.next_after,
+            date,
+        };
         if next.rowid != cursor.rowid || !claim.is_empty() {
-            match ledger.claim(&claim, next.clone()) {
+            match ledger.claim(&claim, next) {
                 Ok(fresh) => {
-                    debug!(read = claim.len(), fresh = fresh.len(), cursor = next.rowid, "claimed");
+                    debug!(
+                        read = claim.len(),
+                        fresh = fresh.len(),
+                        cursor = next.rowid,
+                        "claimed"
+                    );
                     admitted.messages.extend(fresh);
                 }
                 Err(err) => {
@@ -216,8 +254,11 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 
 #[cfg(not(unix))]
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().and_then(|m| m.modified().ok()).map(|t| {
-        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        (d.as_secs(), u64::from(d.subsec_nanos()))
-    })
+    std::fs::metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .map(|t| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (d.as_secs(), u64::from(d.subsec_nanos()))
+        })
 }

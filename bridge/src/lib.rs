@@ -99,18 +99,37 @@ impl Bridge {
         let status = StatusBoard::new(Some(config.data_dir.join("status.json")));
         let writer = TaskTracker::new();
         let path = config.data_dir.join("sessions.json");
-        let (sessions, report) = SessionStore::open(path.clone(), config.session_timeout, Utc::now(), &writer)
-            .map_err(|source| Error::State { what: "sessions", path, source })?;
-        info!(loaded = report.loaded, expired = report.expired, "sessions restored");
+        let (sessions, report) =
+            SessionStore::open(path.clone(), config.session_timeout, Utc::now(), &writer).map_err(
+                |source| Error::State {
+                    what: "sessions",
+                    path,
+                    source,
+                },
+            )?;
+        info!(
+            loaded = report.loaded,
+            expired = report.expired,
+            "sessions restored"
+        );
         let mut problems = Vec::new();
         if let Some((moved_to, reason)) = report.moved_aside {
-            problems.push(format!("sessions file did not parse ({reason}); kept as {}", moved_to.display()));
+            problems.push(format!(
+                "sessions file did not parse ({reason}); kept as {}",
+                moved_to.display()
+            ));
         }
         let path = config.data_dir.join("ledger.json");
-        let (ledger, moved) =
-            Ledger::open(path.clone()).map_err(|source| Error::State { what: "ledger", path, source })?;
+        let (ledger, moved) = Ledger::open(path.clone()).map_err(|source| Error::State {
+            what: "ledger",
+            path,
+            source,
+        })?;
         if let Some((moved_to, reason)) = moved {
-            problems.push(format!("ledger file did not parse ({reason}); kept as {}", moved_to.display()));
+            problems.push(format!(
+                "ledger file did not parse ({reason}); kept as {}",
+                moved_to.display()
+            ));
         }
         problems.extend(config.settings_problem.clone());
         for problem in &problems {
@@ -120,7 +139,15 @@ impl Bridge {
             s.sessions = sessions.len();
             s.last_error = problems.last().cloned();
         });
-        Ok(Bridge { config, _lock: lock, sessions, ledger: Arc::new(ledger), status, paused: watch::Sender::new(false), writer })
+        Ok(Bridge {
+            config,
+            _lock: lock,
+            sessions,
+            ledger: Arc::new(ledger),
+            status,
+            paused: watch::Sender::new(false),
+            writer,
+        })
     }
 
     /// The conversation store (the app lists and clears sessions through it).
@@ -141,8 +168,19 @@ impl Bridge {
     /// Runs until `shutdown` completes, then stops intake, lets in-flight work finish (at
     /// most [`DRAIN_DEADLINE`]), saves everything and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Bridge { config, _lock, sessions, ledger, status, paused, writer } = self;
-        let vault = config.vault.clone().ok_or_else(|| Error::Setup("no vault folder is set (VAULT_PATH)".into()))?;
+        let Bridge {
+            config,
+            _lock,
+            sessions,
+            ledger,
+            status,
+            paused,
+            writer,
+        } = self;
+        let vault = config
+            .vault
+            .clone()
+            .ok_or_else(|| Error::Setup("no vault folder is set (VAULT_PATH)".into()))?;
         let auth = config.auth.clone().ok_or_else(|| {
             Error::Setup("no API key: set ANTHROPIC_API_KEY or store one in the Keychain".into())
         })?;
@@ -166,10 +204,18 @@ impl Bridge {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = Router::new(conversations, config.max_concurrent_chats, tracker.clone(), cancel.clone());
+        let router = Router::new(
+            conversations,
+            config.max_concurrent_chats,
+            tracker.clone(),
+            cancel.clone(),
+        );
         let unfinished = ledger.unfinished();
         if !unfinished.is_empty() {
-            info!(count = unfinished.len(), "resuming texts claimed before the last stop");
+            info!(
+                count = unfinished.len(),
+                "resuming texts claimed before the last stop"
+            );
         }
         for message in unfinished {
             router.dispatch(Job::Message(message));
@@ -184,14 +230,23 @@ impl Bridge {
             paused: paused.subscribe(),
         };
         tracker.spawn(intake.run(cancel.clone()));
-        tracker.spawn(sweep_idle(sessions.clone(), router, config.session_timeout, config.sweep_interval, cancel.clone()));
+        tracker.spawn(sweep_idle(
+            sessions.clone(),
+            router,
+            config.session_timeout,
+            config.sweep_interval,
+            cancel.clone(),
+        ));
 
         shutdown.await;
         info!("stopping: no new texts; finishing work in hand");
         status.update(|s| s.state = State::Stopping);
         cancel.cancel();
         tracker.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("in-flight work did not finish in time; it resumes at the next start");
         }
         if let Err(err) = sessions.flush().await {
@@ -220,9 +275,12 @@ async fn sweep_idle<H: router::Handler>(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let cutoff = Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
         for session in sessions.idle_since(cutoff) {
-            router.dispatch(Job::Timeout { chat: session.chat.guid });
+            router.dispatch(Job::Timeout {
+                chat: session.chat.guid,
+            });
         }
     }
 }

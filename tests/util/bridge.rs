@@ -33,7 +33,9 @@ pub struct World {
 
 impl World {
     /// A world whose fake LLM answers with `responder`.
-    pub async fn new(responder: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static) -> World {
+    pub async fn new(
+        responder: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static,
+    ) -> World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("vault")).unwrap();
         std::fs::create_dir_all(dir.path().join("Messages")).unwrap();
@@ -41,7 +43,12 @@ impl World {
         db.chat(ME_CHAT, ME, false);
         let api = FakeAnthropic::start(API_KEY, responder);
         let osascript = FakeOsascript::install(&dir.path().join("osascript"));
-        World { dir, db, api, osascript }
+        World {
+            dir,
+            db,
+            api,
+            osascript,
+        }
     }
 
     pub fn vault(&self) -> PathBuf {
@@ -83,7 +90,11 @@ impl World {
 
     /// Starts the bridge with extra environment variables.
     pub async fn start_with(&self, extra: &[(&str, &str)]) -> Bridge {
-        let path = format!("{}:{}", self.osascript.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            self.osascript.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"));
         cmd.arg("run")
             .env_clear()
@@ -114,7 +125,11 @@ impl World {
                 let _ = tx.send(line);
             }
         });
-        let mut bridge = Bridge { child, lines: rx, log };
+        let mut bridge = Bridge {
+            child,
+            lines: rx,
+            log,
+        };
         bridge.wait_line("ready").await;
         bridge
     }
@@ -153,9 +168,15 @@ impl Bridge {
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) -> String {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
-        let exit = tokio::time::timeout(WITHIN, self.child.wait()).await.expect("bridge exits").unwrap();
+        let exit = tokio::time::timeout(WITHIN, self.child.wait())
+            .await
+            .expect("bridge exits")
+            .unwrap();
         // Let the reader drain the last lines.
         let log = self.log();
         assert!(exit.success(), "bridge exited with {exit}; log:\n{log}");

@@ -2,6 +2,6 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod bridge;
 pub mod chatdb;
 pub mod osascript;
-pub mod bridge;

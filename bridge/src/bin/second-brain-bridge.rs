@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::task::TaskTracker;
 
 #[derive(Parser)]
-#[command(name = "second-brain-bridge", version, about = "Texts in, notes out: the Second Brain iMessage bridge")]
+#[command(
+    name = "second-brain-bridge",
+    version,
+    about = "Texts in, notes out: the Second Brain iMessage bridge"
+)]
 struct Cli {
     #[command(flatten)]
     paths: Paths,
@@ -73,9 +77,15 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let overrides = Overrides { chat_db: cli.paths.chat_db, vault: cli.paths.vault, data_dir: cli.paths.data_dir };
+    let overrides = Overrides {
+        chat_db: cli.paths.chat_db,
+        vault: cli.paths.vault,
+        data_dir: cli.paths.data_dir,
+    };
     let config = Config::from_env(&overrides)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run => {
             let _guard = init_logging(&config)?;
@@ -91,7 +101,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("     fix: {fix}");
                 }
             }
-            Ok(if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Sessions(command) => runtime.block_on(sessions(&config, command)),
         Command::Status => {
@@ -99,15 +113,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = config.data_dir.join("status.json");
             match std::fs::read(&file) {
                 Ok(bytes) if running => {
-                    let status: bridge::status::Status =
-                        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", file.display()))?;
+                    let status: bridge::status::Status = serde_json::from_slice(&bytes)
+                        .with_context(|| format!("reading {}", file.display()))?;
                     println!("{}", status.line());
-                    println!("handled {} · filed to Inbox {}", status.handled, status.failed);
+                    println!(
+                        "handled {} · filed to Inbox {}",
+                        status.handled, status.failed
+                    );
                     if let Some(err) = status.last_error {
                         println!("last error: {err}");
                     }
                     for stranger in status.strangers {
-                        println!("ignored sender: {} (last {})", stranger.handle, stranger.last_seen.to_rfc3339());
+                        println!(
+                            "ignored sender: {} (last {})",
+                            stranger.handle,
+                            stranger.last_seen.to_rfc3339()
+                        );
                     }
                 }
                 _ if running => println!("running (no status yet)"),
@@ -126,9 +147,13 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
         SessionsCommand::Clear { .. } => Some(DataDirLock::acquire(&config.data_dir)?),
     };
     let tracker = TaskTracker::new();
-    let (store, report) = SessionStore::open(path, config.session_timeout, chrono::Utc::now(), &tracker)?;
+    let (store, report) =
+        SessionStore::open(path, config.session_timeout, chrono::Utc::now(), &tracker)?;
     if let Some((moved_to, reason)) = report.moved_aside {
-        eprintln!("sessions file did not parse ({reason}); kept as {}", moved_to.display());
+        eprintln!(
+            "sessions file did not parse ({reason}); kept as {}",
+            moved_to.display()
+        );
     }
     match command {
         SessionsCommand::List => {
@@ -138,7 +163,11 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
             }
             for s in list {
                 let state = format!("{:?}", s.state).to_lowercase();
-                let text = s.question.as_deref().or(s.pending_input.as_deref()).unwrap_or("");
+                let text = s
+                    .question
+                    .as_deref()
+                    .or(s.pending_input.as_deref())
+                    .unwrap_or("");
                 println!(
                     "{}\t{}\t{}\t{} messages\tlast {}\t{}",
                     s.chat.guid,
@@ -156,7 +185,9 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
             }
             println!("cleared {id}");
         }
-        SessionsCommand::Clear { id: None, .. } => println!("cleared {} sessions", store.clear_all()),
+        SessionsCommand::Clear { id: None, .. } => {
+            println!("cleared {} sessions", store.clear_all())
+        }
     }
     store.flush().await?;
     store.close();
@@ -169,7 +200,8 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
 /// Console plus daily-rotated files (7 kept) in the log directory.
 fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::prelude::*;
-    std::fs::create_dir_all(&config.log_dir).with_context(|| format!("creating {}", config.log_dir.display()))?;
+    std::fs::create_dir_all(&config.log_dir)
+        .with_context(|| format!("creating {}", config.log_dir.display()))?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("bridge")
@@ -181,8 +213,16 @@ fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blockin
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)?;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
-        .with(tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(file)
+                .with_ansi(false),
+        )
         .init();
     Ok(guard)
 }
