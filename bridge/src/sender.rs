@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -47,6 +48,17 @@ pub enum SendError {
         /// `osascript`'s stderr.
         stderr: String,
     },
+    /// `osascript` did not finish in time (e.g. a permission prompt is waiting); whether
+    /// Messages sent the text is unknown, so it must not be sent again blindly.
+    #[error(
+        "osascript did not finish within {after:?} sending to {chat}; the reply may or may not have been sent"
+    )]
+    TimedOut {
+        /// The chat guid the reply was for.
+        chat: String,
+        /// The time limit.
+        after: Duration,
+    },
     /// The script failed.
     #[error("osascript failed ({status}) sending to {chat}: {stderr}")]
     Failed {
@@ -81,17 +93,19 @@ fn applescript_error(stderr: &str) -> Option<i32> {
     number.parse().ok()
 }
 
+/// How long one `osascript` run may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs `osascript` found on `PATH`.
 #[derive(Clone, Debug)]
 pub struct Sender {
     program: OsString,
+    timeout: Duration,
 }
 
 impl Default for Sender {
     fn default() -> Sender {
-        Sender {
-            program: OsString::from("osascript"),
-        }
+        Sender::with_program("osascript")
     }
 }
 
@@ -100,13 +114,28 @@ impl Sender {
     pub fn with_program(program: impl Into<OsString>) -> Sender {
         Sender {
             program: program.into(),
+            timeout: SEND_TIMEOUT,
         }
     }
 
-    /// Sends `text` into `chat`. A direct chat Messages cannot find by id is retried once
-    /// addressed to its participant.
+    /// The same sender with another time limit per `osascript` run.
+    pub fn with_timeout(self, timeout: Duration) -> Sender {
+        Sender { timeout, ..self }
+    }
+
+    /// Sends `text` into `chat`. When Messages does not know the chat by its id (-1728): a
+    /// guid of the `any;…` form that recent macOS writes is tried as `iMessage;…`, and a
+    /// direct chat is finally addressed to its participant.
     pub async fn send(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
-        match self.run(SEND_TO_CHAT, &chat.guid, text, &chat.guid).await {
+        let mut result = self.run(SEND_TO_CHAT, &chat.guid, text, &chat.guid).await;
+        if let Some(rest) = chat.guid.strip_prefix("any;")
+            && matches!(&result, Err(err) if err.is_not_found())
+        {
+            let guid = format!("iMessage;{rest}");
+            tracing::info!(chat = %chat.guid, "Messages does not know the chat by id; trying {guid}");
+            result = self.run(SEND_TO_CHAT, &guid, text, &chat.guid).await;
+        }
+        match result {
             Err(err) if err.is_not_found() && !chat.is_group => {
                 tracing::info!(chat = %chat.guid, "Messages does not know the chat by id; sending to its participant");
                 self.run(SEND_TO_PARTICIPANT, &chat.identifier, text, &chat.guid)
@@ -123,7 +152,7 @@ impl Sender {
         text: &str,
         chat: &str,
     ) -> Result<(), SendError> {
-        let output = Command::new(&self.program)
+        let run = Command::new(&self.program)
             .arg("-e")
             .arg(script)
             .arg(target)
@@ -132,8 +161,14 @@ impl Sender {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
+            .output();
+        // On time-out the future is dropped, which kills the child (`kill_on_drop`).
+        let output = tokio::time::timeout(self.timeout, run)
             .await
+            .map_err(|_| SendError::TimedOut {
+                chat: chat.to_string(),
+                after: self.timeout,
+            })?
             .map_err(|source| SendError::Spawn {
                 program: self.program.clone(),
                 source,
@@ -280,6 +315,57 @@ mod tests {
         let calls = fake.calls();
         assert_eq!(calls.len(), 1);
         assert_to_chat(&calls[0], &group(), "to the group");
+    }
+
+    /// macOS 15 and later write `any;+;…` guids that `chat id` may not accept.
+    #[tokio::test]
+    async fn an_any_guid_unknown_by_id_is_retried_as_imessage() {
+        let (_dir, fake, sender) = fake();
+        let chat = Chat {
+            guid: "any;+;chat999".into(),
+            identifier: "chat999".into(),
+            is_group: true,
+        };
+        fake.fail_next(1, NOT_FOUND_STDERR);
+        sender.send(&chat, "to the group").await.unwrap();
+        let calls = fake.calls();
+        let targets: Vec<_> = calls
+            .iter()
+            .map(|c| (c.script.as_str(), c.target.as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                (SEND_TO_CHAT, "any;+;chat999"),
+                (SEND_TO_CHAT, "iMessage;+;chat999")
+            ]
+        );
+        assert!(calls.iter().all(|c| c.text == "to the group"));
+    }
+
+    #[tokio::test]
+    async fn an_osascript_that_hangs_times_out_and_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("osascript");
+        let pid_file = dir.path().join("pid");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let sender = Sender::with_program(&program).with_timeout(Duration::from_millis(300));
+        let err = sender.send(&direct(), "hi").await.unwrap_err();
+        assert!(matches!(err, SendError::TimedOut { .. }), "{err:?}");
+        assert!(err.to_string().contains("may or may not"), "{err}");
+        assert!(pid_file.exists(), "the program ran");
     }
 
     #[tokio::test]
