@@ -344,23 +344,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_osascript_that_hangs_times_out_and_is_killed() {
+    async fn an_osascript_that_hangs_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join("osascript");
         let pid_file = dir.path().join("pid");
-        std::fs::write(
-            &program,
-            format!(
-                "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
-                pid_file.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &program,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let script = format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 60\n",
+            pid_file.display()
+        );
+        // Written by a child process: a file this process had open for writing could be
+        // inherited by a concurrent test's fork and make the exec fail ("Text file busy").
+        let wrote = std::process::Command::new("sh")
+            .args(["-c", "printf '%s' \"$1\" > \"$0\" && chmod 755 \"$0\""])
+            .arg(&program)
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(wrote.success());
         let sender = Sender::with_program(&program).with_timeout(Duration::from_millis(300));
         let err = sender.send(&direct(), "hi").await.unwrap_err();
         assert!(matches!(err, SendError::TimedOut { .. }), "{err:?}");
