@@ -3,6 +3,7 @@
 //! effects: note bytes, the log file, osascript's argv, the requests the fake received, and
 //! the state files on disk.
 
+mod cli;
 mod util;
 
 use serde_json::{Value, json};

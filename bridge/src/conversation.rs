@@ -83,13 +83,13 @@ impl Conversations {
             .pending_input
             .is_some()
             .then_some(message.text.as_str());
-        match result {
+        let outcome = match result {
             Ok(report) => {
                 session.input_tokens += report.usage.input_tokens;
                 session.output_tokens += report.usage.output_tokens;
                 if !record.notes_written.is_empty() {
-                    info!(chat = %chat, notes = ?record.notes_written, "captured");
                     self.sessions.remove(&chat);
+                    "captured"
                 } else {
                     let question = self
                         .ensure_reply(&message.chat, &record, &report.final_text)
@@ -98,20 +98,22 @@ impl Conversations {
                     session.question = question;
                     session.state = SessionState::Waiting;
                     session.last_activity = Utc::now();
-                    info!(chat = %chat, "waiting for an answer");
                     self.sessions.put(session);
+                    "waiting for an answer"
                 }
             }
             Err(err) if !record.notes_written.is_empty() => {
                 warn!(chat = %chat, cause = %err, "agent failed after writing its note");
                 self.sessions.remove(&chat);
+                "captured"
             }
             Err(err) => {
                 self.file_to_inbox(&message.chat, &original, answer, Some(&message.guid), &err)
                     .await;
                 self.sessions.remove(&chat);
+                "filed to Inbox"
             }
-        }
+        };
         let ledger = Arc::clone(&self.ledger);
         let guid = message.guid.clone();
         match tokio::task::spawn_blocking(move || ledger.finish(&guid)).await {
@@ -123,6 +125,7 @@ impl Conversations {
             s.handled += 1;
             s.sessions = self.sessions.len();
         });
+        info!(chat = %chat, rowid = message.rowid, outcome, "text handled");
     }
 
     /// Ends a session idle longer than the timeout; a pending question is filed to Inbox first.

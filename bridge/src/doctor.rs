@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::chatdb::{self, ChatDb};
 use crate::config::Config;
+use crate::sender::{SendError, Sender};
 use crate::vault::Vault;
 
 /// A System Settings pane that fixes a failing check.
@@ -86,6 +87,29 @@ pub fn checks(config: &Config) -> Vec<Check> {
         api_key(config),
         senders(config),
     ]
+}
+
+/// Whether Messages accepts Apple Events from this app (a harmless AppleScript probe).
+pub async fn automation(sender: &Sender) -> Check {
+    const ID: &str = "automation";
+    const LABEL: &str = "Messages automation allowed";
+    match sender.probe().await {
+        Ok(()) => Check::pass(ID, LABEL, "Messages answers AppleScript".into()),
+        Err(err @ SendError::AutomationDenied { .. }) => Check::fail(
+            ID,
+            LABEL,
+            err.to_string(),
+            "Allow Second Brain to control Messages in System Settings › Privacy & Security › Automation.",
+            Some(Pane::Automation),
+        ),
+        Err(err) => Check::fail(
+            ID,
+            LABEL,
+            err.to_string(),
+            "Check that Messages is installed and can open.",
+            None,
+        ),
+    }
 }
 
 fn chat_db(config: &Config) -> Check {
@@ -172,5 +196,70 @@ fn senders(config: &Config) -> Check {
             "Add your phone number or email in Settings (or ALLOWED_SENDERS).",
             None,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, String)]) -> Config {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Config::resolve(&Overrides::default(), |k| map.get(k).cloned(), || None).unwrap()
+    }
+
+    #[test]
+    fn a_fresh_machine_fails_every_check_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(&[
+            ("SECOND_BRAIN_DATA_DIR", dir.path().display().to_string()),
+            (
+                "CHAT_DB_PATH",
+                dir.path().join("none/chat.db").display().to_string(),
+            ),
+        ]);
+        let checks = checks(&c);
+        let ids: Vec<_> = checks.iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["chat_db", "vault", "api_key", "allowed_senders"]);
+        for check in &checks {
+            assert!(!check.ok && check.fix.is_some(), "{check:?}");
+        }
+        assert!(
+            checks[0].detail.contains("does not exist"),
+            "{:?}",
+            checks[0]
+        );
+    }
+
+    #[test]
+    fn a_complete_setup_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(include_str!("../../tests/data/chatdb-schema.sql"))
+            .unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let c = config(&[
+            ("SECOND_BRAIN_DATA_DIR", dir.path().display().to_string()),
+            ("CHAT_DB_PATH", db.display().to_string()),
+            ("VAULT_PATH", vault.display().to_string()),
+            ("ANTHROPIC_API_KEY", "sk-x".into()),
+            ("ALLOWED_SENDERS", "+15551234567".into()),
+        ]);
+        let failing: Vec<_> = checks(&c).into_iter().filter(|c| !c.ok).collect();
+        assert!(failing.is_empty(), "{failing:?}");
+    }
+
+    #[test]
+    fn panes_open_the_privacy_settings() {
+        assert!(Pane::FullDiskAccess.url().ends_with("?Privacy_AllFiles"));
+        assert!(Pane::Automation.url().ends_with("?Privacy_Automation"));
     }
 }

@@ -230,6 +230,11 @@ impl Bridge {
             paused: paused.subscribe(),
         };
         tracker.spawn(intake.run(cancel.clone()));
+        tracker.spawn(count_sessions(
+            sessions.clone(),
+            status.clone(),
+            cancel.clone(),
+        ));
         tracker.spawn(sweep_idle(
             sessions.clone(),
             router,
@@ -281,6 +286,22 @@ async fn sweep_idle<H: router::Handler>(
             router.dispatch(Job::Timeout {
                 chat: session.chat.guid,
             });
+        }
+    }
+}
+
+/// Keeps the status's session count true whoever changes the sessions (e.g. the app).
+async fn count_sessions(sessions: SessionStore, status: StatusBoard, cancel: CancellationToken) {
+    let mut events = sessions.subscribe();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = events.recv() => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    status.update(|s| s.sessions = sessions.len());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
         }
     }
 }

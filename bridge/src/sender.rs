@@ -28,6 +28,9 @@ const SEND_TO_PARTICIPANT: &str = r#"on run argv
 	end tell
 end run"#;
 
+/// Asks Messages something harmless, to learn whether Apple Events to it are allowed.
+const PROBE: &str = r#"tell application "Messages" to count of accounts"#;
+
 /// Why a reply could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -145,6 +148,12 @@ impl Sender {
         }
     }
 
+    /// Checks that Messages accepts Apple Events from this app (the Automation permission),
+    /// without sending anything. The first call may make macOS ask the user.
+    pub async fn probe(&self) -> Result<(), SendError> {
+        self.osascript(&[PROBE], "(probe)").await
+    }
+
     async fn run(
         &self,
         script: &str,
@@ -152,11 +161,16 @@ impl Sender {
         text: &str,
         chat: &str,
     ) -> Result<(), SendError> {
+        self.osascript(&[script, target, text], chat).await
+    }
+
+    /// Runs `osascript -e <script> [argv…]` with the time limit; `chat` names the reply in errors.
+    async fn osascript(&self, args: &[&str], chat: &str) -> Result<(), SendError> {
+        let (script, argv) = args.split_first().expect("a script");
         let run = Command::new(&self.program)
             .arg("-e")
             .arg(script)
-            .arg(target)
-            .arg(text)
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -315,6 +329,21 @@ mod tests {
         let calls = fake.calls();
         assert_eq!(calls.len(), 1);
         assert_to_chat(&calls[0], &group(), "to the group");
+    }
+
+    #[tokio::test]
+    async fn the_probe_sends_nothing_and_reports_missing_permission() {
+        let (_dir, fake, sender) = fake();
+        sender.probe().await.unwrap();
+        fake.fail_next(1, DENIED_STDERR);
+        let err = sender.probe().await.unwrap_err();
+        assert!(matches!(err, SendError::AutomationDenied { .. }), "{err:?}");
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls.iter().all(|c| c.script == PROBE && c.argv.is_empty()),
+            "{calls:#?}"
+        );
     }
 
     /// macOS 15 and later write `any;+;…` guids that `chat id` may not accept.

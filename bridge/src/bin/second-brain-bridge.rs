@@ -93,7 +93,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
-            let checks = bridge::doctor::checks(&config);
+            let mut checks = bridge::doctor::checks(&config);
+            if cfg!(target_os = "macos") {
+                let sender = bridge::sender::Sender::default();
+                checks.push(runtime.block_on(bridge::doctor::automation(&sender)));
+            }
             for check in &checks {
                 let mark = if check.ok { "ok  " } else { "FAIL" };
                 println!("{mark} {}: {}", check.label, check.detail);

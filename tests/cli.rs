@@ -1,0 +1,116 @@
+//! The headless commands besides `run`: `doctor`, `sessions`, `status`.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::util::anthropic::{self as fake, Reply};
+use crate::util::bridge::{API_KEY, ME, ME_CHAT, WITHIN, World};
+
+/// Runs `second-brain-bridge <args>` in the world with its usual environment.
+fn cli(world: &World, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+        .args(args)
+        .env_clear()
+        .env("HOME", world.dir.path())
+        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
+        .env("VAULT_PATH", world.vault())
+        .env("CHAT_DB_PATH", world.db.path())
+        .env("ANTHROPIC_API_KEY", API_KEY)
+        .env("ALLOWED_SENDERS", ME)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn asks_a_question(_: &Value) -> Reply {
+    Reply::Message(fake::text("Which project is this for?"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_a_complete_setup_and_fails_a_broken_one_with_fixes() {
+    let world = World::new(asks_a_question).await;
+    let ok = cli(&world, &["doctor"]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert_eq!(
+        stdout(&ok).lines().filter(|l| l.starts_with("ok")).count(),
+        4,
+        "{}",
+        stdout(&ok)
+    );
+
+    let broken = std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+        .args(["doctor", "--chat-db"])
+        .arg(world.dir.path().join("missing/chat.db"))
+        .env_clear()
+        .env("HOME", world.dir.path())
+        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    let out = stdout(&broken);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("FAIL")).count(),
+        4,
+        "{out}"
+    );
+    assert!(out.contains("fix: Open Messages"), "{out}");
+    assert!(out.contains("fix: Add your phone number"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_listed_and_cleared_but_never_under_a_running_bridge() {
+    let world = World::new(asks_a_question).await;
+    let mut bridge = world.start().await;
+    world.db.incoming(ME_CHAT, ME, "the thing");
+    let calls = world.osascript.wait_for_calls(1, WITHIN).await;
+    assert_eq!(calls[0].text, "Which project is this for?");
+    bridge.wait_line("text handled").await;
+
+    let refused = cli(&world, &["sessions", "clear", "--all"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("is running"),
+        "{}",
+        stderr(&refused)
+    );
+    let status = cli(&world, &["status"]);
+    assert!(
+        stdout(&status).starts_with("Running · 1 session"),
+        "{}",
+        stdout(&status)
+    );
+    bridge.stop().await;
+
+    let list = cli(&world, &["sessions", "list"]);
+    let out = stdout(&list);
+    assert!(
+        out.starts_with(&format!("{ME_CHAT}\t{ME}\twaiting\t1 messages")),
+        "{out}"
+    );
+    assert!(out.contains("Which project is this for?"), "{out}");
+
+    let missing = cli(&world, &["sessions", "clear", "iMessage;-;nobody"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no session"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let cleared = cli(&world, &["sessions", "clear", ME_CHAT]);
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    assert_eq!(world.sessions_file()["sessions"], serde_json::json!([]));
+    assert_eq!(
+        stdout(&cli(&world, &["sessions", "list"])),
+        "no active sessions\n"
+    );
+    assert_eq!(stdout(&cli(&world, &["status"])), "not running\n");
+}
