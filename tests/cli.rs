@@ -114,3 +114,23 @@ async fn sessions_are_listed_and_cleared_but_never_under_a_running_bridge() {
     );
     assert_eq!(stdout(&cli(&world, &["status"])), "not running\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_to_start_without_a_vault_and_says_why() {
+    let world = World::new(asks_a_question).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+        .arg("run")
+        .env_clear()
+        .env("HOME", world.dir.path())
+        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
+        .env("CHAT_DB_PATH", world.db.path())
+        .env("ANTHROPIC_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no vault folder chosen"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -281,6 +281,16 @@ impl Config {
         })
     }
 
+    /// What the bridge still needs before it can handle texts, in the words of the setup
+    /// checklist; `None` when it can run.
+    pub fn missing_setup(&self) -> Option<&'static str> {
+        match (&self.vault, &self.auth) {
+            (None, _) => Some("no vault folder chosen"),
+            (_, None) => Some("API key missing"),
+            _ => None,
+        }
+    }
+
     /// Resolves from the process environment and the Keychain.
     pub fn from_env(overrides: &Overrides) -> Result<Config, ConfigError> {
         Config::resolve(

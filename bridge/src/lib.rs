@@ -62,9 +62,6 @@ pub enum Error {
     /// Another bridge owns the data directory.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    /// A required setting is missing.
-    #[error("{0}")]
-    Setup(String),
     /// A state file could not be opened.
     #[error("{what} {path}: {source}")]
     State {
@@ -177,13 +174,16 @@ impl Bridge {
             paused,
             writer,
         } = self;
-        let vault = config
-            .vault
-            .clone()
-            .ok_or_else(|| Error::Setup("no vault folder is set (VAULT_PATH)".into()))?;
-        let auth = config.auth.clone().ok_or_else(|| {
-            Error::Setup("no API key: set ANTHROPIC_API_KEY or store one in the Keychain".into())
-        })?;
+        let (Some(vault), Some(auth)) = (config.vault.clone(), config.auth.clone()) else {
+            // Nothing can be handled yet: texts wait in chat.db until the setup is complete
+            // and the bridge is started again (the app does that when settings change).
+            let reason = config.missing_setup().unwrap_or("settings");
+            warn!(missing = reason, "setup incomplete; not reading texts");
+            status.update(|s| s.state = State::NeedsSetup(reason.to_string()));
+            shutdown.await;
+            save_and_close(&sessions, &writer).await;
+            return Ok(());
+        };
         let client = anthropic::Client::new(anthropic::ClientConfig {
             base_url: config.base_url.clone(),
             model: config.model.clone(),
@@ -254,15 +254,20 @@ impl Bridge {
         {
             warn!("in-flight work did not finish in time; it resumes at the next start");
         }
-        if let Err(err) = sessions.flush().await {
-            warn!(cause = %err, "could not save sessions");
-        }
-        sessions.close();
-        writer.close();
-        writer.wait().await;
+        save_and_close(&sessions, &writer).await;
         info!("stopped");
         Ok(())
     }
+}
+
+/// Saves the sessions and lets their writer finish.
+async fn save_and_close(sessions: &SessionStore, writer: &TaskTracker) {
+    if let Err(err) = sessions.flush().await {
+        warn!(cause = %err, "could not save sessions");
+    }
+    sessions.close();
+    writer.close();
+    writer.wait().await;
 }
 
 /// Every `every`, queues a timeout check for each session idle longer than `timeout`.
@@ -309,4 +314,38 @@ async fn count_sessions(sessions: SessionStore, status: StatusBoard, cancel: Can
 /// Opens the bridge and runs it until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     Bridge::open(config)?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[tokio::test]
+    async fn an_incomplete_setup_waits_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let env = |k: &str| (k == "SECOND_BRAIN_DATA_DIR").then(|| data.clone());
+        let config = Config::resolve(&Overrides::default(), env, || None).unwrap();
+        let bridge = Bridge::open(config).unwrap();
+        let mut status = bridge.status().subscribe();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(bridge.run(async {
+            let _ = stopped.await;
+        }));
+        let state = status
+            .wait_for(|s| matches!(s.state, State::NeedsSetup(_)))
+            .await
+            .unwrap()
+            .state
+            .clone();
+        assert_eq!(state, State::NeedsSetup("no vault folder chosen".into()));
+        assert!(
+            DataDirLock::is_held(dir.path()),
+            "the data dir stays owned while waiting"
+        );
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert!(!DataDirLock::is_held(dir.path()));
+    }
 }

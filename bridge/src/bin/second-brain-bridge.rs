@@ -88,6 +88,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     match cli.command {
         Command::Run => {
+            if let Some(missing) = config.missing_setup() {
+                anyhow::bail!("cannot run: {missing} (see `second-brain-bridge doctor`)");
+            }
             let _guard = init_logging(&config)?;
             runtime.block_on(bridge::run(config, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
