@@ -166,14 +166,19 @@ pub struct Status {
     pub paused: bool,
 }
 
+/// Shows the native folder picker and blocks until the user chose (`Some`) or cancelled.
+pub type PickFolder = Arc<dyn Fn() -> Result<Option<PathBuf>, String> + Send + Sync>;
+/// Opens a folder or URL with the system; the error is a sentence.
+pub type OpenUrl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// What the shell lends the commands: set up once by `run_app`, replaced by fakes in tests.
 pub struct Hooks {
     /// Called after any change to the sessions or the status.
     pub changed: Box<dyn Fn() + Send + Sync>,
     /// Shows the native folder picker; blocks until the user chose or cancelled.
-    pub pick_folder: Arc<dyn Fn() -> Result<Option<PathBuf>, String> + Send + Sync>,
+    pub pick_folder: PickFolder,
     /// Opens a URL with the system (`open` on macOS).
-    pub open_url: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    pub open_url: OpenUrl,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,7 +521,7 @@ impl Backend {
     /// Every session, most recent activity first.
     pub fn sessions(&self) -> Vec<SessionRow> {
         let mut rows = self.lock().sessions.clone();
-        rows.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.last_activity));
         rows
     }
 
@@ -589,7 +594,7 @@ impl Backend {
             .filter(|s| !allowed.iter().any(|a| a.eq_ignore_ascii_case(&s.handle)))
             .cloned()
             .collect();
-        strangers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        strangers.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
         strangers
     }
 
@@ -932,7 +937,8 @@ mod tests {
             vec!["+15551234567", "a@x.io"]
         );
 
-        let cases: [(fn(&mut Settings), &str); 5] = [
+        type Edit = fn(&mut Settings);
+        let cases: [(Edit, &str); 5] = [
             (
                 |s| s.model = " ".into(),
                 "Model: enter a model name, for example claude-sonnet-4-5",
