@@ -20,9 +20,17 @@
   let paused = false;
   let loaded = false;
 
-  function initial(who) {
-    const letter = Array.from(who.replace(/^[+\s]+/, ""))[0] || "?";
-    return /\d/.test(letter) ? "#" : letter.toUpperCase();
+  // A contact name or e-mail shows its first letter; a phone number shows a person glyph.
+  function avatarContent(who) {
+    const letter = Array.from(who.trim())[0] || "";
+    if (letter && /\p{L}/u.test(letter)) return letter.toUpperCase();
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 20 20");
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", "M10 10.2a3.6 3.6 0 1 0 0-7.2 3.6 3.6 0 0 0 0 7.2Zm0 1.8c-3.4 0-6 1.8-6 4.1 0 .5.4.9.9.9h10.2c.5 0 .9-.4.9-.9 0-2.3-2.6-4.1-6-4.1Z");
+    svg.append(path);
+    return svg;
   }
 
   function row(session) {
@@ -30,7 +38,7 @@
     return el(
       "li",
       { class: "session", dataset: { test: "session-row", chat: session.chat, state: session.state } },
-      el("div", { class: "avatar", dataset: { state: session.state }, "aria-hidden": "true" }, initial(session.who)),
+      el("div", { class: "avatar", dataset: { state: session.state }, "aria-hidden": "true" }, avatarContent(session.who)),
       el(
         "div",
         { class: "body" },

@@ -62,7 +62,7 @@ impl WindowKind {
     fn size(self) -> (f64, f64) {
         match self {
             WindowKind::Sessions => (640.0, 460.0),
-            WindowKind::Settings => (560.0, 640.0),
+            WindowKind::Settings => (560.0, 700.0),
             WindowKind::Setup => (560.0, 560.0),
         }
     }
