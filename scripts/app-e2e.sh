@@ -3,36 +3,16 @@
 # tauri-driver + WebKitWebDriver under a private D-Bus session and a virtual X server.
 # Screenshots land in "${CARGO_TARGET_DIR:-target}/e2e-screenshots/".
 #
-# Works from a clean machine: installs the Debian packages and tauri-driver when missing
-# (apt-get needs root; otherwise it says what to install).
+# Works from a clean machine: scripts/install-app-deps.sh installs the Debian packages and
+# tauri-driver when missing (apt-get needs root; otherwise it says what to install).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
-packages=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev xvfb xauth
-    webkit2gtk-driver dbus dbus-x11 fonts-inter)
-missing=()
-for pkg in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) == 0 ]]; then
-        echo "app-e2e: installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    else
-        echo "app-e2e: please install: ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-
+scripts/install-app-deps.sh e2e
 if [[ -z "${TAURI_DRIVER:-}" ]]; then
-    if ! command -v tauri-driver >/dev/null && [[ ! -x "$HOME/.cargo/bin/tauri-driver" ]]; then
-        echo "app-e2e: installing tauri-driver"
-        cargo install tauri-driver --locked --version '^2'
-    fi
-    TAURI_DRIVER="$(command -v tauri-driver || echo "$HOME/.cargo/bin/tauri-driver")"
+    TAURI_DRIVER="$(command -v tauri-driver || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver")"
     export TAURI_DRIVER
 fi
 

@@ -2,23 +2,12 @@
 # Renders the app and tray icons in icons/ from their SVG sources (icons/app-icon.svg,
 # icons/tray-template.svg) into every file Tauri's bundler and the tray expect.
 # Needs Debian's librsvg2-bin (rsvg-convert), imagemagick (ICO) and icnsutils (png2icns);
-# installs them with apt-get when they are missing and we are root.
+# scripts/install-app-deps.sh installs them when they are missing.
 set -euo pipefail
 
+"$(dirname "$0")/install-app-deps.sh" icons
 cd "$(dirname "$0")/../icons"
 
-need=()
-command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
-command -v convert-im6.q16 >/dev/null || command -v magick >/dev/null || need+=(imagemagick)
-command -v png2icns >/dev/null || need+=(icnsutils)
-if ((${#need[@]})); then
-    if [[ $(id -u) == 0 ]]; then
-        apt-get update -qq && apt-get install -y -qq "${need[@]}"
-    else
-        echo "render-icons: please install: ${need[*]}" >&2
-        exit 1
-    fi
-fi
 # Debian names ImageMagick 6's binary convert-im6.q16; `convert` may be shadowed on PATH.
 if command -v magick >/dev/null; then im=(magick); else im=(convert-im6.q16); fi
 
