@@ -25,4 +25,4 @@ dbus-run-session -- xvfb-run -a -s "-screen 0 1280x900x24" \
     cargo test -p second-brain --test app-e2e -- --test-threads=1 "$@"
 
 echo "app-e2e: screenshots in $CARGO_TARGET_DIR/e2e-screenshots/"
-ls -1 "$CARGO_TARGET_DIR/e2e-screenshots/"
+ls -1 "$CARGO_TARGET_DIR/e2e-screenshots/" 2>/dev/null || true

@@ -452,3 +452,62 @@ fn setup_page_lists_the_checks() {
         "setup",
     );
 }
+
+#[test]
+fn a_second_launch_opens_the_sessions_window_of_the_first() {
+    run(
+        |s| {
+            s.wait_until("document.querySelectorAll('[data-test=check]').length === 5")?;
+            let before = s.get("/window/handles")?;
+            assert_eq!(
+                before.as_array().map(Vec::len),
+                Some(1),
+                "only the setup window: {before}"
+            );
+
+            // Same display and D-Bus session as the first instance, which holds the lock.
+            let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let second = Command::new(env!("CARGO_BIN_EXE_second-brain"))
+                .env("HOME", home.path())
+                .env_remove("SECOND_BRAIN_OPEN_WINDOW")
+                .stdin(Stdio::null())
+                .status()
+                .map_err(|e| format!("second launch: {e}"))?;
+            assert!(
+                second.success(),
+                "the second instance hands over and exits: {second}"
+            );
+
+            // The first instance opens its sessions window: a second browsing context appears.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let handles = loop {
+                let handles = s.get("/window/handles")?;
+                if handles.as_array().is_some_and(|h| h.len() == 2) {
+                    break handles;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "no sessions window after the second launch: {handles}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let new = handles
+                .as_array()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| !before.as_array().is_some_and(|b| b.contains(h)))
+                })
+                .ok_or("no new window handle")?
+                .clone();
+            s.post("/window", json!({ "handle": new }))?;
+            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 3")?;
+            assert_eq!(
+                s.execute("return document.title;", json!([]))?,
+                "Sessions — Second Brain"
+            );
+            Ok(())
+        },
+        "setup",
+    );
+}
