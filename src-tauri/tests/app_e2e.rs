@@ -417,6 +417,19 @@ fn settings_page_refuses_an_invalid_vault() {
                 json!([]),
             )?;
             assert_eq!(field, json!(""));
+
+            // Capabilities: the settings window may not call the sessions window's commands.
+            let denied = s.post(
+                "/execute/async",
+                json!({ "script": "const done = arguments[0];
+                    window.__TAURI__.core.invoke('clear_all_sessions')
+                        .then(() => done('allowed'), (err) => done(String(err)));", "args": [] }),
+            )?;
+            let denied = denied.as_str().unwrap_or_default();
+            assert!(
+                denied.contains("not allowed"),
+                "clear_all_sessions from settings: {denied}"
+            );
             Ok(())
         },
         "settings",
