@@ -32,7 +32,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(window: &str) -> Result<Self> {
+    fn start(window: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
         let home = tempfile::tempdir().map_err(|e| format!("temp home: {e}"))?;
         let port = free_port()?;
         let native_port = free_port()?;
@@ -63,6 +63,7 @@ impl Driver {
             .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
             .env("WEBKIT_SKIA_ENABLE_CPU_RENDERING", "1")
             .env("GTK_USE_PORTAL", "0")
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", program.display()))?;
@@ -100,10 +101,75 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The app this driver launched (and WebKitWebDriver) must be gone before the next
+        // scenario starts, or the next app would find it holding the single-instance lock.
+        let launched = descendants(self.child.id());
         // SIGTERM lets tauri-driver stop WebKitWebDriver; SIGKILL would orphan it on its port.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        terminate(self.child.id());
         let _ = self.child.wait();
+        for pid in launched {
+            if !exits_within(pid, Duration::from_secs(5)) {
+                terminate(pid);
+                exits_within(pid, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Every process below `root`, read from `/proc/<pid>/stat` (field 4 is the parent).
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name is in parentheses and may contain spaces: split after it.
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Waits (bounded) for `pid` to end; a zombie counts as ended.
+fn exits_within(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat[stat.rfind(')')? + 1..].to_owned();
+                after_name.split_whitespace().next().map(str::to_owned)
+            });
+        if state.is_none_or(|s| s == "Z") {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -305,10 +371,18 @@ fn screenshot_dir() -> PathBuf {
 static ONE_APP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(scenario: impl FnOnce(&Session<'_>) -> Result<()>, window: &str) {
+    run_with(scenario, window, &[]);
+}
+
+fn run_with(
+    scenario: impl FnOnce(&Session<'_>) -> Result<()>,
+    window: &str,
+    extra_env: &[(&str, &str)],
+) {
     let _one = ONE_APP
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let driver = Driver::start(window).unwrap_or_else(|e| panic!("{e}"));
+    let driver = Driver::start(window, extra_env).unwrap_or_else(|e| panic!("{e}"));
     let session = Session::new(&driver).unwrap_or_else(|e| panic!("new session: {e}"));
     if let Err(err) = scenario(&session) {
         let _ = session.screenshot(&format!("{window}-failure"));
@@ -522,5 +596,28 @@ fn a_second_launch_opens_the_sessions_window_of_the_first() {
             Ok(())
         },
         "setup",
+    );
+}
+
+#[test]
+fn pages_follow_the_dark_appearance() {
+    run_with(
+        |s| {
+            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 3")?;
+            let dark = s.execute(
+                "return [matchMedia('(prefers-color-scheme: dark)').matches,
+                         getComputedStyle(document.body).backgroundColor];",
+                json!([]),
+            )?;
+            assert_eq!(
+                dark,
+                json!([true, "rgb(30, 30, 30)"]),
+                "dark window background"
+            );
+            s.screenshot("sessions-dark")?;
+            Ok(())
+        },
+        "sessions",
+        &[("GTK_THEME", "Adwaita:dark")],
     );
 }
