@@ -1,0 +1,279 @@
+//! The menu-bar icon and its menu: the only thing the app shows until the user asks for more.
+//!
+//! Invariants: every menu id is a constant below and every click goes through [`action_for`],
+//! one `match`; the status line is a disabled item whose text and the Pause/Resume and Launch
+//! at Login items are rewritten by [`refresh`] from the back end, never toggled blindly; the
+//! icon is a template image (black on transparent) so macOS tints it for light and dark.
+
+use std::path::Path;
+
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Manager, Runtime};
+
+use crate::commands::{Backend, Hooks};
+use crate::windows::{self, WindowKind};
+use crate::{Shell, login_item};
+
+/// Id of the tray icon.
+pub const TRAY_ID: &str = "second-brain";
+/// The disabled status line.
+pub const STATUS: &str = "status";
+/// Opens the sessions window.
+pub const SESSIONS: &str = "sessions";
+/// Opens the settings window.
+pub const SETTINGS: &str = "settings";
+/// Opens the setup checklist.
+pub const SETUP: &str = "setup";
+/// Pauses or resumes message handling.
+pub const PAUSE: &str = "pause";
+/// Launch at Login checkbox.
+pub const LOGIN: &str = "launch-at-login";
+/// Opens the vault folder.
+pub const OPEN_VAULT: &str = "open-vault";
+/// Opens the logs folder.
+pub const OPEN_LOGS: &str = "open-logs";
+/// Quits the app.
+pub const QUIT: &str = "quit";
+
+/// Every menu id, in menu order.
+pub const ALL_IDS: [&str; 10] = [
+    STATUS, SESSIONS, SETTINGS, SETUP, PAUSE, LOGIN, OPEN_VAULT, OPEN_LOGS, QUIT, TRAY_ID,
+];
+
+/// The template image shown in the menu bar (44 px: the @2x rendering of a 22 pt icon).
+const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
+
+/// What a menu click does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MenuAction {
+    /// Show (create or focus) a window.
+    Show(WindowKind),
+    /// Flip between paused and running.
+    TogglePause,
+    /// Flip Launch at Login.
+    ToggleLogin,
+    /// Open the vault folder in Finder.
+    OpenVault,
+    /// Open the logs folder in Finder.
+    OpenLogs,
+    /// Quit for real.
+    Quit,
+}
+
+/// The action of a menu id; `None` for the status line and unknown ids.
+pub fn action_for(id: &str) -> Option<MenuAction> {
+    match id {
+        SESSIONS => Some(MenuAction::Show(WindowKind::Sessions)),
+        SETTINGS => Some(MenuAction::Show(WindowKind::Settings)),
+        SETUP => Some(MenuAction::Show(WindowKind::Setup)),
+        PAUSE => Some(MenuAction::TogglePause),
+        LOGIN => Some(MenuAction::ToggleLogin),
+        OPEN_VAULT => Some(MenuAction::OpenVault),
+        OPEN_LOGS => Some(MenuAction::OpenLogs),
+        QUIT => Some(MenuAction::Quit),
+        _ => None,
+    }
+}
+
+/// The menu items whose text or check mark changes.
+pub struct TrayMenu<R: Runtime> {
+    /// The whole menu.
+    pub menu: Menu<R>,
+    /// "Running · 2 sessions" and friends; disabled.
+    pub status: MenuItem<R>,
+    /// "Pause" or "Resume".
+    pub pause: MenuItem<R>,
+    /// Launch at Login.
+    pub login: CheckMenuItem<R>,
+}
+
+/// Builds the menu and keeps its handles in the app state.
+pub fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+    let status = MenuItem::with_id(app, STATUS, "Starting…", false, None::<&str>)?;
+    let sessions = MenuItem::with_id(app, SESSIONS, "Sessions…", true, None::<&str>)?;
+    let settings = MenuItem::with_id(app, SETTINGS, "Settings…", true, Some("CmdOrCtrl+,"))?;
+    let setup = MenuItem::with_id(app, SETUP, "Setup Checklist…", true, None::<&str>)?;
+    let pause = MenuItem::with_id(app, PAUSE, "Pause", true, None::<&str>)?;
+    let login = CheckMenuItem::with_id(app, LOGIN, "Launch at Login", true, false, None::<&str>)?;
+    let vault = MenuItem::with_id(app, OPEN_VAULT, "Open Vault", true, None::<&str>)?;
+    let logs = MenuItem::with_id(app, OPEN_LOGS, "Open Logs", true, None::<&str>)?;
+    let quit = MenuItem::with_id(app, QUIT, "Quit Second Brain", true, Some("CmdOrCtrl+Q"))?;
+    let menu = Menu::with_items(
+        app,
+        &[
+            &status,
+            &PredefinedMenuItem::separator(app)?,
+            &sessions,
+            &settings,
+            &setup,
+            &PredefinedMenuItem::separator(app)?,
+            &pause,
+            &login,
+            &PredefinedMenuItem::separator(app)?,
+            &vault,
+            &logs,
+            &PredefinedMenuItem::separator(app)?,
+            &quit,
+        ],
+    )?;
+    app.manage(TrayMenu {
+        menu,
+        status,
+        pause,
+        login,
+    });
+    Ok(())
+}
+
+/// Puts the icon in the menu bar, with the menu built by [`build_menu`].
+pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
+    let menu = app.state::<TrayMenu<R>>();
+    TrayIconBuilder::with_id(TRAY_ID)
+        .icon(Image::from_bytes(TEMPLATE_PNG)?)
+        .icon_as_template(true)
+        .tooltip("Second Brain")
+        .menu(&menu.menu)
+        .show_menu_on_left_click(true)
+        .on_menu_event(|app, event| handle(app, event.id().as_ref()))
+        .build(app)
+}
+
+/// Rewrites the status line, Pause/Resume and the Launch at Login check from the back end.
+pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
+    let (Some(menu), Some(backend), Some(shell)) = (
+        app.try_state::<TrayMenu<R>>(),
+        app.try_state::<Backend>(),
+        app.try_state::<Shell>(),
+    ) else {
+        return;
+    };
+    let status = backend.status();
+    let pause_text = if status.paused { "Resume" } else { "Pause" };
+    let login = login_item::is_enabled(&shell.home, &shell.identifier);
+    let result = menu
+        .status
+        .set_text(&status.line)
+        .and_then(|()| menu.pause.set_text(pause_text))
+        .and_then(|()| menu.login.set_checked(login));
+    if let Err(err) = result {
+        tracing::warn!(cause = %err, "could not update the tray menu");
+    }
+    if let Some(tray) = app.tray_by_id(TRAY_ID) {
+        let _ = tray.set_tooltip(Some(format!("Second Brain — {}", status.line)));
+    }
+}
+
+/// Handles a click on the menu item `id`. Failures are logged; the menu keeps working.
+pub fn handle<R: Runtime>(app: &AppHandle<R>, id: &str) {
+    let Some(action) = action_for(id) else {
+        tracing::debug!(id, "menu id without an action");
+        return;
+    };
+    if let Err(err) = perform(app, action) {
+        tracing::error!(cause = %err, ?action, "menu action failed");
+    }
+}
+
+/// Carries out one menu action.
+pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Result<()> {
+    match action {
+        MenuAction::Show(kind) => {
+            windows::show(app, kind)?;
+        }
+        MenuAction::TogglePause => {
+            let backend = app.state::<Backend>();
+            backend.set_paused(!backend.status().paused);
+            changed(app);
+        }
+        MenuAction::ToggleLogin => {
+            let shell = app.state::<Shell>();
+            if login_item::is_enabled(&shell.home, &shell.identifier) {
+                login_item::disable(&shell.home, &shell.identifier)?;
+            } else {
+                login_item::enable(&shell.home, &shell.identifier, &shell.executable)?;
+            }
+            refresh(app);
+        }
+        MenuAction::OpenVault => {
+            let vault = app.state::<Backend>().settings().settings.vault_path;
+            open(app, Path::new(&vault))?;
+        }
+        MenuAction::OpenLogs => {
+            let logs = app.state::<Shell>().logs_dir.clone();
+            std::fs::create_dir_all(&logs)?;
+            open(app, &logs)?;
+        }
+        MenuAction::Quit => {
+            tracing::info!("quit from the menu");
+            app.exit(0);
+        }
+    }
+    Ok(())
+}
+
+fn changed<R: Runtime>(app: &AppHandle<R>) {
+    (app.state::<Hooks>().changed)();
+}
+
+fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {
+    let target = path.display().to_string();
+    (app.state::<Hooks>().open_url)(&target)
+        .map_err(|reason| anyhow::anyhow!("could not open {target}: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_clickable_id_has_one_action() {
+        let expected = [
+            (SESSIONS, MenuAction::Show(WindowKind::Sessions)),
+            (SETTINGS, MenuAction::Show(WindowKind::Settings)),
+            (SETUP, MenuAction::Show(WindowKind::Setup)),
+            (PAUSE, MenuAction::TogglePause),
+            (LOGIN, MenuAction::ToggleLogin),
+            (OPEN_VAULT, MenuAction::OpenVault),
+            (OPEN_LOGS, MenuAction::OpenLogs),
+            (QUIT, MenuAction::Quit),
+        ];
+        for (id, action) in expected {
+            assert_eq!(action_for(id), Some(action), "{id}");
+        }
+        for id in [STATUS, TRAY_ID, "", "Quit", "quit ", "😀"] {
+            assert_eq!(action_for(id), None, "{id:?}");
+        }
+        let mut ids = ALL_IDS.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL_IDS.len(), "menu ids are unique");
+    }
+
+    #[test]
+    fn template_icon_is_black_on_transparent() {
+        let image = Image::from_bytes(TEMPLATE_PNG).unwrap();
+        assert_eq!((image.width(), image.height()), (44, 44));
+        let rgba = image.rgba();
+        let mut opaque = 0;
+        for pixel in rgba.chunks_exact(4) {
+            assert_eq!(
+                &pixel[..3],
+                &[0, 0, 0],
+                "only black, alpha carries the shape"
+            );
+            if pixel[3] == 255 {
+                opaque += 1;
+            }
+        }
+        assert!(
+            opaque > 300,
+            "the glyph covers a good part of the icon ({opaque} px)"
+        );
+        assert!(
+            rgba.chunks_exact(4).any(|p| p[3] == 0),
+            "the background is transparent"
+        );
+    }
+}

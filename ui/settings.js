@@ -1,0 +1,193 @@
+// Settings window. The form is a draft: Save sends every field at once and the app validates
+// them all (nothing is half-saved); its error sentence is shown inline. The API key is sent,
+// never read back: the page only knows whether one is stored.
+"use strict";
+
+(() => {
+  const { call, el, ago, showError } = SB;
+  const $ = (id) => document.getElementById(id);
+  const form = $("settings-form");
+  const vault = $("vault-path");
+  const model = $("model");
+  const timeout = $("timeout");
+  const apiKey = $("api-key");
+  const newSender = $("new-sender");
+  const formError = $("form-error");
+  const savedNote = $("saved-note");
+
+  let senders = [];
+
+  function setFormError(message, field) {
+    formError.textContent = message || "";
+    savedNote.hidden = true;
+    for (const input of form.querySelectorAll("input")) input.classList.remove("invalid");
+    if (field) field.classList.add("invalid");
+  }
+
+  function fieldFor(message) {
+    if (message.startsWith("Vault folder")) return vault;
+    if (message.startsWith("Model")) return model;
+    if (message.startsWith("Session timeout")) return timeout;
+    if (message.startsWith("Allowed senders")) return newSender;
+    if (message.startsWith("API key")) return apiKey;
+    return null;
+  }
+
+  function renderSenders() {
+    const rows = senders.map((handle, index) =>
+      el(
+        "li",
+        { dataset: { test: "sender", handle } },
+        el("span", { class: "handle selectable" }, handle),
+        el("button", {
+          type: "button",
+          class: "remove",
+          title: `Remove ${handle}`,
+          "aria-label": `Remove ${handle}`,
+          dataset: { test: "remove-sender" },
+          onclick: () => {
+            senders.splice(index, 1);
+            renderSenders();
+          },
+        }, "−"),
+      ),
+    );
+    $("sender-list").replaceChildren(
+      ...(rows.length ? rows : [el("li", { class: "list-empty" }, "Nobody yet: add your own number first.")]),
+    );
+  }
+
+  function renderKey(isSet) {
+    $("key-state").dataset.set = String(isSet);
+    $("key-state-text").textContent = isSet ? "Key stored" : "No key stored";
+    $("set-key").textContent = isSet ? "Replace" : "Set";
+    $("clear-key").hidden = !isSet;
+    apiKey.value = "";
+  }
+
+  function fill(view) {
+    vault.value = view.vault_path;
+    model.value = view.model;
+    timeout.value = view.session_timeout_minutes;
+    senders = [...view.allowed_senders];
+    renderSenders();
+    renderKey(view.api_key_set);
+  }
+
+  async function loadStrangers() {
+    try {
+      const strangers = await call("recent_strangers");
+      $("strangers").hidden = strangers.length === 0;
+      $("stranger-list").replaceChildren(
+        ...strangers.map((s) =>
+          el(
+            "li",
+            { dataset: { test: "stranger", handle: s.handle } },
+            el("span", { class: "handle selectable" }, s.handle),
+            el("span", { class: "hint" }, ago(s.last_seen)),
+            el("button", {
+              type: "button",
+              class: "small",
+              dataset: { test: "allow-stranger" },
+              onclick: () => allow(s.handle),
+            }, "Allow"),
+          ),
+        ),
+      );
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function allow(handle) {
+    try {
+      const view = await call("allow_sender", { handle });
+      for (const h of view.allowed_senders) if (!senders.includes(h)) senders.push(h);
+      renderSenders();
+      loadStrangers();
+    } catch (err) {
+      setFormError(err.message, null);
+    }
+  }
+
+  async function load() {
+    try {
+      fill(await call("get_settings"));
+      setFormError("");
+      showError(null);
+    } catch (err) {
+      showError(err);
+    }
+    loadStrangers();
+  }
+
+  function addSender() {
+    const handle = newSender.value.trim();
+    if (!handle) return;
+    if (!senders.includes(handle)) senders.push(handle);
+    newSender.value = "";
+    renderSenders();
+  }
+
+  $("add-sender").addEventListener("click", addSender);
+  newSender.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      addSender();
+    }
+  });
+
+  $("choose-vault").addEventListener("click", async () => {
+    try {
+      const picked = await call("pick_vault_folder");
+      if (picked) vault.value = picked;
+    } catch (err) {
+      setFormError(err.message, vault);
+    }
+  });
+
+  $("set-key").addEventListener("click", async () => {
+    try {
+      await call("set_api_key", { key: apiKey.value });
+      renderKey(true);
+      setFormError("");
+    } catch (err) {
+      setFormError(err.message, apiKey);
+    }
+  });
+  $("clear-key").addEventListener("click", async () => {
+    try {
+      await call("clear_api_key");
+      renderKey(false);
+    } catch (err) {
+      setFormError(err.message, null);
+    }
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (newSender.value.trim()) addSender();
+    const minutes = Number.parseInt(timeout.value, 10);
+    const settings = {
+      vault_path: vault.value,
+      model: model.value,
+      allowed_senders: senders,
+      session_timeout_minutes: Number.isFinite(minutes) ? Math.min(Math.max(minutes, 0), 4294967295) : 0,
+    };
+    $("save").disabled = true;
+    try {
+      const saved = await call("save_settings", { settings });
+      fill(saved);
+      setFormError("");
+      savedNote.hidden = false;
+      setTimeout(() => (savedNote.hidden = true), 2500);
+    } catch (err) {
+      setFormError(err.message, fieldFor(err.message));
+    } finally {
+      $("save").disabled = false;
+    }
+  });
+
+  $("revert").addEventListener("click", load);
+  load();
+})();
