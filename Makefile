@@ -5,25 +5,13 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+.PHONY: deps rust-deps test test-rust lint run run-bridge bench check-macos
 
-# Debian packages: Tauri's WebKitGTK build deps, a tray host library, and the real-window
-# test stack (Xvfb, WebKitWebDriver, a D-Bus session).
-APT_PACKAGES := build-essential pkg-config curl libssl-dev libwebkit2gtk-4.1-dev \
-	libayatana-appindicator3-dev librsvg2-dev libxdo-dev xvfb xauth webkit2gtk-driver dbus \
-	dbus-x11 sqlite3
-
-.PHONY: deps rust-deps test test-rust lint run run-bridge bench check-macos clean-state
-
+# Debian packages (WebKitGTK build deps, tray library, Xvfb, WebKitWebDriver, D-Bus) and
+# tauri-driver, each only when missing.
 deps: rust-deps
 ifeq ($(shell uname),Linux)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
-	fi
-	@command -v tauri-driver >/dev/null || $(CARGO) install tauri-driver --locked --quiet
+	scripts/install-app-deps.sh e2e
 endif
 
 rust-deps:
