@@ -7,13 +7,19 @@ use serde_json::Value;
 use crate::util::anthropic::{self as fake, Reply};
 use crate::util::bridge::{API_KEY, ME, ME_CHAT, WITHIN, World};
 
+/// `second-brain-bridge` with a clean environment pointing at the world, but no settings.
+fn bare(world: &World) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"));
+    cmd.env_clear()
+        .env("HOME", world.dir.path())
+        .env("SECOND_BRAIN_DATA_DIR", world.data_dir());
+    cmd
+}
+
 /// Runs `second-brain-bridge <args>` in the world with its usual environment.
 fn cli(world: &World, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+    bare(world)
         .args(args)
-        .env_clear()
-        .env("HOME", world.dir.path())
-        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
         .env("VAULT_PATH", world.vault())
         .env("CHAT_DB_PATH", world.db.path())
         .env("ANTHROPIC_API_KEY", API_KEY)
@@ -46,12 +52,9 @@ async fn doctor_passes_a_complete_setup_and_fails_a_broken_one_with_fixes() {
         stdout(&ok)
     );
 
-    let broken = std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+    let broken = bare(&world)
         .args(["doctor", "--chat-db"])
         .arg(world.dir.path().join("missing/chat.db"))
-        .env_clear()
-        .env("HOME", world.dir.path())
-        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
         .output()
         .unwrap();
     assert_eq!(broken.status.code(), Some(1));
@@ -118,11 +121,8 @@ async fn sessions_are_listed_and_cleared_but_never_under_a_running_bridge() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_refuses_to_start_without_a_vault_and_says_why() {
     let world = World::new(asks_a_question).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+    let out = bare(&world)
         .arg("run")
-        .env_clear()
-        .env("HOME", world.dir.path())
-        .env("SECOND_BRAIN_DATA_DIR", world.data_dir())
         .env("CHAT_DB_PATH", world.db.path())
         .env("ANTHROPIC_API_KEY", API_KEY)
         .output()
