@@ -1208,10 +1208,11 @@ mod tests {
             regex(&format!("{parts}(secret|leak|inside|x)?(\\.md|\\.txt|/)?")),
             regex(&format!("{parts}(secret|leak|inside)(\\.md|\\.MD)")),
         ];
-        let (read, refused_outside) = (Cell::new(0), Cell::new(0));
+        let (read, refused_outside, cases) = (Cell::new(0), Cell::new(0), Cell::new(0));
         let mut runner = TestRunner::new(config());
         runner
             .run(&strategy, |filepath| {
+                cases.set(cases.get() + 1);
                 let out = runtime.block_on(f.call("vault_read", json!({ "filepath": filepath })));
                 prop_assert!(
                     !out.content.contains("TOP-SECRET"),
@@ -1228,6 +1229,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(entries(f.dir.path()), parent);
+        assert_eq!(cases.get(), 10_000, "every case ran");
         // The cases reached the interesting paths, not only the input checks.
         assert!(
             read.get() > 0 && refused_outside.get() > 500,
@@ -1254,10 +1256,11 @@ mod tests {
             any::<String>(),
             "(\\.\\./|/|\\\\|\\x00|Escape|[a-z ]{1,8}){0,5}"
         ];
-        let written_count = Cell::new(0);
+        let (written_count, cases) = (Cell::new(0), Cell::new(0));
         let mut runner = TestRunner::new(config());
         runner
             .run(&(folder, title, tags), |(folder, title, tags)| {
+                cases.set(cases.get() + 1);
                 let input = json!({"folder": folder, "title": title, "content": "c", "tags": tags});
                 let out = runtime.block_on(f.call("vault_write", input));
                 prop_assert!(!out.content.contains("internal error"));
@@ -1282,6 +1285,7 @@ mod tests {
             fs::read_to_string(f.dir.path().join("secret.md")).unwrap(),
             "TOP-SECRET"
         );
+        assert_eq!(cases.get(), 10_000, "every case ran");
         assert!(
             written_count.get() > 100,
             "only {written_count:?} notes were written"
