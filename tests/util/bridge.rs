@@ -88,8 +88,41 @@ impl World {
         self.start_with(&[]).await
     }
 
+    /// The status file a running bridge keeps, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let bytes = std::fs::read(self.data_dir().join("status.json")).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Waits (on file events, not by polling) until the status file satisfies `ready`;
+    /// returns it. Panics with the last status seen after [`WITHIN`].
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let file = self.data_dir().join("status.json");
+        let mut last = serde_json::Value::Null;
+        let found = super::wait::until(&[self.data_dir()], WITHIN, || {
+            let status: serde_json::Value = std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())?;
+            last = status.clone();
+            ready(&status).then_some(status)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("status never showed {what}; last status: {last:#}"))
+    }
+
     /// Starts the bridge with extra environment variables.
     pub async fn start_with(&self, extra: &[(&str, &str)]) -> Bridge {
+        let mut bridge = self.spawn_with(extra, None);
+        bridge.wait_line("ready").await;
+        bridge
+    }
+
+    /// Starts the bridge without waiting for it to be ready; as user `uid` when given.
+    pub fn spawn_with(&self, extra: &[(&str, &str)], uid: Option<u32>) -> Bridge {
         let path = format!(
             "{}:{}",
             self.osascript.bin_dir().display(),
@@ -113,6 +146,9 @@ impl World {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(uid) = uid {
+            cmd.uid(uid);
+        }
         let mut child = cmd.spawn().expect("start the bridge");
         let (tx, rx) = mpsc::unbounded_channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -125,13 +161,11 @@ impl World {
                 let _ = tx.send(line);
             }
         });
-        let mut bridge = Bridge {
+        Bridge {
             child,
             lines: rx,
             log,
-        };
-        bridge.wait_line("ready").await;
-        bridge
+        }
     }
 }
 
@@ -183,10 +217,23 @@ impl Bridge {
         log
     }
 
-    /// Kills the bridge with SIGKILL (a crash).
-    pub async fn kill(mut self) {
+    /// Kills the bridge with SIGKILL (a crash); returns what it logged.
+    pub async fn kill(mut self) -> String {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
+        self.drained_log().await
+    }
+
+    /// The whole log, once the bridge's stderr has closed (the reader saw every line).
+    async fn drained_log(&mut self) -> String {
+        let drained =
+            tokio::time::timeout(WITHIN, async { while self.lines.recv().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            // A child of the bridge (a hung fake osascript) may hold stderr open.
+            return self.log();
+        }
+        self.log()
     }
 }
 
