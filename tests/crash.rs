@@ -160,6 +160,15 @@ async fn two_hundred_texts_survive_random_kills_with_no_loss_and_no_double_reply
     }
     let log = bridge.stop().await;
     unconfirmed_in(&log, &mut unconfirmed);
+    let data_leftovers: Vec<String> = std::fs::read_dir(world.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(
+        data_leftovers.is_empty(),
+        "temporary files left in the data directory after a clean run: {data_leftovers:?}"
+    );
 
     // Exactly one note per text, each carrying its source.
     let notes = world.notes("Tasks");

@@ -238,6 +238,13 @@ async fn the_key_problem_clears_once_a_call_succeeds() {
     world
         .wait_status("the key rejected", |s| s["api_problem"].is_string())
         .await;
+    let shown = world.cli(&["status"]).await;
+    assert!(
+        shown.starts_with("API key rejected · texts go to Inbox\n")
+            && shown.contains("\nAPI: API key rejected (HTTP 401)")
+            && shown.contains(" · filed to Inbox 1\n"),
+        "{shown}"
+    );
     world.db.incoming(ME_CHAT, ME, "second");
     world.osascript.wait_for_calls(2, WITHIN).await;
     let status = world
@@ -261,6 +268,12 @@ async fn texts_wait_for_the_vault(break_it: impl Fn(&World), mend: impl Fn(&Worl
         .await;
     let problem = status["vault_problem"].as_str().unwrap();
     assert!(problem.contains(why), "{problem}");
+    let shown = world.cli(&["status"]).await;
+    assert!(
+        shown.starts_with("Vault unavailable · 2 texts waiting\n")
+            && shown.contains("\nvault: cannot write to the vault: "),
+        "{shown}"
+    );
     assert!(world.api.requests().is_empty(), "nothing went to the LLM");
     assert!(
         world.osascript.calls().is_empty(),

@@ -341,8 +341,9 @@ impl Conversations {
             }
             Err(err) if err.is_auth() => {
                 error!(cause = %err, "the API rejected the key; texts go to Inbox until it is fixed");
+                // The message starts "API key rejected (HTTP 401): …".
                 self.status
-                    .update(|s| s.api_problem = Some(format!("API key rejected: {err}")));
+                    .update(|s| s.api_problem = Some(err.to_string()));
             }
             Err(_) => {}
         }

@@ -100,6 +100,7 @@ impl Bridge {
     /// them, in `moved_aside`); the bridge still starts.
     pub fn open(config: Config) -> Result<Bridge, Error> {
         let lock = DataDirLock::acquire(&config.data_dir)?;
+        remove_leftover_temporaries(&config.data_dir);
         let status = StatusBoard::new(Some(config.data_dir.join("status.json")));
         let writer = TaskTracker::new();
         let path = config.data_dir.join("sessions.json");
@@ -324,6 +325,27 @@ async fn sweep_idle<H: router::Handler>(
             router.dispatch(Job::Timeout {
                 chat: session.chat.guid,
             });
+        }
+    }
+}
+
+/// Removes the hidden temporary files (`.<name>.<pid>-<n>.tmp`) that a crash during
+/// [`persist::write_atomic`] can leave in the data directory. Only called under the data
+/// directory's lock, so no writer of ours is using one.
+fn remove_leftover_temporaries(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!(file = %name, "removed a temporary file left by a crash"),
+                Err(err) => {
+                    warn!(file = %name, cause = %err, "could not remove a leftover temporary file")
+                }
+            }
         }
     }
 }

@@ -83,6 +83,24 @@ impl World {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Runs a one-shot command of the binary (`status`, `doctor`, …) in this world and
+    /// returns its standard output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("SECOND_BRAIN_DATA_DIR", self.data_dir())
+            .env("VAULT_PATH", self.vault())
+            .env("CHAT_DB_PATH", self.db.path())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run the binary");
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
     /// Starts the bridge and waits for its ready line.
     pub async fn start(&self) -> Bridge {
         self.start_with(&[]).await
