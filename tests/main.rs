@@ -6,6 +6,11 @@
 mod cli;
 mod util;
 
+mod abuse;
+mod chatdb_changes;
+mod crash;
+mod faults;
+
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};
 use util::bridge::{ME, ME_CHAT, WITHIN, World};

@@ -11,13 +11,21 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::allowlist::Allowlist;
-use crate::anthropic::{Auth, DEFAULT_BASE_URL, DEFAULT_MODEL};
+use crate::anthropic::{
+    Auth, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_REQUEST_TIMEOUT,
+};
 use crate::persist::{self, Loaded};
 
 /// The app's bundle identifier; names the data directory and the Keychain service.
 pub const BUNDLE_ID: &str = "app.secondbrain.SecondBrain";
 /// The settings file's name inside the data directory.
 pub const SETTINGS_FILE: &str = "settings.json";
+/// Texts that arrived while the bridge was down are handled if at most this old.
+pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(24 * 3600);
+/// Texts one sender may have handled per minute.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 30;
+/// Tokens the agent may use per day (see [`crate::limits`]).
+pub const DEFAULT_DAILY_TOKEN_BUDGET: u64 = 1_000_000;
 
 /// A bad configuration value.
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +134,14 @@ pub struct Overrides {
 /// Everything the bridge needs, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Sessions, ledger, settings, lock.
+    /// Sessions, ledger, settings, token budget, status, lock.
     pub data_dir: PathBuf,
     /// Daily-rotated log files.
     pub log_dir: PathBuf,
     /// Messages' database.
     pub chat_db: PathBuf,
-    /// The Obsidian vault (may not exist yet; the setup check says so).
+    /// The Obsidian vault (may not exist yet, or be on a volume not mounted yet: texts wait
+    /// for it, and the status and the setup check say so).
     pub vault: Option<PathBuf>,
     /// API credentials, when known.
     pub auth: Option<Auth>,
@@ -140,6 +149,10 @@ pub struct Config {
     pub base_url: String,
     /// Model name.
     pub model: String,
+    /// Limit on one API attempt, from connecting to the end of the response.
+    pub api_timeout: Duration,
+    /// Retries of a transient API failure after the first attempt.
+    pub api_max_retries: u32,
     /// Who may reach the agent.
     pub allowed_senders: Allowlist,
     /// Idle time after which a conversation ends.
@@ -150,6 +163,13 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Conversations handled at the same time.
     pub max_concurrent_chats: usize,
+    /// Texts that arrived while the bridge was down are handled when at most this old;
+    /// older ones are skipped and counted.
+    pub catch_up: Duration,
+    /// Texts one sender may have handled per minute (by the texts' own dates).
+    pub rate_limit_per_minute: u32,
+    /// Tokens the agent may use per day.
+    pub daily_token_budget: u64,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -204,8 +224,15 @@ impl Config {
             .clone()
             .or(env("VAULT_PATH").map(PathBuf::from))
             .or(settings.vault_path);
-        if let Some(vault) = &vault {
-            validate_vault(vault)?;
+        // Only the form is checked here: a vault that is missing or not writable right now
+        // (an unmounted volume, a folder not synced yet) makes texts wait, not the bridge fail.
+        if let Some(vault) = &vault
+            && !vault.is_absolute()
+        {
+            return Err(invalid(
+                "vault",
+                format!("{} is not an absolute path", vault.display()),
+            ));
         }
         let model = env("CLAUDE_MODEL")
             .or(settings.model)
@@ -260,6 +287,29 @@ impl Config {
             },
             None => 4,
         };
+        let api_timeout = match env("ANTHROPIC_TIMEOUT_MS") {
+            Some(ms) => positive(millis(&ms, "ANTHROPIC_TIMEOUT_MS")?, "ANTHROPIC_TIMEOUT_MS")?,
+            None => DEFAULT_REQUEST_TIMEOUT,
+        };
+        let api_max_retries = match env("ANTHROPIC_MAX_RETRIES") {
+            Some(n) => number(&n, "ANTHROPIC_MAX_RETRIES", 0, 10)?,
+            None => DEFAULT_MAX_RETRIES,
+        };
+        let catch_up = match env("CATCH_UP_HOURS") {
+            Some(h) => {
+                let hours: u32 = number(&h, "CATCH_UP_HOURS", 0, 24 * 365)?;
+                Duration::from_secs(u64::from(hours) * 3600)
+            }
+            None => DEFAULT_CATCH_UP,
+        };
+        let rate_limit_per_minute = match env("RATE_LIMIT_PER_MINUTE") {
+            Some(n) => number(&n, "RATE_LIMIT_PER_MINUTE", 1, 100_000)?,
+            None => DEFAULT_RATE_LIMIT_PER_MINUTE,
+        };
+        let daily_token_budget = match env("DAILY_TOKEN_BUDGET") {
+            Some(n) => number(&n.replace('_', ""), "DAILY_TOKEN_BUDGET", 1, u64::MAX)?,
+            None => DEFAULT_DAILY_TOKEN_BUDGET,
+        };
         let log_level = env("LOG_LEVEL").unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level)
             .map_err(|e| invalid("LOG_LEVEL", format!("{log_level:?}: {e}")))?;
@@ -271,11 +321,16 @@ impl Config {
             auth,
             base_url,
             model,
+            api_timeout,
+            api_max_retries,
             allowed_senders,
             session_timeout,
             sweep_interval,
             poll_interval,
             max_concurrent_chats,
+            catch_up,
+            rate_limit_per_minute,
+            daily_token_budget,
             log_level,
             settings_problem,
         })
@@ -366,6 +421,20 @@ fn millis(value: &str, setting: &'static str) -> Result<Duration, ConfigError> {
         })
 }
 
+/// A whole number from `min` to `max`, or an error naming `setting` and the range.
+fn number<T>(value: &str, setting: &'static str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(invalid(
+            setting,
+            format!("{value:?} is not a whole number from {min} to {max}"),
+        )),
+    }
+}
+
 fn positive(d: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(invalid(setting, "must be more than 0".into()))
@@ -406,6 +475,11 @@ mod tests {
         assert!(c.allowed_senders.is_empty());
         assert!(c.auth.is_none());
         assert_eq!(c.log_dir, dir.path().join("logs"));
+        assert_eq!(c.catch_up, Duration::from_secs(24 * 3600));
+        assert_eq!(c.rate_limit_per_minute, 30);
+        assert_eq!(c.daily_token_budget, 1_000_000);
+        assert_eq!(c.api_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(c.api_max_retries, DEFAULT_MAX_RETRIES);
 
         let vault = dir.path().display().to_string();
         let c = resolve(
@@ -427,6 +501,25 @@ mod tests {
         assert!(c.allowed_senders.is_allowed("+15551234567"));
         assert!(c.allowed_senders.is_allowed("ME@icloud.com"));
         assert_eq!(c.chat_db, PathBuf::from("/tmp/chat.db"));
+        let c = resolve(
+            dir.path(),
+            &[
+                ("CATCH_UP_HOURS", "0"),
+                ("RATE_LIMIT_PER_MINUTE", " 5 "),
+                ("DAILY_TOKEN_BUDGET", "2_500_000"),
+                ("ANTHROPIC_TIMEOUT_MS", "250"),
+                ("ANTHROPIC_MAX_RETRIES", "0"),
+                // A vault that is not there yet: texts wait for it, the bridge starts.
+                ("VAULT_PATH", "/Volumes/Unplugged/Vault"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.catch_up, Duration::ZERO);
+        assert_eq!(c.rate_limit_per_minute, 5);
+        assert_eq!(c.daily_token_budget, 2_500_000);
+        assert_eq!(c.api_timeout, Duration::from_millis(250));
+        assert_eq!(c.api_max_retries, 0);
+        assert_eq!(c.vault, Some(PathBuf::from("/Volumes/Unplugged/Vault")));
         assert!(
             !format!("{c:?}").contains("sk-test"),
             "the key must never be printed"
@@ -441,11 +534,20 @@ mod tests {
             ("SESSION_TIMEOUT_MS", "0", "SESSION_TIMEOUT_MS"),
             ("ALLOWED_SENDERS", "555-1234", "ALLOWED_SENDERS"),
             ("VAULT_PATH", "relative/vault", "vault"),
-            ("VAULT_PATH", "/does/not/exist/at/all", "vault"),
             ("ANTHROPIC_BASE_URL", "ftp://x", "ANTHROPIC_BASE_URL"),
             ("CLAUDE_MODEL", "a model", "model"),
             ("MAX_CONCURRENT_CHATS", "0", "MAX_CONCURRENT_CHATS"),
             ("LOG_LEVEL", "=[", "LOG_LEVEL"),
+            ("CATCH_UP_HOURS", "-1", "CATCH_UP_HOURS"),
+            ("CATCH_UP_HOURS", "1.5", "CATCH_UP_HOURS"),
+            ("CATCH_UP_HOURS", "9000", "CATCH_UP_HOURS"),
+            ("RATE_LIMIT_PER_MINUTE", "0", "RATE_LIMIT_PER_MINUTE"),
+            ("RATE_LIMIT_PER_MINUTE", "lots", "RATE_LIMIT_PER_MINUTE"),
+            ("DAILY_TOKEN_BUDGET", "0", "DAILY_TOKEN_BUDGET"),
+            ("DAILY_TOKEN_BUDGET", "1e6", "DAILY_TOKEN_BUDGET"),
+            ("ANTHROPIC_TIMEOUT_MS", "0", "ANTHROPIC_TIMEOUT_MS"),
+            ("ANTHROPIC_TIMEOUT_MS", "2s", "ANTHROPIC_TIMEOUT_MS"),
+            ("ANTHROPIC_MAX_RETRIES", "11", "ANTHROPIC_MAX_RETRIES"),
         ];
         for (var, value, named) in cases {
             let err = resolve(dir.path(), &[(var, value)]).unwrap_err();

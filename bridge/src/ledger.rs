@@ -3,13 +3,17 @@
 //! A text is *claimed* when it is read (the whole [`IncomingMessage`] is stored, so it can be
 //! handled again after a crash even if chat.db changed) and *finished* when its handling is
 //! over; the guids of the last [`FINISHED_LIMIT`] finished texts are kept so that a text read
-//! twice is recognised.
+//! twice is recognised. Every reply sent for a claimed text is recorded too, keyed by the
+//! text's guid and a digest of the reply: *in flight* before `osascript` runs, *sent* or
+//! *unconfirmed* after. A re-run after a crash finds the record and does not send again; a
+//! record still in flight at start means the process died mid-send, so the reply counts as
+//! unconfirmed and is never repeated. Send records go when their text is finished.
 //!
-//! Invariants: every change is on disk (atomically and durably, via
-//! [`persist::write_atomic`]) before it is visible in memory or returned to the caller, so a
-//! crash can repeat work but never lose a claimed text; writers are serialised by one
-//! `std::sync::Mutex` held across the write. The API is blocking: call it from
-//! `spawn_blocking`.
+//! Invariants: every change is made to a copy of the book, written to disk (atomically and
+//! durably, via [`persist::write_atomic`]) and only then swapped in, so a crash can repeat
+//! work but never lose a claimed text, and a failed write changes nothing; writers are
+//! serialised by one `std::sync::Mutex` held across the write. The API is blocking: call it
+//! from `spawn_blocking`.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -29,12 +33,84 @@ pub const FILE_VERSION: u32 = 1;
 pub const FINISHED_LIMIT: usize = 5_000;
 
 /// How far chat.db has been read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cursor {
     /// The highest `message.ROWID` read.
     pub rowid: i64,
-    /// The date of that row, when known (a safety net should ROWIDs ever be reset).
+    /// The newest message date seen (never later than the clock when it was read): texts
+    /// dated well before it are history, not new texts, and a rebuilt database is re-read
+    /// from this date.
     pub date: Option<DateTime<Utc>>,
+    /// The last text read (from anyone), to tell whether a reopened database still has the
+    /// same rows under the same ROWIDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+}
+
+/// A row the cursor has passed, remembered by ROWID and guid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mark {
+    /// Its `message.ROWID`.
+    pub rowid: i64,
+    /// Its `message.guid`.
+    pub guid: String,
+}
+
+/// Where a reply stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendState {
+    /// `osascript` was (about to be) started and has not returned.
+    InFlight,
+    /// `osascript` reported success.
+    Sent,
+    /// Whether Messages sent it is unknown (time-out, or the bridge died mid-send).
+    Unconfirmed,
+}
+
+/// What [`Ledger::begin_send`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStart {
+    /// No record: it is now recorded in flight; send it, then call [`Ledger::end_send`].
+    Go,
+    /// It was sent before: do not send again.
+    AlreadySent,
+    /// It may have been sent: do not send again. `just_found` is true the first time this
+    /// is noticed (a send left in flight by a crash), so it is reported once.
+    Unconfirmed {
+        /// Whether this call turned an in-flight record into an unconfirmed one.
+        just_found: bool,
+    },
+}
+
+/// How a send recorded by [`Ledger::begin_send`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Sent.
+    Sent,
+    /// Certainly not sent (the script failed or never ran): the record is dropped.
+    NotSent,
+    /// Unknown (the sender timed out).
+    Unknown,
+}
+
+/// One reply's record, keyed by the guid of the text it answers and a digest of its words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SendRecord {
+    source: String,
+    digest: String,
+    state: SendState,
+}
+
+/// The digest a reply is recorded under: FNV-1a (64 bit) of its UTF-8 bytes, in hex. Stable
+/// across processes and versions, which `std`'s hasher does not promise.
+pub fn digest(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// Why the ledger could not be saved.
@@ -70,7 +146,8 @@ impl From<LedgerError> for io::Error {
     }
 }
 
-/// The cursor, the claimed texts and the recently finished guids, saved on every change.
+/// The cursor, the claimed texts, the recently finished guids and the replies of claimed
+/// texts, saved on every change.
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
@@ -79,7 +156,7 @@ pub struct Ledger {
 }
 
 /// The ledger's contents in memory.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Book {
     cursor: Option<Cursor>,
     /// Claimed, not finished; sorted by ROWID.
@@ -87,6 +164,8 @@ struct Book {
     /// Finished guids, oldest first, at most `finished_limit`.
     finished: VecDeque<String>,
     finished_set: HashSet<String>,
+    /// Replies of claimed texts.
+    sends: Vec<SendRecord>,
 }
 
 impl Book {
@@ -96,6 +175,12 @@ impl Book {
 
     fn is_known(&self, guid: &str) -> bool {
         self.finished_set.contains(guid) || self.is_claimed(guid)
+    }
+
+    fn send(&mut self, source: &str, digest: &str) -> Option<&mut SendRecord> {
+        self.sends
+            .iter_mut()
+            .find(|r| r.source == source && r.digest == digest)
     }
 }
 
@@ -108,15 +193,18 @@ struct FileIn {
     claimed: Vec<IncomingMessage>,
     #[serde(default)]
     finished: Vec<String>,
+    #[serde(default)]
+    sends: Vec<SendRecord>,
 }
 
-/// The file as written, borrowed from the book plus the change being made.
+/// The file as written, borrowed from the book.
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
-    cursor: Option<Cursor>,
-    claimed: Vec<&'a IncomingMessage>,
-    finished: Vec<&'a str>,
+    cursor: &'a Option<Cursor>,
+    claimed: &'a [IncomingMessage],
+    finished: &'a VecDeque<String>,
+    sends: &'a [SendRecord],
 }
 
 impl Ledger {
@@ -148,6 +236,11 @@ impl Ledger {
                     }
                 }
                 book.claimed.sort_by_key(|m| m.rowid);
+                for record in file.sends {
+                    if book.is_claimed(&record.source) {
+                        book.sends.push(record);
+                    }
+                }
             }
             Loaded::Ok(file) => {
                 let moved_to = persist::move_aside(&path)?;
@@ -178,7 +271,7 @@ impl Ledger {
 
     /// How far chat.db has been read, if it ever was.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.lock().cursor
+        self.lock().cursor.clone()
     }
 
     /// Records `cursor` and claims every text of `batch` whose guid is neither claimed nor
@@ -189,33 +282,25 @@ impl Ledger {
         batch: &[IncomingMessage],
         cursor: Cursor,
     ) -> io::Result<Vec<IncomingMessage>> {
-        let mut book = self.lock();
-        let mut in_batch = HashSet::new();
-        let mut fresh = Vec::new();
-        for message in batch {
-            if book.is_known(&message.guid) || !in_batch.insert(message.guid.as_str()) {
-                tracing::debug!(rowid = message.rowid, guid = %message.guid,
-                    "text already known; not claimed again");
-                continue;
+        let fresh = self.update(|book| {
+            let mut in_batch = HashSet::new();
+            let mut fresh = Vec::new();
+            for message in batch {
+                if book.is_known(&message.guid) || !in_batch.insert(message.guid.as_str()) {
+                    tracing::debug!(rowid = message.rowid, guid = %message.guid,
+                        "text already known; not claimed again");
+                    continue;
+                }
+                fresh.push(message.clone());
             }
-            fresh.push(message.clone());
-        }
-        if fresh.is_empty() && book.cursor == Some(cursor) {
-            return Ok(fresh);
-        }
-        let mut claimed: Vec<&IncomingMessage> = book.claimed.iter().chain(&fresh).collect();
-        claimed.sort_by_key(|m| m.rowid);
-        let finished = book.finished.iter().map(String::as_str).collect();
-        self.write(FileOut {
-            version: FILE_VERSION,
-            cursor: Some(cursor),
-            claimed,
-            finished,
+            if fresh.is_empty() && book.cursor.as_ref() == Some(&cursor) {
+                return (fresh, false);
+            }
+            book.cursor = Some(cursor);
+            book.claimed.extend(fresh.iter().cloned());
+            book.claimed.sort_by_key(|m| m.rowid);
+            (fresh, true)
         })?;
-
-        book.cursor = Some(cursor);
-        book.claimed.extend(fresh.iter().cloned());
-        book.claimed.sort_by_key(|m| m.rowid);
         for message in &fresh {
             tracing::debug!(rowid = message.rowid, guid = %message.guid, chat = %message.chat.guid, "text claimed");
         }
@@ -224,60 +309,43 @@ impl Ledger {
 
     /// Records `cursor` alone, for a read that found nothing to claim.
     pub fn advance(&self, cursor: Cursor) -> io::Result<()> {
-        let mut book = self.lock();
-        if book.cursor == Some(cursor) {
-            return Ok(());
-        }
-        let claimed = book.claimed.iter().collect();
-        let finished = book.finished.iter().map(String::as_str).collect();
-        self.write(FileOut {
-            version: FILE_VERSION,
-            cursor: Some(cursor),
-            claimed,
-            finished,
+        self.update(|book| {
+            if book.cursor.as_ref() == Some(&cursor) {
+                return ((), false);
+            }
+            book.cursor = Some(cursor);
+            ((), true)
         })?;
-        book.cursor = Some(cursor);
         Ok(())
     }
 
-    /// Marks the text with this guid finished: it leaves the claimed list and is remembered
-    /// among the recently finished. Finishing an unclaimed guid records it too; finishing
-    /// twice is a no-op.
+    /// Marks the text with this guid finished: it leaves the claimed list, its send records
+    /// go, and it is remembered among the recently finished. Finishing an unclaimed guid
+    /// records it too; finishing twice is a no-op.
     pub fn finish(&self, guid: &str) -> io::Result<()> {
-        let mut book = self.lock();
-        let was_claimed = book.is_claimed(guid);
-        let already_finished = book.finished_set.contains(guid);
-        if already_finished && !was_claimed {
-            return Ok(());
-        }
-        if !was_claimed {
-            tracing::debug!(%guid, "finishing a text that was not claimed");
-        }
-        let claimed = book.claimed.iter().filter(|m| m.guid != guid).collect();
-        let mut finished: Vec<&str> = book.finished.iter().map(String::as_str).collect();
-        if !already_finished {
-            finished.push(guid);
-        }
-        let overflow = finished.len().saturating_sub(self.finished_limit);
-        finished.drain(..overflow);
-        let cursor = book.cursor;
-        self.write(FileOut {
-            version: FILE_VERSION,
-            cursor,
-            claimed,
-            finished,
-        })?;
-
-        book.claimed.retain(|m| m.guid != guid);
-        if !already_finished {
-            book.finished.push_back(guid.to_string());
-            book.finished_set.insert(guid.to_string());
-        }
-        while book.finished.len() > self.finished_limit {
-            if let Some(oldest) = book.finished.pop_front() {
-                book.finished_set.remove(&oldest);
+        let limit = self.finished_limit;
+        self.update(|book| {
+            let was_claimed = book.is_claimed(guid);
+            let already_finished = book.finished_set.contains(guid);
+            if already_finished && !was_claimed {
+                return ((), false);
             }
-        }
+            if !was_claimed {
+                tracing::debug!(%guid, "finishing a text that was not claimed");
+            }
+            book.claimed.retain(|m| m.guid != guid);
+            book.sends.retain(|r| r.source != guid);
+            if !already_finished {
+                book.finished.push_back(guid.to_string());
+                book.finished_set.insert(guid.to_string());
+            }
+            while book.finished.len() > limit {
+                if let Some(oldest) = book.finished.pop_front() {
+                    book.finished_set.remove(&oldest);
+                }
+            }
+            ((), true)
+        })?;
         tracing::debug!(%guid, "text finished");
         Ok(())
     }
@@ -293,14 +361,106 @@ impl Ledger {
         self.lock().is_known(guid)
     }
 
+    /// Whether the text with this guid was recently finished.
+    pub fn is_finished(&self, guid: &str) -> bool {
+        self.lock().finished_set.contains(guid)
+    }
+
+    /// Before sending the reply `digest` (see [`digest`]) for the text `source`: records it
+    /// in flight and says [`SendStart::Go`], or says why it must not be sent again. A
+    /// record left in flight (by a crash) becomes unconfirmed here. On error nothing is
+    /// recorded.
+    pub fn begin_send(&self, source: &str, digest: &str) -> io::Result<SendStart> {
+        let start = self.update(|book| match book.send(source, digest) {
+            Some(record) => match record.state {
+                SendState::Sent => (SendStart::AlreadySent, false),
+                SendState::Unconfirmed => (SendStart::Unconfirmed { just_found: false }, false),
+                SendState::InFlight => {
+                    record.state = SendState::Unconfirmed;
+                    (SendStart::Unconfirmed { just_found: true }, true)
+                }
+            },
+            None => {
+                book.sends.push(SendRecord {
+                    source: source.to_string(),
+                    digest: digest.to_string(),
+                    state: SendState::InFlight,
+                });
+                (SendStart::Go, true)
+            }
+        })?;
+        Ok(start)
+    }
+
+    /// Records how a send begun with [`begin_send`](Ledger::begin_send) ended.
+    pub fn end_send(&self, source: &str, digest: &str, outcome: SendOutcome) -> io::Result<()> {
+        self.update(|book| {
+            let state = match outcome {
+                SendOutcome::Sent => SendState::Sent,
+                SendOutcome::Unknown => SendState::Unconfirmed,
+                SendOutcome::NotSent => {
+                    let before = book.sends.len();
+                    book.sends
+                        .retain(|r| !(r.source == source && r.digest == digest));
+                    return ((), book.sends.len() != before);
+                }
+            };
+            match book.send(source, digest) {
+                Some(record) if record.state == state => ((), false),
+                Some(record) => {
+                    record.state = state;
+                    ((), true)
+                }
+                None => {
+                    book.sends.push(SendRecord {
+                        source: source.to_string(),
+                        digest: digest.to_string(),
+                        state,
+                    });
+                    ((), true)
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// How many replies of unfinished texts may or may not have been sent.
+    pub fn unconfirmed_sends(&self) -> usize {
+        self.lock()
+            .sends
+            .iter()
+            .filter(|r| r.state != SendState::Sent)
+            .count()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Book> {
-        // Every change is applied after its write succeeded, in a few infallible steps, so a
-        // poisoned lock still guards a consistent book.
+        // The book is only replaced whole, after its write succeeded, so a poisoned lock
+        // still guards a consistent book.
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the file; held under the book's lock, which serialises writers.
-    fn write(&self, file: FileOut<'_>) -> Result<(), LedgerError> {
+    /// Applies `edit` to a copy of the book; when it reports a change, writes the copy and
+    /// only then makes it the book. The lock is held throughout, which serialises writers.
+    fn update<T>(&self, edit: impl FnOnce(&mut Book) -> (T, bool)) -> Result<T, LedgerError> {
+        let mut book = self.lock();
+        let mut next = book.clone();
+        let (out, changed) = edit(&mut next);
+        if changed {
+            self.write(&next)?;
+            *book = next;
+        }
+        Ok(out)
+    }
+
+    /// Writes the file.
+    fn write(&self, book: &Book) -> Result<(), LedgerError> {
+        let file = FileOut {
+            version: FILE_VERSION,
+            cursor: &book.cursor,
+            claimed: &book.claimed,
+            finished: &book.finished,
+            sends: &book.sends,
+        };
         let bytes = serde_json::to_vec(&file).map_err(|source| LedgerError::Serialise {
             path: self.path.clone(),
             source,
@@ -341,6 +501,7 @@ mod tests {
         Cursor {
             rowid,
             date: Some(at(rowid)),
+            mark: None,
         }
     }
 
@@ -456,12 +617,14 @@ mod tests {
             .advance(Cursor {
                 rowid: 42,
                 date: None,
+                mark: None,
             })
             .unwrap();
         ledger
             .advance(Cursor {
                 rowid: 42,
                 date: None,
+                mark: None,
             })
             .unwrap();
         drop(ledger);
@@ -470,7 +633,8 @@ mod tests {
             ledger.cursor(),
             Some(Cursor {
                 rowid: 42,
-                date: None
+                date: None,
+                mark: None,
             })
         );
         assert_eq!(ledger.unfinished(), vec![]);
@@ -573,5 +737,158 @@ mod tests {
             vec!["GUID-0001"],
             "still unfinished"
         );
+    }
+
+    /// Issue 4: a reply recorded as sent is never sent again, even after a restart; a
+    /// send left in flight by a crash becomes unconfirmed (reported once, never repeated);
+    /// a failed send can be tried again; records go when the text is finished.
+    #[test]
+    fn replies_are_recorded_around_the_send_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let ledger = open(&path);
+        ledger
+            .claim(&[message(1, "a"), message(2, "b")], cursor(2))
+            .unwrap();
+        let (saved, asked) = (digest("Saved to Tasks ✅"), digest("Which day?"));
+
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &saved).unwrap(),
+            SendStart::Go
+        );
+        ledger
+            .end_send("GUID-0001", &saved, SendOutcome::Sent)
+            .unwrap();
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &saved).unwrap(),
+            SendStart::AlreadySent
+        );
+        // Another reply to the same text, and the same reply to another text, are new.
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &asked).unwrap(),
+            SendStart::Go
+        );
+        assert_eq!(
+            ledger.begin_send("GUID-0002", &saved).unwrap(),
+            SendStart::Go
+        );
+        ledger
+            .end_send("GUID-0002", &saved, SendOutcome::NotSent)
+            .unwrap();
+        assert_eq!(
+            ledger.begin_send("GUID-0002", &saved).unwrap(),
+            SendStart::Go,
+            "a send that certainly failed may be tried again"
+        );
+        ledger
+            .end_send("GUID-0002", &saved, SendOutcome::Unknown)
+            .unwrap();
+        // The process dies with GUID-0001's second reply in flight.
+        drop(ledger);
+
+        let ledger = open(&path);
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &saved).unwrap(),
+            SendStart::AlreadySent
+        );
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &asked).unwrap(),
+            SendStart::Unconfirmed { just_found: true }
+        );
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &asked).unwrap(),
+            SendStart::Unconfirmed { just_found: false }
+        );
+        assert_eq!(
+            ledger.begin_send("GUID-0002", &saved).unwrap(),
+            SendStart::Unconfirmed { just_found: false }
+        );
+        assert_eq!(ledger.unconfirmed_sends(), 2);
+        let sends = file(&path)["sends"].clone();
+        assert_eq!(sends.as_array().unwrap().len(), 3, "{sends}");
+        assert!(
+            sends
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["state"] == "unconfirmed")
+        );
+
+        ledger.finish("GUID-0001").unwrap();
+        ledger.finish("GUID-0002").unwrap();
+        assert_eq!(file(&path)["sends"], serde_json::json!([]));
+        assert_eq!(ledger.unconfirmed_sends(), 0);
+    }
+
+    #[test]
+    fn send_records_of_texts_no_longer_claimed_are_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let text = serde_json::json!({
+            "version": 1,
+            "cursor": {"rowid": 3, "date": null},
+            "claimed": [serde_json::to_value(message(3, "c")).unwrap()],
+            "finished": ["GUID-0001"],
+            "sends": [
+                {"source": "GUID-0001", "digest": "00", "state": "sent"},
+                {"source": "GUID-0003", "digest": "01", "state": "in_flight"},
+                {"source": "GUID-0009", "digest": "02", "state": "sent"},
+            ],
+        });
+        std::fs::write(&path, text.to_string()).unwrap();
+        let ledger = open(&path);
+        assert_eq!(ledger.begin_send("GUID-0001", "00").unwrap(), SendStart::Go);
+        assert_eq!(
+            ledger.begin_send("GUID-0003", "01").unwrap(),
+            SendStart::Unconfirmed { just_found: true }
+        );
+        assert_eq!(ledger.begin_send("GUID-0009", "02").unwrap(), SendStart::Go);
+        // A file from before send records existed still opens.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"cursor":{"rowid":7,"date":null},"claimed":[],"finished":[]}"#,
+        )
+        .unwrap();
+        let ledger = open(&path);
+        assert_eq!(ledger.cursor().unwrap().rowid, 7);
+        assert_eq!(ledger.cursor().unwrap().mark, None);
+    }
+
+    #[test]
+    fn digests_are_stable_and_tell_texts_apart() {
+        // FNV-1a test vectors, and texts that differ in one invisible way.
+        assert_eq!(digest(""), "cbf29ce484222325");
+        assert_eq!(digest("a"), "af63dc4c8601ec8c");
+        let texts = [
+            "Saved ✅",
+            "Saved ✅ ",
+            "Saved\r\n",
+            "Saved\n",
+            "Saved\u{2028}",
+            "שלום",
+            "𝔘𝔫𝔦",
+            "👋🏽",
+            "👋",
+        ];
+        let digests: HashSet<String> = texts.iter().map(|t| digest(t)).collect();
+        assert_eq!(digests.len(), texts.len());
+    }
+
+    #[test]
+    fn the_cursor_keeps_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        let ledger = open(&path);
+        let marked = Cursor {
+            mark: Some(Mark {
+                rowid: 9,
+                guid: "GUID-0009".into(),
+            }),
+            ..cursor(10)
+        };
+        ledger.advance(marked.clone()).unwrap();
+        drop(ledger);
+        assert_eq!(open(&path).cursor(), Some(marked));
+        assert_eq!(file(&path)["cursor"]["mark"]["guid"], "GUID-0009");
     }
 }

@@ -3,9 +3,9 @@
 //! One text's trip, one module per stage: [`watcher`] says when to look, [`intake`] reads new
 //! rows with [`chatdb`] (decoding [`typedstream`] bodies), admits senders on the
 //! [`allowlist`] and claims each text in the [`ledger`]; the [`router`] queues each
-//! conversation in order; [`conversation`] runs the [`agent`] over the [`anthropic`] API
-//! with the [`tools`] that write to the [`vault`] and reply through the [`sender`], and keeps
-//! each conversation in [`sessions`].
+//! conversation in order; [`conversation`] applies the [`limits`], runs the [`agent`] over
+//! the [`anthropic`] API with the [`tools`] that write to the [`vault`] and reply through the
+//! [`sender`], and keeps each conversation in [`sessions`].
 //!
 //! The crate has no GUI dependency: the headless CLI and the menu-bar app both drive it
 //! through [`Bridge`].
@@ -21,6 +21,7 @@ pub mod conversation;
 pub mod doctor;
 pub mod intake;
 pub mod ledger;
+pub mod limits;
 pub mod lock;
 pub mod persist;
 pub mod prompt;
@@ -38,16 +39,17 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{Local, Utc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::conversation::Conversations;
+use crate::conversation::{Conversations, Waiting};
 use crate::intake::Intake;
 use crate::ledger::Ledger;
+use crate::limits::{Budget, RateLimiter};
 use crate::lock::DataDirLock;
 use crate::router::{Job, Router};
 use crate::sessions::SessionStore;
@@ -83,16 +85,19 @@ pub struct Bridge {
     _lock: DataDirLock,
     sessions: SessionStore,
     ledger: Arc<Ledger>,
+    budget: Arc<Budget>,
     status: StatusBoard,
     paused: watch::Sender<bool>,
     writer: TaskTracker,
 }
 
 impl Bridge {
-    /// Locks the data directory and restores sessions and the ledger. Files that do not
-    /// parse are moved aside and reported in the status; the bridge still starts.
+    /// Locks the data directory and restores sessions, the ledger and the token budget.
+    /// Files that do not parse are moved aside and reported in the status (every one of
+    /// them, in `moved_aside`); the bridge still starts.
     pub fn open(config: Config) -> Result<Bridge, Error> {
         let lock = DataDirLock::acquire(&config.data_dir)?;
+        remove_leftover_temporaries(&config.data_dir);
         let status = StatusBoard::new(Some(config.data_dir.join("status.json")));
         let writer = TaskTracker::new();
         let path = config.data_dir.join("sessions.json");
@@ -128,19 +133,40 @@ impl Bridge {
                 moved_to.display()
             ));
         }
+        let path = config.data_dir.join(limits::BUDGET_FILE);
+        let (budget, moved) = Budget::open(
+            path.clone(),
+            config.daily_token_budget,
+            Local::now().date_naive(),
+        )
+        .map_err(|source| Error::State {
+            what: "token budget",
+            path,
+            source,
+        })?;
+        if let Some((moved_to, reason)) = moved {
+            problems.push(format!(
+                "token budget file did not parse ({reason}); kept as {}",
+                moved_to.display()
+            ));
+        }
         problems.extend(config.settings_problem.clone());
         for problem in &problems {
             warn!(problem = %problem, "state file problem");
         }
+        let tokens_today = budget.used(Local::now().date_naive());
         status.update(|s| {
             s.sessions = sessions.len();
             s.last_error = problems.last().cloned();
+            s.moved_aside = problems;
+            s.tokens_today = tokens_today;
         });
         Ok(Bridge {
             config,
             _lock: lock,
             sessions,
             ledger: Arc::new(ledger),
+            budget: Arc::new(budget),
             status,
             paused: watch::Sender::new(false),
             writer,
@@ -170,6 +196,7 @@ impl Bridge {
             _lock,
             sessions,
             ledger,
+            budget,
             status,
             paused,
             writer,
@@ -187,16 +214,26 @@ impl Bridge {
         let client = anthropic::Client::new(anthropic::ClientConfig {
             base_url: config.base_url.clone(),
             model: config.model.clone(),
+            request_timeout: config.api_timeout,
+            max_retries: config.api_max_retries,
             ..anthropic::ClientConfig::new(auth)
         })?;
+        let outbox = tools::Outbox::new(
+            sender::Sender::default(),
+            Arc::clone(&ledger),
+            status.clone(),
+        );
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt()),
             vault: vault::Vault::new(vault),
-            sender: sender::Sender::default(),
+            outbox,
             sessions: sessions.clone(),
             ledger: Arc::clone(&ledger),
             status: status.clone(),
             timeout: config.session_timeout,
+            rate: RateLimiter::new(config.rate_limit_per_minute),
+            budget,
+            waiting: Waiting::default(),
         });
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");
@@ -205,7 +242,7 @@ impl Bridge {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let router = Router::new(
-            conversations,
+            Arc::clone(&conversations),
             config.max_concurrent_chats,
             tracker.clone(),
             cancel.clone(),
@@ -223,6 +260,7 @@ impl Bridge {
         let intake = Intake {
             chat_db: config.chat_db.clone(),
             poll: config.poll_interval,
+            catch_up: config.catch_up,
             ledger,
             allowlist: Arc::new(RwLock::new(config.allowed_senders.clone())),
             router: router.clone(),
@@ -233,6 +271,12 @@ impl Bridge {
         tracker.spawn(count_sessions(
             sessions.clone(),
             status.clone(),
+            cancel.clone(),
+        ));
+        tracker.spawn(resume_waiting(
+            move || conversations.waiting.chats(),
+            router.clone(),
+            config.poll_interval,
             cancel.clone(),
         ));
         tracker.spawn(sweep_idle(
@@ -311,6 +355,51 @@ async fn count_sessions(sessions: SessionStore, status: StatusBoard, cancel: Can
     }
 }
 
+/// Removes the hidden temporary files (`.<name>.<pid>-<n>.tmp`) that a crash during
+/// [`persist::write_atomic`] can leave in the data directory. Only called under the data
+/// directory's lock, so no writer of ours is using one.
+fn remove_leftover_temporaries(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!(file = %name, "removed a temporary file left by a crash"),
+                Err(err) => {
+                    warn!(file = %name, cause = %err, "could not remove a leftover temporary file")
+                }
+            }
+        }
+    }
+}
+
+/// Every `every`, queues a [`Job::Resume`] for each chat with texts waiting for the vault
+/// (`waiting` lists them; the job handles them if the vault can be written again). A chat
+/// whose queue is busy is left for the next tick, so resumes never pile up behind slow work.
+async fn resume_waiting<H: router::Handler>(
+    waiting: impl Fn() -> Vec<String>,
+    router: Router<H>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for chat in waiting() {
+            if !router.is_busy(&chat) {
+                router.dispatch(Job::Resume { chat });
+            }
+        }
+    }
+}
+
 /// Opens the bridge and runs it until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     Bridge::open(config)?.run(shutdown).await
@@ -318,8 +407,88 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::{Notify, mpsc};
+    use tokio::time::Instant;
+
     use super::*;
     use crate::config::Overrides;
+
+    /// Reports each job with the (paused) time it started; jobs for chat `slow` wait for
+    /// `release`.
+    struct Recorder {
+        jobs: mpsc::UnboundedSender<(Job, Instant)>,
+        release: Notify,
+    }
+
+    impl router::Handler for Arc<Recorder> {
+        async fn handle(&self, job: Job) {
+            let slow = job.chat() == "slow";
+            let _ = self.jobs.send((job, Instant::now()));
+            if slow {
+                self.release.notified().await;
+            }
+        }
+    }
+
+    /// Issue 4: texts waiting for the vault are retried on every poll tick, for each chat
+    /// that has some, and never pile up behind a busy chat.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_chats_get_a_resume_on_every_tick_unless_busy() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let recorder = Arc::new(Recorder {
+            jobs: tx,
+            release: Notify::new(),
+        });
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let router = Router::new(Arc::clone(&recorder), 4, tracker.clone(), cancel.clone());
+        let waiting = Arc::new(Mutex::new(vec!["a".to_string(), "slow".to_string()]));
+        let list = Arc::clone(&waiting);
+        let every = Duration::from_millis(1500);
+        let start = Instant::now();
+        tracker.spawn(resume_waiting(
+            move || list.lock().unwrap().clone(),
+            router,
+            every,
+            cancel.clone(),
+        ));
+
+        let mut seen = Vec::new();
+        // Four ticks: `a` each time, `slow` once (it stays busy).
+        while seen.len() < 5 {
+            let (job, at) = rx.recv().await.unwrap();
+            let Job::Resume { chat } = job else {
+                panic!("{job:?}")
+            };
+            seen.push((chat, (at - start).as_millis()));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), 0),
+                ("a".to_string(), 1500),
+                ("a".to_string(), 3000),
+                ("a".to_string(), 4500),
+                ("slow".to_string(), 0),
+            ]
+        );
+        // Nothing waits any more: ticks queue nothing.
+        waiting.lock().unwrap().clear();
+        recorder.release.notify_one();
+        tokio::time::sleep(every * 4).await;
+        assert!(rx.try_recv().is_err());
+        // A new waiting chat is picked up at the next tick.
+        waiting.lock().unwrap().push("b".into());
+        let (job, at) = rx.recv().await.unwrap();
+        assert_eq!(job.chat(), "b");
+        assert_eq!((at - start).as_millis() % 1500, 0);
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
 
     #[tokio::test]
     async fn an_incomplete_setup_waits_instead_of_failing() {

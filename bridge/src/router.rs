@@ -26,6 +26,11 @@ pub enum Job {
         /// The chat guid.
         chat: String,
     },
+    /// Texts of the conversation may be waiting for the vault: handle them if it is back.
+    Resume {
+        /// The chat guid.
+        chat: String,
+    },
 }
 
 impl Job {
@@ -33,7 +38,7 @@ impl Job {
     pub fn chat(&self) -> &str {
         match self {
             Job::Message(m) => &m.chat.guid,
-            Job::Timeout { chat } => chat,
+            Job::Timeout { chat } | Job::Resume { chat } => chat,
         }
     }
 }
@@ -102,6 +107,15 @@ impl<H: Handler> Router<H> {
         self.inner
             .tracker
             .spawn(async move { inner.work(chat, job).await });
+    }
+
+    /// Whether the conversation has a job running or queued.
+    pub fn is_busy(&self, chat: &str) -> bool {
+        self.inner
+            .queues
+            .lock()
+            .expect("router lock")
+            .contains_key(chat)
     }
 
     /// How many conversations have work right now.

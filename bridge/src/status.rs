@@ -36,6 +36,9 @@ pub struct Stranger {
 }
 
 /// A snapshot of the bridge's status.
+///
+/// Fields added after the first release carry `#[serde(default)]`, so an older
+/// `status.json` still reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The overall state.
@@ -51,6 +54,40 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Recent strangers, newest first (at most 20).
     pub strangers: Vec<Stranger>,
+    /// State files that did not parse at start and were moved aside (what, where, why).
+    #[serde(default)]
+    pub moved_aside: Vec<String>,
+    /// Why the vault cannot be written, while it cannot: texts wait meanwhile.
+    #[serde(default)]
+    pub vault_problem: Option<String>,
+    /// Texts claimed and waiting for the vault.
+    #[serde(default)]
+    pub waiting: usize,
+    /// Set while the API rejects the key (401/403); texts go to Inbox unprocessed meanwhile.
+    #[serde(default)]
+    pub api_problem: Option<String>,
+    /// Texts that arrived while the bridge was down but are older than the catch-up window,
+    /// so were not handled (since start).
+    #[serde(default)]
+    pub skipped_old: u64,
+    /// Rows with new ROWIDs but dates well before the cursor (history synced from iCloud),
+    /// not treated as new texts (since start).
+    #[serde(default)]
+    pub skipped_backfill: u64,
+    /// Texts not handled because their sender exceeded the rate limit (since start).
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Texts filed to Inbox unprocessed because the daily token budget was used up
+    /// (since start).
+    #[serde(default)]
+    pub over_budget: u64,
+    /// Tokens counted against today's budget.
+    #[serde(default)]
+    pub tokens_today: u64,
+    /// Replies whose delivery is unknown (the sender timed out or the bridge died while
+    /// sending); they are never sent again (since start).
+    #[serde(default)]
+    pub unconfirmed_sends: u64,
     /// When this snapshot was taken.
     pub updated: DateTime<Utc>,
 }
@@ -60,6 +97,14 @@ impl Status {
     pub fn line(&self) -> String {
         match &self.state {
             State::Starting => "Starting…".into(),
+            State::Running if self.vault_problem.is_some() => match self.waiting {
+                0 => "Vault unavailable".into(),
+                1 => "Vault unavailable · 1 text waiting".into(),
+                n => format!("Vault unavailable · {n} texts waiting"),
+            },
+            State::Running if self.api_problem.is_some() => {
+                "API key rejected · texts go to Inbox".into()
+            }
             State::Running => match self.sessions {
                 1 => "Running · 1 session".into(),
                 n => format!("Running · {n} sessions"),
@@ -72,7 +117,7 @@ impl Status {
 }
 
 /// Shared, observable status of one bridge.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StatusBoard {
     tx: Arc<watch::Sender<Status>>,
     file: Option<PathBuf>,
@@ -88,6 +133,16 @@ impl StatusBoard {
             failed: 0,
             last_error: None,
             strangers: Vec::new(),
+            moved_aside: Vec::new(),
+            vault_problem: None,
+            waiting: 0,
+            api_problem: None,
+            skipped_old: 0,
+            skipped_backfill: 0,
+            rate_limited: 0,
+            over_budget: 0,
+            tokens_today: 0,
+            unconfirmed_sends: 0,
             updated: Utc::now(),
         };
         StatusBoard {
@@ -153,8 +208,29 @@ mod tests {
         assert_eq!(board.get().line(), "Running · 0 sessions");
         board.update(|s| s.sessions = 1);
         assert_eq!(board.get().line(), "Running · 1 session");
+        board.update(|s| s.api_problem = Some("API key rejected (HTTP 401)".into()));
+        assert_eq!(board.get().line(), "API key rejected · texts go to Inbox");
+        board.update(|s| s.vault_problem = Some("the vault does not exist".into()));
+        assert_eq!(board.get().line(), "Vault unavailable");
+        for (waiting, line) in [
+            (1, "Vault unavailable · 1 text waiting"),
+            (3, "Vault unavailable · 3 texts waiting"),
+        ] {
+            board.update(|s| s.waiting = waiting);
+            assert_eq!(board.get().line(), line);
+        }
         board.update(|s| s.state = State::NeedsSetup("Full Disk Access".into()));
         assert_eq!(board.get().line(), "Needs setup: Full Disk Access");
+    }
+
+    #[test]
+    fn a_status_file_without_the_newer_fields_still_reads() {
+        let old = r#"{"state":"running","sessions":2,"handled":5,"failed":1,
+            "last_error":null,"strangers":[],"updated":"2026-01-01T00:00:00Z"}"#;
+        let status: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(status.line(), "Running · 2 sessions");
+        assert_eq!((status.skipped_old, status.waiting), (0, 0));
+        assert!(status.moved_aside.is_empty() && status.vault_problem.is_none());
     }
 
     #[test]

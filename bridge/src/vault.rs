@@ -3,9 +3,9 @@
 //!
 //! Invariants: nothing is ever read or written outside the vault root (relative paths only,
 //! no `..`, canonical paths checked against the canonical root, symlinks never followed when
-//! listing); a note's name is reserved with an exclusive create before its content is
-//! written atomically over it, so two writers never share a name and a reader never sees
-//! half a note; a note with a given `source` and title is written at most once per folder;
+//! listing); a note is written whole under a hidden temporary name and then hard-linked to
+//! its name, which fails rather than replace a note, so two writers never share a name, a
+//! reader never sees half a note, and a crash never leaves an empty one; a note with a given `source` and title is written at most once per folder;
 //! log appends are serialised by a lock held by the [`Vault`] (shared by its clones), so
 //! none is lost. Everything here is blocking file-system work: async callers use
 //! `spawn_blocking`.
@@ -404,12 +404,7 @@ impl Vault {
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let stem = format!("{}_{}", now.format("%Y-%m-%d"), slugify(&title));
-        let (name, path) = reserve_name(&dir, &stem)?;
-        if let Err(e) = crate::persist::write_atomic(&path, text.as_bytes()) {
-            // Give the reserved name back rather than leave an empty note behind.
-            let _ = fs::remove_file(&path);
-            return Err(Error::io(&path, e));
-        }
+        let name = create_note(&dir, &stem, text.as_bytes())?;
         Ok(format!("{}/{name}", note.folder.as_str()))
     }
 
@@ -696,6 +691,65 @@ impl Vault {
 }
 
 /// Reserves `<stem>.md`, else `<stem>-1.md`, `<stem>-2.md`, … with an exclusive create.
+/// Writes `bytes` as a new note `<stem>.md` in `dir` (`<stem>-<n>.md` when the name is
+/// taken) and returns its file name. The whole note is written and flushed under a hidden
+/// temporary name, then hard-linked to its name — a link fails rather than replace a note —
+/// so a crash at any moment leaves no note or the whole note (and at most a hidden
+/// temporary file), never an empty one. Where hard links are not supported (some external
+/// drives) the name is reserved with an exclusive create and the note renamed over it.
+fn create_note(dir: &Path, stem: &str, bytes: &[u8]) -> Result<String, Error> {
+    use std::io::Write as _;
+    let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{stem}.{}-{n}.tmp", std::process::id()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    let named = link_to_free_name(dir, stem, &tmp);
+    // After a link the temporary name is a second name of the note; after the fallback's
+    // rename, or a failure, it is gone or unwanted.
+    let _ = fs::remove_file(&tmp);
+    let name = named?;
+    crate::persist::sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(name)
+}
+
+/// Gives the written file `tmp` the first free name `<stem>.md`, `<stem>-1.md`, ….
+fn link_to_free_name(dir: &Path, stem: &str, tmp: &Path) -> Result<String, Error> {
+    for n in 0..MAX_NAME_ATTEMPTS {
+        let name = if n == 0 {
+            format!("{stem}.md")
+        } else {
+            format!("{stem}-{n}.md")
+        };
+        match fs::hard_link(tmp, dir.join(&name)) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {
+                let (name, path) = reserve_name(dir, stem)?;
+                if let Err(e) = fs::rename(tmp, &path) {
+                    // Give the reserved name back rather than leave an empty note behind.
+                    let _ = fs::remove_file(&path);
+                    return Err(Error::io(&path, e));
+                }
+                return Ok(name);
+            }
+        }
+    }
+    Err(Error::invalid(
+        "title",
+        "too many notes with this name today",
+    ))
+}
+
 fn reserve_name(dir: &Path, stem: &str) -> Result<(String, PathBuf), Error> {
     for n in 0..MAX_NAME_ATTEMPTS {
         let name = if n == 0 {
@@ -1187,6 +1241,51 @@ mod tests {
             .collect();
         bodies.sort();
         assert_eq!(bodies, ["writer 0", "writer 1", "writer 2", "writer 3"]);
+    }
+
+    /// Issue 4 (found by the crash test): a kill between taking a note's name and writing
+    /// it left an empty note, and the re-run wrote a second one. Now only whole notes get
+    /// a name; what a kill can leave is a hidden temporary file, which is not a note and
+    /// does not take the name.
+    #[test]
+    fn a_crash_leaves_no_empty_note_and_its_leftovers_do_not_take_the_name() {
+        let (_dir, vault) = vault();
+        let first = NewNote {
+            source: Some("imessage:G1"),
+            ..note("Call mom")
+        };
+        let tasks = vault.root().join("Tasks");
+        fs::create_dir_all(&tasks).unwrap();
+        // What a kill during an earlier attempt leaves behind.
+        fs::write(
+            tasks.join(".2024-05-01_call-mom.md.999-0.tmp"),
+            b"---\npartial",
+        )
+        .unwrap();
+        let path = vault.write_note(&first, now()).unwrap();
+        assert_eq!(path, "Tasks/2024-05-01_call-mom.md");
+        let text = fs::read_to_string(vault.root().join(&path)).unwrap();
+        assert!(
+            text.starts_with("---\n") && text.ends_with("# Call mom\n\nbody\n"),
+            "{text}"
+        );
+        assert_eq!(vault.write_note(&first, now()).unwrap(), path);
+        assert_eq!(
+            names(&tasks),
+            [
+                ".2024-05-01_call-mom.md.999-0.tmp",
+                "2024-05-01_call-mom.md"
+            ],
+            "no temporary file of ours is left"
+        );
+        let listed = vault
+            .list(&ListQuery {
+                folder: Some(Folder::Tasks),
+                tags: &[],
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 1);
     }
 
     #[test]

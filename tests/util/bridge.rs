@@ -83,13 +83,64 @@ impl World {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Runs a one-shot command of the binary (`status`, `doctor`, …) in this world and
+    /// returns its standard output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("SECOND_BRAIN_DATA_DIR", self.data_dir())
+            .env("VAULT_PATH", self.vault())
+            .env("CHAT_DB_PATH", self.db.path())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run the binary");
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
     /// Starts the bridge and waits for its ready line.
     pub async fn start(&self) -> Bridge {
         self.start_with(&[]).await
     }
 
+    /// The status file a running bridge keeps, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let bytes = std::fs::read(self.data_dir().join("status.json")).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Waits (on file events, not by polling) until the status file satisfies `ready`;
+    /// returns it. Panics with the last status seen after [`WITHIN`].
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let file = self.data_dir().join("status.json");
+        let mut last = serde_json::Value::Null;
+        let found = super::wait::until(&[self.data_dir()], WITHIN, || {
+            let status: serde_json::Value = std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())?;
+            last = status.clone();
+            ready(&status).then_some(status)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("status never showed {what}; last status: {last:#}"))
+    }
+
     /// Starts the bridge with extra environment variables.
     pub async fn start_with(&self, extra: &[(&str, &str)]) -> Bridge {
+        let mut bridge = self.spawn_with(extra, None);
+        bridge.wait_line("ready").await;
+        bridge
+    }
+
+    /// Starts the bridge without waiting for it to be ready; as user `uid` when given.
+    pub fn spawn_with(&self, extra: &[(&str, &str)], uid: Option<u32>) -> Bridge {
         let path = format!(
             "{}:{}",
             self.osascript.bin_dir().display(),
@@ -113,6 +164,9 @@ impl World {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(uid) = uid {
+            cmd.uid(uid);
+        }
         let mut child = cmd.spawn().expect("start the bridge");
         let (tx, rx) = mpsc::unbounded_channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -125,13 +179,11 @@ impl World {
                 let _ = tx.send(line);
             }
         });
-        let mut bridge = Bridge {
+        Bridge {
             child,
             lines: rx,
             log,
-        };
-        bridge.wait_line("ready").await;
-        bridge
+        }
     }
 }
 
@@ -183,10 +235,23 @@ impl Bridge {
         log
     }
 
-    /// Kills the bridge with SIGKILL (a crash).
-    pub async fn kill(mut self) {
+    /// Kills the bridge with SIGKILL (a crash); returns what it logged.
+    pub async fn kill(mut self) -> String {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
+        self.drained_log().await
+    }
+
+    /// The whole log, once the bridge's stderr has closed (the reader saw every line).
+    async fn drained_log(&mut self) -> String {
+        let drained =
+            tokio::time::timeout(WITHIN, async { while self.lines.recv().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            // A child of the bridge (a hung fake osascript) may hold stderr open.
+            return self.log();
+        }
+        self.log()
     }
 }
 

@@ -173,6 +173,15 @@ impl FixtureDb {
         }
     }
 
+    /// Opens an existing fixture database for writing (e.g. one renamed over the original).
+    pub fn open(path: &Path) -> FixtureDb {
+        let conn = Connection::open(path).expect("open fixture chat.db");
+        FixtureDb {
+            path: path.to_path_buf(),
+            conn,
+        }
+    }
+
     /// Where the database is.
     pub fn path(&self) -> &Path {
         &self.path

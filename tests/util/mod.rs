@@ -5,3 +5,4 @@ pub mod anthropic;
 pub mod bridge;
 pub mod chatdb;
 pub mod osascript;
+pub mod wait;

@@ -6,6 +6,8 @@
 //! so a reader never sees half a call; names sort in start order. It succeeds silently, or
 //! fails on demand: when `<dir>/fail` exists, its first line is the exit status and the rest
 //! goes to stderr; the file is taken (atomically, by one run) unless `<dir>/fail.keep` exists.
+//! While `<dir>/hang` exists ([`FakeOsascript::hang`]), runs record their call and then do
+//! not finish until [`FakeOsascript::release`] removes it.
 //! [`FakeOsascript::wait_for_calls`] is event-driven (a `notify` watch on `<dir>/calls`).
 //!
 //! Used from `tests/` as `util::osascript` and from the bridge's unit tests through
@@ -33,6 +35,8 @@ esac
 tmp="$d/tmp/call.$$"
 { printf '%s\n' "$ns" && printf '%s\0' "$@"; } > "$tmp" || exit 70
 mv "$tmp" "$d/calls/$ns-$$.call" || exit 70
+# While "hang" exists, the run does not finish (as when Messages never answers).
+while [ -e "$d/hang" ]; do sleep 0.05; done
 f=
 if [ -e "$d/fail.keep" ]; then
   if [ -f "$d/fail" ]; then f="$d/fail"; fi
@@ -122,6 +126,16 @@ impl FakeOsascript {
         self.write_fail(code, stderr);
     }
 
+    /// From now on, runs record their call and then hang until [`release`](Self::release).
+    pub fn hang(&self) {
+        fs::write(self.dir.join("hang"), b"").expect("write hang");
+    }
+
+    /// Hanging runs finish (and later ones do not hang).
+    pub fn release(&self) {
+        let _ = fs::remove_file(self.dir.join("hang"));
+    }
+
     /// Runs succeed again.
     pub fn succeed(&self) {
         let _ = fs::remove_file(self.dir.join("fail"));
@@ -153,9 +167,13 @@ impl FakeOsascript {
     pub async fn wait_for_calls(&self, n: usize, within: Duration) -> Vec<Call> {
         let deadline = tokio::time::Instant::now() + within;
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        // Reading the directory makes access events of its own: only changes count, or
+        // every look would wake the next one.
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let _ = tx.send(event.is_ok());
+                if !matches!(&event, Ok(e) if e.kind.is_access()) {
+                    let _ = tx.send(event.is_ok());
+                }
             })
             .expect("create a file watcher");
         watcher
@@ -167,19 +185,21 @@ impl FakeOsascript {
             if calls.len() >= n {
                 return calls;
             }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the file watcher stopped"),
-                Err(_) => {
-                    let calls = self.calls();
-                    if calls.len() >= n {
-                        return calls;
-                    }
-                    panic!(
-                        "expected {n} osascript call(s) within {within:?}, saw {}: {calls:#?}",
-                        calls.len()
-                    );
+            let woke = tokio::time::Instant::now() < deadline
+                && match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some(_)) => true,
+                    Ok(None) => panic!("the file watcher stopped"),
+                    Err(_) => false,
+                };
+            if !woke {
+                let calls = self.calls();
+                if calls.len() >= n {
+                    return calls;
                 }
+                panic!(
+                    "expected {n} osascript call(s) within {within:?}, saw {}: {calls:#?}",
+                    calls.len()
+                );
             }
         }
     }

@@ -127,6 +127,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         "handled {} · filed to Inbox {}",
                         status.handled, status.failed
                     );
+                    if let Some(problem) = &status.vault_problem {
+                        println!("vault: {problem} ({} texts waiting)", status.waiting);
+                    }
+                    if let Some(problem) = &status.api_problem {
+                        println!("API: {problem}");
+                    }
+                    println!("tokens today: {}", status.tokens_today);
+                    for (count, what) in [
+                        (
+                            status.skipped_old,
+                            "older than the catch-up window, skipped",
+                        ),
+                        (status.skipped_backfill, "history synced in late, skipped"),
+                        (status.rate_limited, "over the rate limit, not handled"),
+                        (status.over_budget, "over the token budget, filed to Inbox"),
+                        (status.unconfirmed_sends, "replies unconfirmed, not resent"),
+                    ] {
+                        if count > 0 {
+                            println!("{what}: {count}");
+                        }
+                    }
+                    for moved in &status.moved_aside {
+                        println!("moved aside: {moved}");
+                    }
                     if let Some(err) = status.last_error {
                         println!("last error: {err}");
                     }
