@@ -953,3 +953,41 @@ fn pages_follow_the_dark_appearance() {
         &env,
     );
 }
+
+#[test]
+fn sigterm_stops_intake_saves_and_exits_cleanly() {
+    let _one = ONE_APP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    world.write_sessions(&three_sessions());
+    let home = tempfile::tempdir().expect("a temporary home");
+    let mut app = Command::new(env!("CARGO_BIN_EXE_second-brain"))
+        .envs(world.env(Senders::Environment))
+        .env("HOME", home.path())
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env_remove("SECOND_BRAIN_OPEN_WINDOW")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the app");
+    let running = world.wait_until_running();
+    terminate(app.id());
+    let exited = exits_within(app.id(), Duration::from_secs(20));
+    let status = app.wait().expect("reap the app");
+    running.unwrap_or_else(|e| panic!("{e}"));
+    assert!(exited, "the app did not exit within 20 s of SIGTERM");
+    assert!(
+        status.success(),
+        "SIGTERM is a clean quit, not a kill: {status}"
+    );
+
+    // The bridge went through its stop (a killed app would have left "running" behind),
+    // let go of the data folder and kept the sessions.
+    let data = world.data_dir();
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(data.join("status.json")).expect("status.json"))
+            .expect("status.json is JSON");
+    assert_eq!(last["state"], "stopping", "{last}");
+    assert!(!bridge::lock::DataDirLock::is_held(&data));
+    assert_eq!(world.chats_on_disk().len(), 3);
+}

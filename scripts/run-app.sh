@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds and runs the menu-bar app (release). On Linux, where a tray host may be missing, the
+# sessions window opens at launch (SECOND_BRAIN_OPEN_WINDOW=sessions; set it to "" for the
+# tray only); without a display the app runs under Xvfb (invisible: a headless smoke run),
+# and without a D-Bus session it gets a private one. Ctrl-C quits like the Quit item does:
+# the bridge drains its work and saves first.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --locked -p second-brain
+app=("$CARGO_TARGET_DIR/release/second-brain")
+
+if [[ $(uname) == Linux ]]; then
+    export SECOND_BRAIN_OPEN_WINDOW="${SECOND_BRAIN_OPEN_WINDOW-sessions}"
+    if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]]; then
+        echo "run-app: no display; running under Xvfb (nothing will be visible). Ctrl-C quits."
+        app=(xvfb-run -a -s "-screen 0 1280x900x24" "${app[@]}")
+    fi
+    if [[ -z "${DBUS_SESSION_BUS_ADDRESS:-}" ]]; then
+        app=(dbus-run-session -- "${app[@]}")
+    fi
+fi
+exec "${app[@]}"
