@@ -15,10 +15,19 @@ if [[ $(uname) == Linux ]]; then
     export SECOND_BRAIN_OPEN_WINDOW="${SECOND_BRAIN_OPEN_WINDOW-sessions}"
     if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]]; then
         echo "run-app: no display; running under Xvfb (nothing will be visible). Ctrl-C quits."
-        app=(xvfb-run -a -s "-screen 0 1280x900x24" "${app[@]}")
+        # Xvfb in a session of its own: Ctrl-C reaches the app only, which must keep its
+        # display while it drains; Xvfb stops when the app has exited.
+        ready=$(mktemp -u)
+        mkfifo "$ready"
+        setsid Xvfb -displayfd 3 -screen 0 1280x900x24 -nolisten tcp 3>"$ready" 2>/dev/null &
+        xvfb=$!
+        trap 'kill "$xvfb" 2>/dev/null; wait "$xvfb" 2>/dev/null' EXIT
+        read -r display <"$ready"
+        rm -f "$ready"
+        export DISPLAY=":$display"
     fi
     if [[ -z "${DBUS_SESSION_BUS_ADDRESS:-}" ]]; then
         app=(dbus-run-session -- "${app[@]}")
     fi
 fi
-exec "${app[@]}"
+"${app[@]}"
