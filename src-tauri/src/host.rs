@@ -293,16 +293,13 @@ impl Host {
         (self.inner.notify)(change);
     }
 
-    /// Where the settings and sessions live.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.inner.data_dir
-    }
-
     /// Starts the bridge in the background. The lifecycle lock is taken before this returns,
     /// so anything that waits for [`settled`](Self::settled) afterwards sees the start done.
     pub fn launch(&self) {
         let guard = Arc::clone(&self.inner.lifecycle).try_lock_owned();
         let host = self.clone();
+        // Called from the app's setup, outside the runtime: spawned through Tauri. The task is
+        // not lost: it holds the lifecycle lock, which `shutdown` waits for.
         tauri::async_runtime::spawn(async move {
             let _guard = match guard {
                 Ok(guard) => guard,
@@ -317,12 +314,6 @@ impl Host {
         drop(self.inner.lifecycle.lock().await);
     }
 
-    /// Stops the bridge and opens it again with a freshly resolved configuration.
-    pub async fn restart(&self) {
-        let _guard = self.inner.lifecycle.lock().await;
-        self.restart_locked().await;
-    }
-
     /// Stops intake, lets in-flight work finish (bounded), saves, and stays stopped. Safe to
     /// call more than once; the app calls it on its way out.
     pub async fn shutdown(&self) {
@@ -333,6 +324,7 @@ impl Host {
         tracing::info!("bridge stopped; the app can exit");
     }
 
+    /// Stops the bridge and opens it again with a freshly resolved configuration.
     async fn restart_locked(&self) {
         let strangers = self.stop_locked().await;
         self.start_locked(strangers).await;
@@ -800,6 +792,21 @@ mod tests {
 
     use super::*;
 
+    /// A Keychain without a key, so that no test reads this user's real one.
+    struct NoKeychain;
+
+    impl Keychain for NoKeychain {
+        fn api_key(&self) -> Option<String> {
+            None
+        }
+        fn set_api_key(&self, _: &str) -> Result<(), String> {
+            Err("read-only in tests".to_owned())
+        }
+        fn clear_api_key(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
     fn env_with(vars: &[(&str, String)]) -> Environment {
         let map: HashMap<String, String> = vars
             .iter()
@@ -808,7 +815,7 @@ mod tests {
         Environment {
             overrides: Overrides::default(),
             vars: Arc::new(move |name| map.get(name).cloned()),
-            keychain: Arc::new(SystemKeychain),
+            keychain: Arc::new(NoKeychain),
             probe: Sender::with_program("/bin/true"),
         }
     }

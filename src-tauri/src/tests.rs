@@ -729,6 +729,8 @@ fn the_e2e_switch_opens_one_window_at_launch() {
     let mut options = Options::from_env(IDENTIFIER).unwrap();
     options.shell.home = home.path().to_path_buf();
     options.env.overrides.data_dir = Some(home.path().join("data"));
+    options.env.vars = Arc::new(|_| None);
+    options.env.keychain = Arc::new(MemoryKeychain::default());
     options.tray = false;
     options.open_window = Some(WindowKind::Setup);
     install(app.handle(), options, hooks, Arc::new(|_| {})).unwrap();
