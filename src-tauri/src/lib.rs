@@ -234,13 +234,7 @@ fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
 pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
     let app = app.clone();
     Arc::new(move |change| {
-        let event = match change {
-            Change::Sessions => commands::SESSIONS_CHANGED,
-            Change::Status => commands::STATUS_CHANGED,
-        };
-        if let Err(err) = app.emit(event, ()) {
-            tracing::warn!(cause = %err, event, "could not notify the pages");
-        }
+        tell_pages(&app, change);
         if change == Change::Status {
             let for_tray = app.clone();
             if let Err(err) = app.run_on_main_thread(move || tray::refresh(&for_tray)) {
@@ -248,6 +242,17 @@ pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
             }
         }
     })
+}
+
+/// Emits the event the pages listen to for `change`.
+pub fn tell_pages<R: Runtime>(app: &AppHandle<R>, change: Change) {
+    let event = match change {
+        Change::Sessions => commands::SESSIONS_CHANGED,
+        Change::Status => commands::STATUS_CHANGED,
+    };
+    if let Err(err) = app.emit(event, ()) {
+        tracing::warn!(cause = %err, event, "could not notify the pages");
+    }
 }
 
 /// Opens a folder or URL the way the platform does, without waiting for the viewer.

@@ -160,11 +160,15 @@ fn harness(setup: Setup) -> Harness {
     app.listen_any(commands::SESSIONS_CHANGED, move |_| {
         let _ = event_tx.send(());
     });
+    // The production notice also rewrites the tray through `run_on_main_thread`, which the
+    // mock runtime runs inline on the calling thread: from the host's tasks that would touch
+    // the (single-threaded) menu concurrently with the test. Tests refresh the tray on their
+    // own thread instead; `production_notice_refreshes_the_tray` covers the real notice.
     let (change_tx, changes) = mpsc::channel();
-    let production = production_notify(app.handle());
+    let handle = app.handle().clone();
     let change_tx = Mutex::new(change_tx);
     let notify: Notify = Arc::new(move |change| {
-        production(change);
+        tell_pages(&handle, change);
         let _ = change_tx.lock().unwrap().send(change);
     });
     let opened = Arc::new(Mutex::new(Vec::new()));
@@ -552,6 +556,7 @@ fn strangers_are_listed_live_and_allowed_across_a_restart() {
         h.invoke("set_paused", json!({ "paused": true })),
         Ok(json!({ "line": "Paused", "paused": true }))
     );
+    tray::refresh(h.app.handle());
     assert_eq!(h.menu().status.text().unwrap(), "Paused");
     assert_eq!(h.menu().pause.text().unwrap(), "Resume");
     // A text sent while paused waits in chat.db and is read on resume.
@@ -565,6 +570,7 @@ fn strangers_are_listed_live_and_allowed_across_a_restart() {
             .len()
             == 2
     });
+    tray::refresh(h.app.handle());
     assert_eq!(h.menu().pause.text().unwrap(), "Pause");
 }
 
@@ -572,26 +578,19 @@ fn strangers_are_listed_live_and_allowed_across_a_restart() {
 fn a_configuration_that_does_not_resolve_still_opens_and_can_be_repaired() {
     let h = harness(Setup {
         sessions: three_sessions(),
-        settings: Some(|_| json!({ "vault_path": "/no/such/vault", "allowed_senders": [ME] })),
+        settings: Some(|_| json!({ "model": "claude sonnet", "allowed_senders": [ME] })),
         ..Setup::default()
     });
-    let line = h.status_line();
-    assert_eq!(line, "Needs setup: vault: /no/such/vault does not exist");
+    let problem = "model: \"claude sonnet\" is not a model name";
+    assert_eq!(h.status_line(), format!("Needs setup: {problem}"));
     let err = h.invoke("list_sessions", json!({})).unwrap_err();
-    assert_eq!(
-        err,
-        json!("the bridge is not running: vault: /no/such/vault does not exist")
-    );
+    assert_eq!(err, json!(format!("the bridge is not running: {problem}")));
     let shown = h.invoke("get_settings", json!({})).unwrap();
-    assert_eq!(
-        shown["vault_path"],
-        json!("/no/such/vault"),
-        "the file's values"
-    );
+    assert_eq!(shown["model"], json!("claude sonnet"), "the file's values");
     assert_eq!(shown["allowed_senders"], json!([ME]));
     let checks = h.invoke("setup_checks", json!({})).unwrap();
     assert_eq!(checks[0]["id"], "settings");
-    assert_eq!(checks[0]["detail"], "vault: /no/such/vault does not exist");
+    assert_eq!(checks[0]["detail"], problem);
 
     let mut repaired = h.settings_with_vault();
     repaired["model"] = json!("");
@@ -764,9 +763,14 @@ fn menu_dispatch_of_each_id() {
         );
     }
 
-    h.wait_until("the tray to say what is missing", |h| {
-        h.menu().status.text().unwrap() == "Needs setup: no vault folder chosen"
+    h.wait_until("the bridge to say what is missing", |h| {
+        h.status_line() == "Needs setup: no vault folder chosen"
     });
+    tray::refresh(app);
+    assert_eq!(
+        h.menu().status.text().unwrap(),
+        "Needs setup: no vault folder chosen"
+    );
     tray::handle(app, tray::PAUSE);
     assert_eq!(h.menu().pause.text().unwrap(), "Resume");
     assert_eq!(
@@ -813,6 +817,24 @@ fn menu_dispatch_of_each_id() {
     // is that the exit code it produces is never prevented.
     assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
     assert!(!keeps_running(Some(0)));
+}
+
+#[test]
+fn production_notice_refreshes_the_tray() {
+    let h = harness(Setup::default());
+    let notice = production_notify(h.app.handle());
+    h.host.set_paused(true);
+    assert_eq!(h.menu().pause.text().unwrap(), "Pause", "not refreshed yet");
+    while h.events.try_recv().is_ok() {}
+    notice(Change::Sessions);
+    h.next_event();
+    assert_eq!(
+        h.menu().pause.text().unwrap(),
+        "Pause",
+        "sessions leave the tray alone"
+    );
+    notice(Change::Status);
+    assert_eq!(h.menu().pause.text().unwrap(), "Resume");
 }
 
 #[test]
