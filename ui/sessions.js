@@ -1,5 +1,6 @@
 // Sessions window: one row per active conversation, Clear per row, Clear All with an in-page
-// confirmation, live updates on `sessions-changed`, relative times refreshed every 30 s.
+// confirmation, live updates on `sessions-changed` (rows) and `status-changed` (the status
+// pill), relative times refreshed every 30 s.
 "use strict";
 
 (() => {
@@ -87,13 +88,20 @@
   }
 
   async function refresh() {
+    refreshStatus();
     try {
-      const [rows, status] = await Promise.all([call("list_sessions"), call("status")]);
-      sessions = rows;
+      sessions = await call("list_sessions");
       loaded = true;
       render();
-      renderStatus(status);
       showError(null);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function refreshStatus() {
+    try {
+      renderStatus(await call("status"));
     } catch (err) {
       showError(err);
     }
@@ -153,6 +161,7 @@
   }, 30000);
 
   on("sessions-changed", refresh);
+  on("status-changed", refreshStatus);
   window.addEventListener("focus", refresh);
   refresh();
 })();

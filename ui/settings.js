@@ -1,10 +1,11 @@
 // Settings window. The form is a draft: Save sends every field at once and the app validates
 // them all (nothing is half-saved); its error sentence is shown inline. The API key is sent,
-// never read back: the page only knows whether one is stored.
+// never read back: the page only knows whether one is set. Strangers who text while the
+// window is open appear live (`status-changed`).
 "use strict";
 
 (() => {
-  const { call, el, ago, showError } = SB;
+  const { call, on, el, ago, showError } = SB;
   const $ = (id) => document.getElementById(id);
   const form = $("settings-form");
   const vault = $("vault-path");
@@ -59,7 +60,7 @@
 
   function renderKey(isSet) {
     $("key-state").dataset.set = String(isSet);
-    $("key-state-text").textContent = isSet ? "Key stored" : "No key stored";
+    $("key-state-text").textContent = isSet ? "Key set" : "No key set";
     $("set-key").textContent = isSet ? "Replace" : "Set";
     $("clear-key").hidden = !isSet;
     apiKey.value = "";
@@ -189,5 +190,7 @@
   });
 
   $("revert").addEventListener("click", load);
+  // A stranger texting shows up here while the window is open.
+  on("status-changed", loadStrangers);
   load();
 })();

@@ -1,16 +1,21 @@
-//! Second Brain's menu-bar shell: the tray, the windows and the commands the pages call.
+//! Second Brain's menu-bar shell: the tray, the windows and the commands the pages call, over
+//! the iMessage bridge it runs in-process.
 //!
-//! The shell is glue. [`tray`] is the only thing visible at launch; [`windows`] creates the
-//! sessions, settings and setup windows on demand; [`commands`] answers the pages in `ui/`
-//! over a back end ([`commands::Backend`]); [`login_item`] writes the LaunchAgent behind
-//! "Launch at Login"; `macos` holds the few macOS-only calls.
+//! The shell is glue. [`host`] owns the running bridge (start, restart on settings changes,
+//! drain on exit) and forwards its changes; [`tray`] is the only thing visible at launch;
+//! [`windows`] creates the sessions, settings and setup windows on demand; [`commands`]
+//! answers the pages in `ui/`; [`login_item`] writes the LaunchAgent behind "Launch at Login";
+//! `macos` holds the few macOS-only calls.
 //!
 //! Invariants: closing the last window never quits (`ExitRequested` without an exit code is
-//! prevented), only Quit does; one instance runs per user (a second launch opens the first
-//! one's sessions window); [`run_app`] takes any `Builder<R>` so tests drive the same code
-//! with `tauri::test::mock_builder()`.
+//! prevented), only Quit, logout or SIGTERM do, and each of them ends in `RunEvent::Exit`,
+//! where the bridge stops taking texts, drains in-flight work (at most 10 s) and saves before
+//! the process exits; one instance runs per user (a second launch opens the first one's
+//! sessions window); [`run_app`] takes any `Builder<R>` so tests drive the same code with
+//! `tauri::test::mock_builder()`.
 
 pub mod commands;
+pub mod host;
 pub mod login_item;
 #[cfg(target_os = "macos")]
 mod macos;
@@ -23,7 +28,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
 
-use crate::commands::{Backend, Hooks};
+use crate::commands::Hooks;
+use crate::host::{Change, Environment, Host, Notify};
 use crate::windows::WindowKind;
 
 /// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
@@ -43,10 +49,12 @@ pub struct Shell {
 }
 
 /// How [`install`] sets the app up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Paths and names.
     pub shell: Shell,
+    /// What the bridge's configuration is resolved from.
+    pub env: Environment,
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
     pub tray: bool,
     /// Open this window at launch (the e2e switch); `None` in normal use.
@@ -54,17 +62,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// The options of a real launch: the user's folders, `SECOND_BRAIN_OPEN_WINDOW`.
+    /// The options of a real launch: the user's folders, the process environment and
+    /// Keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
         let home = dirs::home_dir().context("this user has no home folder")?;
-        let logs_dir = if cfg!(target_os = "macos") {
-            home.join("Library/Logs/Second Brain")
-        } else {
-            dirs::state_dir()
-                .or_else(dirs::data_local_dir)
-                .unwrap_or_else(|| home.join(".local/state"))
-                .join("second-brain/logs")
-        };
+        let env = Environment::system();
+        let logs_dir = env
+            .log_dir()
+            .context("no folder for logs (no data folder)")?;
         let executable = std::env::current_exe().context("cannot find this executable")?;
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
             let kind = WindowKind::from_label(&label);
@@ -80,6 +85,7 @@ impl Options {
                 identifier: identifier.to_owned(),
                 executable,
             },
+            env,
             tray: true,
             open_window,
         })
@@ -101,18 +107,52 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
         .plugin(tauri_plugin_dialog::init())
         .setup(move |app| {
             let hooks = production_hooks(app.handle());
-            install(app.handle(), options, hooks)?;
+            let notify = production_notify(app.handle());
+            install(app.handle(), options, hooks, notify)?;
+            #[cfg(unix)]
+            quit_on_signals(app.handle().clone());
             Ok(())
         });
     let app = build_app(builder, context).context("could not start the app")?;
-    app.run(|_app, event| {
-        if let RunEvent::ExitRequested { code, api, .. } = event
-            && keeps_running(code)
-        {
-            api.prevent_exit();
+    app.run(|app, event| match event {
+        RunEvent::ExitRequested { code, api, .. } if keeps_running(code) => api.prevent_exit(),
+        // Every way out ends here (Quit and SIGTERM through `exit(0)`; on macOS, logout and
+        // Cmd-Q through `applicationWillTerminate`). The process exits when this returns, so
+        // the bridge is stopped synchronously: intake stops, in-flight work drains (bounded),
+        // sessions are saved.
+        RunEvent::Exit => {
+            if let Some(host) = app.try_state::<Host>() {
+                tracing::info!("exiting: stopping the bridge");
+                tauri::async_runtime::block_on(host.shutdown());
+            }
         }
+        _ => {}
     });
     Ok(())
+}
+
+/// SIGTERM (launchd, `kill`, logout on Linux) and SIGINT quit like the Quit item does.
+#[cfg(unix)]
+fn quit_on_signals<R: Runtime>(app: AppHandle<R>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tauri::async_runtime::spawn(async move {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!(cause = %err, "cannot handle SIGTERM; it will kill the app unsaved");
+                return;
+            }
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "quitting");
+        app.exit(0);
+    });
 }
 
 /// Registers the commands and builds the app (without running it).
@@ -137,18 +177,18 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
         .build(context)
 }
 
-/// Sets up a built app: state, menu, tray icon, and the e2e window if asked for.
+/// Sets up a built app: the host (its bridge starts in the background), state, menu, tray
+/// icon, and the e2e window if asked for.
 pub fn install<R: Runtime>(
     app: &AppHandle<R>,
     options: Options,
     hooks: Hooks,
+    notify: Notify,
 ) -> anyhow::Result<()> {
     #[cfg(target_os = "macos")]
     macos::become_accessory(app);
-    app.manage(Backend::demo(
-        options.shell.home.clone(),
-        chrono::Utc::now(),
-    ));
+    let host = Host::new(options.env, notify).context("no folder for the app's data")?;
+    app.manage(host.clone());
     app.manage(hooks);
     app.manage(options.shell);
     tray::build_menu(app).context("could not build the menu")?;
@@ -156,6 +196,7 @@ pub fn install<R: Runtime>(
         tray::install(app).context("could not add the menu-bar icon")?;
     }
     tray::refresh(app);
+    host.launch();
     if let Some(kind) = options.open_window {
         windows::show(app, kind).with_context(|| format!("could not open {}", kind.label()))?;
     }
@@ -168,12 +209,10 @@ pub fn keeps_running(code: Option<i32>) -> bool {
     code.is_none()
 }
 
-/// The hooks of a real launch: events to the pages, the native folder picker, `open`.
+/// The hooks of a real launch: the native folder picker, `open`.
 fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
-    let for_changes = app.clone();
     let for_picker = app.clone();
     Hooks {
-        changed: Box::new(move || notify_changed(&for_changes)),
         pick_folder: Arc::new(move || {
             use tauri_plugin_dialog::DialogExt as _;
             match for_picker
@@ -190,11 +229,29 @@ fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
     }
 }
 
-/// After a change: rewrite the tray menu and tell the pages to re-fetch.
-pub(crate) fn notify_changed<R: Runtime>(app: &AppHandle<R>) {
-    tray::refresh(app);
-    if let Err(err) = app.emit(commands::SESSIONS_CHANGED, ()) {
-        tracing::warn!(cause = %err, "could not notify the pages");
+/// Where the host's changes go: an event to the pages, and the tray rewritten on the main
+/// thread (queued, so the host's tasks never wait for the event loop).
+pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
+    let app = app.clone();
+    Arc::new(move |change| {
+        tell_pages(&app, change);
+        if change == Change::Status {
+            let for_tray = app.clone();
+            if let Err(err) = app.run_on_main_thread(move || tray::refresh(&for_tray)) {
+                tracing::debug!(cause = %err, "tray not refreshed (the app is exiting)");
+            }
+        }
+    })
+}
+
+/// Emits the event the pages listen to for `change`.
+pub fn tell_pages<R: Runtime>(app: &AppHandle<R>, change: Change) {
+    let event = match change {
+        Change::Sessions => commands::SESSIONS_CHANGED,
+        Change::Status => commands::STATUS_CHANGED,
+    };
+    if let Err(err) = app.emit(event, ()) {
+        tracing::warn!(cause = %err, event, "could not notify the pages");
     }
 }
 

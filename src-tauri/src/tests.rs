@@ -1,10 +1,19 @@
-//! The shell driven through `tauri::test::mock_builder()`: commands over IPC, menu dispatch,
-//! windows on demand. Each test has its own temporary home folder.
+//! The shell driven through `tauri::test::mock_builder()` over a real bridge: commands over
+//! IPC, menu dispatch, windows on demand. Each test has its own temporary home and data
+//! folder; the bridge's configuration comes from a map (never this process's environment)
+//! and the API key from an in-memory Keychain. Waiting is done on the host's change notices,
+//! never by sleeping.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bridge::chatdb::Chat;
+use bridge::config::Overrides;
+use bridge::sender::Sender;
+use bridge::sessions::{Session, SessionState};
 use serde_json::{Value, json};
 use tauri::test::{
     INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
@@ -13,30 +22,158 @@ use tauri::webview::InvokeRequest;
 use tauri::{Listener, WebviewWindow};
 
 use super::*;
+use crate::host::Keychain;
 use crate::tray::TrayMenu;
 
+#[allow(dead_code)]
+#[path = "../../tests/util/chatdb.rs"]
+mod chatdb;
+
 const IDENTIFIER: &str = "app.secondbrain.SecondBrain";
+/// How long any one wait may take before the test fails.
+const WITHIN: Duration = Duration::from_secs(20);
+const ME: &str = "+15551234567";
+
+/// The Keychain, in memory.
+#[derive(Default)]
+struct MemoryKeychain(Mutex<Option<String>>);
+
+impl Keychain for MemoryKeychain {
+    fn api_key(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+    fn set_api_key(&self, key: &str) -> Result<(), String> {
+        *self.0.lock().unwrap() = Some(key.to_owned());
+        Ok(())
+    }
+    fn clear_api_key(&self) -> Result<(), String> {
+        *self.0.lock().unwrap() = None;
+        Ok(())
+    }
+}
+
+/// What a test world starts with.
+#[derive(Default)]
+struct Setup {
+    /// Sessions written to `sessions.json` before the app starts.
+    sessions: Vec<Session>,
+    /// `settings.json` written before the app starts, given the test's vault folder.
+    settings: Option<fn(&Path) -> Value>,
+    /// A fixture chat.db at `CHAT_DB_PATH` (otherwise the path does not exist).
+    chat_db: bool,
+    /// A key in the Keychain.
+    api_key: Option<&'static str>,
+    /// The Automation probe's program.
+    probe: Option<&'static str>,
+}
 
 struct Harness {
     app: App<MockRuntime>,
-    home: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    host: Host,
+    keychain: Arc<MemoryKeychain>,
     opened: Arc<Mutex<Vec<String>>>,
     picked: Arc<Mutex<Option<PathBuf>>>,
+    /// Host change notices.
+    changes: mpsc::Receiver<Change>,
+    /// `sessions-changed` events as the pages receive them.
     events: mpsc::Receiver<()>,
+    db: Option<chatdb::FixtureDb>,
 }
 
-fn harness() -> Harness {
-    let home = tempfile::tempdir().unwrap();
+fn session(chat: &str, sender: &str, state: SessionState, minutes_ago: i64) -> Session {
+    let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let chat = Chat {
+        guid: chat.to_owned(),
+        identifier: sender.to_owned(),
+        is_group: false,
+    };
+    let mut session = Session::new(chat, sender.to_owned(), at);
+    session.state = state;
+    session.message_count = 1;
+    if state == SessionState::Waiting {
+        session.pending_input = Some("book club thursday".to_owned());
+        session.question = Some("Is that the Atlas book club? 📚".to_owned());
+    }
+    session
+}
+
+fn three_sessions() -> Vec<Session> {
+    vec![
+        session("iMessage;-;+15551234567", ME, SessionState::Waiting, 2),
+        session(
+            "iMessage;-;sarah@example.com",
+            "sarah@example.com",
+            SessionState::Working,
+            1,
+        ),
+        session(
+            "iMessage;-;+447700900123",
+            "+447700900123",
+            SessionState::Idle,
+            30,
+        ),
+    ]
+}
+
+fn harness(setup: Setup) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(dir.path().join("vault")).unwrap();
+    if !setup.sessions.is_empty() {
+        let file = json!({ "version": bridge::sessions::FILE_VERSION, "sessions": setup.sessions });
+        std::fs::write(data.join("sessions.json"), file.to_string()).unwrap();
+    }
+    if let Some(settings) = setup.settings {
+        let settings = settings(&dir.path().join("vault"));
+        std::fs::write(data.join("settings.json"), settings.to_string()).unwrap();
+    }
+    let chat_db = dir.path().join("Messages/chat.db");
+    let db = setup.chat_db.then(|| {
+        std::fs::create_dir_all(chat_db.parent().unwrap()).unwrap();
+        chatdb::FixtureDb::create(&chat_db)
+    });
+    let vars: HashMap<String, String> = [
+        ("SECOND_BRAIN_DATA_DIR", data.display().to_string()),
+        ("CHAT_DB_PATH", chat_db.display().to_string()),
+        // Never contacted: no test here lets an allowed sender text.
+        ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9".to_owned()),
+        ("CHAT_DB_POLL_MS", "200".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let keychain = Arc::new(MemoryKeychain::default());
+    if let Some(key) = setup.api_key {
+        keychain.set_api_key(key).unwrap();
+    }
+    let env = Environment {
+        overrides: Overrides::default(),
+        vars: Arc::new(move |name| vars.get(name).cloned()),
+        keychain: Arc::clone(&keychain) as Arc<dyn Keychain>,
+        probe: Sender::with_program(setup.probe.unwrap_or("/bin/true")),
+    };
+
     let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
+    let (event_tx, events) = mpsc::channel();
+    app.listen_any(commands::SESSIONS_CHANGED, move |_| {
+        let _ = event_tx.send(());
+    });
+    // The production notice also rewrites the tray through `run_on_main_thread`, which the
+    // mock runtime runs inline on the calling thread: from the host's tasks that would touch
+    // the (single-threaded) menu concurrently with the test. Tests refresh the tray on their
+    // own thread instead; `production_notice_refreshes_the_tray` covers the real notice.
+    let (change_tx, changes) = mpsc::channel();
+    let handle = app.handle().clone();
+    let change_tx = Mutex::new(change_tx);
+    let notify: Notify = Arc::new(move |change| {
+        tell_pages(&handle, change);
+        let _ = change_tx.lock().unwrap().send(change);
+    });
     let opened = Arc::new(Mutex::new(Vec::new()));
     let picked = Arc::new(Mutex::new(None));
-    let (tx, events) = mpsc::channel();
-    app.listen_any(commands::SESSIONS_CHANGED, move |_| {
-        let _ = tx.send(());
-    });
-    let handle = app.handle().clone();
     let hooks = Hooks {
-        changed: Box::new(move || notify_changed(&handle)),
         pick_folder: {
             let picked = Arc::clone(&picked);
             Arc::new(move || Ok(picked.lock().unwrap().clone()))
@@ -51,25 +188,40 @@ fn harness() -> Harness {
     };
     let options = Options {
         shell: Shell {
-            home: home.path().to_path_buf(),
-            logs_dir: home.path().join("Library/Logs/Second Brain"),
+            home: dir.path().to_path_buf(),
+            logs_dir: data.join("logs"),
             identifier: IDENTIFIER.to_owned(),
             executable: PathBuf::from("/Applications/Second Brain.app/Contents/MacOS/second-brain"),
         },
+        env,
         tray: false,
         open_window: None,
     };
-    install(app.handle(), options, hooks).unwrap();
+    install(app.handle(), options, hooks, notify).unwrap();
+    let host = app.state::<Host>().inner().clone();
+    tauri::async_runtime::block_on(host.settled());
     Harness {
         app,
-        home,
+        dir,
+        host,
+        keychain,
         opened,
         picked,
+        changes,
         events,
+        db,
     }
 }
 
 impl Harness {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn vault(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+
     fn window(&self) -> WebviewWindow<MockRuntime> {
         windows::show(self.app.handle(), WindowKind::Sessions).unwrap()
     }
@@ -96,121 +248,412 @@ impl Harness {
             .collect()
     }
 
-    fn events_seen(&self) -> usize {
-        self.events.try_iter().count()
+    /// The chat guids in `sessions.json`, in file order.
+    fn chats_on_disk(&self) -> Vec<String> {
+        let bytes = std::fs::read(self.data().join("sessions.json")).unwrap();
+        let file: Value = serde_json::from_slice(&bytes).unwrap();
+        let mut chats: Vec<String> = file["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["chat"]["guid"].as_str().unwrap().to_owned())
+            .collect();
+        chats.sort();
+        chats
+    }
+
+    fn settings_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.data().join("settings.json")).ok()
+    }
+
+    /// Waits, on the host's change notices, until `done` holds.
+    fn wait_until(&self, what: &str, done: impl Fn(&Harness) -> bool) {
+        let deadline = Instant::now() + WITHIN;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.changes.recv_timeout(left).is_err() {
+                assert!(done(self), "timed out waiting for {what}");
+                return;
+            }
+        }
+    }
+
+    /// Waits for one `sessions-changed` event.
+    fn next_event(&self) {
+        self.events
+            .recv_timeout(WITHIN)
+            .expect("a sessions-changed event");
+    }
+
+    fn status_line(&self) -> String {
+        self.invoke("status", json!({})).unwrap()["line"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     fn menu(&self) -> tauri::State<'_, TrayMenu<MockRuntime>> {
         self.app.state::<TrayMenu<MockRuntime>>()
     }
+
+    fn settings_with_vault(&self) -> Value {
+        json!({
+            "vault_path": self.vault(),
+            "model": "claude-opus-4-1",
+            "allowed_senders": [ME],
+            "session_timeout_minutes": 60
+        })
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        tauri::async_runtime::block_on(self.host.shutdown());
+    }
 }
 
 #[test]
-fn clear_one_and_clear_all_change_the_state_and_notify() {
-    let h = harness();
+fn clear_one_and_clear_all_change_sessions_json_and_notify() {
+    let h = harness(Setup {
+        sessions: three_sessions(),
+        ..Setup::default()
+    });
     let chats = h.chats();
-    assert_eq!(chats.len(), 3);
-    assert_eq!(h.events_seen(), 0);
+    assert_eq!(
+        chats,
+        [
+            "iMessage;-;sarah@example.com",
+            "iMessage;-;+15551234567",
+            "iMessage;-;+447700900123"
+        ],
+        "most recent first"
+    );
+    let rows = h.invoke("list_sessions", json!({})).unwrap();
+    assert_eq!(rows[1]["state"], "waiting");
+    assert_eq!(rows[1]["text"], "Is that the Atlas book club? 📚");
+    assert_eq!(rows[1]["who"], ME);
+    while h.events.try_recv().is_ok() {}
 
     assert_eq!(
-        h.invoke("clear_session", json!({ "chat": chats[0] })),
+        h.invoke("clear_session", json!({ "chat": chats[2] })),
         Ok(Value::Null)
     );
-    assert_eq!(h.chats(), chats[1..].to_vec());
-    assert_eq!(h.events_seen(), 1, "one sessions-changed per change");
+    // The file says so as soon as the command returns.
+    let mut left = chats[..2].to_vec();
+    left.sort();
+    assert_eq!(h.chats_on_disk(), left);
+    assert_eq!(h.chats(), chats[..2].to_vec());
+    h.next_event();
 
     let err = h
-        .invoke("clear_session", json!({ "chat": chats[0] }))
+        .invoke("clear_session", json!({ "chat": chats[2] }))
         .unwrap_err();
-    assert_eq!(err, json!(format!("no session for chat {}", chats[0])));
-    assert_eq!(h.events_seen(), 0, "a refused clear changes nothing");
+    assert_eq!(err, json!(format!("no session for chat {}", chats[2])));
+    assert_eq!(h.chats_on_disk(), left, "a refused clear changes nothing");
 
     assert_eq!(h.invoke("clear_all_sessions", json!({})), Ok(json!(2)));
+    assert!(h.chats_on_disk().is_empty());
     assert!(h.chats().is_empty());
-    assert_eq!(h.events_seen(), 1);
+    h.next_event();
+    assert_eq!(h.invoke("clear_all_sessions", json!({})), Ok(json!(0)));
 }
 
 #[test]
-fn settings_round_trip_and_refusal_over_ipc() {
-    let h = harness();
-    let vault = h.home.path().join("Vault");
-    std::fs::create_dir(&vault).unwrap();
-    let before = h.invoke("get_settings", json!({})).unwrap();
-    assert_eq!(before["api_key_set"], json!(false));
-    assert_eq!(before["session_timeout_minutes"], json!(60));
-
-    let missing = h.home.path().join("no such vault");
-    let mut settings = json!({
-        "vault_path": missing.display().to_string(),
-        "model": "claude-opus-4-1",
-        "allowed_senders": ["+1 555 000 1111"],
-        "session_timeout_minutes": 30
+fn invalid_settings_change_nothing_on_disk() {
+    let h = harness(Setup {
+        settings: Some(|vault| {
+            json!({
+                "vault_path": vault,
+                "allowed_senders": [ME],
+                "base_url": "http://127.0.0.1:9"
+            })
+        }),
+        ..Setup::default()
     });
-    let err = h
-        .invoke("save_settings", json!({ "settings": settings }))
-        .unwrap_err();
-    assert_eq!(
-        err,
-        json!(format!(
-            "Vault folder: “{}” does not exist",
-            missing.display()
-        ))
-    );
-    assert_eq!(
-        h.invoke("get_settings", json!({})).unwrap(),
-        before,
-        "nothing half-saved"
-    );
+    let before = h.settings_bytes().unwrap();
+    let shown = h.invoke("get_settings", json!({})).unwrap();
+    assert_eq!(shown["vault_path"], json!(h.vault()));
+    assert_eq!(shown["allowed_senders"], json!([ME]));
+    assert_eq!(shown["session_timeout_minutes"], json!(60));
+    assert_eq!(shown["api_key_set"], json!(false));
 
-    settings["vault_path"] = json!(vault.display().to_string());
+    let missing = h.dir.path().join("no such vault 🧠");
+    let file = h.dir.path().join("note.md");
+    std::fs::write(&file, "x").unwrap();
+    let good = h.settings_with_vault();
+    type Edit = fn(&mut Value, &Path, &Path);
+    let cases: [(Edit, String); 6] = [
+        (
+            |s, missing, _| s["vault_path"] = json!(missing),
+            format!("Vault folder: {} does not exist", missing.display()),
+        ),
+        (
+            |s, _, file| s["vault_path"] = json!(file),
+            format!("Vault folder: {} is a file, not a folder", file.display()),
+        ),
+        (
+            |s, _, _| s["vault_path"] = json!("relative/vault"),
+            "Vault folder: relative/vault is not an absolute path".to_owned(),
+        ),
+        (
+            |s, _, _| s["model"] = json!("claude sonnet"),
+            "Model: \"claude sonnet\" is not a model name".to_owned(),
+        ),
+        (
+            |s, _, _| s["allowed_senders"] = json!([ME, "555-1234"]),
+            "Allowed senders: \"555-1234\": write phone numbers with their country code, like +1 555 123 4567".to_owned(),
+        ),
+        (
+            |s, _, _| s["session_timeout_minutes"] = json!(0),
+            "Session timeout: must be between 1 ms and 7 days".to_owned(),
+        ),
+    ];
+    for (edit, expected) in cases {
+        let mut settings = good.clone();
+        edit(&mut settings, &missing, &file);
+        let err = h
+            .invoke("save_settings", json!({ "settings": settings }))
+            .unwrap_err();
+        assert_eq!(err, json!(expected));
+        assert_eq!(
+            h.settings_bytes().unwrap(),
+            before,
+            "nothing written: {expected}"
+        );
+        assert_eq!(h.invoke("get_settings", json!({})).unwrap(), shown);
+    }
+
+    // A valid save is written whole (the API base URL the page does not edit is kept) and
+    // applied by a restarted bridge.
+    let mut settings = good.clone();
+    settings["allowed_senders"] = json!(["+1 (555) 123-4567", "Sarah@Example.COM"]);
+    settings["session_timeout_minutes"] = json!(90);
     let saved = h
         .invoke("save_settings", json!({ "settings": settings }))
         .unwrap();
-    assert_eq!(saved["allowed_senders"], json!(["+15550001111"]));
+    assert_eq!(saved["allowed_senders"], json!([ME, "sarah@example.com"]));
+    assert_eq!(saved["session_timeout_minutes"], json!(90));
     assert_eq!(saved["model"], json!("claude-opus-4-1"));
+    let on_disk: Value = serde_json::from_slice(&h.settings_bytes().unwrap()).unwrap();
+    assert_eq!(
+        on_disk,
+        json!({
+            "vault_path": h.vault(),
+            "model": "claude-opus-4-1",
+            "allowed_senders": [ME, "sarah@example.com"],
+            "session_timeout_minutes": 90,
+            "base_url": "http://127.0.0.1:9"
+        })
+    );
     assert_eq!(h.invoke("get_settings", json!({})).unwrap(), saved);
+}
+
+#[test]
+fn the_api_key_is_write_only_and_restarts_the_bridge() {
+    let h = harness(Setup::default());
+    let vault = h.vault();
+    h.invoke(
+        "save_settings",
+        json!({ "settings": h.settings_with_vault() }),
+    )
+    .unwrap();
+    h.wait_until("the bridge to ask for a key", |h| {
+        h.status_line() == "Needs setup: API key missing"
+    });
+    for bad in ["", "  ", "sk-ant key", "sk-ant\nkey", "sk\u{2028}x"] {
+        let err = h.invoke("set_api_key", json!({ "key": bad })).unwrap_err();
+        assert!(
+            err.as_str().unwrap().starts_with("API key: "),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(h.keychain.api_key(), None);
 
     assert_eq!(
-        h.invoke("set_api_key", json!({ "key": "sk-ant-xyz" })),
+        h.invoke("set_api_key", json!({ "key": " sk-ant-123 " })),
         Ok(Value::Null)
     );
-    let with_key = h.invoke("get_settings", json!({})).unwrap();
-    assert_eq!(with_key["api_key_set"], json!(true));
-    assert!(!with_key.to_string().contains("sk-ant-xyz"));
+    assert_eq!(h.keychain.api_key().as_deref(), Some("sk-ant-123"));
+    let view = h.invoke("get_settings", json!({})).unwrap();
+    assert_eq!(view["api_key_set"], json!(true));
+    assert!(!view.to_string().contains("sk-ant-123"), "{view}");
+    // The restarted bridge has the key: what it misses now is chat.db.
+    h.wait_until("the bridge to look for chat.db", |h| {
+        h.status_line() == "Needs setup: Messages is not set up (no chat.db)"
+    });
+    assert_eq!(
+        h.invoke("get_settings", json!({})).unwrap()["vault_path"],
+        json!(vault)
+    );
+
     assert_eq!(h.invoke("clear_api_key", json!({})), Ok(Value::Null));
+    assert_eq!(h.keychain.api_key(), None);
     assert_eq!(
         h.invoke("get_settings", json!({})).unwrap()["api_key_set"],
         json!(false)
     );
+    h.wait_until("the bridge to ask for a key again", |h| {
+        h.status_line() == "Needs setup: API key missing"
+    });
 }
 
 #[test]
-fn strangers_can_be_allowed() {
-    let h = harness();
-    let strangers = h.invoke("recent_strangers", json!({})).unwrap();
-    assert_eq!(strangers[0]["handle"], json!("+15559876543"));
-    let saved = h
-        .invoke("allow_sender", json!({ "handle": "+15559876543" }))
-        .unwrap();
-    assert!(
-        saved["allowed_senders"]
+fn strangers_are_listed_live_and_allowed_across_a_restart() {
+    let h = harness(Setup {
+        chat_db: true,
+        api_key: Some("sk-ant-test"),
+        settings: Some(|vault| json!({ "vault_path": vault, "allowed_senders": [ME] })),
+        ..Setup::default()
+    });
+    h.wait_until("the bridge to run", |h| {
+        h.status_line() == "Running · 0 sessions"
+    });
+    let db = h.db.as_ref().unwrap();
+    db.incoming(
+        "iMessage;-;+15559876543",
+        "+15559876543",
+        "hi, who is this? 👋",
+    );
+    db.incoming("iMessage;-;zoë@example.com", "zoë@example.com", "مرحبا");
+    h.wait_until("two strangers", |h| {
+        h.invoke("recent_strangers", json!({}))
+            .unwrap()
             .as_array()
             .unwrap()
-            .contains(&json!("+15559876543"))
-    );
+            .len()
+            == 2
+    });
     let strangers = h.invoke("recent_strangers", json!({})).unwrap();
-    assert_eq!(strangers.as_array().unwrap().len(), 1);
+    assert_eq!(strangers[0]["handle"], "zoë@example.com", "newest first");
+    assert_eq!(strangers[1]["handle"], "+15559876543");
+    assert!(strangers[0]["last_seen"].as_str().is_some());
+
+    let saved = h
+        .invoke("allow_sender", json!({ "handle": "+1 555 987 6543" }))
+        .unwrap();
+    assert_eq!(saved["allowed_senders"], json!([ME, "+15559876543"]));
+    let on_disk: Value = serde_json::from_slice(&h.settings_bytes().unwrap()).unwrap();
+    assert_eq!(on_disk["allowed_senders"], json!([ME, "+15559876543"]));
+    let left = h.invoke("recent_strangers", json!({})).unwrap();
+    assert_eq!(
+        left,
+        json!([strangers[0]]),
+        "the other stranger is kept across the restart"
+    );
+    let err = h
+        .invoke("allow_sender", json!({ "handle": "nobody" }))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        json!("Allowed senders: \"nobody\" is neither a phone number nor an email address")
+    );
+
+    // Pause and resume reach the running bridge and the tray.
+    h.wait_until("the restarted bridge to run", |h| {
+        h.status_line() == "Running · 0 sessions"
+    });
+    assert_eq!(
+        h.invoke("set_paused", json!({ "paused": true })),
+        Ok(json!({ "line": "Paused", "paused": true }))
+    );
+    tray::refresh(h.app.handle());
+    assert_eq!(h.menu().status.text().unwrap(), "Paused");
+    assert_eq!(h.menu().pause.text().unwrap(), "Resume");
+    // A text sent while paused waits in chat.db and is read on resume.
+    db.incoming("iMessage;-;+15550000001", "+15550000001", "paused?");
+    h.invoke("set_paused", json!({ "paused": false })).unwrap();
+    h.wait_until("the paused text to be read on resume", |h| {
+        h.invoke("recent_strangers", json!({}))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    tray::refresh(h.app.handle());
+    assert_eq!(h.menu().pause.text().unwrap(), "Pause");
 }
 
 #[test]
-fn folder_picker_and_settings_panes_go_through_the_hooks() {
-    let h = harness();
-    assert_eq!(h.invoke("pick_vault_folder", json!({})), Ok(Value::Null));
-    *h.picked.lock().unwrap() = Some(PathBuf::from("/Users/zoë/Obsidian/🧠 Brain"));
+fn a_configuration_that_does_not_resolve_still_opens_and_can_be_repaired() {
+    let h = harness(Setup {
+        sessions: three_sessions(),
+        settings: Some(|_| json!({ "model": "claude sonnet", "allowed_senders": [ME] })),
+        ..Setup::default()
+    });
+    let problem = "model: \"claude sonnet\" is not a model name";
+    assert_eq!(h.status_line(), format!("Needs setup: {problem}"));
+    let err = h.invoke("list_sessions", json!({})).unwrap_err();
+    assert_eq!(err, json!(format!("the bridge is not running: {problem}")));
+    let shown = h.invoke("get_settings", json!({})).unwrap();
+    assert_eq!(shown["model"], json!("claude sonnet"), "the file's values");
+    assert_eq!(shown["allowed_senders"], json!([ME]));
+    let checks = h.invoke("setup_checks", json!({})).unwrap();
+    assert_eq!(checks[0]["id"], "settings");
+    assert_eq!(checks[0]["detail"], problem);
+
+    let mut repaired = h.settings_with_vault();
+    repaired["model"] = json!("");
+    let saved = h
+        .invoke("save_settings", json!({ "settings": repaired }))
+        .unwrap();
+    assert_eq!(saved["model"], json!(bridge::anthropic::DEFAULT_MODEL));
+    assert_eq!(h.chats().len(), 3, "the sessions were kept");
+}
+
+#[test]
+fn setup_checks_and_panes_over_ipc() {
+    let h = harness(Setup {
+        probe: Some("/bin/false"),
+        ..Setup::default()
+    });
+    let checks = h.invoke("setup_checks", json!({})).unwrap();
+    let ids: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        h.invoke("pick_vault_folder", json!({})),
-        Ok(json!("/Users/zoë/Obsidian/🧠 Brain"))
+        ids,
+        [
+            "chat_db",
+            "vault",
+            "api_key",
+            "allowed_senders",
+            "automation"
+        ]
     );
+    for check in checks.as_array().unwrap() {
+        assert_eq!(check["ok"], json!(false), "{check}");
+        assert!(
+            check["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{check}"
+        );
+    }
+    assert!(
+        checks[0]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("does not exist"),
+        "{}",
+        checks[0]
+    );
+
+    let h = harness(Setup {
+        chat_db: true,
+        api_key: Some("sk-ant-1"),
+        settings: Some(|vault| json!({ "vault_path": vault, "allowed_senders": [ME] })),
+        ..Setup::default()
+    });
+    let checks = h.invoke("setup_checks", json!({})).unwrap();
+    let failing: Vec<&Value> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] != json!(true))
+        .collect();
+    assert!(failing.is_empty(), "{failing:?}");
 
     assert_eq!(
         h.invoke("open_settings_pane", json!({ "pane": "automation" })),
@@ -220,9 +663,9 @@ fn folder_picker_and_settings_panes_go_through_the_hooks() {
         h.invoke("open_settings_pane", json!({ "pane": "full_disk_access" })),
         Ok(Value::Null)
     );
-    assert!(
-        h.invoke("open_settings_pane", json!({ "pane": "camera" }))
-            .is_err()
+    assert_eq!(
+        h.invoke("open_settings_pane", json!({ "pane": "camera" })),
+        Err(json!("no System Settings pane called “camera”"))
     );
     assert_eq!(
         *h.opened.lock().unwrap(),
@@ -234,44 +677,33 @@ fn folder_picker_and_settings_panes_go_through_the_hooks() {
 }
 
 #[test]
-fn setup_checks_and_status_over_ipc() {
-    let h = harness();
-    let checks = h.invoke("setup_checks", json!({})).unwrap();
-    let ids: Vec<&str> = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+fn the_folder_picker_goes_through_the_hook() {
+    let h = harness(Setup::default());
+    assert_eq!(h.invoke("pick_vault_folder", json!({})), Ok(Value::Null));
+    *h.picked.lock().unwrap() = Some(PathBuf::from("/Users/zoë/Obsidian/🧠 Brain"));
     assert_eq!(
-        ids,
-        [
-            "full_disk_access",
-            "automation",
-            "vault",
-            "api_key",
-            "senders"
-        ]
+        h.invoke("pick_vault_folder", json!({})),
+        Ok(json!("/Users/zoë/Obsidian/🧠 Brain"))
     );
-    assert_eq!(checks[0]["pane"], json!("full_disk_access"));
-    assert_eq!(checks[3]["pane"], Value::Null);
+}
 
-    assert_eq!(
-        h.invoke("status", json!({})),
-        Ok(json!({ "line": "Needs setup: Full Disk Access", "paused": false }))
-    );
-    assert_eq!(
-        h.invoke("set_paused", json!({ "paused": true })),
-        Ok(json!({ "line": "Paused", "paused": true }))
-    );
-    assert_eq!(h.menu().status.text().unwrap(), "Paused");
-    assert_eq!(h.menu().pause.text().unwrap(), "Resume");
-    assert_eq!(h.events_seen(), 1);
+#[test]
+fn shutdown_saves_and_releases_the_data_dir() {
+    let h = harness(Setup {
+        sessions: three_sessions(),
+        ..Setup::default()
+    });
+    assert!(bridge::lock::DataDirLock::is_held(&h.data()));
+    tauri::async_runtime::block_on(h.host.shutdown());
+    assert!(!bridge::lock::DataDirLock::is_held(&h.data()));
+    assert_eq!(h.chats_on_disk().len(), 3);
+    // Stopping twice is harmless (the app's exit path may run after a Quit).
+    tauri::async_runtime::block_on(h.host.shutdown());
 }
 
 #[test]
 fn windows_are_created_on_demand_and_focused_when_open() {
-    let h = harness();
+    let h = harness(Setup::default());
     assert!(h.app.webview_windows().is_empty(), "no window at launch");
     for kind in WindowKind::ALL {
         windows::show(h.app.handle(), kind).unwrap();
@@ -290,24 +722,27 @@ fn the_e2e_switch_opens_one_window_at_launch() {
     let home = tempfile::tempdir().unwrap();
     let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
     let hooks = Hooks {
-        changed: Box::new(|| {}),
         pick_folder: Arc::new(|| Ok(None)),
         open_url: Box::new(|_| Ok(())),
     };
     let mut options = Options::from_env(IDENTIFIER).unwrap();
     options.shell.home = home.path().to_path_buf();
+    options.env.overrides.data_dir = Some(home.path().join("data"));
+    options.env.vars = Arc::new(|_| None);
+    options.env.keychain = Arc::new(MemoryKeychain::default());
     options.tray = false;
     options.open_window = Some(WindowKind::Setup);
-    install(app.handle(), options, hooks).unwrap();
+    install(app.handle(), options, hooks, Arc::new(|_| {})).unwrap();
     let labels: Vec<String> = app.webview_windows().into_keys().collect();
     assert_eq!(labels, ["setup"]);
+    tauri::async_runtime::block_on(app.state::<Host>().shutdown());
 }
 
 #[test]
 fn menu_dispatch_of_each_id() {
-    let h = harness();
+    let h = harness(Setup::default());
     let app = h.app.handle();
-    let agent = login_item::agent_path(h.home.path(), IDENTIFIER);
+    let agent = login_item::agent_path(h.dir.path(), IDENTIFIER);
 
     tray::handle(app, tray::STATUS);
     tray::handle(app, "no-such-id");
@@ -328,12 +763,15 @@ fn menu_dispatch_of_each_id() {
         );
     }
 
+    h.wait_until("the bridge to say what is missing", |h| {
+        h.status_line() == "Needs setup: no vault folder chosen"
+    });
+    tray::refresh(app);
     assert_eq!(
         h.menu().status.text().unwrap(),
-        "Needs setup: Full Disk Access"
+        "Needs setup: no vault folder chosen"
     );
     tray::handle(app, tray::PAUSE);
-    assert_eq!(h.menu().status.text().unwrap(), "Paused");
     assert_eq!(h.menu().pause.text().unwrap(), "Resume");
     assert_eq!(
         h.invoke("status", json!({})).unwrap()["paused"],
@@ -341,7 +779,10 @@ fn menu_dispatch_of_each_id() {
     );
     tray::handle(app, tray::PAUSE);
     assert_eq!(h.menu().pause.text().unwrap(), "Pause");
-    assert_eq!(h.events_seen(), 2, "pause and resume both notify the pages");
+    assert_eq!(
+        h.invoke("status", json!({})).unwrap()["paused"],
+        json!(false)
+    );
 
     assert!(!h.menu().login.is_checked().unwrap());
     tray::handle(app, tray::LOGIN);
@@ -355,16 +796,20 @@ fn menu_dispatch_of_each_id() {
     assert!(!h.menu().login.is_checked().unwrap());
     assert!(!agent.exists());
 
+    // No vault chosen: Open Vault opens nothing; once saved, it opens the vault.
+    tray::handle(app, tray::OPEN_VAULT);
+    assert!(h.opened.lock().unwrap().is_empty());
+    h.invoke(
+        "save_settings",
+        json!({ "settings": h.settings_with_vault() }),
+    )
+    .unwrap();
     tray::handle(app, tray::OPEN_VAULT);
     tray::handle(app, tray::OPEN_LOGS);
-    let vault = h.invoke("get_settings", json!({})).unwrap()["vault_path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let logs = h.home.path().join("Library/Logs/Second Brain");
+    let logs = h.data().join("logs");
     assert_eq!(
         *h.opened.lock().unwrap(),
-        [vault, logs.display().to_string()]
+        [h.vault().display().to_string(), logs.display().to_string()]
     );
     assert!(logs.is_dir(), "Open Logs creates the folder first");
 
@@ -372,6 +817,24 @@ fn menu_dispatch_of_each_id() {
     // is that the exit code it produces is never prevented.
     assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
     assert!(!keeps_running(Some(0)));
+}
+
+#[test]
+fn production_notice_refreshes_the_tray() {
+    let h = harness(Setup::default());
+    let notice = production_notify(h.app.handle());
+    h.host.set_paused(true);
+    assert_eq!(h.menu().pause.text().unwrap(), "Pause", "not refreshed yet");
+    while h.events.try_recv().is_ok() {}
+    notice(Change::Sessions);
+    h.next_event();
+    assert_eq!(
+        h.menu().pause.text().unwrap(),
+        "Pause",
+        "sessions leave the tray alone"
+    );
+    notice(Change::Status);
+    assert_eq!(h.menu().pause.text().unwrap(), "Resume");
 }
 
 #[test]
@@ -390,8 +853,14 @@ fn closing_the_last_window_never_quits() {
 
 #[test]
 fn login_check_mark_reflects_the_disk() {
-    let h = harness();
-    login_item::enable(h.home.path(), IDENTIFIER, Path::new("/bin/true")).unwrap();
+    let h = harness(Setup::default());
+    login_item::enable(h.dir.path(), IDENTIFIER, Path::new("/bin/true")).unwrap();
     tray::refresh(h.app.handle());
     assert!(h.menu().login.is_checked().unwrap());
+}
+
+#[test]
+fn the_bundle_identifier_is_the_bridge_s() {
+    let config: Value = serde_json::from_str(include_str!("../tauri.conf.json")).unwrap();
+    assert_eq!(config["identifier"], json!(bridge::config::BUNDLE_ID));
 }

@@ -2,8 +2,9 @@
 //!
 //! Invariants: every menu id is a constant below and every click goes through [`action_for`],
 //! one `match`; the status line is a disabled item whose text and the Pause/Resume and Launch
-//! at Login items are rewritten by [`refresh`] from the back end, never toggled blindly; the
-//! icon is a template image (black on transparent) so macOS tints it for light and dark.
+//! at Login items are rewritten by [`refresh`] from the host (on every status change of the
+//! bridge, never polled), never toggled blindly; the icon is a template image (black on
+//! transparent) so macOS tints it for light and dark.
 
 use std::path::Path;
 
@@ -12,7 +13,8 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
-use crate::commands::{Backend, Hooks};
+use crate::commands::Hooks;
+use crate::host::Host;
 use crate::windows::{self, WindowKind};
 use crate::{Shell, login_item};
 
@@ -140,16 +142,16 @@ pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
         .build(app)
 }
 
-/// Rewrites the status line, Pause/Resume and the Launch at Login check from the back end.
+/// Rewrites the status line, Pause/Resume and the Launch at Login check from the host.
 pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
-    let (Some(menu), Some(backend), Some(shell)) = (
+    let (Some(menu), Some(host), Some(shell)) = (
         app.try_state::<TrayMenu<R>>(),
-        app.try_state::<Backend>(),
+        app.try_state::<Host>(),
         app.try_state::<Shell>(),
     ) else {
         return;
     };
-    let status = backend.status();
+    let status = host.status();
     let pause_text = if status.paused { "Resume" } else { "Pause" };
     let login = login_item::is_enabled(&shell.home, &shell.identifier);
     let result = menu
@@ -183,9 +185,10 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
             windows::show(app, kind)?;
         }
         MenuAction::TogglePause => {
-            let backend = app.state::<Backend>();
-            backend.set_paused(!backend.status().paused);
-            changed(app);
+            let host = app.state::<Host>();
+            host.set_paused(!host.status().paused);
+            // The host's change notice refreshes the tray too; this makes it immediate.
+            refresh(app);
         }
         MenuAction::ToggleLogin => {
             let shell = app.state::<Shell>();
@@ -197,8 +200,11 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
             refresh(app);
         }
         MenuAction::OpenVault => {
-            let vault = app.state::<Backend>().settings().settings.vault_path;
-            open(app, Path::new(&vault))?;
+            let vault = app
+                .state::<Host>()
+                .vault()
+                .ok_or_else(|| anyhow::anyhow!("no vault folder chosen yet"))?;
+            open(app, &vault)?;
         }
         MenuAction::OpenLogs => {
             let logs = app.state::<Shell>().logs_dir.clone();
@@ -211,10 +217,6 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
         }
     }
     Ok(())
-}
-
-fn changed<R: Runtime>(app: &AppHandle<R>) {
-    (app.state::<Hooks>().changed)();
 }
 
 fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {

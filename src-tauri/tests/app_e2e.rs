@@ -1,5 +1,12 @@
-//! Real-window end-to-end test: the built app in a real WebKitGTK window, driven through
-//! `tauri-driver` (which fronts `WebKitWebDriver`) with a tiny W3C WebDriver client.
+//! Real-window end-to-end test: the built app, running the real bridge, in a real WebKitGTK
+//! window driven through `tauri-driver` (which fronts `WebKitWebDriver`) with a tiny W3C
+//! WebDriver client.
+//!
+//! Each scenario builds a [`World`] from the bridge's own test fakes (`tests/util/`, through
+//! `#[path]`): a fixture chat.db, a vault folder, a data folder, the strict fake Anthropic
+//! server on `127.0.0.1:0` (in this test's tokio runtime) and the fake `osascript` first on
+//! `PATH`; the app gets them through the bridge's environment variables. Assertions look at
+//! the page and at the effects on disk (`sessions.json`, `settings.json`, osascript's argv).
 //!
 //! Needs an X display and a D-Bus session: run it through `scripts/app-e2e.sh`, which wraps it
 //! in `dbus-run-session -- xvfb-run -a`. It is `test = false` in `Cargo.toml`, so a plain
@@ -7,8 +14,9 @@
 //!
 //! Each scenario starts its own `tauri-driver` on free ports with `SECOND_BRAIN_OPEN_WINDOW`
 //! naming the window to open and `HOME` pointing at a fresh temporary folder, and stops it with
-//! SIGTERM (SIGKILL would leave `WebKitWebDriver` holding its port). Waiting is done inside
-//! the page (`execute/async` resolving when a condition holds), not by sleeping in the test.
+//! SIGTERM (SIGKILL would leave `WebKitWebDriver` holding its port); the app gets SIGTERM too,
+//! which it answers by draining and saving. Waiting is done inside the page (`execute/async`
+//! resolving when a condition holds) or on file events, not by sleeping in the test.
 //! Screenshots of each page go to `<target dir>/e2e-screenshots/`.
 
 use std::net::TcpListener;
@@ -17,7 +25,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bridge::chatdb::Chat;
+use bridge::sessions::{Session as Conversation, SessionState};
 use serde_json::{Value, json};
+
+#[allow(dead_code)]
+#[path = "../../tests/util/anthropic.rs"]
+mod anthropic;
+#[allow(dead_code)]
+#[path = "../../tests/util/chatdb.rs"]
+mod chatdb;
+#[path = "../../tests/util/osascript.rs"]
+mod osascript;
+
+use anthropic::{FakeAnthropic, Reply};
+use chatdb::FixtureDb;
+use osascript::FakeOsascript;
 
 /// The W3C key under which an element reference is returned.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -32,7 +55,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(window: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
+    fn start(window: &str, extra_env: &[(String, String)]) -> Result<Self> {
         let home = tempfile::tempdir().map_err(|e| format!("temp home: {e}"))?;
         let port = free_port()?;
         let native_port = free_port()?;
@@ -63,7 +86,7 @@ impl Driver {
             .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
             .env("WEBKIT_SKIA_ENABLE_CPU_RENDERING", "1")
             .env("GTK_USE_PORTAL", "0")
-            .envs(extra_env.iter().copied())
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", program.display()))?;
@@ -262,6 +285,20 @@ impl<'d> Session<'d> {
             .ok_or_else(|| format!("{css} text: {value}"))
     }
 
+    /// The `textContent` of the first element matching `css`. WebDriver's element text is
+    /// the rendered text, which WebKit reports empty for a line-clamped box.
+    fn content(&self, css: &str) -> Result<String> {
+        self.find(css)?;
+        let value = self.execute(
+            "return document.querySelector(arguments[0]).textContent;",
+            json!([css]),
+        )?;
+        value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{css} textContent: {value}"))
+    }
+
     fn type_into(&self, css: &str, text: &str) -> Result<()> {
         let element = self.find(css)?;
         self.post(&format!("/element/{element}/clear"), json!({}))?;
@@ -367,22 +404,210 @@ fn screenshot_dir() -> PathBuf {
     target.join("e2e-screenshots")
 }
 
+/// The allowed sender of every world, and their direct chat.
+const ME: &str = "+15551234567";
+const ME_CHAT: &str = "iMessage;-;+15551234567";
+/// The API key the fake Anthropic server expects.
+const API_KEY: &str = "sk-ant-e2e-key";
+/// What the fake model asks about every text.
+const QUESTION: &str = "Is “Ana dinner” a plan for this Friday or a recurring one? 🍝";
+
+/// How the allowed senders reach the app.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Senders {
+    /// `ALLOWED_SENDERS` and `VAULT_PATH` in the environment (the service's way).
+    Environment,
+    /// Only `settings.json` (the app's way; the Settings page can change them).
+    SettingsFile,
+}
+
+/// A temporary world for one app launch: folders, fixture chat.db and fakes.
+struct World {
+    dir: tempfile::TempDir,
+    db: FixtureDb,
+    api: FakeAnthropic,
+    osascript: FakeOsascript,
+    /// Runs the fake server; declared last so that it outlives it.
+    runtime: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new(responder: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> World {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        for sub in ["vault", "data", "Messages"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("the world's folders");
+        }
+        let db = FixtureDb::create(&dir.path().join("Messages/chat.db"));
+        db.chat(ME_CHAT, ME, false);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the fake server");
+        let api = {
+            let _inside = runtime.enter();
+            FakeAnthropic::start(API_KEY, responder)
+        };
+        let osascript = FakeOsascript::install(&dir.path().join("osascript"));
+        World {
+            dir,
+            db,
+            api,
+            osascript,
+            runtime,
+        }
+    }
+
+    fn vault(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The app's environment in this world.
+    fn env(&self, senders: Senders) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "SECOND_BRAIN_DATA_DIR".to_owned(),
+                path_text(&self.data_dir()),
+            ),
+            ("CHAT_DB_PATH".to_owned(), path_text(self.db.path())),
+            ("ANTHROPIC_BASE_URL".to_owned(), self.api.base_url()),
+            ("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned()),
+            (
+                "LOG_LEVEL".to_owned(),
+                "info,bridge=debug,second_brain=debug".to_owned(),
+            ),
+        ];
+        if senders == Senders::Environment {
+            env.push(("VAULT_PATH".to_owned(), path_text(&self.vault())));
+            env.push(("ALLOWED_SENDERS".to_owned(), ME.to_owned()));
+        }
+        env.extend(self.osascript.env());
+        env
+    }
+
+    /// Writes `sessions.json` in the bridge's own format.
+    fn write_sessions(&self, sessions: &[Conversation]) {
+        let file = json!({ "version": bridge::sessions::FILE_VERSION, "sessions": sessions });
+        std::fs::write(self.data_dir().join("sessions.json"), file.to_string())
+            .expect("write sessions.json");
+    }
+
+    /// The chat guids in `sessions.json`, sorted.
+    fn chats_on_disk(&self) -> Vec<String> {
+        let bytes = std::fs::read(self.data_dir().join("sessions.json")).expect("sessions.json");
+        let file: Value = serde_json::from_slice(&bytes).expect("sessions.json is JSON");
+        let mut chats: Vec<String> = file["sessions"]
+            .as_array()
+            .expect("a sessions array")
+            .iter()
+            .filter_map(|s| s["chat"]["guid"].as_str().map(str::to_owned))
+            .collect();
+        chats.sort();
+        chats
+    }
+
+    fn settings_file(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.data_dir().join("settings.json")).ok()
+    }
+
+    /// Waits, on file events in the data folder, until the bridge's `status.json` says it is
+    /// reading chat.db.
+    fn wait_until_running(&self) -> Result<()> {
+        let status = self.data_dir().join("status.json");
+        wait_for_file_event(&self.data_dir(), Duration::from_secs(20), || {
+            std::fs::read(&status)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .is_some_and(|s| s["state"] == "running")
+        })
+        .map_err(|()| format!("the bridge did not report running in {}", status.display()))
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_str().expect("temporary paths are UTF-8").to_owned()
+}
+
+/// Returns once `done` holds, checking it again on every file event in `dir`.
+fn wait_for_file_event(
+    dir: &Path,
+    within: Duration,
+    done: impl Fn() -> bool,
+) -> std::result::Result<(), ()> {
+    use notify::Watcher as _;
+    let (tx, events) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .map_err(drop)?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(drop)?;
+    // Whatever happened before the watch started is seen by this first look.
+    let deadline = Instant::now() + within;
+    while !done() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if events.recv_timeout(left).is_err() {
+            return if done() { Ok(()) } else { Err(()) };
+        }
+    }
+    Ok(())
+}
+
+fn session(
+    chat: &str,
+    sender: &str,
+    state: SessionState,
+    minutes_ago: i64,
+    count: u32,
+) -> Conversation {
+    let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let chat = Chat {
+        guid: chat.to_owned(),
+        identifier: sender.to_owned(),
+        is_group: false,
+    };
+    let mut session = Conversation::new(chat, sender.to_owned(), at);
+    session.state = state;
+    session.message_count = count;
+    session
+}
+
+/// Three recent sessions, one in each state.
+fn three_sessions() -> Vec<Conversation> {
+    let mut waiting = session(ME_CHAT, ME, SessionState::Waiting, 2, 3);
+    waiting.pending_input = Some("atlas notes".to_owned());
+    waiting.question = Some("Is “Atlas” the client project or the book you mentioned?".to_owned());
+    let mut working = session(
+        "iMessage;-;sarah@example.com",
+        "sarah@example.com",
+        SessionState::Working,
+        0,
+        1,
+    );
+    working.pending_input = Some("remind me to send the Q3 deck to Omar before Friday".to_owned());
+    let idle = session(
+        "iMessage;-;+447700900123",
+        "+447700900123",
+        SessionState::Idle,
+        48,
+        5,
+    );
+    vec![waiting, working, idle]
+}
+
 /// One app at a time: they share the D-Bus session, where the single-instance lock lives.
 static ONE_APP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run(scenario: impl FnOnce(&Session<'_>) -> Result<()>, window: &str) {
-    run_with(scenario, window, &[]);
-}
-
-fn run_with(
-    scenario: impl FnOnce(&Session<'_>) -> Result<()>,
-    window: &str,
-    extra_env: &[(&str, &str)],
-) {
+fn run(scenario: impl FnOnce(&Session<'_>) -> Result<()>, window: &str, env: &[(String, String)]) {
     let _one = ONE_APP
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let driver = Driver::start(window, extra_env).unwrap_or_else(|e| panic!("{e}"));
+    let driver = Driver::start(window, env).unwrap_or_else(|e| panic!("{e}"));
     let session = Session::new(&driver).unwrap_or_else(|e| panic!("new session: {e}"));
     if let Err(err) = scenario(&session) {
         let _ = session.screenshot(&format!("{window}-failure"));
@@ -390,26 +615,47 @@ fn run_with(
     }
 }
 
+fn rows_are(n: usize) -> String {
+    format!("document.querySelectorAll('[data-test=session-row]').length === {n}")
+}
+
 #[test]
-fn sessions_page_clear_one_then_all() {
+fn sessions_page_lists_clears_and_shows_a_new_question_live() {
+    let world = World::new(anthropic::clarify_flow(QUESTION));
+    world.write_sessions(&three_sessions());
     run(
         |s| {
-            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 3")?;
-            assert_eq!(s.count("[data-test=session-row]")?, 3);
+            s.wait_until(&rows_are(3))?;
             assert_eq!(s.text("#session-count")?, "3 conversations active");
-            let waiting =
-                s.text("[data-test=session-row][data-state=waiting] [data-test=state]")?;
-            assert_eq!(waiting, "Waiting for your answer");
-            let status = s.text("#status-text")?;
-            assert!(status.starts_with("Needs setup:"), "status line: {status}");
+            let waiting = "[data-test=session-row][data-state=waiting]";
+            assert_eq!(
+                s.text(&format!("{waiting} [data-test=state]"))?,
+                "Waiting for your answer"
+            );
+            assert_eq!(
+                s.content(&format!("{waiting} [data-test=text]"))?,
+                "Is “Atlas” the client project or the book you mentioned?"
+            );
+            assert_eq!(
+                s.text(&format!("{waiting} [data-test=message-count]"))?,
+                "3 messages"
+            );
+            s.wait_until(
+                "document.getElementById('status-text').textContent === 'Running · 3 sessions'",
+            )?;
             s.screenshot("sessions")?;
 
-            // Clear the idle one.
+            // Clear the idle one: the row goes, and so does its entry in sessions.json.
             let idle = "[data-test=session-row][data-chat='iMessage;-;+447700900123']";
             s.click(&format!("{idle} [data-test=clear-session]"))?;
-            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 2")?;
+            s.wait_until(&rows_are(2))?;
             assert_eq!(s.count(idle)?, 0, "the cleared row is gone");
             assert_eq!(s.text("#session-count")?, "2 conversations active");
+            assert_eq!(
+                world.chats_on_disk(),
+                [ME_CHAT, "iMessage;-;sarah@example.com"],
+                "sessions.json has the other two"
+            );
 
             // Clear all asks first, in the page; Cancel keeps everything.
             s.click("#clear-all")?;
@@ -422,75 +668,124 @@ fn sessions_page_clear_one_then_all() {
             s.click("#cancel-clear-all")?;
             s.wait_until("document.getElementById('confirm-bar').hidden")?;
             assert_eq!(s.count("[data-test=session-row]")?, 2);
+            assert_eq!(world.chats_on_disk().len(), 2);
 
             s.click("#clear-all")?;
             s.click("#confirm-clear-all")?;
             s.wait_until("!document.getElementById('empty-state').hidden")?;
             assert_eq!(s.count("[data-test=session-row]")?, 0);
             assert_eq!(s.text("#empty-state h2")?, "No active conversations");
+            assert!(world.chats_on_disk().is_empty(), "sessions.json is empty");
+            s.wait_until(
+                "document.getElementById('status-text').textContent === 'Running · 0 sessions'",
+            )?;
             s.screenshot("sessions-empty")?;
 
-            // The list is really empty in the app, not only on the page: reload and look again.
-            s.execute("location.reload(); return true;", json!([]))?;
-            s.wait_until("document.readyState === 'complete' && !document.getElementById('empty-state').hidden")?;
-            assert_eq!(s.count("[data-test=session-row]")?, 0);
+            // A new text whose run asks a question appears without a reload.
+            s.execute("window.e2eSamePage = true; return true;", json!([]))?;
+            world.db.incoming(ME_CHAT, ME, "dinner with Ana");
+            s.wait_until(&format!(
+                "document.querySelectorAll('{waiting}').length === 1"
+            ))?;
+            assert_eq!(s.content(&format!("{waiting} [data-test=text]"))?, QUESTION);
+            assert_eq!(s.content(&format!("{waiting} [data-test=who]"))?, ME);
+            assert_eq!(
+                s.execute("return window.e2eSamePage === true;", json!([]))?,
+                json!(true),
+                "the page was not reloaded"
+            );
+            let calls = world
+                .runtime
+                .block_on(world.osascript.wait_for_calls(1, Duration::from_secs(20)));
+            assert_eq!(
+                (calls[0].target.as_str(), calls[0].text.as_str()),
+                (ME_CHAT, QUESTION)
+            );
+            assert!(
+                world.api.violations().is_empty(),
+                "{:?}",
+                world.api.violations()
+            );
+            s.wait_until(
+                "document.getElementById('status-text').textContent === 'Running · 1 session'",
+            )?;
+            s.screenshot("sessions-new-question")?;
             Ok(())
         },
         "sessions",
+        &world.env(Senders::Environment),
     );
 }
 
 #[test]
-fn settings_page_refuses_an_invalid_vault() {
+fn settings_page_refuses_an_invalid_vault_and_allows_a_stranger() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let settings = json!({
+        "vault_path": world.vault(),
+        "model": "claude-opus-4-1",
+        "allowed_senders": [ME],
+        "session_timeout_minutes": 45
+    });
+    std::fs::write(world.data_dir().join("settings.json"), settings.to_string())
+        .expect("write settings.json");
+    let stranger = "+15559876543";
     run(
         |s| {
             s.wait_until("document.getElementById('model').value !== ''")?;
+            let field = |id: &str| {
+                s.execute(
+                    "return document.getElementById(arguments[0]).value;",
+                    json!([id]),
+                )
+            };
+            assert_eq!(field("model")?, "claude-opus-4-1");
+            assert_eq!(field("timeout")?, "45");
+            assert_eq!(field("vault-path")?, json!(path_text(&world.vault())));
+            assert_eq!(s.count("[data-test=sender]")?, 1);
             assert_eq!(
-                s.execute("return document.getElementById('model').value;", json!([]))?,
-                "claude-sonnet-4-5"
+                s.text("#key-state-text")?,
+                "Key set",
+                "ANTHROPIC_API_KEY counts"
             );
-            assert_eq!(s.count("[data-test=sender]")?, 2);
-            assert_eq!(s.text("#key-state-text")?, "No key stored");
             s.screenshot("settings")?;
 
+            let before = world.settings_file();
             s.type_into("#vault-path", "/no/such/vault")?;
             s.click("#save")?;
             s.wait_until("document.getElementById('form-error').textContent !== ''")?;
             assert_eq!(
                 s.text("#form-error")?,
-                "Vault folder: “/no/such/vault” does not exist"
+                "Vault folder: /no/such/vault does not exist"
             );
             let invalid = s.execute(
                 "return document.getElementById('vault-path').classList.contains('invalid');",
                 json!([]),
             )?;
             assert_eq!(invalid, json!(true), "the vault field is marked");
+            assert_eq!(world.settings_file(), before, "settings.json is unchanged");
             s.screenshot("settings-invalid-vault")?;
 
             // Nothing was half-saved: Revert reloads what the app holds.
             s.click("#revert")?;
             s.wait_until("document.getElementById('vault-path').value !== '/no/such/vault'")?;
-            let vault = s.execute(
-                "return document.getElementById('vault-path').value;",
-                json!([]),
-            )?;
-            assert!(
-                vault
-                    .as_str()
-                    .is_some_and(|v| v.ends_with("/Documents/Second Brain")),
-                "{vault}"
-            );
+            assert_eq!(field("vault-path")?, json!(path_text(&world.vault())));
 
-            // The API key is set, never shown back.
-            s.type_into("#api-key", "sk-ant-e2e")?;
-            s.click("#set-key")?;
-            s.wait_until("document.getElementById('key-state').dataset.set === 'true'")?;
-            assert_eq!(s.text("#set-key")?, "Replace");
-            let field = s.execute(
-                "return document.getElementById('api-key').value;",
-                json!([]),
-            )?;
-            assert_eq!(field, json!(""));
+            // A stranger texts while the window is open: listed live, then allowed.
+            world.wait_until_running()?;
+            world
+                .db
+                .incoming("iMessage;-;+15559876543", stranger, "hi, is this Sam?");
+            let listed = format!("[data-test=stranger][data-handle='{stranger}']");
+            s.wait_until(&format!("document.querySelector(\"{listed}\") !== null"))?;
+            s.screenshot("settings-stranger")?;
+            s.click(&format!("{listed} [data-test=allow-stranger]"))?;
+            s.wait_until(&format!(
+                "document.querySelector(\"[data-test=sender][data-handle='{stranger}']\") !== null"
+            ))?;
+            let saved: Value = serde_json::from_slice(&world.settings_file().unwrap_or_default())
+                .map_err(|e| format!("settings.json: {e}"))?;
+            assert_eq!(saved["allowed_senders"], json!([ME, stranger]));
+            s.wait_until("document.getElementById('strangers').hidden")?;
 
             // Capabilities: the settings window may not call the sessions window's commands.
             let denied = s.post(
@@ -507,41 +802,65 @@ fn settings_page_refuses_an_invalid_vault() {
             Ok(())
         },
         "settings",
+        &world.env(Senders::SettingsFile),
     );
 }
 
 #[test]
-fn setup_page_lists_the_checks() {
+fn setup_page_lists_the_checks_and_rechecks_on_focus() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    // Nobody allowed, and Messages refuses Apple Events (the Automation permission).
+    world.osascript.fail_always(
+        1,
+        "0:40: execution error: Not authorized to send Apple events to Messages. (-1743)",
+    );
+    let mut env = world.env(Senders::SettingsFile);
+    env.push(("VAULT_PATH".to_owned(), path_text(&world.vault())));
     run(
         |s| {
             s.wait_until("document.querySelectorAll('[data-test=check]').length === 5")?;
-            let fda = "[data-test=check][data-id=full_disk_access]";
-            assert_eq!(
+            let ok = |id: &str| {
                 s.execute(
-                    &format!("return document.querySelector('{fda}').dataset.ok;"),
-                    json!([])
-                )?,
-                "false"
-            );
+                    "return document.querySelector(`[data-test=check][data-id=${arguments[0]}]`).dataset.ok;",
+                    json!([id]),
+                )
+            };
+            for id in ["chat_db", "vault", "api_key"] {
+                assert_eq!(ok(id)?, "true", "{id}");
+            }
+            assert_eq!(ok("allowed_senders")?, "false");
+            assert_eq!(ok("automation")?, "false");
+            let automation = "[data-test=check][data-id=automation]";
             assert_eq!(
-                s.text(&format!("{fda} [data-test=open-pane]"))?,
-                "Open Full Disk Access"
+                s.text(&format!("{automation} [data-test=open-pane]"))?,
+                "Open Automation"
             );
             assert_eq!(
                 s.count("[data-test=open-pane]")?,
-                2,
-                "FDA and Automation offer a pane"
+                1,
+                "only Automation has a pane"
             );
-            assert_eq!(s.text("#summary")?, "1 of 5 ready");
+            assert_eq!(s.text("#summary")?, "3 of 5 ready");
             s.screenshot("setup")?;
+
+            // Coming back from System Settings (a focus event) checks again.
+            world.osascript.succeed();
+            s.execute(
+                "window.dispatchEvent(new Event('focus')); return true;",
+                json!([]),
+            )?;
+            s.wait_until("document.getElementById('summary').textContent === '4 of 5 ready'")?;
+            assert_eq!(ok("automation")?, "true");
             Ok(())
         },
         "setup",
+        &env,
     );
 }
 
 #[test]
 fn a_second_launch_opens_the_sessions_window_of_the_first() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
     run(
         |s| {
             s.wait_until("document.querySelectorAll('[data-test=check]').length === 5")?;
@@ -556,6 +875,7 @@ fn a_second_launch_opens_the_sessions_window_of_the_first() {
             let home = tempfile::tempdir().map_err(|e| e.to_string())?;
             let second = Command::new(env!("CARGO_BIN_EXE_second-brain"))
                 .env("HOME", home.path())
+                .env("SECOND_BRAIN_DATA_DIR", home.path().join("data"))
                 .env_remove("SECOND_BRAIN_OPEN_WINDOW")
                 .stdin(Stdio::null())
                 .status()
@@ -563,6 +883,10 @@ fn a_second_launch_opens_the_sessions_window_of_the_first() {
             assert!(
                 second.success(),
                 "the second instance hands over and exits: {second}"
+            );
+            assert!(
+                !home.path().join("data/bridge.lock").exists(),
+                "the second instance started no bridge"
             );
 
             // The first instance opens its sessions window: a second browsing context appears.
@@ -588,7 +912,7 @@ fn a_second_launch_opens_the_sessions_window_of_the_first() {
                 .ok_or("no new window handle")?
                 .clone();
             s.post("/window", json!({ "handle": new }))?;
-            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 3")?;
+            s.wait_until("!document.getElementById('empty-state').hidden")?;
             assert_eq!(
                 s.execute("return document.title;", json!([]))?,
                 "Sessions — Second Brain"
@@ -596,14 +920,19 @@ fn a_second_launch_opens_the_sessions_window_of_the_first() {
             Ok(())
         },
         "setup",
+        &world.env(Senders::Environment),
     );
 }
 
 #[test]
 fn pages_follow_the_dark_appearance() {
-    run_with(
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    world.write_sessions(&three_sessions());
+    let mut env = world.env(Senders::Environment);
+    env.push(("GTK_THEME".to_owned(), "Adwaita:dark".to_owned()));
+    run(
         |s| {
-            s.wait_until("document.querySelectorAll('[data-test=session-row]').length === 3")?;
+            s.wait_until(&rows_are(3))?;
             let dark = s.execute(
                 "return [matchMedia('(prefers-color-scheme: dark)').matches,
                          getComputedStyle(document.body).backgroundColor];",
@@ -614,10 +943,51 @@ fn pages_follow_the_dark_appearance() {
                 json!([true, "rgb(30, 30, 30)"]),
                 "dark window background"
             );
+            s.wait_until(
+                "document.getElementById('status-text').textContent.startsWith('Running')",
+            )?;
             s.screenshot("sessions-dark")?;
             Ok(())
         },
         "sessions",
-        &[("GTK_THEME", "Adwaita:dark")],
+        &env,
     );
+}
+
+#[test]
+fn sigterm_stops_intake_saves_and_exits_cleanly() {
+    let _one = ONE_APP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    world.write_sessions(&three_sessions());
+    let home = tempfile::tempdir().expect("a temporary home");
+    let mut app = Command::new(env!("CARGO_BIN_EXE_second-brain"))
+        .envs(world.env(Senders::Environment))
+        .env("HOME", home.path())
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env_remove("SECOND_BRAIN_OPEN_WINDOW")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the app");
+    let running = world.wait_until_running();
+    terminate(app.id());
+    let exited = exits_within(app.id(), Duration::from_secs(20));
+    let status = app.wait().expect("reap the app");
+    running.unwrap_or_else(|e| panic!("{e}"));
+    assert!(exited, "the app did not exit within 20 s of SIGTERM");
+    assert!(
+        status.success(),
+        "SIGTERM is a clean quit, not a kill: {status}"
+    );
+
+    // The bridge went through its stop (a killed app would have left "running" behind),
+    // let go of the data folder and kept the sessions.
+    let data = world.data_dir();
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(data.join("status.json")).expect("status.json"))
+            .expect("status.json is JSON");
+    assert_eq!(last["state"], "stopping", "{last}");
+    assert!(!bridge::lock::DataDirLock::is_held(&data));
+    assert_eq!(world.chats_on_disk().len(), 3);
 }
