@@ -8,6 +8,12 @@
 //! changes to those three files wake the caller (not opens or reads, not other files); when
 //! the directory cannot be watched the watcher works by poll alone, logs that once, and tries
 //! again at every poll tick.
+//!
+//! A file event can come a moment *before* the commit it belongs to is visible: SQLite
+//! writes the WAL frames (an event), then publishes the commit in the memory-mapped `-shm`
+//! index (no event). So every file event is followed by a few short echo wake-ups
+//! ([`ECHOES`] after it) that read again once the commit is visible, instead of leaving that
+//! text to the poll.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -19,6 +25,13 @@ use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
+
+/// Wake-ups after a file event, measured from it, for commits that become visible late.
+pub const ECHOES: [Duration; 3] = [
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+    Duration::from_millis(80),
+];
 
 /// The shortest poll interval (a zero interval is not a timer).
 const MIN_POLL: Duration = Duration::from_millis(1);
@@ -39,6 +52,8 @@ pub struct Watcher {
     fs_watcher: Option<RecommendedWatcher>,
     /// Whether a failure to watch has been logged since the last success.
     warned: bool,
+    /// The last file event and how many of its [`ECHOES`] were given.
+    echo: Option<(Instant, usize)>,
 }
 
 /// The file names that concern the database.
@@ -113,6 +128,7 @@ impl Watcher {
             rx,
             fs_watcher: None,
             warned: false,
+            echo: None,
         };
         watcher.try_watch();
         watcher
@@ -132,8 +148,26 @@ impl Watcher {
             interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
             interval
         });
+        let next_echo = self
+            .echo
+            .and_then(|(event, given)| ECHOES.get(given).map(|after| (event + *after, given)));
+        let echo = async {
+            match next_echo {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let ticked = tokio::select! {
-            _ = self.rx.recv() => false,
+            _ = self.rx.recv() => {
+                self.echo = Some((Instant::now(), 0));
+                false
+            }
+            _ = echo => {
+                if let Some((event, given)) = next_echo.and(self.echo) {
+                    self.echo = Some((event, given + 1));
+                }
+                false
+            }
             _ = interval.tick() => true,
         };
         if ticked && self.fs_watcher.is_none() {
@@ -286,11 +320,30 @@ mod tests {
             );
         }
         assert_wakes(&mut watcher, "a burst").await;
-        // Whatever was still queued is at most one more wake-up, then quiet.
-        let _ = timeout(QUIET, watcher.changed()).await;
+        // Then at most one more queued wake-up and the echoes, then quiet.
+        let mut more = 0;
+        while timeout(QUIET, watcher.changed()).await.is_ok() {
+            more += 1;
+            assert!(more <= 3 * (ECHOES.len() + 1), "keeps waking with no change");
+        }
+    }
+
+    /// A commit can become visible after its file event (SQLite publishes it in the mapped
+    /// `-shm`, which raises no event), so each event is followed by the echoes.
+    #[tokio::test]
+    async fn a_file_event_is_followed_by_its_echoes_then_quiet() {
+        let (dir, db) = messages_dir();
+        let mut watcher = Watcher::new(&db, LONG_POLL);
+        append(&dir.path().join("chat.db-wal"), b"frame");
+        assert_wakes(&mut watcher, "a WAL write").await;
+        let start = Instant::now();
+        for _ in ECHOES {
+            assert_wakes(&mut watcher, "an echo").await;
+        }
+        assert!(start.elapsed() >= ECHOES[ECHOES.len() - 1] - ECHOES[0]);
         assert!(
             timeout(QUIET, watcher.changed()).await.is_err(),
-            "woke again with no change"
+            "woke after the echoes with no change"
         );
     }
 
