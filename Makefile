@@ -14,7 +14,7 @@ APT_PACKAGES := build-essential pkg-config curl libssl-dev libwebkit2gtk-4.1-dev
 	libayatana-appindicator3-dev librsvg2-dev libxdo-dev xvfb xauth webkit2gtk-driver dbus \
 	dbus-x11 sqlite3
 
-.PHONY: deps rust-deps test test-rust lint run run-bridge bench check-macos clean-state
+.PHONY: deps rust-deps test test-rust lint run run-bridge bench bench-deps check-macos clean-state
 
 deps: rust-deps
 ifeq ($(shell uname),Linux)
@@ -46,8 +46,22 @@ run: deps
 run-bridge: rust-deps
 	$(CARGO) run --release --locked -p second-brain-bridge -- run
 
-bench: deps
-	$(CARGO) run --release --locked -p second-brain-bridge --example bench
+# The micro-benchmarks run first and leave their rows in $(TARGET_DIR)/bench/micro.json; the
+# end-to-end driver then times the release binary from outside, prints the one table and writes
+# it to $(TARGET_DIR)/bench/results.json (and results.md). The app is not built here.
+bench: rust-deps bench-deps
+	@rm -f "$(TARGET_DIR)/bench/micro.json"
+	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench e2e --no-run
+	CRITERION_HOME="$(TARGET_DIR)/criterion" $(CARGO) bench --locked -p second-brain-bridge --bench micro
+	$(CARGO) bench --locked -p second-brain-bridge --bench e2e
+
+# strace lets the benchmark list every process the bridge starts (it samples /proc without it).
+bench-deps:
+ifeq ($(shell uname),Linux)
+	@command -v strace >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq strace >/dev/null; } || \
+		echo "strace could not be installed; processes will be sampled from /proc instead"
+endif
 
 check-macos:
 	@if rustup target add aarch64-apple-darwin >/dev/null 2>&1; then \
