@@ -64,8 +64,9 @@ const CENSUS: usize = 5;
 const POLL_SECS: f64 = 1.5;
 /// How long one wait for replies may take.
 const WAIT: Duration = Duration::from_secs(60);
-/// The log filter: production's `info`, plus the intake's `claimed` line (one per batch).
-const LOG_LEVEL: &str = "info,bridge::intake=debug";
+/// The log filter: production's `info`, plus the intake's `claimed` line (one per batch) and
+/// the reader's note of a row read before its chat join.
+const LOG_LEVEL: &str = "info,bridge::intake=debug,bridge::chatdb=debug";
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
@@ -296,6 +297,7 @@ struct Pattern {
 async fn full_run() {
     let hz = clock_ticks();
     let load_before = load_average();
+    let pressure_before = (pressure("cpu"), pressure("io"), Instant::now());
     let world = new_world().await;
     let env = bridge_env();
     let env = env_refs(&env);
@@ -456,12 +458,16 @@ async fn full_run() {
 
     let detect = Summary::of(&detect_ms).expect("every text reached the API");
     let prompt = detect_ms.iter().filter(|ms| **ms <= 100.0).count();
+    let early_reads = log
+        .lines()
+        .filter(|l| l.contains("no chat join yet"))
+        .count();
     rows.push(
         Row::new(
             format!("detection ≤ insert → first API request (n={})", detect.n),
             format!(
                 "p50 {} · p95 {} · max {}; {prompt} of {} within 100 ms, the rest found by the \
-                 {POLL_SECS} s poll",
+                 {POLL_SECS} s poll; {early_reads} reads saw a message row before its chat join",
                 support::ms(detect.p50),
                 support::ms(detect.p95),
                 support::ms(detect.max),
@@ -469,6 +475,7 @@ async fn full_run() {
             ),
         )
         .num("within_100ms", prompt as f64)
+        .num("reads_before_chat_join", early_reads as f64)
         .target("p95 ≤ 20 ms", detect.p95 <= 20.0)
         .original("414 ms p50")
         .num("p50_ms", detect.p50)
@@ -563,11 +570,17 @@ async fn full_run() {
             Row::new(
                 format!("  fsync per capture (strace -T, {} captures)", c.captures),
                 format!(
-                    "{per:.1} calls, {} waited in them ({} per call)",
+                    "{per:.1} calls, {} waited in them ({} per call); atomic replaces: {}",
                     support::ms(ms_per),
-                    support::ms(c.fsync_secs * 1e3 / c.fsyncs.max(1) as f64)
+                    support::ms(c.fsync_secs * 1e3 / c.fsyncs.max(1) as f64),
+                    c.replaced
+                        .iter()
+                        .map(|(kind, n)| format!("{kind} {:.1}", *n as f64 / c.captures as f64))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
+            .json("replaced_per_run", json!(c.replaced))
             .num("fsyncs_per_capture", per)
             .num("fsync_ms_per_capture", ms_per),
         );
@@ -657,14 +670,23 @@ async fn full_run() {
     }
     rows.push(app_memory());
 
-    let table = support::render_text(&rows);
-    println!("\n{table}");
+    let stalled = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "{:.0} %",
+            (a.saturating_sub(b)) as f64 / 1e4 / pressure_before.2.elapsed().as_secs_f64()
+        ),
+        _ => "?".into(),
+    };
     let machine = format!(
-        "{}; load average {load_before} before, {} after",
+        "{}; load average {load_before} before, {} after; some task stalled on CPU {} and on \
+         I/O {} of the run (PSI)",
         machine(),
-        load_average()
+        load_average(),
+        stalled(pressure_before.0, pressure("cpu")),
+        stalled(pressure_before.1, pressure("io")),
     );
     let date = chrono::Local::now().format("%Y-%m-%d %H:%M").to_string();
+    println!("\n{date} · {machine}\n\n{}", support::render_text(&rows));
     support::write_json(
         &out.join("results.json"),
         &json!({ "date": date, "machine": machine, "rows": rows }),
@@ -838,6 +860,8 @@ struct Census {
     /// `fsync`/`fdatasync` calls the bridge made, and the seconds they took (strace only).
     fsyncs: usize,
     fsync_secs: f64,
+    /// Files the bridge replaced by renaming (its atomic writes), by kind (strace only).
+    replaced: BTreeMap<String, usize>,
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -883,7 +907,7 @@ async fn census(world: &World, env: &[(&str, &str)], texts: &mut Texts) -> Resul
                 trace.clone().into_os_string(),
                 "-T".into(),
                 "-e".into(),
-                "trace=process,fsync,fdatasync".into(),
+                "trace=process,fsync,fdatasync,rename,renameat,renameat2".into(),
                 "-e".into(),
                 "signal=none".into(),
             ];
@@ -921,6 +945,7 @@ async fn census(world: &World, env: &[(&str, &str)], texts: &mut Texts) -> Resul
                 threads: 0,
                 fsyncs: 0,
                 fsync_secs: 0.0,
+                replaced: BTreeMap::new(),
             })
         }
     }
@@ -965,7 +990,7 @@ fn sample_children(pid: u32, stop: &AtomicBool) -> Vec<String> {
     seen.into_values().collect()
 }
 
-/// Reads `strace -f -T -e trace=process,fsync,fdatasync` output: the first `execve` is the bridge; a clone
+/// Reads `strace -f -T -e trace=process,fsync,fdatasync,rename…` output: the first `execve` is the bridge; a clone
 /// with `CLONE_THREAD` is a thread of its caller's process, any other clone, fork or vfork
 /// a new process whose program is its last successful `execve`. Lines of different tasks
 /// interleave (a new task may show up before its creator's clone returns), so the owners
@@ -980,6 +1005,8 @@ fn parse_strace(text: &str) -> Option<Census> {
     let mut program: HashMap<u32, String> = HashMap::new();
     // (task, seconds) of every fsync or fdatasync.
     let mut syncs: Vec<(u32, f64)> = Vec::new();
+    // (task, kind of file) of every rename.
+    let mut renames: Vec<(u32, String)> = Vec::new();
     for line in text.lines() {
         let Some((pid, rest)) = line.split_once(' ') else {
             continue;
@@ -1010,6 +1037,11 @@ fn parse_strace(text: &str) -> Option<Census> {
                     .map_or(path.to_string(), |f| f.to_string_lossy().into_owned());
                 root.get_or_insert(pid);
                 program.insert(pid, file);
+            }
+            "rename" | "renameat" | "renameat2" if result == Some(0) => {
+                // The target is the last quoted path.
+                let target = call.split('"').rev().nth(1).unwrap_or("?");
+                renames.push((pid, kind_of_file(target)));
             }
             "fsync" | "fdatasync" => {
                 // `-T` ends the line with the time spent: `<0.004012>`.
@@ -1073,7 +1105,28 @@ fn parse_strace(text: &str) -> Option<Census> {
         threads,
         fsyncs: bridge_syncs.len(),
         fsync_secs: bridge_syncs.iter().sum(),
+        replaced: renames
+            .into_iter()
+            .filter(|(task, _)| process_of(*task) == root)
+            .fold(BTreeMap::new(), |mut kinds, (_, kind)| {
+                *kinds.entry(kind).or_insert(0) += 1;
+                kinds
+            }),
     })
+}
+
+/// What a file the bridge writes is: a note, the interaction log, or a state file's name.
+fn kind_of_file(path: &str) -> String {
+    let name = Path::new(path)
+        .file_name()
+        .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+    if path.contains("/_system/logs/") {
+        "interaction log".into()
+    } else if name.ends_with(".md") {
+        "note".into()
+    } else {
+        name
+    }
 }
 
 // ---- the app and the machine ----
@@ -1114,6 +1167,17 @@ fn app_memory() -> Row {
             Row::new(metric, "app: not measured (the helper printed no figures)")
         }
     }
+}
+
+/// Microseconds during which some task waited for `resource` ("cpu", "io"), from
+/// `/proc/pressure/<resource>`.
+fn pressure(resource: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
+    let some = text.lines().find(|l| l.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 /// The 1-minute load average: other work on the machine skews every figure.
