@@ -6,7 +6,9 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-.PHONY: deps rust-deps test test-rust lint run run-bridge bench check-macos
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+.PHONY: deps rust-deps test test-rust lint run run-bridge bench bench-deps check-macos
 
 # Debian packages (WebKitGTK build deps, tray library, Xvfb, WebKitWebDriver, D-Bus) and
 # tauri-driver, each only when missing.
@@ -36,8 +38,22 @@ run: deps
 run-bridge: rust-deps
 	$(CARGO) run --release --locked -p second-brain-bridge -- run
 
-bench: deps
-	$(CARGO) run --release --locked -p second-brain-bridge --example bench
+# The micro-benchmarks run first and leave their rows in $(TARGET_DIR)/bench/micro.json; the
+# end-to-end driver then times the release binary from outside, prints the one table and writes
+# it to $(TARGET_DIR)/bench/results.json (and results.md). The app is not built here.
+bench: rust-deps bench-deps
+	@rm -f "$(TARGET_DIR)/bench/micro.json"
+	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench e2e --no-run
+	CRITERION_HOME="$(TARGET_DIR)/criterion" $(CARGO) bench --locked -p second-brain-bridge --bench micro
+	$(CARGO) bench --locked -p second-brain-bridge --bench e2e
+
+# strace lets the benchmark list every process the bridge starts (it samples /proc without it).
+bench-deps:
+ifeq ($(shell uname),Linux)
+	@command -v strace >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq strace >/dev/null; } || \
+		echo "strace could not be installed; processes will be sampled from /proc instead"
+endif
 
 # Type-checks the app and the bridge for macOS. Conclusive only on a Mac: checking from
 # Linux also needs the macOS SDK for the C parts of some dependencies, so a failure there is

@@ -324,7 +324,10 @@ mod tests {
         let mut more = 0;
         while timeout(QUIET, watcher.changed()).await.is_ok() {
             more += 1;
-            assert!(more <= 3 * (ECHOES.len() + 1), "keeps waking with no change");
+            assert!(
+                more <= 3 * (ECHOES.len() + 1),
+                "keeps waking with no change"
+            );
         }
     }
 

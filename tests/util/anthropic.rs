@@ -1,6 +1,7 @@
 //! A strict fake of the Anthropic Messages API on `127.0.0.1:0`, for tests.
 //!
-//! It runs in the test's tokio runtime. Each request is recorded, then checked the way the
+//! It runs in the test's tokio runtime. Each request is recorded (with its size and arrival
+//! time, for the benchmarks), then checked the way the
 //! real API would check it, and stricter in a few places: the key and version headers,
 //! the required body fields, roles alternating user/assistant from user, each `tool_use`
 //! answered id for id by `tool_result` blocks at the start of the next user message, and
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -71,6 +72,10 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The body as JSON; a body that is not JSON is kept as a JSON string.
     pub body: Value,
+    /// The size of the body as sent, in bytes.
+    pub bytes: usize,
+    /// When the whole request had arrived (wall clock, comparable across processes).
+    pub received_at: SystemTime,
 }
 
 impl Recorded {
@@ -196,6 +201,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received_at = SystemTime::now();
+    let bytes = body.len();
     let body: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let verdict = check(&inner.api_key, &method, &uri, &headers, &body);
@@ -213,6 +220,8 @@ async fn handle(
             })
             .collect(),
         body,
+        bytes,
+        received_at,
     };
     let body = recorded.body.clone();
     lock(&inner.recorded).push(recorded);

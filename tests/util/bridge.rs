@@ -1,6 +1,7 @@
 //! Runs the real `second-brain-bridge` binary in a temporary world: a fixture chat.db, a
 //! vault, a data dir, the fake Anthropic server and the fake `osascript` first on `PATH`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -141,12 +142,33 @@ impl World {
 
     /// Starts the bridge without waiting for it to be ready; as user `uid` when given.
     pub fn spawn_with(&self, extra: &[(&str, &str)], uid: Option<u32>) -> Bridge {
+        self.spawn(&[], extra, uid)
+    }
+
+    /// Starts the bridge as the last argument of `wrapper` (a program and its arguments, for
+    /// example `strace -f -o <file>`) and waits for its ready line.
+    pub async fn start_wrapped(&self, wrapper: &[&OsStr], extra: &[(&str, &str)]) -> Bridge {
+        let mut bridge = self.spawn(wrapper, extra, None);
+        bridge.wait_line("ready").await;
+        bridge
+    }
+
+    /// Starts the bridge (inside `wrapper` when not empty; as user `uid` when given).
+    fn spawn(&self, wrapper: &[&OsStr], extra: &[(&str, &str)], uid: Option<u32>) -> Bridge {
         let path = format!(
             "{}:{}",
             self.osascript.bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"));
+        let program = OsStr::new(env!("CARGO_BIN_EXE_second-brain-bridge"));
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
         cmd.arg("run")
             .env_clear()
             .env("PATH", path)
@@ -218,8 +240,19 @@ impl Bridge {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    pub async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("running").to_string();
+    pub async fn stop(self) -> String {
+        let pid = self.pid();
+        self.stop_process(pid).await
+    }
+
+    /// The bridge's process id (or its wrapper's).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends SIGTERM to `pid` (the bridge inside a wrapper) and waits for a clean exit.
+    pub async fn stop_process(mut self, pid: u32) -> String {
+        let pid = pid.to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
