@@ -69,13 +69,11 @@ impl<H: Handler> Intake<H> {
         loop {
             if !*self.paused.borrow_and_update() {
                 open = self.read_new(open).await;
-                self.status.update(|s| {
-                    if open.is_some() && !matches!(s.state, State::Running) {
-                        s.state = State::Running;
-                    }
-                });
+                if open.is_some() {
+                    self.status.set_state(State::Running);
+                }
             } else {
-                self.status.update(|s| s.state = State::Paused);
+                self.status.set_state(State::Paused);
             }
             if !announced {
                 info!(chat_db = %self.chat_db.display(), "ready: watching for new texts");
@@ -130,10 +128,8 @@ impl<H: Handler> Intake<H> {
                     other => other.to_string(),
                 };
                 warn!(cause = %err, "cannot read chat.db; will keep checking");
-                self.status.update(|s| {
-                    s.state = State::NeedsSetup(reason);
-                    s.last_error = Some(err.to_string());
-                });
+                self.status.set_state(State::NeedsSetup(reason));
+                self.status.update(|s| s.last_error = Some(err.to_string()));
             }
         }
         open

@@ -181,6 +181,16 @@ impl StatusBoard {
         }
     }
 
+    /// Moves to `state`, unless the bridge is stopping: once shutdown began, nothing that
+    /// finishes late (a read in flight, say) may report the bridge as running again.
+    pub fn set_state(&self, state: State) {
+        self.update(|s| {
+            if s.state != State::Stopping {
+                s.state = state;
+            }
+        });
+    }
+
     /// Records a stranger's text.
     pub fn saw_stranger(&self, handle: &str, at: DateTime<Utc>) {
         self.update(|s| {
@@ -231,6 +241,18 @@ mod tests {
         assert_eq!(status.line(), "Running · 2 sessions");
         assert_eq!((status.skipped_old, status.waiting), (0, 0));
         assert!(status.moved_aside.is_empty() && status.vault_problem.is_none());
+    }
+
+    #[test]
+    fn nothing_replaces_stopping() {
+        let board = StatusBoard::new(None);
+        board.set_state(State::Running);
+        assert_eq!(board.get().state, State::Running);
+        board.set_state(State::Stopping);
+        for late in [State::Running, State::Paused, State::NeedsSetup("x".into())] {
+            board.set_state(late);
+            assert_eq!(board.get().state, State::Stopping);
+        }
     }
 
     #[test]
