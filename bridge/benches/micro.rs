@@ -88,14 +88,15 @@ fn main() {
     if wanted("vault_list/cold") || wanted("vault_list/warm") {
         bench_vault_list(&mut criterion, scale);
     }
+    let mut store_bytes = None;
     if wanted("sessions/open") {
-        bench_sessions_open(&mut criterion, scale);
+        store_bytes = Some(bench_sessions_open(&mut criterion, scale));
     }
     let mut rows = Vec::new();
     if wanted("sessions/load") {
         rows.push(store_under_load(scale));
     }
-    rows.extend(criterion_rows(started, scale));
+    rows.extend(criterion_rows(started, scale, store_bytes));
     if full {
         let path = support::micro_rows_path();
         support::write_json(&path, &rows);
@@ -565,11 +566,13 @@ fn bench_vault_list(c: &mut Criterion, scale: &Scale) {
     group.finish();
 }
 
-fn bench_sessions_open(c: &mut Criterion, scale: &Scale) {
+/// Returns the size of the store's file.
+fn bench_sessions_open(c: &mut Criterion, scale: &Scale) -> u64 {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("sessions.json");
     write_sessions_file(&rt, &path, scale.open_sessions);
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     let mut group = c.benchmark_group("sessions");
     group.sample_size(10);
     group.bench_function("open", |b| {
@@ -596,6 +599,7 @@ fn bench_sessions_open(c: &mut Criterion, scale: &Scale) {
         })
     });
     group.finish();
+    bytes
 }
 
 /// The median of a criterion benchmark's latest run, in nanoseconds, if it ran after
@@ -615,7 +619,7 @@ fn criterion_median_ns(group: &str, function: &str, since: SystemTime) -> Option
     estimates["median"]["point_estimate"].as_f64()
 }
 
-fn criterion_rows(since: SystemTime, scale: &Scale) -> Vec<Row> {
+fn criterion_rows(since: SystemTime, scale: &Scale, store_bytes: Option<u64>) -> Vec<Row> {
     let median = |g, f| criterion_median_ns(g, f, since);
     let mut rows = Vec::new();
     let not_run = "not run".to_string();
@@ -623,7 +627,11 @@ fn criterion_rows(since: SystemTime, scale: &Scale) -> Vec<Row> {
     let open = median("sessions", "open");
     rows.push(
         Row::new(
-            format!("open a store of {} sessions", scale.open_sessions),
+            format!(
+                "open a store of {} waiting sessions ({} file)",
+                scale.open_sessions,
+                store_bytes.map_or("?".into(), |b| support::kb(b as f64))
+            ),
             open.map_or(not_run.clone(), |ns| support::ms(ns / 1e6)),
         )
         .num("median_ms", open.map_or(f64::NAN, |ns| ns / 1e6)),

@@ -1,13 +1,13 @@
 //! A strict fake of the Anthropic Messages API on `127.0.0.1:0`, for tests.
 //!
 //! It runs in the test's tokio runtime. Each request is recorded (with its size and arrival
-//! time, for the benchmarks), then checked the way the
-//! real API would check it, and stricter in a few places: the key and version headers,
-//! the required body fields, roles alternating user/assistant from user, each `tool_use`
-//! answered id for id by `tool_result` blocks at the start of the next user message, and
-//! prompt caching on the system prompt and the last tool. A request that fails a check is
-//! answered 400 with the reason in `error.message`, and the reason is kept in
-//! [`FakeAnthropic::violations`]. A request that passes goes to the test's responder.
+//! time, for the benchmarks), then checked the way the real API would check it, and stricter
+//! in a few places: the key and version headers, the required body fields, roles alternating
+//! user/assistant from user, each `tool_use` answered id for id by `tool_result` blocks at the
+//! start of the next user message, and prompt caching on the system prompt and the last tool.
+//! A request that fails a check is answered 400 with the reason in `error.message`, and the
+//! reason is kept in [`FakeAnthropic::violations`]. A request that passes goes to the test's
+//! responder.
 //!
 //! The same file is compiled into the bridge's unit tests (`agent.rs`), so it must not
 //! use the `bridge` crate.
