@@ -322,19 +322,26 @@ async fn sweep_idle<H: router::Handler>(
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_tick(every, cancel, || {
         let cutoff =
             Utc::now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
         for session in sessions.idle_since(cutoff) {
             router.dispatch(Job::Timeout {
                 chat: session.chat.guid,
             });
+        }
+    })
+    .await;
+}
+
+/// Calls `work` at once and then every `every`, until `cancel` fires.
+async fn every_tick(every: Duration, cancel: CancellationToken, mut work: impl FnMut()) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => work(),
         }
     }
 }
@@ -385,19 +392,14 @@ async fn resume_waiting<H: router::Handler>(
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_tick(every, cancel, || {
         for chat in waiting() {
             if !router.is_busy(&chat) {
                 router.dispatch(Job::Resume { chat });
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Opens the bridge and runs it until `shutdown` completes.
