@@ -10,6 +10,7 @@ mod abuse;
 mod chatdb_changes;
 mod crash;
 mod faults;
+mod messages;
 
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};
@@ -108,7 +109,7 @@ async fn clear_capture_writes_the_note_logs_replies_and_ends_the_session() {
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].target, ME_CHAT);
     assert_eq!(calls[0].text, "Saved to Tasks: Call the dentist on Friday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
 
     let notes = world.notes("Tasks");
@@ -178,12 +179,12 @@ async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript()
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].text, "Which day is dinner with Sam?");
-    bridge.wait_line("waiting for an answer").await;
+    world.wait_status("waiting", |s| s["asked"] == 1).await;
 
     world.db.incoming(ME_CHAT, ME, "Tuesday");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_eq!(calls[1].text, "Saved to Tasks: Dinner with Sam on Tuesday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
 
     // The answer's first request carries the whole earlier exchange, byte-equal.
@@ -204,7 +205,7 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     let mut bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     world.osascript.wait_for_calls(1, WITHIN).await;
-    bridge.wait_line("waiting for an answer").await;
+    world.wait_status("waiting", |s| s["asked"] == 1).await;
     bridge.stop().await;
 
     let saved = world.sessions_file();
@@ -218,7 +219,7 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     world.db.incoming(ME_CHAT, ME, "Tuesday");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_eq!(calls[1].text, "Saved to Tasks: Dinner with Sam on Tuesday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
     let requests = world.api.requests();
     let resumed = &requests[3].body["messages"];
@@ -321,7 +322,7 @@ async fn strangers_are_ignored_and_never_answered() {
     world.db.incoming(ME_CHAT, ME, "Water the plants");
     // Rows are read in order, so once my text is answered the stranger's was seen.
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].target, ME_CHAT);
