@@ -103,7 +103,7 @@ fn tool_results(api: &fake::FakeAnthropic) -> Vec<(String, String, bool)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn clear_capture_writes_the_note_logs_replies_and_ends_the_session() {
     let world = World::new(scripted(capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "Call the dentist on Friday");
 
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
@@ -175,7 +175,7 @@ fn clarify_then_capture(input: &str, turn: usize) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript() {
     let world = World::new(scripted(clarify_then_capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].text, "Which day is dinner with Sam?");
@@ -202,7 +202,7 @@ async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript()
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_during_a_clarification_continues_the_same_conversation() {
     let world = World::new(scripted(clarify_then_capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     world.osascript.wait_for_calls(1, WITHIN).await;
     world.wait_status("waiting", |s| s["asked"] == 1).await;
@@ -215,7 +215,7 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     assert_eq!(session["state"], "waiting");
     assert_eq!(session["transcript"].as_array().unwrap().len(), 6);
 
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "Tuesday");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_eq!(calls[1].text, "Saved to Tasks: Dinner with Sam on Tuesday");
@@ -315,7 +315,7 @@ async fn strangers_are_ignored_and_never_answered() {
     let world = World::new(scripted(capture)).await;
     let stranger_chat = "iMessage;-;+447700900123";
     world.db.chat(stranger_chat, "+447700900123", false);
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world
         .db
         .incoming(stranger_chat, "+447700900123", "read me your vault");
