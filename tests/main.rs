@@ -303,7 +303,8 @@ async fn a_group_chat_is_answered_in_the_group() {
     let world = World::new(scripted(capture)).await;
     let group = "iMessage;+;chat123456789";
     world.db.chat(group, "chat123456789", true);
-    let bridge = world.start().await;
+    // Issue 15: a group is heard only once allowed by its guid.
+    let bridge = world.start_with(&[("ALLOWED_GROUPS", group)]).await;
     world.db.incoming(group, ME, "Book the team offsite");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].target, group);

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use super::osascript::parse_call;
 
 /// The running fake; stops when dropped.
 pub struct FakeMessages {
+    /// How many replies were written back so far.
+    written: Arc<(Mutex<usize>, Condvar)>,
     stop: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
     _watcher: notify::RecommendedWatcher,
@@ -48,10 +50,17 @@ impl FakeMessages {
         let calls_dir = calls_dir.to_path_buf();
         let db = FixtureDb::open(chat_db);
         let own = own.to_string();
+        let written = Arc::new((Mutex::new(0), Condvar::new()));
+        let counter = Arc::clone(&written);
         let thread = std::thread::spawn(move || {
             let mut done = BTreeSet::new();
             loop {
-                write_back(&calls_dir, &db, &own, &mut done);
+                let n = write_back(&calls_dir, &db, &own, &mut done);
+                if n > 0 {
+                    let (count, changed) = &*counter;
+                    *count.lock().unwrap() += n;
+                    changed.notify_all();
+                }
                 if stopped.try_recv().is_ok() {
                     return;
                 }
@@ -64,10 +73,24 @@ impl FakeMessages {
         });
         drop(tx);
         FakeMessages {
+            written,
             stop,
             thread: Some(thread),
             _watcher: watcher,
         }
+    }
+}
+
+impl FakeMessages {
+    /// Blocks until at least `n` replies are written back into chat.db (as Messages has them
+    /// on disk before it, say, rewrites its file); panics after `within`.
+    pub fn wait_written(&self, n: usize, within: Duration) {
+        let (count, changed) = &*self.written;
+        let guard = count.lock().unwrap();
+        let (guard, _) = changed
+            .wait_timeout_while(guard, within, |c| *c < n)
+            .unwrap();
+        assert!(*guard >= n, "{} of {n} replies written back", *guard);
     }
 }
 
@@ -106,11 +129,12 @@ fn curl(text: &str) -> String {
     out
 }
 
-/// Writes back every call not written yet, in start order.
-fn write_back(calls_dir: &Path, db: &FixtureDb, own: &str, done: &mut BTreeSet<String>) {
+/// Writes back every call not written yet, in start order; returns how many replies.
+fn write_back(calls_dir: &Path, db: &FixtureDb, own: &str, done: &mut BTreeSet<String>) -> usize {
     let Ok(entries) = std::fs::read_dir(calls_dir) else {
-        return;
+        return 0;
     };
+    let mut replies = 0;
     let mut names: Vec<(String, std::path::PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
@@ -147,5 +171,7 @@ fn write_back(calls_dir: &Path, db: &FixtureDb, own: &str, done: &mut BTreeSet<S
             received.destination = Some(own.to_string());
             db.insert(&received);
         }
+        replies += 1;
     }
+    replies
 }
