@@ -134,7 +134,9 @@ async fn the_answer_after_an_empty_model_turn_reaches_the_model() {
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     world.wait_status("the question", |s| s["asked"] == 1).await;
     world.db.incoming(ME_CHAT, ME, "Tuesday");
-    world.wait_status("the capture", |s| s["captured"] == 1).await;
+    world
+        .wait_status("the capture", |s| s["captured"] == 1)
+        .await;
     bridge.stop().await;
     assert_eq!(world.api.violations(), Vec::<String>::new());
     for request in world.api.requests() {
@@ -148,8 +150,14 @@ async fn the_answer_after_an_empty_model_turn_reaches_the_model() {
         .flat_map(|m| m["content"].as_array().into_iter().flatten())
         .filter_map(|b| b["text"].as_str())
         .collect();
-    assert!(texts.contains(&"dinner with sam") && texts.contains(&"Tuesday"), "{texts:?}");
-    assert!(world.notes("Inbox").is_empty(), "nothing filed with an apology");
+    assert!(
+        texts.contains(&"dinner with sam") && texts.contains(&"Tuesday"),
+        "{texts:?}"
+    );
+    assert!(
+        world.notes("Inbox").is_empty(),
+        "nothing filed with an apology"
+    );
     assert_eq!(world.notes("Tasks").len(), 1);
 }
 
@@ -162,10 +170,15 @@ async fn the_extra_data_blob_with_text_null_is_captured() {
     world
         .db
         .insert(&Msg::new(ME_CHAT, ME).body(blob("ExtraData")));
-    world.wait_status("the capture", |s| s["captured"] == 1).await;
+    world
+        .wait_status("the capture", |s| s["captured"] == 1)
+        .await;
     bridge.stop().await;
     let first = &world.api.requests()[0];
-    assert_eq!(first.messages()[0]["content"][0]["text"], "This is parsing  ");
+    assert_eq!(
+        first.messages()[0]["content"][0]["text"],
+        "This is parsing  "
+    );
 }
 
 /// Issue 15: SMS is ignored by default (an SMS sender id is easy to spoof) and handled when
@@ -178,15 +191,21 @@ async fn sms_is_ignored_by_default_and_handled_when_allowed() {
     world
         .db
         .insert(&Msg::new(sms_chat, ME).text("by sms").service("SMS"));
-    world.wait_status("the SMS ignored", |s| s["sms_ignored"] == 1).await;
+    world
+        .wait_status("the SMS ignored", |s| s["sms_ignored"] == 1)
+        .await;
     bridge.stop().await;
     assert!(world.api.requests().is_empty());
 
     let bridge = world.start_with(&[("ALLOW_SMS", "true")]).await;
+    world.db.insert(
+        &Msg::new(sms_chat, ME)
+            .text("by sms, allowed")
+            .service("SMS"),
+    );
     world
-        .db
-        .insert(&Msg::new(sms_chat, ME).text("by sms, allowed").service("SMS"));
-    world.wait_status("the SMS captured", |s| s["captured"] == 1).await;
+        .wait_status("the SMS captured", |s| s["captured"] == 1)
+        .await;
     bridge.stop().await;
     assert_eq!(world.osascript.calls()[0].target, sms_chat);
 }
@@ -211,12 +230,20 @@ async fn a_group_is_ignored_until_allowed_and_its_strangers_never_reach_the_mode
     assert!(world.api.requests().is_empty());
 
     let bridge = world.start_with(&[("ALLOWED_GROUPS", group)]).await;
-    world.db.incoming(group, STRANGER, "stranger, allowed group");
+    world
+        .db
+        .incoming(group, STRANGER, "stranger, allowed group");
     world.db.incoming(group, ME, "buy a cake");
-    world.wait_status("the member captured", |s| s["captured"] == 1).await;
+    world
+        .wait_status("the member captured", |s| s["captured"] == 1)
+        .await;
     bridge.stop().await;
     for request in world.api.requests() {
-        assert!(!request.body.to_string().contains("stranger"), "{}", request.body);
+        assert!(
+            !request.body.to_string().contains("stranger"),
+            "{}",
+            request.body
+        );
     }
     assert_eq!(world.osascript.calls()[0].target, group);
 }
@@ -229,9 +256,11 @@ async fn a_kelvin_sign_handle_stays_a_stranger() {
     let bridge = world
         .start_with(&[("ALLOWED_SENDERS", "kate@icloud.com")])
         .await;
-    world
-        .db
-        .incoming("iMessage;-;\u{212A}ate@icloud.com", kelvin, "it's Kate, honest");
+    world.db.incoming(
+        "iMessage;-;\u{212A}ate@icloud.com",
+        kelvin,
+        "it's Kate, honest",
+    );
     let status = world
         .wait_status("the stranger", |s| s["strangers"][0]["handle"] == kelvin)
         .await;
@@ -273,14 +302,21 @@ async fn a_one_megabyte_text_is_cut_for_the_model_and_saved_whole() {
     assert_eq!(world.api.violations(), Vec::<String>::new());
 
     let told = world.osascript.calls();
-    assert!(told.iter().any(|c| c.text.contains("very long")), "{told:#?}");
+    assert!(
+        told.iter().any(|c| c.text.contains("very long")),
+        "{told:#?}"
+    );
 
     // Inbox: the whole text, part by part, in order.
     let mut parts: Vec<(usize, String)> = world
         .notes("Inbox")
         .into_iter()
         .map(|(_, body)| {
-            let heading = body.lines().find(|l| l.starts_with("# ")).unwrap().to_string();
+            let heading = body
+                .lines()
+                .find(|l| l.starts_with("# "))
+                .unwrap()
+                .to_string();
             let n: usize = heading
                 .split("(part ")
                 .nth(1)
@@ -298,7 +334,11 @@ async fn a_one_megabyte_text_is_cut_for_the_model_and_saved_whole() {
     assert!(whole == text, "the Inbox holds the text whole");
 
     let sessions = std::fs::read(world.data_dir().join("sessions.json")).unwrap();
-    assert!(sessions.len() < 2 * 64 * 1024, "one copy: {} bytes", sessions.len());
+    assert!(
+        sessions.len() < 2 * 64 * 1024,
+        "one copy: {} bytes",
+        sessions.len()
+    );
     let file = world.sessions_file();
     let pending = file["sessions"][0]["pending_input"].as_str().unwrap();
     assert!(pending.contains("saved whole in Inbox/"), "{pending}");

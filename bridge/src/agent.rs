@@ -15,9 +15,7 @@ use std::future::Future;
 
 use serde_json::{Value, json};
 
-use crate::anthropic::{
-    self, Client, Response, StopReason, Usage, cache_last_tool, cached_system,
-};
+use crate::anthropic::{self, Client, Response, StopReason, Usage, cache_last_tool, cached_system};
 use crate::transcript::{self, NOT_RUN};
 
 /// The most API calls one run may make.
@@ -199,11 +197,18 @@ impl Agent {
             tracing::warn!(%problem, "transcript breaks the API's rules; repaired before sending");
             transcript::repair(transcript);
         }
-        match self.client.create(&self.system, definitions, transcript).await {
+        match self
+            .client
+            .create(&self.system, definitions, transcript)
+            .await
+        {
             Err(err) if err.names_transcript() => {
                 tracing::warn!(cause = %err, "the API refused the transcript; retrying once repaired");
                 transcript::repair(transcript);
-                Ok(self.client.create(&self.system, definitions, transcript).await?)
+                Ok(self
+                    .client
+                    .create(&self.system, definitions, transcript)
+                    .await?)
             }
             other => Ok(other?),
         }
@@ -472,7 +477,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first.final_text, "", "no words: no reply to send");
-        assert_eq!(transcript.len(), 3, "user, tool call, results; no empty turn");
+        assert_eq!(
+            transcript.len(),
+            3,
+            "user, tool call, results; no empty turn"
+        );
         assert!(transcript.iter().all(|m| m["content"] != json!([])));
         let second = agent(&fake)
             .run(&mut transcript, "with sam on friday", &tools)
@@ -1088,7 +1097,9 @@ mod tests {
             (
                 "/v1/messages",
                 ok_headers,
-                body(json!([user("a"), {"role":"assistant","content":[{"type":"text","text":""}]}, user("b")])),
+                body(
+                    json!([user("a"), {"role":"assistant","content":[{"type":"text","text":""}]}, user("b")]),
+                ),
                 "messages: text content blocks must be non-empty",
             ),
             (

@@ -67,7 +67,10 @@ fn parse_email(raw: &str, folded: &str) -> Result<Handle, HandleError> {
     if folded != raw {
         return Err(HandleError::LookAlike(raw.into()));
     }
-    let email = raw.strip_prefix("mailto:").unwrap_or(raw).to_ascii_lowercase();
+    let email = raw
+        .strip_prefix("mailto:")
+        .unwrap_or(raw)
+        .to_ascii_lowercase();
     let valid = email.split_once('@').is_some_and(|(user, host)| {
         !user.is_empty() && !host.is_empty() && !email.chars().any(char::is_whitespace)
     });
@@ -104,7 +107,10 @@ fn parse_phone(raw: &str, folded: &str) -> Result<Handle, HandleError> {
 /// Removes a trunk `(0)` that follows a one- to three-digit country code (`+44 (0)20 …`);
 /// any other `(0)` is refused, since the number it stands for cannot be known.
 fn drop_trunk_prefix(phone: &str, raw: &str) -> Result<String, HandleError> {
-    let compact: String = phone.chars().filter(|c| !" \u{a0}-.".contains(*c)).collect();
+    let compact: String = phone
+        .chars()
+        .filter(|c| !" \u{a0}-.".contains(*c))
+        .collect();
     let Some(at) = compact.find("(0)") else {
         return Ok(phone.to_string());
     };
@@ -218,7 +224,11 @@ mod tests {
         for bad in ["@", "a@", "bob", "+1 555 ☎", "a b@c.d", "+1\u{2028}5"] {
             assert!(Handle::parse(bad).is_err(), "{bad:?} accepted");
         }
-        for misplaced in ["+44 20 (0)7946 0958", "(0)20 7946 0958", "+44 (0)(0)20 7946"] {
+        for misplaced in [
+            "+44 20 (0)7946 0958",
+            "(0)20 7946 0958",
+            "+44 (0)(0)20 7946",
+        ] {
             let err = Handle::parse(misplaced).unwrap_err();
             assert!(
                 matches!(err, HandleError::MisplacedTrunkPrefix(_)),
@@ -226,7 +236,11 @@ mod tests {
             );
             assert!(err.to_string().contains("dialled from abroad"));
         }
-        for look_alike in ["\u{212A}ate@icloud.com", "kate＠icloud.com", "ｋate@icloud.com"] {
+        for look_alike in [
+            "\u{212A}ate@icloud.com",
+            "kate＠icloud.com",
+            "ｋate@icloud.com",
+        ] {
             assert!(
                 matches!(Handle::parse(look_alike), Err(HandleError::LookAlike(_))),
                 "{look_alike}"
@@ -253,6 +267,9 @@ mod tests {
         assert!(list.is_allowed("kate@icloud.com"));
         assert!(list.is_allowed("KATE@icloud.com"));
         assert!(!list.is_allowed("\u{212A}ate@icloud.com"));
-        assert!(list.is_allowed("+442079460958"), "the (0) entry matches Messages' handle");
+        assert!(
+            list.is_allowed("+442079460958"),
+            "the (0) entry matches Messages' handle"
+        );
     }
 }

@@ -463,12 +463,7 @@ fn newest_sql() -> String {
     format!("SELECT {ROWID}, {DATE} FROM {MESSAGE} ORDER BY {ROWID} DESC LIMIT 1")
 }
 
-fn classify_row(
-    row: &Row<'_>,
-    rowid: i64,
-    now: DateTime<Utc>,
-    own: &BTreeSet<String>,
-) -> Verdict {
+fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<String>) -> Verdict {
     let is_group = integer(row, col::CHAT_STYLE) == Some(STYLE_GROUP);
     let identifier = text(row, col::CHAT_IDENTIFIER).unwrap_or_default();
     let is_own = |handle: &str| normal(handle).is_some_and(|h| own.contains(&h));

@@ -634,7 +634,8 @@ mod tests {
         assert!(c.allow_sms);
         let err = resolve(dir.path(), &[("ALLOW_SMS", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("use true or false"), "{err}");
-        let err = resolve(dir.path(), &[("ALLOWED_GROUPS", "iMessage;-;+15551234567")]).unwrap_err();
+        let err =
+            resolve(dir.path(), &[("ALLOWED_GROUPS", "iMessage;-;+15551234567")]).unwrap_err();
         assert!(err.to_string().contains("not a group chat id"), "{err}");
     }
 

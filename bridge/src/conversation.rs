@@ -320,7 +320,8 @@ impl Conversations {
                  not save the whole of it to the vault."
             ),
         };
-        self.reply(&message.chat, Some(&message.guid), &notice).await;
+        self.reply(&message.chat, Some(&message.guid), &notice)
+            .await;
         let start = &text[..floor_char_boundary(text, MODEL_TEXT_LIMIT)];
         ModelInput {
             text: format!(
@@ -630,10 +631,16 @@ impl Conversations {
             let mut first = None;
             for (i, part) in parts.into_iter().enumerate() {
                 let (title, footer) = match count {
-                    1 => (title.clone(), format!("_Filed unprocessed by Second Brain: {why}._")),
+                    1 => (
+                        title.clone(),
+                        format!("_Filed unprocessed by Second Brain: {why}._"),
+                    ),
                     n => (
                         format!("{title} (part {} of {n})", i + 1),
-                        format!("_Part {} of {n}. Filed unprocessed by Second Brain: {why}._", i + 1),
+                        format!(
+                            "_Part {} of {n}. Filed unprocessed by Second Brain: {why}._",
+                            i + 1
+                        ),
                     ),
                 };
                 let content = format!("{part}\n\n{footer}");
@@ -744,7 +751,10 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
     if at >= text.len() {
         return text.len();
     }
-    (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+    (0..=at)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// A size for people: `1.0 MB`, `70 KB`.

@@ -351,7 +351,9 @@ fn read_all(
             let seen = newest.date.min(now);
             next.date = Some(next.date.map_or(seen, |d| d.max(seen)));
         }
-        if (next != cursor || !claim.is_empty()) && !claim_texts(gate.ledger, claim, &next, &mut admitted) {
+        if (next != cursor || !claim.is_empty())
+            && !claim_texts(gate.ledger, claim, &next, &mut admitted)
+        {
             // Not claimed, so not dispatched: the same rows are read again next time.
             return Ok(admitted);
         }
@@ -378,7 +380,10 @@ fn sort(
     claim: &mut Vec<IncomingMessage>,
     admitted: &mut Admitted,
 ) {
-    let admission = gate.admission.read().unwrap_or_else(PoisonError::into_inner);
+    let admission = gate
+        .admission
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
     let rowid = message.rowid;
     match verdict(&message, &admission, gate.echoes, now) {
         Verdict::Admit => claim.push(message),
@@ -823,8 +828,7 @@ mod tests {
     /// An env whose allowlist also has the account's own address, with a self-chat.
     fn self_env() -> Env {
         let env = env();
-        *env.admission.write().unwrap() =
-            Admission::senders(Allowlist::parse(&[ME, OWN]).unwrap());
+        *env.admission.write().unwrap() = Admission::senders(Allowlist::parse(&[ME, OWN]).unwrap());
         env.fixture.chat(SELF_CHAT, OWN, false);
         env.text("seed", ago(1));
         env.read(true);
@@ -845,12 +849,19 @@ mod tests {
         let curled = "Saved to Tasks: \u{201C}call Sam\u{201D} \u{1F44D}";
         fixture.insert(&Msg::new(SELF_CHAT, OWN).body(super::fixture::typedstream(curled)));
         fixture.insert(&Msg::new(SELF_CHAT, OWN).text("idea: a bike shed"));
-        fixture.insert(&Msg::new(SELF_CHAT, OWN).text("typed on this Mac").from_me(&from_me));
+        fixture.insert(
+            &Msg::new(SELF_CHAT, OWN)
+                .text("typed on this Mac")
+                .from_me(&from_me),
+        );
         let admitted = env.read(false);
         assert_eq!(texts(&admitted), ["idea: a bike shed", "typed on this Mac"]);
         assert_eq!(admitted.echoes, 1);
         assert!(admitted.messages.iter().all(|m| m.origin.self_chat));
-        assert_eq!(admitted.messages[1].sender, OWN, "a sent row's author is the account");
+        assert_eq!(
+            admitted.messages[1].sender, OWN,
+            "a sent row's author is the account"
+        );
         // The same words again later are the person's: a reply has one copy of each kind.
         fixture.insert(&Msg::new(SELF_CHAT, OWN).text(reply));
         assert_eq!(texts(&env.read(false)), [reply]);
@@ -861,8 +872,11 @@ mod tests {
     #[test]
     fn own_addresses_come_from_sent_rows_and_other_chats_stay_closed() {
         let env = self_env();
-        env.fixture
-            .insert(&Msg::new(DM, ME).text("sent to Sam").from_me("p:+15550009999"));
+        env.fixture.insert(
+            &Msg::new(DM, ME)
+                .text("sent to Sam")
+                .from_me("p:+15550009999"),
+        );
         let admitted = env.read(false);
         assert!(admitted.messages.is_empty());
         assert!(env.db.own().contains("+15550009999"));
@@ -875,13 +889,25 @@ mod tests {
         let env = env();
         env.text("seed", ago(1));
         env.read(true);
-        env.fixture.insert(&Msg::new("SMS;-;+15551234567", ME).text("by sms").service("SMS"));
-        env.fixture.insert(&Msg::new("RCS;-;+15551234567", ME).text("by rcs").service("RCS"));
+        env.fixture.insert(
+            &Msg::new("SMS;-;+15551234567", ME)
+                .text("by sms")
+                .service("SMS"),
+        );
+        env.fixture.insert(
+            &Msg::new("RCS;-;+15551234567", ME)
+                .text("by rcs")
+                .service("RCS"),
+        );
         let ignored = env.read(false);
         assert!(ignored.messages.is_empty());
         assert_eq!(ignored.sms_ignored, 2);
         env.admission.write().unwrap().allow_sms = true;
-        env.fixture.insert(&Msg::new("SMS;-;+15551234567", ME).text("by sms again").service("SMS"));
+        env.fixture.insert(
+            &Msg::new("SMS;-;+15551234567", ME)
+                .text("by sms again")
+                .service("SMS"),
+        );
         assert_eq!(texts(&env.read(false)), ["by sms again"]);
     }
 
@@ -894,15 +920,22 @@ mod tests {
         env.read(true);
         let group = "iMessage;+;chat4242";
         env.fixture.group(group, "Book club", &[ME, STRANGER]);
-        env.fixture.insert(&Msg::new(group, ME).text("from me in the group"));
-        env.fixture.insert(&Msg::new(group, STRANGER).text("from a stranger"));
+        env.fixture
+            .insert(&Msg::new(group, ME).text("from me in the group"));
+        env.fixture
+            .insert(&Msg::new(group, STRANGER).text("from a stranger"));
         let ignored = env.read(false);
         assert!(ignored.messages.is_empty());
         assert_eq!(ignored.groups.len(), 1);
         assert_eq!(ignored.groups[0].name.as_deref(), Some("Book club"));
         assert_eq!(ignored.groups[0].members, [ME, STRANGER]);
-        env.admission.write().unwrap().groups.insert(group.to_string());
-        env.fixture.insert(&Msg::new(group, STRANGER).text("stranger again"));
+        env.admission
+            .write()
+            .unwrap()
+            .groups
+            .insert(group.to_string());
+        env.fixture
+            .insert(&Msg::new(group, STRANGER).text("stranger again"));
         env.fixture.insert(&Msg::new(group, ME).text("me again"));
         let admitted = env.read(false);
         assert_eq!(texts(&admitted), ["me again"]);
@@ -934,7 +967,8 @@ mod tests {
         let env = env();
         env.text("seed", ago(1));
         env.read(true);
-        env.fixture.insert(&Msg::new(DM, ME).body(blob("ExtraData")));
+        env.fixture
+            .insert(&Msg::new(DM, ME).body(blob("ExtraData")));
         assert_eq!(texts(&env.read(false)), ["This is parsing  "]);
     }
 }

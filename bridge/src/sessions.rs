@@ -1239,7 +1239,9 @@ mod tests {
         let session: Session = serde_json::from_value(working).unwrap();
         assert_eq!(
             session.state,
-            SessionState::Working { original: Some("dinner with sam".into()) }
+            SessionState::Working {
+                original: Some("dinner with sam".into())
+            }
         );
         let mut idle = old;
         idle["state"] = json!("idle");

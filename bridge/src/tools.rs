@@ -385,7 +385,8 @@ impl Outbox {
         if let Some(echoes) = &self.echoes {
             let (echoes, guid, copy) = (Arc::clone(echoes), chat.guid.clone(), text.to_string());
             let remembered =
-                tokio::task::spawn_blocking(move || echoes.remember(&guid, &copy, Utc::now())).await;
+                tokio::task::spawn_blocking(move || echoes.remember(&guid, &copy, Utc::now()))
+                    .await;
             if !matches!(remembered, Ok(Ok(()))) {
                 tracing::warn!(chat = %chat.guid, "could not remember the reply; its copy in a chat with yourself may be read as a text");
             }

@@ -185,7 +185,12 @@ pub fn repair(messages: &mut Vec<Value>) -> bool {
         }
         let asked: Vec<String> = i
             .checked_sub(1)
-            .map(|p| tool_use_ids(&turns[p].1).into_iter().map(String::from).collect())
+            .map(|p| {
+                tool_use_ids(&turns[p].1)
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         let content = std::mem::take(&mut turns[i].1);
         let (results, others): (Vec<Value>, Vec<Value>) = content
@@ -268,7 +273,10 @@ mod tests {
     fn valid_transcripts_pass_and_are_left_alone() {
         let cases = vec![
             vec![user("hi")],
-            vec![user("hi"), assistant(json!([{ "type": "text", "text": "hello" }]))],
+            vec![
+                user("hi"),
+                assistant(json!([{ "type": "text", "text": "hello" }])),
+            ],
             // The final assistant message may be empty.
             vec![user("hi"), assistant(json!([]))],
             vec![
@@ -298,12 +306,19 @@ mod tests {
             ),
             (
                 "empty text block",
-                vec![user("a"), assistant(json!([{ "type": "text", "text": " \n" }])), user("b")],
+                vec![
+                    user("a"),
+                    assistant(json!([{ "type": "text", "text": " \n" }])),
+                    user("b"),
+                ],
                 Problem::EmptyText(1),
             ),
             (
                 "assistant first",
-                vec![assistant(json!([{ "type": "text", "text": "hi" }])), user("b")],
+                vec![
+                    assistant(json!([{ "type": "text", "text": "hi" }])),
+                    user("b"),
+                ],
                 Problem::FirstNotUser,
             ),
             (
@@ -340,7 +355,10 @@ mod tests {
                 .flat_map(|m| blocks(m).unwrap_or_default())
                 .filter_map(|b| b.get("text").and_then(Value::as_str).map(String::from))
                 .collect();
-            assert!(texts.ends_with('b') || texts.ends_with("with sam"), "{name}: user words kept");
+            assert!(
+                texts.ends_with('b') || texts.ends_with("with sam"),
+                "{name}: user words kept"
+            );
         }
     }
 

@@ -281,8 +281,14 @@ mod tests {
             }),
             ("u16 longer than input", stream(b"\x81\xff\xffabc")),
             ("u32 longer than input", stream(b"\x82\x00\x00\x00\x80abc")),
-            ("i32 max longer than input", stream(b"\x82\xff\xff\xff\x7fabc")),
-            ("overlong, invalid utf-8 before the end marker", stream(b"\x40\xff\x86\x84")),
+            (
+                "i32 max longer than input",
+                stream(b"\x82\xff\xff\xff\x7fabc"),
+            ),
+            (
+                "overlong, invalid utf-8 before the end marker",
+                stream(b"\x40\xff\x86\x84"),
+            ),
             ("unknown tag", stream(b"\x90abc")),
             ("invalid utf-8", stream(b"\x02\xff\xfe")),
             ("lone surrogate as cesu", stream(b"\x03\xed\xa0\x80")),

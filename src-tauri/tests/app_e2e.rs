@@ -584,9 +584,7 @@ fn three_sessions() -> Vec<Conversation> {
         ME,
         SessionState::Waiting {
             original: "atlas notes".to_owned(),
-            question: Some(
-                "Is “Atlas” the client project or the book you mentioned?".to_owned(),
-            ),
+            question: Some("Is “Atlas” the client project or the book you mentioned?".to_owned()),
         },
         2,
         3,

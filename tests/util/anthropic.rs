@@ -471,7 +471,7 @@ fn check_messages(messages: &[Value]) -> Result<(), String> {
                 }
                 Some(text) if text.trim().is_empty() => {
                     return Err(
-                        "messages: text content blocks must contain non-whitespace text".into()
+                        "messages: text content blocks must contain non-whitespace text".into(),
                     );
                 }
                 Some(_) => {}

@@ -158,7 +158,9 @@ fn write_back(calls_dir: &Path, db: &FixtureDb, own: &str, done: &mut BTreeSet<S
         } else {
             format!("iMessage;-;{}", call.target)
         };
-        let identifier = db.chat_identifier(&chat).unwrap_or_else(|| call.target.clone());
+        let identifier = db
+            .chat_identifier(&chat)
+            .unwrap_or_else(|| call.target.clone());
         let sent = Msg {
             sender: Some(identifier.clone()),
             ..Msg::new(&chat, &identifier)
