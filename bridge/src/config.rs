@@ -250,7 +250,7 @@ impl Config {
             }
         };
         let (settings, settings_problem) = Settings::load(&data_dir)?;
-        let (allow_sms, allowed_groups) = admission_settings(&settings, &env)?;
+        let (allow_sms, allowed_groups) = admission_settings(&settings, env)?;
         let log_dir = match (
             env("SECOND_BRAIN_DATA_DIR").is_some() || overrides.data_dir.is_some(),
             &home,
