@@ -845,14 +845,14 @@ mod tests {
         env.echoes.remember(SELF_CHAT, reply, Utc::now()).unwrap();
         let from_me = format!("E:{OWN}");
         let fixture = &env.fixture;
-        fixture.insert(&Msg::new(SELF_CHAT, OWN).text(reply).from_me(&from_me));
+        fixture.insert(&Msg::new(SELF_CHAT, OWN).text(reply).sent_by(&from_me));
         let curled = "Saved to Tasks: \u{201C}call Sam\u{201D} \u{1F44D}";
         fixture.insert(&Msg::new(SELF_CHAT, OWN).body(super::fixture::typedstream(curled)));
         fixture.insert(&Msg::new(SELF_CHAT, OWN).text("idea: a bike shed"));
         fixture.insert(
             &Msg::new(SELF_CHAT, OWN)
                 .text("typed on this Mac")
-                .from_me(&from_me),
+                .sent_by(&from_me),
         );
         let admitted = env.read(false);
         assert_eq!(texts(&admitted), ["idea: a bike shed", "typed on this Mac"]);
@@ -875,7 +875,7 @@ mod tests {
         env.fixture.insert(
             &Msg::new(DM, ME)
                 .text("sent to Sam")
-                .from_me("p:+15550009999"),
+                .sent_by("p:+15550009999"),
         );
         let admitted = env.read(false);
         assert!(admitted.messages.is_empty());

@@ -73,11 +73,12 @@ pub struct SessionRow {
 
 impl From<Session> for SessionRow {
     fn from(session: Session) -> SessionRow {
+        let text = session.shown_text().map(str::to_owned);
         SessionRow {
             chat: session.chat.guid,
             who: session.sender,
             state: session.state.kind(),
-            text: session.shown_text().map(str::to_owned),
+            text,
             last_activity: session.last_activity,
             message_count: session.message_count,
         }

@@ -158,7 +158,7 @@ impl Msg {
     }
 
     /// Marks the row as sent by the account (`is_from_me = 1`) from `account` (`E:…`).
-    pub fn from_me(mut self, account: &str) -> Msg {
+    pub fn sent_by(mut self, account: &str) -> Msg {
         self.is_from_me = true;
         self.account = account.to_string();
         self

@@ -165,7 +165,7 @@ fn write_back(calls_dir: &Path, db: &FixtureDb, own: &str, done: &mut BTreeSet<S
             sender: Some(identifier.clone()),
             ..Msg::new(&chat, &identifier)
                 .text(&call.text)
-                .from_me(&account(own))
+                .sent_by(&account(own))
         };
         db.insert(&sent);
         if identifier.eq_ignore_ascii_case(own) {
