@@ -65,6 +65,10 @@ pub enum Setting {
     DailyTokenBudget,
     /// `LOG_LEVEL`.
     LogLevel,
+    /// `ALLOW_SMS`.
+    AllowSms,
+    /// Group chats whose allowed members are answered (`ALLOWED_GROUPS`, `allowed_groups`).
+    AllowedGroups(Origin),
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -101,6 +105,9 @@ impl Setting {
             Setting::RateLimit => "RATE_LIMIT_PER_MINUTE",
             Setting::DailyTokenBudget => "DAILY_TOKEN_BUDGET",
             Setting::LogLevel => "LOG_LEVEL",
+            Setting::AllowSms => "ALLOW_SMS",
+            Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
+            Setting::AllowedGroups(File) => "allowed_groups",
         }
     }
 
@@ -167,6 +174,12 @@ pub struct Settings {
     pub session_timeout_minutes: Option<u64>,
     /// An Anthropic-compatible API base URL.
     pub base_url: Option<String>,
+    /// Whether SMS/RCS texts reach the agent too. Off by default: an SMS sender's number is
+    /// easy to spoof, so anyone could pose as an allowed sender.
+    pub allow_sms: bool,
+    /// Group chats (`chat.guid`, like `iMessage;+;chat123…`) whose allowed members' texts
+    /// reach the agent; other groups are ignored.
+    pub allowed_groups: Vec<String>,
 }
 
 impl Settings {
@@ -214,7 +227,53 @@ impl Settings {
         if let Some(url) = &self.base_url {
             validate_url(url, Setting::BaseUrl(File))?;
         }
+        validate_groups(&self.allowed_groups, Setting::AllowedGroups(File))?;
         Ok(())
+    }
+}
+
+/// `ALLOW_SMS` and `ALLOWED_GROUPS` (the environment wins), else the settings file's.
+fn admission_settings(
+    settings: &Settings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(bool, Vec<String>), ConfigError> {
+    let allow_sms = match env("ALLOW_SMS") {
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                return Err(invalid(
+                    Setting::AllowSms,
+                    format!("{v:?}: use true or false"),
+                ));
+            }
+        },
+        None => settings.allow_sms,
+    };
+    let groups = match env("ALLOWED_GROUPS") {
+        Some(list) => {
+            let groups: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(String::from)
+                .collect();
+            validate_groups(&groups, Setting::AllowedGroups(Origin::Environment))?;
+            groups
+        }
+        None => settings.allowed_groups.clone(),
+    };
+    Ok((allow_sms, groups))
+}
+
+/// A group chat guid looks like `iMessage;+;chat123…` (`+` marks a group).
+fn validate_groups(groups: &[String], setting: Setting) -> Result<(), ConfigError> {
+    match groups.iter().find(|g| !g.contains(";+;")) {
+        Some(bad) => Err(invalid(
+            setting,
+            format!("{bad:?} is not a group chat id (those look like iMessage;+;chat123…)"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -294,6 +353,10 @@ pub struct Config {
     pub api_max_retries: u32,
     /// Who may reach the agent.
     pub allowed_senders: Allowlist,
+    /// Whether SMS/RCS texts count (see [`Settings::allow_sms`] for the risk).
+    pub allow_sms: bool,
+    /// Group chats allowed by guid.
+    pub allowed_groups: Vec<String>,
     /// Idle time after which a conversation ends.
     pub session_timeout: Duration,
     /// How often idle conversations are looked for.
@@ -326,6 +389,7 @@ impl Config {
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let dirs = Dirs::resolve(overrides, env)?;
         let (settings, settings_problem) = Settings::load(&dirs.data)?;
+        let (allow_sms, allowed_groups) = admission_settings(&settings, env)?;
         let chat_db = match (&overrides.chat_db, env("CHAT_DB_PATH"), dirs::home_dir()) {
             (Some(p), _, _) => p.clone(),
             (None, Some(p), _) => PathBuf::from(p),
@@ -373,6 +437,8 @@ impl Config {
             api_timeout: api.timeout,
             api_max_retries: api.max_retries,
             allowed_senders: pace.allowed_senders,
+            allow_sms,
+            allowed_groups,
             session_timeout: pace.session_timeout,
             sweep_interval: pace.sweep_interval,
             poll_interval: pace.poll_interval,
@@ -739,6 +805,8 @@ mod tests {
             allowed_senders: vec!["+44 20 7946 0958".into()],
             session_timeout_minutes: Some(5),
             base_url: None,
+            allow_sms: false,
+            allowed_groups: vec!["iMessage;+;chat42".into()],
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
@@ -747,6 +815,15 @@ mod tests {
         assert!(c.allowed_senders.is_allowed("+442079460958"));
         let c = resolve(dir.path(), &[("CLAUDE_MODEL", "claude-haiku-4-5")]).unwrap();
         assert_eq!(c.model, "claude-haiku-4-5");
+        assert!(!c.allow_sms, "iMessage only by default");
+        assert_eq!(c.allowed_groups, ["iMessage;+;chat42"]);
+        let c = resolve(dir.path(), &[("ALLOW_SMS", "true"), ("ALLOWED_GROUPS", "")]).unwrap();
+        assert!(c.allow_sms);
+        let err = resolve(dir.path(), &[("ALLOW_SMS", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("use true or false"), "{err}");
+        let err =
+            resolve(dir.path(), &[("ALLOWED_GROUPS", "iMessage;-;+15551234567")]).unwrap_err();
+        assert!(err.to_string().contains("not a group chat id"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::doctor::{self, Check};
 use crate::secrets::{KeyStore, SecretError, SystemKeychain};
 use crate::sender::Sender;
 use crate::sessions::{Session, SessionEvent, SessionStore};
-use crate::status::{State, Status, StatusBoard, Stranger};
+use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
 
 /// How long a stop waits for the bridge's own bounded drain before giving up on it.
 const STOP_DEADLINE: Duration = Duration::from_secs(crate::DRAIN_DEADLINE.as_secs() + 5);
@@ -508,6 +508,33 @@ impl Supervisor {
         .await?;
         tracing::info!("a stranger was allowed from the app");
         Ok(())
+    }
+
+    /// Adds a group chat to the settings file's allowed groups and restarts the bridge.
+    pub async fn allow_group(&self, guid: &str) -> Result<(), SupervisorError> {
+        let guid = guid.trim().to_owned();
+        self.update_settings(move |mut file| {
+            if !file.allowed_groups.contains(&guid) {
+                file.allowed_groups.push(guid);
+            }
+            Ok(file)
+        })
+        .await?;
+        tracing::info!("a group chat was allowed from the app");
+        Ok(())
+    }
+
+    /// Group chats that texted recently but are not allowed, newest first.
+    pub fn groups(&self) -> Vec<SeenGroup> {
+        match &self.shared().current {
+            Current::Running(generation) => {
+                let allowed = &generation.config.allowed_groups;
+                let mut groups = generation.status.get().groups;
+                groups.retain(|g| !allowed.contains(&g.guid));
+                groups
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Stores the API key in the keychain and restarts the bridge with it.

@@ -12,13 +12,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chrono::Local;
+use chrono::{Local, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::agent::{ToolOutput, ToolRunner};
 use crate::chatdb::Chat;
+use crate::echoes::Echoes;
 use crate::ledger::{self, Ledger, SendOutcome, SendStart};
 use crate::sender::{SendError, Sender};
 use crate::status::StatusBoard;
@@ -346,6 +347,8 @@ pub struct Outbox {
     sender: Sender,
     ledger: Option<Arc<Ledger>>,
     status: Option<StatusBoard>,
+    /// Every reply is remembered here before it is sent, so its copies are not texts.
+    echoes: Option<Arc<Echoes>>,
 }
 
 impl From<Sender> for Outbox {
@@ -355,6 +358,7 @@ impl From<Sender> for Outbox {
             sender,
             ledger: None,
             status: None,
+            echoes: None,
         }
     }
 }
@@ -366,7 +370,28 @@ impl Outbox {
             sender,
             ledger: Some(ledger),
             status: Some(status),
+            echoes: None,
         }
+    }
+
+    /// Remembers every reply in `echoes` before sending it.
+    pub fn with_echoes(mut self, echoes: Arc<Echoes>) -> Outbox {
+        self.echoes = Some(echoes);
+        self
+    }
+
+    /// Remembers the reply (durably, off the runtime's workers), then sends it.
+    async fn deliver(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
+        if let Some(echoes) = &self.echoes {
+            let (echoes, guid, copy) = (Arc::clone(echoes), chat.guid.clone(), text.to_string());
+            let remembered =
+                tokio::task::spawn_blocking(move || echoes.remember(&guid, &copy, Utc::now()))
+                    .await;
+            if !matches!(remembered, Ok(Ok(()))) {
+                tracing::warn!(chat = %chat.guid, "could not remember the reply; its copy in a chat with yourself may be read as a text");
+            }
+        }
+        self.sender.send(chat, text).await
     }
 
     /// Sends `text` into `chat` as a reply to the text whose guid is `source`, unless that
@@ -382,7 +407,7 @@ impl Outbox {
         text: &str,
     ) -> Result<Delivery, SendError> {
         let (Some(ledger), Some(source)) = (&self.ledger, source) else {
-            self.sender.send(chat, text).await?;
+            self.deliver(chat, text).await?;
             return Ok(Delivery::Sent);
         };
         let digest = ledger::digest(text);
@@ -413,7 +438,7 @@ impl Outbox {
                 false
             }
         };
-        let result = self.sender.send(chat, text).await;
+        let result = self.deliver(chat, text).await;
         let outcome = match &result {
             Ok(()) => SendOutcome::Sent,
             Err(err) if is_certainly_unsent(err) => SendOutcome::NotSent,
@@ -1324,6 +1349,7 @@ mod tests {
                         sender: "+15551234567".into(),
                         text: "call mom".into(),
                         date: chrono::Utc::now(),
+                        origin: Default::default(),
                     };
                     let cursor = Cursor {
                         rowid: 1,

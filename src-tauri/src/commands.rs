@@ -16,8 +16,8 @@ use bridge::allowlist::Handle;
 use bridge::anthropic::DEFAULT_MODEL;
 use bridge::config::{Config, ConfigError, Origin, Setting, Settings};
 use bridge::doctor::{Check, Pane};
-use bridge::sessions::{Session, SessionState};
-use bridge::status::Stranger;
+use bridge::sessions::{Session, StateKind};
+use bridge::status::{SeenGroup, Stranger};
 use bridge::supervisor::{Effective, StatusLine, Supervisor, SupervisorError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,7 @@ pub struct SessionRow {
     /// The sender's handle (phone number or e-mail).
     pub who: String,
     /// What the session is doing (`waiting`, `working`, `idle`).
-    pub state: SessionState,
+    pub state: StateKind,
     /// The pending question, else the text waiting for an answer, if any.
     pub text: Option<String>,
     /// When the conversation last moved (RFC 3339 on the wire).
@@ -83,11 +83,12 @@ pub struct SessionRow {
 
 impl From<Session> for SessionRow {
     fn from(session: Session) -> SessionRow {
+        let text = session.shown_text().map(str::to_owned);
         SessionRow {
             chat: session.chat.guid,
             who: session.sender,
-            state: session.state,
-            text: session.question.or(session.pending_input),
+            state: session.state.kind(),
+            text,
             last_activity: session.last_activity,
             message_count: session.message_count,
         }
@@ -105,6 +106,9 @@ pub struct SettingsForm {
     pub allowed_senders: Vec<String>,
     /// Idle minutes after which a session ends.
     pub session_timeout_minutes: u32,
+    /// Whether SMS/RCS texts count too (off: an SMS sender's number is easy to fake).
+    #[serde(default)]
+    pub allow_sms: bool,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -135,6 +139,7 @@ impl From<Effective> for SettingsView {
                     session_timeout_minutes: file
                         .session_timeout_minutes
                         .map_or(60, |m| u32::try_from(m).unwrap_or(u32::MAX)),
+                    allow_sms: file.allow_sms,
                 },
                 api_key_set,
             },
@@ -164,6 +169,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         model: text(form.model),
         allowed_senders: senders,
         session_timeout_minutes: Some(u64::from(form.session_timeout_minutes)),
+        allow_sms: form.allow_sms,
         ..file
     })
 }
@@ -187,6 +193,7 @@ fn view_of_config(config: &Config) -> SettingsView {
             )
             .unwrap_or(u32::MAX)
             .max(1),
+            allow_sms: config.allow_sms,
         },
         api_key_set: config.auth.is_some(),
     }
@@ -313,6 +320,20 @@ pub async fn allow_sender(bridge: Bridge<'_>, handle: String) -> Res<SettingsVie
     Ok(bridge.effective().into())
 }
 
+/// Group chats that texted recently but are not allowed, newest first, with name and
+/// members.
+#[tauri::command]
+pub fn recent_groups(bridge: Bridge<'_>) -> Res<Vec<SeenGroup>> {
+    Ok(bridge.groups())
+}
+
+/// Allows a group chat by its guid (its allowed members' texts then reach the agent).
+#[tauri::command]
+pub async fn allow_group(bridge: Bridge<'_>, guid: String) -> Res<SettingsView> {
+    bridge.allow_group(&guid).await?;
+    Ok(bridge.effective().into())
+}
+
 /// The setup checklist: why the app could not start (if so), the bridge's `doctor` checks
 /// and the Automation probe, and the login item when the user switched it off.
 #[tauri::command]
@@ -416,9 +437,10 @@ mod tests {
             is_group: false,
         };
         let mut session = Session::new(chat, "+15551234567".to_owned(), at);
-        session.state = SessionState::Waiting;
-        session.pending_input = Some("buy milk".to_owned());
-        session.question = Some("Is “Atlas” the client or the book? 📚".to_owned());
+        session.state = bridge::sessions::SessionState::Waiting {
+            original: "buy milk".to_owned(),
+            question: Some("Is “Atlas” the client or the book? 📚".to_owned()),
+        };
         session.message_count = 2;
         let row = SessionRow::from(session.clone());
         assert_eq!(
@@ -433,13 +455,15 @@ mod tests {
             })
         );
         // No question: the text waiting for an answer; neither: null.
-        session.question = None;
+        session.state = bridge::sessions::SessionState::Waiting {
+            original: "buy milk".to_owned(),
+            question: None,
+        };
         assert_eq!(
             SessionRow::from(session.clone()).text.as_deref(),
             Some("buy milk")
         );
-        session.pending_input = None;
-        session.state = SessionState::Idle;
+        session.state = bridge::sessions::SessionState::Idle;
         let idle = serde_json::to_value(SessionRow::from(session)).unwrap();
         assert_eq!(idle["text"], serde_json::Value::Null);
         assert_eq!(idle["state"], "idle");
@@ -488,6 +512,7 @@ mod tests {
                 "Sarah@Example.COM".to_owned(),
             ],
             session_timeout_minutes: 30,
+            allow_sms: false,
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
@@ -498,6 +523,7 @@ mod tests {
                 allowed_senders: vec!["+15551234567".to_owned(), "sarah@example.com".to_owned()],
                 session_timeout_minutes: Some(30),
                 base_url: Some("http://127.0.0.1:9".to_owned()),
+                ..Settings::default()
             }
         );
         for bad in ["555-1234", "bob", "+1\u{2028}5", "a b@c.d"] {

@@ -18,7 +18,7 @@ use bridge::chatdb::Chat;
 use bridge::config::Overrides;
 use bridge::secrets::{KeyStore, MemoryKeyStore};
 use bridge::sender::Sender;
-use bridge::sessions::{Session, SessionState};
+use bridge::sessions::{Session, SessionState, StateKind};
 use bridge::supervisor::Supervisor;
 use serde_json::{Value, json};
 use tauri::test::{
@@ -67,7 +67,7 @@ struct Harness {
     db: Option<chatdb::FixtureDb>,
 }
 
-fn session(chat: &str, sender: &str, state: SessionState, minutes_ago: i64) -> Session {
+fn session(chat: &str, sender: &str, state: StateKind, minutes_ago: i64) -> Session {
     let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
     let chat = Chat {
         guid: chat.to_owned(),
@@ -75,28 +75,31 @@ fn session(chat: &str, sender: &str, state: SessionState, minutes_ago: i64) -> S
         is_group: false,
     };
     let mut session = Session::new(chat, sender.to_owned(), at);
-    session.state = state;
+    session.state = match state {
+        StateKind::Working => SessionState::Working { original: None },
+        StateKind::Waiting => SessionState::Waiting {
+            original: "book club thursday".to_owned(),
+            question: Some("Is that the Atlas book club? 📚".to_owned()),
+        },
+        StateKind::Idle => SessionState::Idle,
+    };
     session.message_count = 1;
-    if state == SessionState::Waiting {
-        session.pending_input = Some("book club thursday".to_owned());
-        session.question = Some("Is that the Atlas book club? 📚".to_owned());
-    }
     session
 }
 
 fn three_sessions() -> Vec<Session> {
     vec![
-        session("iMessage;-;+15551234567", ME, SessionState::Waiting, 2),
+        session("iMessage;-;+15551234567", ME, StateKind::Waiting, 2),
         session(
             "iMessage;-;sarah@example.com",
             "sarah@example.com",
-            SessionState::Working,
+            StateKind::Working,
             1,
         ),
         session(
             "iMessage;-;+447700900123",
             "+447700900123",
-            SessionState::Idle,
+            StateKind::Idle,
             30,
         ),
     ]
@@ -444,7 +447,9 @@ fn invalid_settings_change_nothing_on_disk() {
             "model": "claude-opus-4-1",
             "allowed_senders": [ME, "sarah@example.com"],
             "session_timeout_minutes": 90,
-            "base_url": "http://127.0.0.1:9"
+            "base_url": "http://127.0.0.1:9",
+            "allow_sms": false,
+            "allowed_groups": []
         })
     );
     assert_eq!(h.invoke("get_settings", json!({})).unwrap(), saved);

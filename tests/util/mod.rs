@@ -5,5 +5,6 @@
 pub mod anthropic;
 pub mod bridge;
 pub mod chatdb;
+pub mod messages;
 pub mod osascript;
 pub mod wait;
