@@ -2,7 +2,8 @@
 # Installs what the menu-bar app (src-tauri/) needs on Debian 12:
 #   build    the GTK/WebKitGTK/appindicator headers without which `cargo build` of the
 #            workspace fails (src-tauri links WebKitGTK);
-#   e2e      plus Xvfb, D-Bus, WebKitWebDriver, a UI font and tauri-driver for
+#   e2e      plus Xvfb, D-Bus, WebKitWebDriver, a UI font, a Secret Service (GNOME Keyring,
+#            where the app keeps the API key on Linux) and tauri-driver for
 #            scripts/app-e2e.sh;
 #   icons    rsvg-convert, ImageMagick and png2icns for scripts/render-icons.sh.
 # Usage: scripts/install-app-deps.sh [build|e2e|icons]...   (default: build)
@@ -10,8 +11,8 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev libgtk-3-dev libwebkit2gtk-4.1-dev
-    libayatana-appindicator3-dev librsvg2-dev libxdo-dev)
-e2e=(xvfb xauth dbus dbus-x11 webkit2gtk-driver fonts-inter)
+    libayatana-appindicator3-dev librsvg2-dev libxdo-dev libdbus-1-dev)
+e2e=(xvfb xauth dbus dbus-x11 webkit2gtk-driver fonts-inter gnome-keyring)
 icons=(librsvg2-bin imagemagick icnsutils)
 
 wanted=()

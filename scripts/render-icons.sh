@@ -30,8 +30,10 @@ png2icns icon.icns "$work"/icns-{16,32,128,256,512,1024}.png >/dev/null
 for size in 16 24 32 48 64 256; do app "$size" "$work/ico-$size.png"; done
 "${im[@]}" "$work"/ico-{16,24,32,48,64,256}.png icon.ico
 
-# Menu-bar template: black on transparent, 22 pt high; macOS tints it for light and dark.
-rsvg-convert --width 22 --height 22 tray-template.svg --output tray-template.png
-rsvg-convert --width 44 --height 44 tray-template.svg --output tray-template@2x.png
+# Menu-bar template: black on transparent; macOS tints it for light and dark. 18 pt high, the
+# height tray-icon draws it at (tray-icon-0.24.2/src/platform_impl/macos/mod.rs:296-304), so
+# the @2x file is shown pixel for pixel on a Retina display.
+rsvg-convert --width 18 --height 18 tray-template.svg --output tray-template.png
+rsvg-convert --width 36 --height 36 tray-template.svg --output tray-template@2x.png
 
 echo "render-icons: wrote $(ls -1 ./*.png ./*.icns ./*.ico | wc -l) files in icons/"

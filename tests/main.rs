@@ -4,7 +4,8 @@
 //! the state files on disk.
 
 mod cli;
-mod util;
+// The shared fakes, also reachable as `crate::util` from the test modules.
+extern crate util;
 
 mod abuse;
 mod chatdb_changes;

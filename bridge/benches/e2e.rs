@@ -16,8 +16,6 @@
 //! `cargo test --benches` does) it only checks, with one capture, that the driver works.
 
 mod support;
-#[path = "../../tests/util/mod.rs"]
-mod util;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};

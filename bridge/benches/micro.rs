@@ -11,9 +11,7 @@
 //! results table. Run without `--bench` (as `cargo test --benches` does) it only checks that
 //! every benchmark works, on small fixtures.
 
-#[path = "../../tests/util/chatdb.rs"]
-#[allow(dead_code)]
-mod chatdb;
+use util::chatdb;
 mod support;
 
 use std::hint::black_box;

@@ -376,14 +376,10 @@ fn add_assistant_content(transcript: &mut Vec<Value>, content: Vec<Value>, conti
     transcript.push(json!({ "role": "assistant", "content": content }));
 }
 
-// The strict fake Messages API of the end-to-end tests, compiled into these unit tests too
-// so that it is proven against the real loop. It is declared here rather than inside
-// `mod tests`: there `#[path]` would be relative to `bridge/src/agent/tests/`, a directory
-// that does not exist, so the `..` in the path could not be resolved.
+// The strict fake Messages API of the end-to-end tests, used by these unit tests too so that
+// it is proven against the real loop.
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/util/anthropic.rs"]
-mod fake;
+use util::anthropic as fake;
 
 #[cfg(test)]
 mod tests {

@@ -621,9 +621,7 @@ fn map_error(path: &Path, probe: Option<io::ErrorKind>, source: rusqlite::Error)
 
 /// The fixture builder shared with the end-to-end tests.
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/util/chatdb.rs"]
-mod fixture;
+use util::chatdb as fixture;
 
 #[cfg(test)]
 mod tests {

@@ -27,22 +27,126 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 30;
 /// Tokens the agent may use per day (see [`crate::limits`]).
 pub const DEFAULT_DAILY_TOKEN_BUDGET: u64 = 1_000_000;
 
+/// A setting, as the user names it: [`name`](Setting::name) is what they write (the variable,
+/// or the settings file's key), [`label`](Setting::label) what the settings page calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// `SECOND_BRAIN_DATA_DIR`.
+    DataDir,
+    /// `CHAT_DB_PATH`.
+    ChatDb,
+    /// The vault folder (`VAULT_PATH`, `vault_path`).
+    Vault,
+    /// The model (`CLAUDE_MODEL`, `model`).
+    Model,
+    /// The API key (`ANTHROPIC_API_KEY`, the keychain).
+    ApiKey,
+    /// The API base URL (`ANTHROPIC_BASE_URL`, `base_url`).
+    BaseUrl(Origin),
+    /// Who may reach the agent (`ALLOWED_SENDERS`, `allowed_senders`).
+    AllowedSenders(Origin),
+    /// Idle time before a conversation ends (`SESSION_TIMEOUT_MS`, `session_timeout_minutes`).
+    SessionTimeout(Origin),
+    /// `SESSION_SWEEP_INTERVAL_MS`.
+    SweepInterval,
+    /// `CHAT_DB_POLL_MS`.
+    PollInterval,
+    /// `MAX_CONCURRENT_CHATS`.
+    MaxConcurrentChats,
+    /// `ANTHROPIC_TIMEOUT_MS`.
+    ApiTimeout,
+    /// `ANTHROPIC_MAX_RETRIES`.
+    ApiMaxRetries,
+    /// `CATCH_UP_HOURS`.
+    CatchUp,
+    /// `RATE_LIMIT_PER_MINUTE`.
+    RateLimit,
+    /// `DAILY_TOKEN_BUDGET`.
+    DailyTokenBudget,
+    /// `LOG_LEVEL`.
+    LogLevel,
+    /// `ALLOW_SMS`.
+    AllowSms,
+    /// Group chats whose allowed members are answered (`ALLOWED_GROUPS`, `allowed_groups`).
+    AllowedGroups(Origin),
+}
+
+/// Where a value came from, for settings whose name differs between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An environment variable.
+    Environment,
+    /// The settings file (written by the app).
+    SettingsFile,
+}
+
+impl Setting {
+    /// The name the user writes: the variable, or the settings file's key.
+    pub fn name(self) -> &'static str {
+        use Origin::{Environment as Env, SettingsFile as File};
+        match self {
+            Setting::DataDir => "SECOND_BRAIN_DATA_DIR",
+            Setting::ChatDb => "CHAT_DB_PATH",
+            Setting::Vault => "vault",
+            Setting::Model => "model",
+            Setting::ApiKey => "ANTHROPIC_API_KEY",
+            Setting::BaseUrl(Env) => "ANTHROPIC_BASE_URL",
+            Setting::BaseUrl(File) => "base_url",
+            Setting::AllowedSenders(Env) => "ALLOWED_SENDERS",
+            Setting::AllowedSenders(File) => "allowed_senders",
+            Setting::SessionTimeout(Env) => "SESSION_TIMEOUT_MS",
+            Setting::SessionTimeout(File) => "session_timeout_minutes",
+            Setting::SweepInterval => "SESSION_SWEEP_INTERVAL_MS",
+            Setting::PollInterval => "CHAT_DB_POLL_MS",
+            Setting::MaxConcurrentChats => "MAX_CONCURRENT_CHATS",
+            Setting::ApiTimeout => "ANTHROPIC_TIMEOUT_MS",
+            Setting::ApiMaxRetries => "ANTHROPIC_MAX_RETRIES",
+            Setting::CatchUp => "CATCH_UP_HOURS",
+            Setting::RateLimit => "RATE_LIMIT_PER_MINUTE",
+            Setting::DailyTokenBudget => "DAILY_TOKEN_BUDGET",
+            Setting::LogLevel => "LOG_LEVEL",
+            Setting::AllowSms => "ALLOW_SMS",
+            Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
+            Setting::AllowedGroups(File) => "allowed_groups",
+        }
+    }
+
+    /// What the settings page calls it; settings the page does not show go by their name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Setting::Vault => "Vault folder",
+            Setting::Model => "Model",
+            Setting::ApiKey => "API key",
+            Setting::BaseUrl(_) => "API base URL",
+            Setting::AllowedSenders(_) => "Allowed senders",
+            Setting::SessionTimeout(_) => "Session timeout",
+            other => other.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A bad configuration value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value that does not parse or is out of range.
     #[error("{setting}: {reason}")]
     Invalid {
-        /// The setting's name, as the user would write it.
-        setting: &'static str,
+        /// The setting.
+        setting: Setting,
         /// What is wrong and what is expected.
         reason: String,
     },
     /// A required value is missing.
     #[error("{setting} is not set: {hint}")]
     Missing {
-        /// The setting's name.
-        setting: &'static str,
+        /// The setting.
+        setting: Setting,
         /// How to set it.
         hint: &'static str,
     },
@@ -106,23 +210,24 @@ impl Settings {
 
     /// Checks every value the way [`Config::resolve`] would.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use Origin::SettingsFile as File;
         if let Some(vault) = &self.vault_path {
             validate_vault(vault)?;
         }
         if let Some(model) = &self.model {
             validate_model(model)?;
         }
-        allowlist(&self.allowed_senders, "allowed_senders")?;
+        allowlist(&self.allowed_senders, Setting::AllowedSenders(File))?;
         if let Some(minutes) = self.session_timeout_minutes {
             session_timeout(
                 Duration::from_secs(minutes.saturating_mul(60)),
-                "session_timeout_minutes",
+                Setting::SessionTimeout(File),
             )?;
         }
         if let Some(url) = &self.base_url {
-            validate_url(url, "base_url")?;
+            validate_url(url, Setting::BaseUrl(File))?;
         }
-        validate_groups(&self.allowed_groups, "allowed_groups")?;
+        validate_groups(&self.allowed_groups, Setting::AllowedGroups(File))?;
         Ok(())
     }
 }
@@ -136,7 +241,12 @@ fn admission_settings(
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
-            _ => return Err(invalid("ALLOW_SMS", format!("{v:?}: use true or false"))),
+            _ => {
+                return Err(invalid(
+                    Setting::AllowSms,
+                    format!("{v:?}: use true or false"),
+                ));
+            }
         },
         None => settings.allow_sms,
     };
@@ -148,7 +258,7 @@ fn admission_settings(
                 .filter(|g| !g.is_empty())
                 .map(String::from)
                 .collect();
-            validate_groups(&groups, "ALLOWED_GROUPS")?;
+            validate_groups(&groups, Setting::AllowedGroups(Origin::Environment))?;
             groups
         }
         None => settings.allowed_groups.clone(),
@@ -157,7 +267,7 @@ fn admission_settings(
 }
 
 /// A group chat guid looks like `iMessage;+;chat123…` (`+` marks a group).
-fn validate_groups(groups: &[String], setting: &'static str) -> Result<(), ConfigError> {
+fn validate_groups(groups: &[String], setting: Setting) -> Result<(), ConfigError> {
     match groups.iter().find(|g| !g.contains(";+;")) {
         Some(bad) => Err(invalid(
             setting,
@@ -176,6 +286,47 @@ pub struct Overrides {
     pub vault: Option<PathBuf>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+}
+
+/// Where the bridge keeps its state and its logs. Found without reading the settings file,
+/// so a front end can open its logs and repair settings that do not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// Sessions, ledger, settings, token budget, status, lock.
+    pub data: PathBuf,
+    /// Daily-rotated log files.
+    pub logs: PathBuf,
+}
+
+impl Dirs {
+    /// `--data-dir`, else `SECOND_BRAIN_DATA_DIR`, else the platform's data folder. Logs go to
+    /// `~/Library/Logs/Second Brain` on macOS unless the data folder was chosen, else to
+    /// `logs/` in the data folder.
+    pub fn resolve(
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Dirs, ConfigError> {
+        let chosen = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env("SECOND_BRAIN_DATA_DIR").map(PathBuf::from));
+        let data = match &chosen {
+            Some(dir) => dir.clone(),
+            None => dirs::data_dir()
+                .map(|d| d.join(BUNDLE_ID))
+                .ok_or(ConfigError::Missing {
+                    setting: Setting::DataDir,
+                    hint: "no home directory",
+                })?,
+        };
+        let logs = match (chosen, dirs::home_dir()) {
+            (None, Some(home)) if cfg!(target_os = "macos") => {
+                home.join("Library/Logs/Second Brain")
+            }
+            _ => data.join("logs"),
+        };
+        Ok(Dirs { data, logs })
+    }
 }
 
 /// Everything the bridge needs, resolved and validated.
@@ -236,37 +387,16 @@ impl Config {
         keychain_key: impl FnOnce() -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        let home = dirs::home_dir();
-        let data_dir = match (&overrides.data_dir, env("SECOND_BRAIN_DATA_DIR")) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(dir)) => PathBuf::from(dir),
-            (None, None) => {
-                dirs::data_dir()
-                    .map(|d| d.join(BUNDLE_ID))
-                    .ok_or(ConfigError::Missing {
-                        setting: "SECOND_BRAIN_DATA_DIR",
-                        hint: "no home directory",
-                    })?
-            }
-        };
-        let (settings, settings_problem) = Settings::load(&data_dir)?;
+        let dirs = Dirs::resolve(overrides, env)?;
+        let (settings, settings_problem) = Settings::load(&dirs.data)?;
         let (allow_sms, allowed_groups) = admission_settings(&settings, env)?;
-        let log_dir = match (
-            env("SECOND_BRAIN_DATA_DIR").is_some() || overrides.data_dir.is_some(),
-            &home,
-        ) {
-            (false, Some(home)) if cfg!(target_os = "macos") => {
-                home.join("Library/Logs/Second Brain")
-            }
-            _ => data_dir.join("logs"),
-        };
-        let chat_db = match (&overrides.chat_db, env("CHAT_DB_PATH"), &home) {
+        let chat_db = match (&overrides.chat_db, env("CHAT_DB_PATH"), dirs::home_dir()) {
             (Some(p), _, _) => p.clone(),
             (None, Some(p), _) => PathBuf::from(p),
             (None, None, Some(home)) => home.join("Library/Messages/chat.db"),
             (None, None, None) => {
                 return Err(ConfigError::Missing {
-                    setting: "CHAT_DB_PATH",
+                    setting: Setting::ChatDb,
                     hint: "no home directory",
                 });
             }
@@ -275,119 +405,58 @@ impl Config {
             .vault
             .clone()
             .or(env("VAULT_PATH").map(PathBuf::from))
-            .or(settings.vault_path);
+            .or(settings.vault_path.clone());
         // Only the form is checked here: a vault that is missing or not writable right now
         // (an unmounted volume, a folder not synced yet) makes texts wait, not the bridge fail.
         if let Some(vault) = &vault
             && !vault.is_absolute()
         {
             return Err(invalid(
-                "vault",
+                Setting::Vault,
                 format!("{} is not an absolute path", vault.display()),
             ));
         }
-        let model = env("CLAUDE_MODEL")
-            .or(settings.model)
-            .unwrap_or_else(|| DEFAULT_MODEL.to_string());
-        validate_model(&model)?;
-        let base_url = env("ANTHROPIC_BASE_URL")
-            .or(settings.base_url)
-            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        validate_url(&base_url, "ANTHROPIC_BASE_URL")?;
         let auth = match (env("ANTHROPIC_API_KEY"), env("ANTHROPIC_AUTH_TOKEN")) {
             (Some(key), _) => Some(Auth::ApiKey(key.trim().to_string())),
             (None, Some(token)) => Some(Auth::Bearer(token.trim().to_string())),
             (None, None) => keychain_key().map(Auth::ApiKey),
         };
-        let allowed_senders = match env("ALLOWED_SENDERS") {
-            Some(list) => {
-                let entries: Vec<&str> = list.split(',').filter(|s| !s.trim().is_empty()).collect();
-                allowlist(&entries, "ALLOWED_SENDERS")?
-            }
-            None => allowlist(&settings.allowed_senders, "allowed_senders")?,
-        };
-        let session_timeout = match env("SESSION_TIMEOUT_MS") {
-            Some(ms) => session_timeout(millis(&ms, "SESSION_TIMEOUT_MS")?, "SESSION_TIMEOUT_MS")?,
-            None => match settings.session_timeout_minutes {
-                Some(m) => session_timeout(
-                    Duration::from_secs(m.saturating_mul(60)),
-                    "session_timeout_minutes",
-                )?,
-                None => Duration::from_secs(3600),
-            },
-        };
-        let sweep_interval = match env("SESSION_SWEEP_INTERVAL_MS") {
-            Some(ms) => positive(
-                millis(&ms, "SESSION_SWEEP_INTERVAL_MS")?,
-                "SESSION_SWEEP_INTERVAL_MS",
-            )?,
-            None => Duration::from_secs(60),
-        };
-        let poll_interval = match env("CHAT_DB_POLL_MS") {
-            Some(ms) => positive(millis(&ms, "CHAT_DB_POLL_MS")?, "CHAT_DB_POLL_MS")?,
-            None => Duration::from_millis(1500),
-        };
-        let max_concurrent_chats = match env("MAX_CONCURRENT_CHATS") {
-            Some(n) => match n.trim().parse::<usize>() {
-                Ok(n @ 1..=64) => n,
-                _ => {
-                    return Err(invalid(
-                        "MAX_CONCURRENT_CHATS",
-                        format!("{n:?} is not a number from 1 to 64"),
-                    ));
-                }
-            },
-            None => 4,
-        };
-        let api_timeout = match env("ANTHROPIC_TIMEOUT_MS") {
-            Some(ms) => positive(millis(&ms, "ANTHROPIC_TIMEOUT_MS")?, "ANTHROPIC_TIMEOUT_MS")?,
-            None => DEFAULT_REQUEST_TIMEOUT,
-        };
-        let api_max_retries = match env("ANTHROPIC_MAX_RETRIES") {
-            Some(n) => number(&n, "ANTHROPIC_MAX_RETRIES", 0, 10)?,
-            None => DEFAULT_MAX_RETRIES,
-        };
-        let catch_up = match env("CATCH_UP_HOURS") {
-            Some(h) => {
-                let hours: u32 = number(&h, "CATCH_UP_HOURS", 0, 24 * 365)?;
-                Duration::from_secs(u64::from(hours) * 3600)
-            }
-            None => DEFAULT_CATCH_UP,
-        };
-        let rate_limit_per_minute = match env("RATE_LIMIT_PER_MINUTE") {
-            Some(n) => number(&n, "RATE_LIMIT_PER_MINUTE", 1, 100_000)?,
-            None => DEFAULT_RATE_LIMIT_PER_MINUTE,
-        };
-        let daily_token_budget = match env("DAILY_TOKEN_BUDGET") {
-            Some(n) => number(&n.replace('_', ""), "DAILY_TOKEN_BUDGET", 1, u64::MAX)?,
-            None => DEFAULT_DAILY_TOKEN_BUDGET,
-        };
         let log_level = env("LOG_LEVEL").unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|e| invalid("LOG_LEVEL", format!("{log_level:?}: {e}")))?;
+            .map_err(|e| invalid(Setting::LogLevel, format!("{log_level:?}: {e}")))?;
+        let api = Api::resolve(&env, &settings)?;
+        let pace = Pace::resolve(&env, &settings)?;
         Ok(Config {
-            data_dir,
-            log_dir,
+            data_dir: dirs.data,
+            log_dir: dirs.logs,
             chat_db,
             vault,
             auth,
-            base_url,
-            model,
-            api_timeout,
-            api_max_retries,
-            allowed_senders,
+            base_url: api.base_url,
+            model: api.model,
+            api_timeout: api.timeout,
+            api_max_retries: api.max_retries,
+            allowed_senders: pace.allowed_senders,
             allow_sms,
             allowed_groups,
-            session_timeout,
-            sweep_interval,
-            poll_interval,
-            max_concurrent_chats,
-            catch_up,
-            rate_limit_per_minute,
-            daily_token_budget,
+            session_timeout: pace.session_timeout,
+            sweep_interval: pace.sweep_interval,
+            poll_interval: pace.poll_interval,
+            max_concurrent_chats: pace.max_concurrent_chats,
+            catch_up: pace.catch_up,
+            rate_limit_per_minute: pace.rate_limit_per_minute,
+            daily_token_budget: pace.daily_token_budget,
             log_level,
             settings_problem,
         })
+    }
+
+    /// Where this configuration keeps state and logs.
+    pub fn dirs(&self) -> Dirs {
+        Dirs {
+            data: self.data_dir.clone(),
+            logs: self.log_dir.clone(),
+        }
     }
 
     /// What the bridge still needs before it can handle texts, in the words of the setup
@@ -410,28 +479,146 @@ impl Config {
     }
 }
 
-fn invalid(setting: &'static str, reason: String) -> ConfigError {
+/// The model and how the API is reached.
+struct Api {
+    base_url: String,
+    model: String,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+impl Api {
+    fn resolve(env: &dyn Fn(&str) -> Option<String>, file: &Settings) -> Result<Api, ConfigError> {
+        let model = env("CLAUDE_MODEL")
+            .or(file.model.clone())
+            .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        validate_model(&model)?;
+        let base_url = env("ANTHROPIC_BASE_URL")
+            .or(file.base_url.clone())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        validate_url(&base_url, Setting::BaseUrl(Origin::Environment))?;
+        let timeout = match env("ANTHROPIC_TIMEOUT_MS") {
+            Some(ms) => positive(millis(&ms, Setting::ApiTimeout)?, Setting::ApiTimeout)?,
+            None => DEFAULT_REQUEST_TIMEOUT,
+        };
+        let max_retries = match env("ANTHROPIC_MAX_RETRIES") {
+            Some(n) => number(&n, Setting::ApiMaxRetries, 0, 10)?,
+            None => DEFAULT_MAX_RETRIES,
+        };
+        Ok(Api {
+            base_url,
+            model,
+            timeout,
+            max_retries,
+        })
+    }
+}
+
+/// Who is answered, and how fast and how much.
+struct Pace {
+    allowed_senders: Allowlist,
+    session_timeout: Duration,
+    sweep_interval: Duration,
+    poll_interval: Duration,
+    max_concurrent_chats: usize,
+    catch_up: Duration,
+    rate_limit_per_minute: u32,
+    daily_token_budget: u64,
+}
+
+impl Pace {
+    fn resolve(env: &dyn Fn(&str) -> Option<String>, file: &Settings) -> Result<Pace, ConfigError> {
+        use Origin::{Environment as Env, SettingsFile as File};
+        let ms = |name: &str, setting: Setting, default: Duration| match env(name) {
+            Some(ms) => positive(millis(&ms, setting)?, setting),
+            None => Ok(default),
+        };
+        let allowed_senders = match env("ALLOWED_SENDERS") {
+            Some(list) => {
+                let entries: Vec<&str> = list.split(',').filter(|s| !s.trim().is_empty()).collect();
+                allowlist(&entries, Setting::AllowedSenders(Env))?
+            }
+            None => allowlist(&file.allowed_senders, Setting::AllowedSenders(File))?,
+        };
+        let session_timeout = match (env("SESSION_TIMEOUT_MS"), file.session_timeout_minutes) {
+            (Some(ms), _) => {
+                let setting = Setting::SessionTimeout(Env);
+                session_timeout(millis(&ms, setting)?, setting)?
+            }
+            (None, Some(m)) => session_timeout(
+                Duration::from_secs(m.saturating_mul(60)),
+                Setting::SessionTimeout(File),
+            )?,
+            (None, None) => Duration::from_secs(3600),
+        };
+        let max_concurrent_chats = match env("MAX_CONCURRENT_CHATS") {
+            Some(n) => match n.trim().parse::<usize>() {
+                Ok(n @ 1..=64) => n,
+                _ => {
+                    return Err(invalid(
+                        Setting::MaxConcurrentChats,
+                        format!("{n:?} is not a number from 1 to 64"),
+                    ));
+                }
+            },
+            None => 4,
+        };
+        let catch_up = match env("CATCH_UP_HOURS") {
+            Some(h) => {
+                let hours: u32 = number(&h, Setting::CatchUp, 0, 24 * 365)?;
+                Duration::from_secs(u64::from(hours) * 3600)
+            }
+            None => DEFAULT_CATCH_UP,
+        };
+        Ok(Pace {
+            allowed_senders,
+            session_timeout,
+            sweep_interval: ms(
+                "SESSION_SWEEP_INTERVAL_MS",
+                Setting::SweepInterval,
+                Duration::from_secs(60),
+            )?,
+            poll_interval: ms(
+                "CHAT_DB_POLL_MS",
+                Setting::PollInterval,
+                Duration::from_millis(1500),
+            )?,
+            max_concurrent_chats,
+            catch_up,
+            rate_limit_per_minute: match env("RATE_LIMIT_PER_MINUTE") {
+                Some(n) => number(&n, Setting::RateLimit, 1, 100_000)?,
+                None => DEFAULT_RATE_LIMIT_PER_MINUTE,
+            },
+            daily_token_budget: match env("DAILY_TOKEN_BUDGET") {
+                Some(n) => number(&n.replace('_', ""), Setting::DailyTokenBudget, 1, u64::MAX)?,
+                None => DEFAULT_DAILY_TOKEN_BUDGET,
+            },
+        })
+    }
+}
+
+fn invalid(setting: Setting, reason: String) -> ConfigError {
     ConfigError::Invalid { setting, reason }
 }
 
 fn validate_vault(path: &Path) -> Result<(), ConfigError> {
     if !path.is_absolute() {
         return Err(invalid(
-            "vault",
+            Setting::Vault,
             format!("{} is not an absolute path", path.display()),
         ));
     }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(invalid(
-            "vault",
+            Setting::Vault,
             format!("{} is a file, not a folder", path.display()),
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(
-            "vault",
+            Setting::Vault,
             format!("{} does not exist", path.display()),
         )),
-        Err(e) => Err(invalid("vault", format!("{}: {e}", path.display()))),
+        Err(e) => Err(invalid(Setting::Vault, format!("{}: {e}", path.display()))),
     }
 }
 
@@ -444,25 +631,25 @@ fn validate_model(model: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid("model", format!("{model:?} is not a model name")))
+        Err(invalid(
+            Setting::Model,
+            format!("{model:?} is not a model name"),
+        ))
     }
 }
 
-fn validate_url(url: &str, setting: &'static str) -> Result<(), ConfigError> {
+fn validate_url(url: &str, setting: Setting) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(invalid(setting, format!("{url:?} is not an http(s) URL"))),
     }
 }
 
-fn allowlist<S: AsRef<str>>(
-    entries: &[S],
-    setting: &'static str,
-) -> Result<Allowlist, ConfigError> {
+fn allowlist<S: AsRef<str>>(entries: &[S], setting: Setting) -> Result<Allowlist, ConfigError> {
     Allowlist::parse(entries).map_err(|e| invalid(setting, e.to_string()))
 }
 
-fn millis(value: &str, setting: &'static str) -> Result<Duration, ConfigError> {
+fn millis(value: &str, setting: Setting) -> Result<Duration, ConfigError> {
     value
         .trim()
         .parse::<u64>()
@@ -476,7 +663,7 @@ fn millis(value: &str, setting: &'static str) -> Result<Duration, ConfigError> {
 }
 
 /// A whole number from `min` to `max`, or an error naming `setting` and the range.
-fn number<T>(value: &str, setting: &'static str, min: T, max: T) -> Result<T, ConfigError>
+fn number<T>(value: &str, setting: Setting, min: T, max: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
@@ -489,7 +676,7 @@ where
     }
 }
 
-fn positive(d: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
+fn positive(d: Duration, setting: Setting) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(invalid(setting, "must be more than 0".into()))
     } else {
@@ -497,7 +684,7 @@ fn positive(d: Duration, setting: &'static str) -> Result<Duration, ConfigError>
     }
 }
 
-fn session_timeout(d: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
+fn session_timeout(d: Duration, setting: Setting) -> Result<Duration, ConfigError> {
     if d.is_zero() || d > Duration::from_secs(7 * 24 * 3600) {
         Err(invalid(setting, "must be between 1 ms and 7 days".into()))
     } else {

@@ -112,6 +112,17 @@ pub async fn automation(sender: &Sender) -> Check {
     }
 }
 
+/// The item shown instead of the others when the configuration itself does not resolve.
+pub fn settings_invalid(detail: String) -> Check {
+    Check::fail(
+        "settings",
+        "Settings valid",
+        detail,
+        "Correct it in Settings (or the environment variable it names).",
+        None,
+    )
+}
+
 fn chat_db(config: &Config) -> Check {
     const ID: &str = "chat_db";
     const LABEL: &str = "Messages database readable (Full Disk Access)";

@@ -474,12 +474,9 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
         })
 }
 
-/// The fixture builder shared with the end-to-end tests (declared outside `tests`, so that
-/// `#[path]` resolves from this file).
+/// The fixture builder shared with the end-to-end tests.
 #[cfg(test)]
-#[allow(dead_code, clippy::duplicate_mod)] // `chatdb` loads it too, privately.
-#[path = "../../tests/util/chatdb.rs"]
-mod fixture;
+use util::chatdb as fixture;
 
 #[cfg(test)]
 mod tests {

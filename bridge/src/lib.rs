@@ -7,8 +7,8 @@
 //! the [`anthropic`] API with the [`tools`] that write to the [`vault`] and reply through the
 //! [`sender`], and keeps each conversation in [`sessions`].
 //!
-//! The crate has no GUI dependency: the headless CLI and the menu-bar app both drive it
-//! through [`Bridge`].
+//! The crate has no GUI dependency: the headless CLI drives it through [`Bridge`], the
+//! menu-bar app through the [`supervisor`], which owns the bridge's lifecycle for a front end.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -24,6 +24,8 @@ pub mod intake;
 pub mod ledger;
 pub mod limits;
 pub mod lock;
+pub mod logging;
+pub mod login_item;
 pub mod persist;
 pub mod prompt;
 pub mod router;
@@ -31,6 +33,7 @@ pub mod secrets;
 pub mod sender;
 pub mod sessions;
 pub mod status;
+pub mod supervisor;
 pub mod tools;
 pub mod transcript;
 pub mod typedstream;

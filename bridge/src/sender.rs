@@ -202,11 +202,9 @@ impl Sender {
     }
 }
 
-/// The fake `osascript` shared with the end-to-end tests. Declared here, outside `tests`,
-/// because a `#[path]` inside an inline module resolves through directories that do not exist.
+/// The fake `osascript` shared with the end-to-end tests.
 #[cfg(test)]
-#[path = "../../tests/util/osascript.rs"]
-mod fake_osascript;
+use util::osascript as fake_osascript;
 
 #[cfg(test)]
 mod tests {

@@ -634,12 +634,9 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The fake `osascript` shared with the end-to-end tests (declared outside `tests`, so that
-/// `#[path]` resolves from this file).
+/// The fake `osascript` shared with the end-to-end tests.
 #[cfg(all(test, unix))]
-#[allow(clippy::duplicate_mod)] // `sender` loads it too, privately.
-#[path = "../../tests/util/osascript.rs"]
-mod fake_osascript;
+use util::osascript as fake_osascript;
 
 #[cfg(test)]
 mod tests {

@@ -1,52 +1,40 @@
 //! Second Brain's menu-bar shell: the tray, the windows and the commands the pages call, over
 //! the iMessage bridge it runs in-process.
 //!
-//! The shell is glue. [`host`] owns the running bridge (start, restart on settings changes,
-//! drain on exit) and forwards its changes; [`tray`] is the only thing visible at launch;
-//! [`windows`] creates the sessions, settings and setup windows on demand; [`commands`]
-//! answers the pages in `ui/`; [`login_item`] writes the LaunchAgent behind "Launch at Login";
-//! `macos` holds the few macOS-only calls.
+//! The shell is glue. `bridge::supervisor` owns the running bridge (start, restart on
+//! settings changes, drain on exit) and feeds its changes here; [`tray`] is the only thing
+//! visible at launch once setup is complete; [`windows`] creates the sessions, settings and
+//! setup windows on demand; [`commands`] answers the pages in `ui/`; `bridge::login_item`
+//! writes the LaunchAgent behind "Launch at Login"; `macos` holds the few macOS-only calls.
 //!
 //! Invariants: closing the last window never quits (`ExitRequested` without an exit code is
 //! prevented), only Quit, logout or SIGTERM do, and each of them ends in `RunEvent::Exit`,
 //! where the bridge stops taking texts, drains in-flight work (at most 10 s) and saves before
-//! the process exits; one instance runs per user (a second launch opens the first one's
-//! sessions window); [`run_app`] takes any `Builder<R>` so tests drive the same code with
-//! `tauri::test::mock_builder()`.
+//! the process exits; a start that fails (or panics in setup) leaves the app up in "Needs
+//! attention" and the process never exits non-zero for it ([`exit_code`]), so launchd does
+//! not restart it in a loop; one instance runs per user (a second launch, or on macOS a
+//! reopen, brings a window to the front); [`run_app`] takes any `Builder<R>` so tests drive
+//! the same code with `tauri::test::mock_builder()`.
 
 pub mod commands;
-pub mod host;
-pub mod login_item;
 #[cfg(target_os = "macos")]
 mod macos;
 pub mod tray;
 pub mod windows;
 
-use std::path::PathBuf;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bridge::supervisor::{Change, Environment, Notify, Supervisor};
+use tauri::async_runtime::JoinHandle;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
 
-use crate::commands::Hooks;
-use crate::host::{Change, Environment, Host, Notify};
+use crate::commands::{Attention, Hooks, Shell};
 use crate::windows::WindowKind;
 
 /// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
 pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
-
-/// Where the shell finds the user's things; kept in the app state.
-#[derive(Debug, Clone)]
-pub struct Shell {
-    /// The user's home folder (LaunchAgents, chat.db, `~` in paths).
-    pub home: PathBuf,
-    /// Where logs go; "Open Logs" shows it.
-    pub logs_dir: PathBuf,
-    /// The bundle identifier, also the LaunchAgent label.
-    pub identifier: String,
-    /// This executable, for the LaunchAgent.
-    pub executable: PathBuf,
-}
 
 /// How [`install`] sets the app up.
 #[derive(Clone)]
@@ -57,19 +45,17 @@ pub struct Options {
     pub env: Environment,
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
     pub tray: bool,
-    /// Open this window at launch (the e2e switch); `None` in normal use.
+    /// Open this window at launch instead of choosing (the e2e switch); `None` in normal use.
     pub open_window: Option<WindowKind>,
 }
 
 impl Options {
     /// The options of a real launch: the user's folders, the process environment and
-    /// Keychain, `SECOND_BRAIN_OPEN_WINDOW`.
+    /// keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
         let home = dirs::home_dir().context("this user has no home folder")?;
         let env = Environment::system();
-        let logs_dir = env
-            .log_dir()
-            .context("no folder for logs (no data folder)")?;
+        let logs_dir = env.dirs().context("no folder for the app's data")?.logs;
         let executable = std::env::current_exe().context("cannot find this executable")?;
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
             let kind = WindowKind::from_label(&label);
@@ -78,13 +64,14 @@ impl Options {
             }
             kind
         });
+        let shell = Shell {
+            home,
+            logs_dir,
+            identifier: identifier.to_owned(),
+            executable,
+        };
         Ok(Self {
-            shell: Shell {
-                home,
-                logs_dir,
-                identifier: identifier.to_owned(),
-                executable,
-            },
+            shell,
             env,
             tray: true,
             open_window,
@@ -95,9 +82,10 @@ impl Options {
 /// Builds and runs the app until Quit. `main` passes `tauri::Builder::default()`.
 pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
     let context: Context<R> = tauri::generate_context!();
-    let options = Options::from_env(&context.config().identifier)?;
+    let identifier = context.config().identifier.clone();
     let builder = builder
-        // First, so a second launch hands over before anything else starts.
+        // First, so a second launch hands over before anything else starts. On macOS a second
+        // launch does not reach it: the system sends the running app a reopen instead.
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             tracing::info!("second launch: showing the sessions window");
             if let Err(err) = windows::show(app, WindowKind::Sessions) {
@@ -106,53 +94,113 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
         }))
         .plugin(tauri_plugin_dialog::init())
         .setup(move |app| {
-            let hooks = production_hooks(app.handle());
-            let notify = production_notify(app.handle());
-            install(app.handle(), options, hooks, notify)?;
-            #[cfg(unix)]
-            quit_on_signals(app.handle().clone());
+            start(app.handle(), &identifier);
             Ok(())
         });
-    let app = build_app(builder, context).context("could not start the app")?;
-    app.run(|app, event| match event {
+    #[allow(unused_mut)]
+    let mut app = build_app(builder, context).context("could not start the app")?;
+    // Before the event loop starts, so there is no Dock icon and no activation at launch:
+    // tao applies the policy in `applicationDidFinishLaunching` only when it was set before
+    // `run` (tao-0.35.3/src/platform/macos.rs:310-319, app_state.rs:285-293); `App`'s setter
+    // sets it on the runtime while it is not running yet (tauri-2.11.6/src/app.rs:1286-1291).
+    #[cfg(target_os = "macos")]
+    app.set_activation_policy(tauri::ActivationPolicy::Accessory);
+    app.run(on_event);
+    Ok(())
+}
+
+/// The process's exit status after [`run_app`] returned: 0, also after a start that failed,
+/// once it is reported. A non-zero status would make launchd start the app again every 10 s
+/// (`KeepAlive {SuccessfulExit false}`, see `login_item`); crashes still exit non-zero.
+pub fn exit_code(result: &anyhow::Result<()>) -> u8 {
+    if let Err(err) = result {
+        tracing::error!("{err:#}");
+        eprintln!("second-brain: {err:#}");
+    }
+    0
+}
+
+/// What the app does with each event of its loop.
+fn on_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
+    match event {
         RunEvent::ExitRequested { code, api, .. } if keeps_running(code) => api.prevent_exit(),
         // Every way out ends here (Quit and SIGTERM through `exit(0)`; on macOS, logout and
         // Cmd-Q through `applicationWillTerminate`). The process exits when this returns, so
         // the bridge is stopped synchronously: intake stops, in-flight work drains (bounded),
-        // sessions are saved.
+        // sessions are saved. Log lines need no flushing: they are written unbuffered
+        // (`bridge::logging`).
         RunEvent::Exit => {
-            if let Some(host) = app.try_state::<Host>() {
+            if let Some(bridge) = app.try_state::<Supervisor>() {
                 tracing::info!("exiting: stopping the bridge");
-                tauri::async_runtime::block_on(host.shutdown());
+                tauri::async_runtime::block_on(bridge.shutdown());
             }
         }
+        // Opening the app again (Finder, Spotlight, the Dock) while it runs
+        // (tauri-2.11.6/src/app.rs:275-282, `applicationShouldHandleReopen`).
+        #[cfg(target_os = "macos")]
+        RunEvent::Reopen { .. } => drop(reopen(app)),
         _ => {}
-    });
-    Ok(())
+    }
 }
 
-/// SIGTERM (launchd, `kill`, logout on Linux) and SIGINT quit like the Quit item does.
-#[cfg(unix)]
-fn quit_on_signals<R: Runtime>(app: AppHandle<R>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tauri::async_runtime::spawn(async move {
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => (term, int),
-            (Err(err), _) | (_, Err(err)) => {
-                tracing::error!(cause = %err, "cannot handle SIGTERM; it will kill the app unsaved");
-                return;
-            }
-        };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "quitting");
-        app.exit(0);
+/// Sets the app up from the real environment. Never fails: a setup that fails or panics
+/// leaves the app up in "Needs attention", with the reason in the tray and the checklist.
+fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
+    let installed = catch_unwind(AssertUnwindSafe(|| {
+        let options = Options::from_env(identifier)?;
+        let hooks = production_hooks(app);
+        install(app, options, hooks, production_notify(app)).map(drop)
+    }));
+    let failure = match installed {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(format!("{err:#}")),
+        Err(panic) => Some(panic_message(panic.as_ref())),
+    };
+    if let Some(reason) = failure {
+        if app.try_state::<Hooks>().is_none() {
+            app.manage(production_hooks(app));
+        }
+        needs_attention(app, reason, true);
+    }
+    // SIGTERM (launchd, `kill`, logout on Linux) and SIGINT quit like the Quit item does.
+    #[cfg(unix)]
+    tauri::async_runtime::spawn({
+        let app = app.clone();
+        async move {
+            let signal = bridge::supervisor::quit_signal().await;
+            tracing::info!(signal, "quitting");
+            app.exit(0);
+        }
     });
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = (panic.downcast_ref::<&str>().copied())
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("an unexpected error");
+    format!("setting up failed: {text}")
+}
+
+/// Puts the app in "Needs attention": the reason in the tray's status line and at the top of
+/// the Setup Checklist, which opens. Every step is best effort: the app stays up.
+pub fn needs_attention<R: Runtime>(app: &AppHandle<R>, reason: String, tray: bool) {
+    tracing::error!(%reason, "Second Brain cannot run its bridge");
+    app.manage(Attention(reason));
+    if app.try_state::<tray::TrayMenu<R>>().is_none()
+        && let Err(err) = tray::build_menu(app)
+    {
+        tracing::error!(cause = %err, "could not build the menu");
+    }
+    if tray
+        && app.tray_by_id(tray::TRAY_ID).is_none()
+        && let Err(err) = tray::install(app)
+    {
+        tracing::error!(cause = %err, "could not add the menu-bar icon");
+    }
+    tray::refresh(app);
+    if let Err(err) = windows::show(app, WindowKind::Setup) {
+        tracing::error!(cause = %err, "could not show the setup checklist");
+    }
 }
 
 /// Registers the commands and builds the app (without running it).
@@ -179,18 +227,17 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
         .build(context)
 }
 
-/// Sets up a built app: the host (its bridge starts in the background), state, menu, tray
-/// icon, and the e2e window if asked for.
+/// Sets up a built app: the supervisor, state, menu, tray icon; then starts the bridge in the
+/// background. The returned task ends once the bridge has started and, while setup is
+/// incomplete, the Setup Checklist is open (or the e2e switch's window, when given).
 pub fn install<R: Runtime>(
     app: &AppHandle<R>,
     options: Options,
     hooks: Hooks,
     notify: Notify,
-) -> anyhow::Result<()> {
-    #[cfg(target_os = "macos")]
-    macos::become_accessory(app);
-    let host = Host::new(options.env, notify).context("no folder for the app's data")?;
-    app.manage(host.clone());
+) -> anyhow::Result<JoinHandle<()>> {
+    let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
+    app.manage(bridge.clone());
     app.manage(hooks);
     app.manage(options.shell);
     tray::build_menu(app).context("could not build the menu")?;
@@ -198,11 +245,43 @@ pub fn install<R: Runtime>(
         tray::install(app).context("could not add the menu-bar icon")?;
     }
     tray::refresh(app);
-    host.launch();
-    if let Some(kind) = options.open_window {
-        windows::show(app, kind).with_context(|| format!("could not open {}", kind.label()))?;
-    }
-    Ok(())
+    tray::refresh_login(app);
+    let launch = bridge.launch();
+    let app = app.clone();
+    Ok(tauri::async_runtime::spawn(async move {
+        launch.await;
+        let kind = match options.open_window {
+            Some(kind) => Some(kind),
+            None => (!bridge.setup_complete().await).then_some(WindowKind::Setup),
+        };
+        if let Some(kind) = kind
+            && let Err(err) = windows::show(&app, kind)
+        {
+            tracing::error!(cause = %err, window = kind.label(), "could not open the window");
+        }
+    }))
+}
+
+/// The window to bring forward when the user opens the app again: the Setup Checklist while
+/// setup is incomplete, else the sessions.
+pub fn reopen<R: Runtime>(app: &AppHandle<R>) -> JoinHandle<()> {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let complete = match app.try_state::<Supervisor>() {
+            Some(bridge) if app.try_state::<Attention>().is_none() => bridge.setup_complete().await,
+            _ => false,
+        };
+        let kind = if complete {
+            WindowKind::Sessions
+        } else {
+            WindowKind::Setup
+        };
+        tracing::info!(window = kind.label(), "reopened: showing a window");
+        tray::refresh_login(&app);
+        if let Err(err) = windows::show(&app, kind) {
+            tracing::error!(cause = %err, window = kind.label(), "could not show the window");
+        }
+    })
 }
 
 /// Whether an exit request is refused: yes when the last window closed (no exit code), no
@@ -211,12 +290,13 @@ pub fn keeps_running(code: Option<i32>) -> bool {
     code.is_none()
 }
 
-/// The hooks of a real launch: the native folder picker, `open`.
+/// The hooks of a real launch: the native folder picker and alerts, `open`.
 fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
+    use tauri_plugin_dialog::{DialogExt as _, MessageDialogKind};
     let for_picker = app.clone();
+    let for_alert = app.clone();
     Hooks {
         pick_folder: Arc::new(move || {
-            use tauri_plugin_dialog::DialogExt as _;
             match for_picker
                 .dialog()
                 .file()
@@ -228,11 +308,19 @@ fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
             }
         }),
         open_url: Box::new(|target| open_with_system(target).map_err(|err| err.to_string())),
+        alert: Box::new(move |text| {
+            for_alert
+                .dialog()
+                .message(text)
+                .title("Second Brain")
+                .kind(MessageDialogKind::Warning)
+                .show(|_| {});
+        }),
     }
 }
 
-/// Where the host's changes go: an event to the pages, and the tray rewritten on the main
-/// thread (queued, so the host's tasks never wait for the event loop).
+/// Where the supervisor's changes go: an event to the pages, and the tray rewritten on the
+/// main thread (queued, so the supervisor's tasks never wait for the event loop).
 pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
     let app = app.clone();
     Arc::new(move |change| {

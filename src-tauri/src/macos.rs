@@ -1,4 +1,4 @@
-//! The few macOS-only calls: no Dock icon, and opening System Settings panes.
+//! The few macOS-only calls: asking launchd about the login item, and `open`.
 //!
 //! Invariants: compiled on macOS only; nothing here decides anything, it only asks the OS.
 //! Launch at Login uses the user LaunchAgent of `login_item` rather than `SMAppService`:
@@ -6,13 +6,24 @@
 
 use std::process::Command;
 
-use tauri::{ActivationPolicy, AppHandle, Runtime};
-
-/// Menu-bar app: no Dock icon, no app menu (the bundle's `LSUIElement` says the same).
-pub fn become_accessory<R: Runtime>(app: &AppHandle<R>) {
-    if let Err(err) = app.set_activation_policy(ActivationPolicy::Accessory) {
-        tracing::warn!(cause = %err, "could not hide the Dock icon");
+/// `launchctl print-disabled gui/<uid>`: the services of this user's GUI domain that are
+/// switched off (launchctl(1): "print-disabled <domain-target>"; `gui/<uid>` is the domain
+/// of the logged-in user). The error is a sentence for the menu.
+pub fn print_disabled() -> Result<String, String> {
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let output = Command::new("/bin/launchctl")
+        .arg("print-disabled")
+        .arg(format!("gui/{uid}"))
+        .output()
+        .map_err(|err| format!("launchctl did not run: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "launchctl print-disabled failed ({})",
+            output.status
+        ));
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Opens a URL or path with `open` (Finder for folders, System Settings for

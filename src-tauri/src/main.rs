@@ -1,68 +1,30 @@
 //! `second-brain`: the menu-bar app. Everything lives in the library; this sets up logging
-//! (stderr, plus daily files in the log folder, 7 kept) and starts it.
+//! (stderr, plus daily files in the log folder, 7 kept: `bridge::logging`) and starts it.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
-use tracing_subscriber::prelude::*;
+use bridge::logging::{self, LogError};
 
 fn main() -> std::process::ExitCode {
-    let _log_files = init_logging();
-    match second_brain::run_app(tauri::Builder::default()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("second-brain: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// `LOG_LEVEL` (the bridge's variable), else `RUST_LOG`, else `info`. Log files go where
-/// "Open Logs" looks; without them the app still logs to stderr.
-fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let filter = || {
-        std::env::var("LOG_LEVEL")
-            .ok()
-            .or_else(|| std::env::var("RUST_LOG").ok())
-            .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
-            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"))
-    };
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let files = second_brain::host::Environment::system()
-        .log_dir()
-        .and_then(|dir| {
-            if let Err(err) = std::fs::create_dir_all(&dir) {
-                eprintln!("second-brain: no log files in {}: {err}", dir.display());
-                return None;
+    // Log files go where "Open Logs" looks; without them the app still logs to stderr.
+    match bridge::supervisor::Environment::system().dirs() {
+        Ok(dirs) => {
+            // `LOG_LEVEL` (the bridge's variable), else `RUST_LOG`, else `info`; a filter
+            // that does not parse falls back to `info`.
+            let spec = std::env::var("LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
+            let init = |filter: &str| logging::init(filter, &dirs.logs, "second-brain");
+            let logged = match spec {
+                Ok(spec) => match init(&spec) {
+                    Err(LogError::Filter { .. }) => init("info"),
+                    other => other,
+                },
+                Err(_) => init("info"),
+            };
+            if let Err(err) = logged {
+                eprintln!("second-brain: {err}");
             }
-            tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix("second-brain")
-                .filename_suffix("log")
-                .max_log_files(7)
-                .build(&dir)
-                .map_err(|err| eprintln!("second-brain: no log files in {}: {err}", dir.display()))
-                .ok()
-        })
-        .map(tracing_appender::non_blocking);
-    match files {
-        Some((writer, guard)) => {
-            tracing_subscriber::registry()
-                .with(filter())
-                .with(stderr)
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(writer)
-                        .with_ansi(false),
-                )
-                .init();
-            Some(guard)
         }
-        None => {
-            tracing_subscriber::registry()
-                .with(filter())
-                .with(stderr)
-                .init();
-            None
-        }
+        Err(err) => eprintln!("second-brain: no log files: {err}"),
     }
+    let result = second_brain::run_app(tauri::Builder::default());
+    std::process::ExitCode::from(second_brain::exit_code(&result))
 }

@@ -1,10 +1,11 @@
 //! The menu-bar icon and its menu: the only thing the app shows until the user asks for more.
 //!
 //! Invariants: every menu id is a constant below and every click goes through [`action_for`],
-//! one `match`; the status line is a disabled item whose text and the Pause/Resume and Launch
-//! at Login items are rewritten by [`refresh`] from the host (on every status change of the
-//! bridge, never polled), never toggled blindly; the icon is a template image (black on
-//! transparent) so macOS tints it for light and dark.
+//! one `match`; a click that fails tells the user (the shell's alert) and the menu keeps
+//! working; the status line is a disabled item whose text and Pause/Resume are rewritten by
+//! [`refresh`] from the supervisor (on every status change of the bridge, never polled), and
+//! Launch at Login by [`refresh_login`] from what launchd will do, never toggled blindly; the
+//! icon is a template image (black on transparent) so macOS tints it for light and dark.
 
 use std::path::Path;
 
@@ -13,10 +14,12 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
-use crate::commands::Hooks;
-use crate::host::Host;
+use bridge::supervisor::Supervisor;
+
+use bridge::login_item::{self, State};
+
+use crate::commands::{self, Hooks, Shell};
 use crate::windows::{self, WindowKind};
-use crate::{Shell, login_item};
 
 /// Id of the tray icon.
 pub const TRAY_ID: &str = "second-brain";
@@ -44,8 +47,10 @@ pub const ALL_IDS: [&str; 10] = [
     STATUS, SESSIONS, SETTINGS, SETUP, PAUSE, LOGIN, OPEN_VAULT, OPEN_LOGS, QUIT, TRAY_ID,
 ];
 
-/// The template image shown in the menu bar (44 px: the @2x rendering of a 22 pt icon).
-const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
+/// The template image shown in the menu bar: 36 px, the @2x rendering of the 18 pt that
+/// tray-icon draws it at on macOS (tray-icon-0.24.2/src/platform_impl/macos/mod.rs:296-304
+/// scales any image to 18 pt high), so a Retina display shows it pixel for pixel.
+pub const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
 
 /// What a menu click does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,28 +147,48 @@ pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
         .build(app)
 }
 
-/// Rewrites the status line, Pause/Resume and the Launch at Login check from the host.
+/// Rewrites the status line and Pause/Resume from the supervisor (or why the app could not
+/// start).
 pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
-    let (Some(menu), Some(host), Some(shell)) = (
-        app.try_state::<TrayMenu<R>>(),
-        app.try_state::<Host>(),
-        app.try_state::<Shell>(),
-    ) else {
+    let Some(menu) = app.try_state::<TrayMenu<R>>() else {
         return;
     };
-    let status = host.status();
+    let status = commands::status_of(app);
     let pause_text = if status.paused { "Resume" } else { "Pause" };
-    let login = login_item::is_enabled(&shell.home, &shell.identifier);
     let result = menu
         .status
         .set_text(&status.line)
-        .and_then(|()| menu.pause.set_text(pause_text))
-        .and_then(|()| menu.login.set_checked(login));
+        .and_then(|()| menu.pause.set_text(pause_text));
     if let Err(err) = result {
         tracing::warn!(cause = %err, "could not update the tray menu");
     }
     if let Some(tray) = app.tray_by_id(TRAY_ID) {
         let _ = tray.set_tooltip(Some(format!("Second Brain — {}", status.line)));
+    }
+}
+
+/// Rewrites Launch at Login from what launchd will do; where that cannot be read, the item
+/// says so and shows no check mark.
+pub fn refresh_login<R: Runtime>(app: &AppHandle<R>) {
+    let (Some(menu), Some(shell)) = (app.try_state::<TrayMenu<R>>(), app.try_state::<Shell>())
+    else {
+        return;
+    };
+    let state = commands::login_state(&shell);
+    let text = match &state {
+        State::Off | State::On => "Launch at Login",
+        State::SwitchedOff => "Launch at Login (off in Login Items)",
+        State::Unknown(_) => "Launch at Login (state unknown)",
+    };
+    if let State::Unknown(reason) = &state {
+        tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
+    }
+    let result = menu
+        .login
+        .set_text(text)
+        .and_then(|()| menu.login.set_checked(state == State::On));
+    if let Err(err) = result {
+        tracing::warn!(cause = %err, "could not update the tray menu");
     }
 }
 
@@ -175,6 +200,9 @@ pub fn handle<R: Runtime>(app: &AppHandle<R>, id: &str) {
     };
     if let Err(err) = perform(app, action) {
         tracing::error!(cause = %err, ?action, "menu action failed");
+        if let Some(hooks) = app.try_state::<Hooks>() {
+            (hooks.alert)(&format!("{err:#}"));
+        }
     }
 }
 
@@ -185,23 +213,31 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
             windows::show(app, kind)?;
         }
         MenuAction::TogglePause => {
-            let host = app.state::<Host>();
-            host.set_paused(!host.status().paused);
-            // The host's change notice refreshes the tray too; this makes it immediate.
+            let bridge = app.state::<Supervisor>();
+            bridge.set_paused(!bridge.status().paused);
+            // The change feed refreshes the tray too; this makes it immediate.
             refresh(app);
         }
         MenuAction::ToggleLogin => {
             let shell = app.state::<Shell>();
-            if login_item::is_enabled(&shell.home, &shell.identifier) {
-                login_item::disable(&shell.home, &shell.identifier)?;
-            } else {
-                login_item::enable(&shell.home, &shell.identifier, &shell.executable)?;
-            }
-            refresh(app);
+            let result = match commands::login_state(&shell) {
+                State::Off => login_item::enable(&shell.home, &shell.identifier, &shell.executable)
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+                State::On | State::Unknown(_) => {
+                    login_item::disable(&shell.home, &shell.identifier).map_err(Into::into)
+                }
+                State::SwitchedOff => Err(anyhow::anyhow!(
+                    "Second Brain is switched off in System Settings › General › Login Items: \
+                     switch it on under Allow in the Background."
+                )),
+            };
+            refresh_login(app);
+            result?;
         }
         MenuAction::OpenVault => {
             let vault = app
-                .state::<Host>()
+                .state::<Supervisor>()
                 .vault()
                 .ok_or_else(|| anyhow::anyhow!("no vault folder chosen yet"))?;
             open(app, &vault)?;
@@ -254,9 +290,17 @@ mod tests {
     }
 
     #[test]
+    fn template_icons_are_18_pt_at_1x_and_2x() {
+        let one_x = Image::from_bytes(include_bytes!("../../icons/tray-template.png")).unwrap();
+        assert_eq!((one_x.width(), one_x.height()), (18, 18));
+        let two_x = Image::from_bytes(TEMPLATE_PNG).unwrap();
+        assert_eq!((two_x.width(), two_x.height()), (36, 36));
+    }
+
+    #[test]
     fn template_icon_is_black_on_transparent() {
         let image = Image::from_bytes(TEMPLATE_PNG).unwrap();
-        assert_eq!((image.width(), image.height()), (44, 44));
+        assert_eq!((image.width(), image.height()), (36, 36));
         let rgba = image.rgba();
         let mut opaque = 0;
         for pixel in rgba.chunks_exact(4) {
@@ -270,7 +314,7 @@ mod tests {
             }
         }
         assert!(
-            opaque > 300,
+            opaque > 150,
             "the glyph covers a good part of the icon ({opaque} px)"
         );
         assert!(

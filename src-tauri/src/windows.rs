@@ -1,4 +1,5 @@
-//! The three windows (sessions, settings, setup): created on demand, focused when already open.
+//! The three windows (sessions, settings, setup): created on demand, brought to the front and
+//! focused whenever they are shown.
 //!
 //! Invariants: there is at most one window per kind, its label is the kind's [`label`]; closing
 //! a window destroys it (nothing is kept hidden in memory); closing the last window never quits
@@ -68,28 +69,45 @@ impl WindowKind {
     }
 }
 
-/// Shows the window of `kind`: focuses it when it is open, creates it otherwise.
+/// Shows the window of `kind` (creating it when it is not open) and brings it to the front.
+///
+/// Every window is focused with `set_focus`, also a new one: on macOS `.focused(true)` only
+/// makes the window key (`makeKeyAndOrderFront`, tao-0.35.3/src/platform_impl/macos/window.rs:633),
+/// while `set_focus` also activates the app (`activateIgnoringOtherApps`,
+/// tao-0.35.3/src/platform_impl/macos/util/async.rs:231-236), which a menu-bar app is not when
+/// its menu is clicked; without it the window opens behind the app in front.
 pub fn show<R: Runtime, M: Manager<R>>(
     manager: &M,
     kind: WindowKind,
 ) -> tauri::Result<WebviewWindow<R>> {
-    if let Some(window) = manager.get_webview_window(kind.label()) {
-        // Best effort: a window that cannot unminimize or take focus is still shown.
-        let _ = window.unminimize();
-        window.show()?;
-        let _ = window.set_focus();
-        return Ok(window);
-    }
-    let (width, height) = kind.size();
-    let window =
-        WebviewWindowBuilder::new(manager, kind.label(), WebviewUrl::App(kind.page().into()))
+    let window = match manager.get_webview_window(kind.label()) {
+        Some(window) => {
+            // Best effort: a window that cannot unminimize is still shown.
+            let _ = window.unminimize();
+            window.show()?;
+            window
+        }
+        None => {
+            let (width, height) = kind.size();
+            let window = WebviewWindowBuilder::new(
+                manager,
+                kind.label(),
+                WebviewUrl::App(kind.page().into()),
+            )
             .title(kind.title())
             .inner_size(width, height)
             .min_inner_size(420.0, 320.0)
             .center()
             .focused(true)
             .build()?;
-    tracing::debug!(window = kind.label(), "window created");
+            tracing::debug!(window = kind.label(), "window created");
+            window
+        }
+    };
+    // Best effort: a window that cannot take focus is still shown.
+    if let Err(err) = window.set_focus() {
+        tracing::debug!(cause = %err, window = kind.label(), "window not focused");
+    }
     Ok(window)
 }
 

@@ -2,8 +2,8 @@
 //! window driven through `tauri-driver` (which fronts `WebKitWebDriver`) with a tiny W3C
 //! WebDriver client.
 //!
-//! Each scenario builds a [`World`] from the bridge's own test fakes (`tests/util/`, through
-//! `#[path]`): a fixture chat.db, a vault folder, a data folder, the strict fake Anthropic
+//! Each scenario builds a [`World`] from the bridge's own test fakes (`tests/util/`, the
+//! `second-brain-testkit` crate): a fixture chat.db, a vault folder, a data folder, the strict fake Anthropic
 //! server on `127.0.0.1:0` (in this test's tokio runtime) and the fake `osascript` first on
 //! `PATH`; the app gets them through the bridge's environment variables. Assertions look at
 //! the page and at the effects on disk (`sessions.json`, `settings.json`, osascript's argv).
@@ -29,14 +29,7 @@ use bridge::chatdb::Chat;
 use bridge::sessions::{Session as Conversation, SessionState};
 use serde_json::{Value, json};
 
-#[allow(dead_code)]
-#[path = "../../tests/util/anthropic.rs"]
-mod anthropic;
-#[allow(dead_code)]
-#[path = "../../tests/util/chatdb.rs"]
-mod chatdb;
-#[path = "../../tests/util/osascript.rs"]
-mod osascript;
+use util::{anthropic, chatdb, osascript};
 
 use anthropic::{FakeAnthropic, Reply};
 use chatdb::FixtureDb;
@@ -811,6 +804,66 @@ fn settings_page_refuses_an_invalid_vault_and_allows_a_stranger() {
         },
         "settings",
         &world.env(Senders::SettingsFile),
+    );
+}
+
+/// The key typed into Settings is kept by the system keychain (GNOME Keyring's Secret Service
+/// on the test's D-Bus session, started by `scripts/app-e2e.sh`): it is in the store, and a
+/// restarted app still says "Key set". The key is removed again at the end.
+#[test]
+fn the_api_key_is_kept_in_the_keychain_across_a_restart() {
+    use bridge::secrets::{KeyStore as _, SystemKeychain};
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let env: Vec<(String, String)> = world
+        .env(Senders::Environment)
+        .into_iter()
+        .filter(|(name, _)| name != "ANTHROPIC_API_KEY")
+        .collect();
+    assert_eq!(
+        SystemKeychain.api_key().map_err(|e| e.to_string()),
+        Ok(None),
+        "the test's keychain starts empty"
+    );
+    let loaded = "document.getElementById('model').value !== ''";
+    run(
+        |s| {
+            s.wait_until(loaded)?;
+            assert_eq!(s.text("#key-state-text")?, "No key set");
+            s.type_into("#api-key", API_KEY)?;
+            s.click("#set-key")?;
+            s.wait_until("document.getElementById('key-state-text').textContent === 'Key set'")?;
+            assert_eq!(s.text("#form-error")?, "");
+            Ok(())
+        },
+        "settings",
+        &env,
+    );
+    assert_eq!(
+        SystemKeychain.api_key().map_err(|e| e.to_string()),
+        Ok(Some(API_KEY.to_owned())),
+        "the key is in the Secret Service"
+    );
+    run(
+        |s| {
+            s.wait_until(loaded)?;
+            assert_eq!(
+                s.text("#key-state-text")?,
+                "Key set",
+                "kept across the restart"
+            );
+            // The restarted bridge read it: without a key it would not report running.
+            world.wait_until_running()?;
+            s.click("#clear-key")?;
+            s.wait_until("document.getElementById('key-state-text').textContent === 'No key set'")?;
+            Ok(())
+        },
+        "settings",
+        &env,
+    );
+    assert_eq!(
+        SystemKeychain.api_key().map_err(|e| e.to_string()),
+        Ok(None),
+        "Clear removed it from the Secret Service"
     );
 }
 

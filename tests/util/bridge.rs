@@ -16,6 +16,24 @@ use super::chatdb::FixtureDb;
 use super::messages::FakeMessages;
 use super::osascript::FakeOsascript;
 
+/// The bridge binary of this build. Cargo puts test and bench executables in
+/// `<target>/<profile>/deps/` and binaries one level up, in `<target>/<profile>/` (the Cargo
+/// Book, "Build cache"); `SECOND_BRAIN_BRIDGE_BIN` overrides it.
+pub fn program() -> PathBuf {
+    if let Some(path) = std::env::var_os("SECOND_BRAIN_BRIDGE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test executable in <target>/<profile>/deps");
+    profile_dir.join(format!(
+        "second-brain-bridge{}",
+        std::env::consts::EXE_SUFFIX
+    ))
+}
+
 /// The API key the fake server expects.
 pub const API_KEY: &str = "sk-ant-test-key";
 /// The allowed sender in every test world.
@@ -105,7 +123,7 @@ impl World {
     /// Runs a one-shot command of the binary (`status`, `doctor`, …) in this world and
     /// returns its standard output.
     pub async fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_second-brain-bridge"))
+        let output = Command::new(program())
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -178,7 +196,8 @@ impl World {
             self.osascript.bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let program = OsStr::new(env!("CARGO_BIN_EXE_second-brain-bridge"));
+        let program = program();
+        let program = program.as_os_str();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut cmd = Command::new(first);

@@ -3,8 +3,8 @@
 //!
 //! Invariants: every write is its own autocommit statement, and a message row is committed
 //! before its `chat_message_join` row (a reader can see the message without its chat, as it
-//! can on a real Mac). Only `rusqlite`, `chrono` and `std` are used, so this one file compiles
-//! both inside the bridge's unit tests (through `#[path]`) and in the end-to-end binary.
+//! can on a real Mac). Only `rusqlite`, `chrono` and `std` are used; the bridge's unit tests,
+//! the end-to-end binary and the app's tests all use this one copy.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ static GUID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The bridge's test data directory (`tests/data`), found from the bridge's manifest.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")
 }
 
 /// The raw bytes of the reference `attributedBody` blob `name` (e.g. `"LongMessage"`).

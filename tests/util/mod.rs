@@ -1,4 +1,5 @@
-//! Test support: the fakes that stand at the bridge's process boundaries.
+//! Test support: the fakes that stand at the bridge's process boundaries. One crate
+//! (`second-brain-testkit`, imported as `util`), used by every test and benchmark.
 #![allow(dead_code)]
 
 pub mod anthropic;

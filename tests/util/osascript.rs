@@ -10,8 +10,7 @@
 //! not finish until [`FakeOsascript::release`] removes it.
 //! [`FakeOsascript::wait_for_calls`] is event-driven (a `notify` watch on `<dir>/calls`).
 //!
-//! Used from `tests/` as `util::osascript` and from the bridge's unit tests through
-//! `#[path]`, so it names no crate of its own.
+//! Used as `util::osascript` by the end-to-end tests and the bridge's unit tests alike.
 #![allow(dead_code)]
 
 use std::fs;

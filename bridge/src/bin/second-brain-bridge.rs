@@ -91,83 +91,97 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(missing) = config.missing_setup() {
                 anyhow::bail!("cannot run: {missing} (see `second-brain-bridge doctor`)");
             }
-            let _guard = init_logging(&config)?;
+            bridge::logging::init(&config.log_level, &config.log_dir, "bridge")?;
             runtime.block_on(bridge::run(config, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
-            let mut checks = bridge::doctor::checks(&config);
-            if cfg!(target_os = "macos") {
-                let sender = bridge::sender::Sender::default();
-                checks.push(runtime.block_on(bridge::doctor::automation(&sender)));
-            }
-            for check in &checks {
-                let mark = if check.ok { "ok  " } else { "FAIL" };
-                println!("{mark} {}: {}", check.label, check.detail);
-                if let Some(fix) = &check.fix {
-                    println!("     fix: {fix}");
-                }
-            }
-            Ok(if checks.iter().all(|c| c.ok) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Doctor => Ok(doctor(&config, &runtime)),
         Command::Sessions(command) => runtime.block_on(sessions(&config, command)),
         Command::Status => {
-            let running = DataDirLock::is_held(&config.data_dir);
-            let file = config.data_dir.join("status.json");
-            match std::fs::read(&file) {
-                Ok(bytes) if running => {
-                    let status: bridge::status::Status = serde_json::from_slice(&bytes)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    println!("{}", status.line());
-                    println!(
-                        "handled {} · filed to Inbox {}",
-                        status.handled, status.failed
-                    );
-                    if let Some(problem) = &status.vault_problem {
-                        println!("vault: {problem} ({} texts waiting)", status.waiting);
-                    }
-                    if let Some(problem) = &status.api_problem {
-                        println!("API: {problem}");
-                    }
-                    println!("tokens today: {}", status.tokens_today);
-                    for (count, what) in [
-                        (
-                            status.skipped_old,
-                            "older than the catch-up window, skipped",
-                        ),
-                        (status.skipped_backfill, "history synced in late, skipped"),
-                        (status.rate_limited, "over the rate limit, not handled"),
-                        (status.over_budget, "over the token budget, filed to Inbox"),
-                        (status.unconfirmed_sends, "replies unconfirmed, not resent"),
-                    ] {
-                        if count > 0 {
-                            println!("{what}: {count}");
-                        }
-                    }
-                    for moved in &status.moved_aside {
-                        println!("moved aside: {moved}");
-                    }
-                    if let Some(err) = status.last_error {
-                        println!("last error: {err}");
-                    }
-                    for stranger in status.strangers {
-                        println!(
-                            "ignored sender: {} (last {})",
-                            stranger.handle,
-                            stranger.last_seen.to_rfc3339()
-                        );
-                    }
-                }
-                _ if running => println!("running (no status yet)"),
-                _ => println!("not running"),
-            }
+            print_status(&config)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints the checklist; fails when something needs fixing.
+fn doctor(config: &Config, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let mut checks = bridge::doctor::checks(config);
+    if cfg!(target_os = "macos") {
+        let sender = bridge::sender::Sender::default();
+        checks.push(runtime.block_on(bridge::doctor::automation(&sender)));
+    }
+    for check in &checks {
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {}: {}", check.label, check.detail);
+        if let Some(fix) = &check.fix {
+            println!("     fix: {fix}");
+        }
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints what a running bridge reports in `status.json`.
+fn print_status(config: &Config) -> anyhow::Result<()> {
+    let running = DataDirLock::is_held(&config.data_dir);
+    let file = config.data_dir.join("status.json");
+    let status: bridge::status::Status = match std::fs::read(&file) {
+        Ok(bytes) if running => {
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {}", file.display()))?
+        }
+        _ if running => {
+            println!("running (no status yet)");
+            return Ok(());
+        }
+        _ => {
+            println!("not running");
+            return Ok(());
+        }
+    };
+    println!("{}", status.line());
+    println!(
+        "handled {} · filed to Inbox {}",
+        status.handled, status.failed
+    );
+    if let Some(problem) = &status.vault_problem {
+        println!("vault: {problem} ({} texts waiting)", status.waiting);
+    }
+    if let Some(problem) = &status.api_problem {
+        println!("API: {problem}");
+    }
+    println!("tokens today: {}", status.tokens_today);
+    for (count, what) in [
+        (
+            status.skipped_old,
+            "older than the catch-up window, skipped",
+        ),
+        (status.skipped_backfill, "history synced in late, skipped"),
+        (status.rate_limited, "over the rate limit, not handled"),
+        (status.over_budget, "over the token budget, filed to Inbox"),
+        (status.unconfirmed_sends, "replies unconfirmed, not resent"),
+    ] {
+        if count > 0 {
+            println!("{what}: {count}");
+        }
+    }
+    for moved in &status.moved_aside {
+        println!("moved aside: {moved}");
+    }
+    if let Some(err) = status.last_error {
+        println!("last error: {err}");
+    }
+    for stranger in status.strangers {
+        println!(
+            "ignored sender: {} (last {})",
+            stranger.handle,
+            stranger.last_seen.to_rfc3339()
+        );
+    }
+    Ok(())
 }
 
 async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<ExitCode> {
@@ -224,47 +238,10 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Console plus daily-rotated files (7 kept) in the log directory.
-fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::prelude::*;
-    std::fs::create_dir_all(&config.log_dir)
-        .with_context(|| format!("creating {}", config.log_dir.display()))?;
-    let appender = tracing_appender::rolling::Builder::new()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix("bridge")
-        .filename_suffix("log")
-        .max_log_files(7)
-        .build(&config.log_dir)
-        .context("opening the log file")?;
-    let (file, guard) = tracing_appender::non_blocking(appender);
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)?;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(file)
-                .with_ansi(false),
-        )
-        .init();
-    Ok(guard)
-}
-
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
+    bridge::supervisor::quit_signal().await;
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,53 +1,55 @@
-//! The bridge inside the app: [`Host`] owns the running `bridge::Bridge` and is what the
-//! commands, the tray and the exit path talk to.
+//! The bridge's lifecycle for any front end: [`Supervisor`] starts it, stops it, restarts it
+//! when the settings or the API key change, keeps the user's pause across restarts, and tells
+//! the front end what changed through one [`Notify`] feed (sessions, status).
 //!
 //! Invariants: at most one bridge runs, and every start, restart and stop happens under one
 //! async lock (`lifecycle`), so a bridge has fully stopped (in-flight work drained, sessions
-//! saved, data-dir lock released) before the next one opens. Commands that change sessions
-//! take the same lock, so a change never lands in a store that is closing; reads never wait
-//! for it: they use the current generation's handles, swapped under a short `std` mutex that
-//! is never held across `.await`. Changes of the sessions or of the status reach [`Notify`]
-//! from two forwarding tasks per generation, owned by the host's tracker and stopped with the
-//! generation (no polling). Settings are validated and written by the bridge
-//! (`Settings::save`); the host only maps the page's form onto them, then restarts the bridge
-//! so the change applies without restarting the app. The user's pause survives restarts.
+//! saved, data-dir lock released) before the next one opens. Calls that change sessions take
+//! the same lock, so a change never lands in a store that is closing; reads never wait for it:
+//! they use the current generation's handles, swapped under a short `std` mutex that is never
+//! held across `.await`. Changes of the sessions or of the status reach [`Notify`] from two
+//! forwarding tasks per generation, owned by the supervisor's tracker and stopped with the
+//! generation (no polling). Settings are validated and written by [`Settings::save`]; the
+//! supervisor applies an edit, then restarts the bridge so the change applies at once.
+//! Nothing here knows about windows: the app and any other front end drive the same calls.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bridge::Bridge;
-use bridge::allowlist::Handle;
-use bridge::anthropic::DEFAULT_MODEL;
-use bridge::config::{self, Config, ConfigError, Overrides, Settings};
-use bridge::doctor::{self, Check};
-use bridge::sender::Sender;
-use bridge::sessions::{Session, SessionEvent, SessionStore};
-use bridge::status::{SeenGroup, State, Status, StatusBoard, Stranger};
+use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::{SettingsForm, SettingsView, StatusLine};
+use crate::Bridge;
+use crate::allowlist::Handle;
+use crate::config::{Config, ConfigError, Dirs, Origin, Overrides, Setting, Settings};
+use crate::doctor::{self, Check};
+use crate::secrets::{KeyStore, SecretError, SystemKeychain};
+use crate::sender::Sender;
+use crate::sessions::{Session, SessionEvent, SessionStore};
+use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
 
 /// How long a stop waits for the bridge's own bounded drain before giving up on it.
-const STOP_DEADLINE: Duration = Duration::from_secs(bridge::DRAIN_DEADLINE.as_secs() + 5);
+const STOP_DEADLINE: Duration = Duration::from_secs(crate::DRAIN_DEADLINE.as_secs() + 5);
 
-/// Why the host refused or failed something. Each message is one sentence for the page.
+/// Why the supervisor refused or failed something. Each message is one sentence for a person.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum SupervisorError {
     /// A setting was refused; nothing was written.
-    #[error("{field}: {reason}")]
+    #[error("{}: {reason}", setting.label())]
     Invalid {
-        /// The field as the settings page labels it.
-        field: &'static str,
-        /// What is wrong with it (the bridge's words).
+        /// The setting.
+        setting: Setting,
+        /// What is wrong with it.
         reason: String,
     },
     /// There is no session for this chat (it may have ended meanwhile).
     #[error("no session for chat {chat}")]
     UnknownSession {
-        /// The chat guid the page asked for.
+        /// The chat guid asked for.
         chat: String,
     },
     /// The bridge is not running, so its sessions cannot be read or changed.
@@ -66,12 +68,9 @@ pub enum HostError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The Keychain refused to store or remove the API key.
-    #[error("Keychain: {reason}")]
-    Keychain {
-        /// What the Keychain said.
-        reason: String,
-    },
+    /// The keychain refused to store or remove the API key, or there is none.
+    #[error(transparent)]
+    Keychain(#[from] SecretError),
     /// Blocking work could not finish (its task panicked or was cancelled).
     #[error("{what} was interrupted: {reason}")]
     Interrupted {
@@ -82,19 +81,17 @@ pub enum HostError {
     },
 }
 
-impl HostError {
-    /// A refused setting, labelled the way the settings page labels its fields.
-    fn from_config(err: ConfigError) -> HostError {
+impl From<ConfigError> for SupervisorError {
+    fn from(err: ConfigError) -> SupervisorError {
         match err {
-            ConfigError::Invalid { setting, reason } => HostError::Invalid {
-                field: field_label(setting),
-                reason,
-            },
-            ConfigError::Missing { setting, hint } => HostError::Invalid {
-                field: field_label(setting),
+            ConfigError::Invalid { setting, reason } => {
+                SupervisorError::Invalid { setting, reason }
+            }
+            ConfigError::Missing { setting, hint } => SupervisorError::Invalid {
+                setting,
                 reason: hint.to_owned(),
             },
-            ConfigError::Io { path, source } => HostError::Save {
+            ConfigError::Io { path, source } => SupervisorError::Save {
                 what: "settings",
                 path,
                 source,
@@ -103,19 +100,7 @@ impl HostError {
     }
 }
 
-/// The settings page's label for a setting the bridge names.
-fn field_label(setting: &'static str) -> &'static str {
-    match setting {
-        "vault" | "vault_path" | "VAULT_PATH" => "Vault folder",
-        "model" | "CLAUDE_MODEL" => "Model",
-        "allowed_senders" | "ALLOWED_SENDERS" => "Allowed senders",
-        "session_timeout_minutes" | "SESSION_TIMEOUT_MS" => "Session timeout",
-        "base_url" | "ANTHROPIC_BASE_URL" => "API base URL",
-        other => other,
-    }
-}
-
-/// What changed, for the pages and the tray.
+/// What changed, for the front ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// A session was created, changed or removed.
@@ -124,100 +109,78 @@ pub enum Change {
     Status,
 }
 
-/// Told about every [`Change`]; called from the host's tasks, so it must not block.
+/// Told about every [`Change`]; called from the supervisor's tasks, so it must not block.
 pub type Notify = Arc<dyn Fn(Change) + Send + Sync>;
-
-/// Where the API key lives: the macOS Keychain in the app, memory in tests.
-pub trait Keychain: Send + Sync {
-    /// The stored key, if any.
-    fn api_key(&self) -> Option<String>;
-    /// Stores or replaces the key.
-    fn set_api_key(&self, key: &str) -> Result<(), String>;
-    /// Removes the key; removing a missing key is not an error.
-    fn clear_api_key(&self) -> Result<(), String>;
-}
-
-/// The system Keychain through `bridge::secrets`.
-pub struct SystemKeychain;
-
-impl Keychain for SystemKeychain {
-    fn api_key(&self) -> Option<String> {
-        bridge::secrets::api_key()
-    }
-
-    fn set_api_key(&self, key: &str) -> Result<(), String> {
-        bridge::secrets::set_api_key(key).map_err(|err| err.to_string())
-    }
-
-    fn clear_api_key(&self) -> Result<(), String> {
-        bridge::secrets::clear_api_key().map_err(|err| err.to_string())
-    }
-}
 
 /// Looks up an environment variable.
 pub type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Everything the host resolves the bridge's configuration from.
+/// Everything the bridge's configuration is resolved from.
 #[derive(Clone)]
 pub struct Environment {
     /// Path overrides (none in the app).
     pub overrides: Overrides,
     /// Environment variables: the process's in the app, a map in tests.
     pub vars: Vars,
-    /// Where the API key is stored.
-    pub keychain: Arc<dyn Keychain>,
+    /// Where the API key is kept.
+    pub keys: Arc<dyn KeyStore>,
     /// Runs the Automation probe of the setup checklist.
     pub probe: Sender,
 }
 
 impl Environment {
-    /// The app's environment: process variables, the Keychain, `osascript` on `PATH`.
+    /// The real environment: process variables, the system keychain, `osascript` on `PATH`.
     pub fn system() -> Environment {
         Environment {
             overrides: Overrides::default(),
             vars: Arc::new(|name| std::env::var(name).ok()),
-            keychain: Arc::new(SystemKeychain),
+            keys: Arc::new(SystemKeychain),
             probe: Sender::default(),
         }
-    }
-
-    /// Resolves the bridge's configuration (blocking: reads the settings file and Keychain).
-    pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let vars = Arc::clone(&self.vars);
-        let keychain = Arc::clone(&self.keychain);
-        Config::resolve(
-            &self.overrides,
-            move |name| vars(name),
-            move || keychain.api_key(),
-        )
     }
 
     fn var(&self, name: &str) -> Option<String> {
         (self.vars)(name).filter(|value| !value.trim().is_empty())
     }
 
-    /// The data directory, found the way `Config::resolve` finds it. Needed even when the
-    /// rest of the configuration does not resolve, so that Settings can still repair it.
-    pub fn data_dir(&self) -> Option<PathBuf> {
-        self.overrides
-            .data_dir
-            .clone()
-            .or_else(|| self.var("SECOND_BRAIN_DATA_DIR").map(PathBuf::from))
-            .or_else(|| dirs::data_dir().map(|dir| dir.join(config::BUNDLE_ID)))
+    /// The data and log folders (without reading the settings file).
+    pub fn dirs(&self) -> Result<Dirs, ConfigError> {
+        Dirs::resolve(&self.overrides, |name| self.var(name))
     }
 
-    /// The log directory, chosen the way `Config::resolve` chooses it (without reading the
-    /// settings file, which a resolve would move aside if it did not parse).
-    pub fn log_dir(&self) -> Option<PathBuf> {
-        let overridden =
-            self.overrides.data_dir.is_some() || self.var("SECOND_BRAIN_DATA_DIR").is_some();
-        match dirs::home_dir() {
-            Some(home) if cfg!(target_os = "macos") && !overridden => {
-                Some(home.join("Library/Logs/Second Brain"))
-            }
-            _ => self.data_dir().map(|dir| dir.join("logs")),
-        }
+    /// Resolves the bridge's configuration (blocking: reads the settings file and keychain).
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let keys = Arc::clone(&self.keys);
+        Config::resolve(
+            &self.overrides,
+            |name| (self.vars)(name),
+            move || keys.api_key().ok().flatten(),
+        )
     }
+}
+
+/// The settings in effect: the running configuration (which environment variables may
+/// override), or the settings file when the configuration does not resolve.
+#[derive(Debug, Clone)]
+pub enum Effective {
+    /// The running bridge's configuration.
+    Running(Box<Config>),
+    /// The settings file as it is, and whether the keychain holds a key.
+    File {
+        /// The file's values (defaults where it is missing or did not parse).
+        settings: Settings,
+        /// Whether an API key is stored.
+        api_key_set: bool,
+    },
+}
+
+/// The status line and whether the user paused the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusLine {
+    /// "Running · 2 sessions", "Paused" or "Needs setup: Full Disk Access".
+    pub line: String,
+    /// Whether the user paused the bridge.
+    pub paused: bool,
 }
 
 /// One run of the bridge: its handles, and what stops it.
@@ -249,7 +212,7 @@ struct Shared {
 
 struct Inner {
     env: Environment,
-    data_dir: PathBuf,
+    dirs: Dirs,
     notify: Notify,
     lifecycle: Arc<tokio::sync::Mutex<()>>,
     shared: Mutex<Shared>,
@@ -258,18 +221,18 @@ struct Inner {
 
 /// The running bridge and its controls. Cheap to clone.
 #[derive(Clone)]
-pub struct Host {
+pub struct Supervisor {
     inner: Arc<Inner>,
 }
 
-impl Host {
-    /// A host that has not started its bridge yet; `None` without a data directory.
-    pub fn new(env: Environment, notify: Notify) -> Option<Host> {
-        let data_dir = env.data_dir()?;
-        Some(Host {
+impl Supervisor {
+    /// A supervisor that has not started its bridge yet; fails only without a data folder.
+    pub fn new(env: Environment, notify: Notify) -> Result<Supervisor, ConfigError> {
+        let dirs = env.dirs()?;
+        Ok(Supervisor {
             inner: Arc::new(Inner {
                 env,
-                data_dir,
+                dirs,
                 notify,
                 lifecycle: Arc::new(tokio::sync::Mutex::new(())),
                 shared: Mutex::new(Shared {
@@ -279,6 +242,11 @@ impl Host {
                 tasks: TaskTracker::new(),
             }),
         })
+    }
+
+    /// The data and log folders.
+    pub fn dirs(&self) -> &Dirs {
+        &self.inner.dirs
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -293,20 +261,19 @@ impl Host {
         (self.inner.notify)(change);
     }
 
-    /// Starts the bridge in the background. The lifecycle lock is taken before this returns,
-    /// so anything that waits for [`settled`](Self::settled) afterwards sees the start done.
-    pub fn launch(&self) {
+    /// The start of the bridge, for the front end to spawn on its runtime. The lifecycle lock
+    /// is taken before this returns (when free), so anything that waits for
+    /// [`settled`](Self::settled) afterwards sees the start done.
+    pub fn launch(&self) -> impl Future<Output = ()> + Send + 'static {
         let guard = Arc::clone(&self.inner.lifecycle).try_lock_owned();
-        let host = self.clone();
-        // Called from the app's setup, outside the runtime: spawned through Tauri. The task is
-        // not lost: it holds the lifecycle lock, which `shutdown` waits for.
-        tauri::async_runtime::spawn(async move {
+        let supervisor = self.clone();
+        async move {
             let _guard = match guard {
                 Ok(guard) => guard,
-                Err(_) => Arc::clone(&host.inner.lifecycle).lock_owned().await,
+                Err(_) => Arc::clone(&supervisor.inner.lifecycle).lock_owned().await,
             };
-            host.start_locked(Vec::new()).await;
-        });
+            supervisor.start_locked(Vec::new()).await;
+        }
     }
 
     /// Returns once no start, restart or stop is under way.
@@ -335,7 +302,7 @@ impl Host {
     async fn start_locked(&self, strangers: Vec<Stranger>) {
         let env = self.inner.env.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            // Blocking: reads the settings file, the Keychain, the sessions and the ledger.
+            // Blocking: reads the settings file, the keychain, the sessions and the ledger.
             let config = env.resolve().map_err(|err| err.to_string())?;
             let bridge = Bridge::open(config.clone()).map_err(|err| err.to_string())?;
             Ok::<_, String>((config, bridge))
@@ -427,20 +394,20 @@ impl Host {
     }
 
     /// The store of the running bridge.
-    fn store(&self) -> Result<SessionStore, HostError> {
+    fn store(&self) -> Result<SessionStore, SupervisorError> {
         match &self.shared().current {
             Current::Running(generation) => Ok(generation.sessions.clone()),
-            Current::Failed { reason } => Err(HostError::NotRunning {
+            Current::Failed { reason } => Err(SupervisorError::NotRunning {
                 reason: reason.clone(),
             }),
-            Current::Stopped => Err(HostError::NotRunning {
+            Current::Stopped => Err(SupervisorError::NotRunning {
                 reason: "it has stopped".to_owned(),
             }),
         }
     }
 
     /// Every session, most recent activity first. Waits for a start under way.
-    pub async fn sessions(&self) -> Result<Vec<Session>, HostError> {
+    pub async fn sessions(&self) -> Result<Vec<Session>, SupervisorError> {
         let starting = matches!(self.shared().current, Current::Stopped);
         if starting {
             self.settled().await;
@@ -453,11 +420,11 @@ impl Host {
     }
 
     /// Ends one session; returns once `sessions.json` says so.
-    pub async fn clear_session(&self, chat: &str) -> Result<(), HostError> {
+    pub async fn clear_session(&self, chat: &str) -> Result<(), SupervisorError> {
         let _guard = self.inner.lifecycle.lock().await;
         let store = self.store()?;
         if store.remove(chat).is_none() {
-            return Err(HostError::UnknownSession {
+            return Err(SupervisorError::UnknownSession {
                 chat: chat.to_owned(),
             });
         }
@@ -466,7 +433,7 @@ impl Host {
     }
 
     /// Ends every session; returns how many there were, once `sessions.json` says so.
-    pub async fn clear_all(&self) -> Result<usize, HostError> {
+    pub async fn clear_all(&self) -> Result<usize, SupervisorError> {
         let _guard = self.inner.lifecycle.lock().await;
         let store = self.store()?;
         let cleared = store.clear_all();
@@ -475,31 +442,17 @@ impl Host {
         Ok(cleared)
     }
 
-    /// The settings in effect (the running configuration, which environment variables may
-    /// override), or the settings file when the configuration does not resolve.
-    pub fn settings(&self) -> SettingsView {
-        let effective = match &self.shared().current {
-            Current::Running(generation) => Some(view_of_config(&generation.config)),
-            _ => None,
-        };
-        effective.unwrap_or_else(|| {
-            let (file, _) = Settings::load(&self.inner.data_dir).unwrap_or_default();
-            SettingsView {
-                settings: SettingsForm {
-                    vault_path: file
-                        .vault_path
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    model: file.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
-                    allowed_senders: file.allowed_senders,
-                    session_timeout_minutes: file
-                        .session_timeout_minutes
-                        .map_or(60, |m| u32::try_from(m).unwrap_or(u32::MAX)),
-                    allow_sms: file.allow_sms,
-                },
-                api_key_set: self.inner.env.keychain.api_key().is_some(),
-            }
-        })
+    /// The settings in effect.
+    pub fn effective(&self) -> Effective {
+        if let Current::Running(generation) = &self.shared().current {
+            return Effective::Running(Box::new(generation.config.clone()));
+        }
+        let (settings, _) = Settings::load(&self.inner.dirs.data).unwrap_or_default();
+        let api_key_set = self.inner.env.keys.api_key().ok().flatten().is_some();
+        Effective::File {
+            settings,
+            api_key_set,
+        }
     }
 
     /// The vault folder in effect, if one is chosen.
@@ -509,30 +462,40 @@ impl Host {
             _ => None,
         };
         running.unwrap_or_else(|| {
-            Settings::load(&self.inner.data_dir)
+            Settings::load(&self.inner.dirs.data)
                 .ok()
                 .and_then(|(file, _)| file.vault_path)
         })
     }
 
-    /// Writes the page's settings (all or nothing, validated by the bridge) and restarts the
-    /// bridge with them.
-    pub async fn save_settings(&self, form: SettingsForm) -> Result<SettingsView, HostError> {
+    /// Loads the settings file, applies `edit`, validates and saves it (all or nothing), then
+    /// restarts the bridge with it.
+    pub async fn update_settings(
+        &self,
+        edit: impl FnOnce(Settings) -> Result<Settings, ConfigError> + Send + 'static,
+    ) -> Result<(), SupervisorError> {
         let _guard = self.inner.lifecycle.lock().await;
-        self.edit_settings(move |file| settings_from_form(form, file))
-            .await?;
+        let data_dir = self.inner.dirs.data.clone();
+        tokio::task::spawn_blocking(move || {
+            let (file, _) = Settings::load(&data_dir)?;
+            edit(file)?.save(&data_dir)
+        })
+        .await
+        .map_err(|join| SupervisorError::Interrupted {
+            what: "saving the settings",
+            reason: join.to_string(),
+        })??;
         self.restart_locked().await;
-        Ok(self.settings())
+        Ok(())
     }
 
     /// Adds one sender to the settings file's allowed senders and restarts the bridge.
-    pub async fn allow_sender(&self, raw: &str) -> Result<SettingsView, HostError> {
-        let handle = Handle::parse(raw).map_err(|err| HostError::Invalid {
-            field: field_label("allowed_senders"),
+    pub async fn allow_sender(&self, raw: &str) -> Result<(), SupervisorError> {
+        let handle = Handle::parse(raw).map_err(|err| SupervisorError::Invalid {
+            setting: Setting::AllowedSenders(Origin::SettingsFile),
             reason: err.to_string(),
         })?;
-        let _guard = self.inner.lifecycle.lock().await;
-        self.edit_settings(move |mut file| {
+        self.update_settings(move |mut file| {
             let known = file
                 .allowed_senders
                 .iter()
@@ -544,15 +507,13 @@ impl Host {
         })
         .await?;
         tracing::info!("a stranger was allowed from the app");
-        self.restart_locked().await;
-        Ok(self.settings())
+        Ok(())
     }
 
     /// Adds a group chat to the settings file's allowed groups and restarts the bridge.
-    pub async fn allow_group(&self, guid: &str) -> Result<SettingsView, HostError> {
+    pub async fn allow_group(&self, guid: &str) -> Result<(), SupervisorError> {
         let guid = guid.trim().to_owned();
-        let _guard = self.inner.lifecycle.lock().await;
-        self.edit_settings(move |mut file| {
+        self.update_settings(move |mut file| {
             if !file.allowed_groups.contains(&guid) {
                 file.allowed_groups.push(guid);
             }
@@ -560,8 +521,7 @@ impl Host {
         })
         .await?;
         tracing::info!("a group chat was allowed from the app");
-        self.restart_locked().await;
-        Ok(self.settings())
+        Ok(())
     }
 
     /// Group chats that texted recently but are not allowed, newest first.
@@ -577,29 +537,11 @@ impl Host {
         }
     }
 
-    /// Loads the settings file, applies `edit`, validates and saves (blocking work).
-    async fn edit_settings(
-        &self,
-        edit: impl FnOnce(Settings) -> Result<Settings, HostError> + Send + 'static,
-    ) -> Result<(), HostError> {
-        let data_dir = self.inner.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let (file, _) = Settings::load(&data_dir).map_err(HostError::from_config)?;
-            let edited = edit(file)?;
-            edited.save(&data_dir).map_err(HostError::from_config)
-        })
-        .await
-        .map_err(|join| HostError::Interrupted {
-            what: "saving the settings",
-            reason: join.to_string(),
-        })?
-    }
-
-    /// Stores the API key in the Keychain and restarts the bridge with it.
-    pub async fn set_api_key(&self, key: &str) -> Result<(), HostError> {
+    /// Stores the API key in the keychain and restarts the bridge with it.
+    pub async fn set_api_key(&self, key: &str) -> Result<(), SupervisorError> {
         let key = key.trim().to_owned();
-        let refuse = |reason: &str| HostError::Invalid {
-            field: "API key",
+        let refuse = |reason: &str| SupervisorError::Invalid {
+            setting: Setting::ApiKey,
             reason: reason.to_owned(),
         };
         if key.is_empty() {
@@ -609,17 +551,16 @@ impl Host {
             return Err(refuse("a key has no spaces or line breaks"));
         }
         let _guard = self.inner.lifecycle.lock().await;
-        self.keychain(move |keychain| keychain.set_api_key(&key))
-            .await?;
+        self.keychain(move |keys| keys.set_api_key(&key)).await?;
         tracing::info!("API key stored");
         self.restart_locked().await;
         Ok(())
     }
 
-    /// Removes the API key from the Keychain and restarts the bridge without it.
-    pub async fn clear_api_key(&self) -> Result<(), HostError> {
+    /// Removes the API key from the keychain and restarts the bridge without it.
+    pub async fn clear_api_key(&self) -> Result<(), SupervisorError> {
         let _guard = self.inner.lifecycle.lock().await;
-        self.keychain(|keychain| keychain.clear_api_key()).await?;
+        self.keychain(|keys| keys.clear_api_key()).await?;
         tracing::info!("API key removed");
         self.restart_locked().await;
         Ok(())
@@ -627,17 +568,17 @@ impl Host {
 
     async fn keychain(
         &self,
-        op: impl FnOnce(&dyn Keychain) -> Result<(), String> + Send + 'static,
-    ) -> Result<(), HostError> {
-        let keychain = Arc::clone(&self.inner.env.keychain);
-        // The Keychain may show a prompt and block until it is answered.
-        tokio::task::spawn_blocking(move || op(keychain.as_ref()))
+        op: impl FnOnce(&dyn KeyStore) -> Result<(), SecretError> + Send + 'static,
+    ) -> Result<(), SupervisorError> {
+        let keys = Arc::clone(&self.inner.env.keys);
+        // The keychain may show a prompt and block until it is answered.
+        tokio::task::spawn_blocking(move || op(keys.as_ref()))
             .await
-            .map_err(|join| HostError::Interrupted {
-                what: "the Keychain",
+            .map_err(|join| SupervisorError::Interrupted {
+                what: "the keychain",
                 reason: join.to_string(),
             })?
-            .map_err(|reason| HostError::Keychain { reason })
+            .map_err(SupervisorError::from)
     }
 
     /// People who texted recently but are not allowed, newest first.
@@ -659,13 +600,27 @@ impl Host {
         // Blocking: opens chat.db, writes a probe file in the vault.
         let disk = tokio::task::spawn_blocking(move || match env.resolve() {
             Ok(config) => doctor::checks(&config),
-            Err(err) => vec![settings_check(err.to_string())],
+            Err(err) => vec![doctor::settings_invalid(err.to_string())],
         });
         let (disk, automation) = tokio::join!(disk, doctor::automation(&self.inner.env.probe));
-        let mut checks =
-            disk.unwrap_or_else(|join| vec![settings_check(format!("checking failed: {join}"))]);
+        let mut checks = disk.unwrap_or_else(|join| {
+            vec![doctor::settings_invalid(format!("checking failed: {join}"))]
+        });
         checks.push(automation);
         checks
+    }
+
+    /// Whether setup is complete: the configuration resolves and every check of the
+    /// checklist but the Automation probe passes (the probe is left out: it may show a
+    /// prompt, which a launch must not).
+    pub async fn setup_complete(&self) -> bool {
+        let env = self.inner.env.clone();
+        tokio::task::spawn_blocking(move || {
+            env.resolve()
+                .is_ok_and(|config| doctor::checks(&config).iter().all(|check| check.ok))
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// The status line and whether the user paused the bridge.
@@ -704,77 +659,35 @@ impl Host {
     }
 }
 
+/// Completes, with the signal's name, on SIGTERM (launchd, `kill`, logout) or SIGINT (Ctrl-C),
+/// which a front end answers by quitting the way its Quit does. Never completes when the
+/// handlers cannot be installed (that is logged: the signal would then end the process
+/// unsaved).
+#[cfg(unix)]
+pub async fn quit_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(cause = %err, "cannot handle SIGTERM; it will end the process unsaved");
+            std::future::pending().await
+        }
+    }
+}
+
 /// Saves the store now and maps a failure to a sentence naming the file.
-async fn flush(store: &SessionStore) -> Result<(), HostError> {
-    store.flush().await.map_err(|source| HostError::Save {
+async fn flush(store: &SessionStore) -> Result<(), SupervisorError> {
+    store.flush().await.map_err(|source| SupervisorError::Save {
         what: "sessions",
         path: store.path().to_path_buf(),
         source,
     })
-}
-
-/// The page's form as a settings file: blank fields unset, senders in normal form and
-/// without duplicates, everything the page does not edit (the API base URL) kept from `file`.
-fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings, HostError> {
-    let text = |value: String| {
-        let value = value.trim();
-        (!value.is_empty()).then(|| value.to_owned())
-    };
-    let mut senders: Vec<String> = Vec::new();
-    for raw in form.allowed_senders.iter().filter(|s| !s.trim().is_empty()) {
-        let handle = Handle::parse(raw).map_err(|err| HostError::Invalid {
-            field: field_label("allowed_senders"),
-            reason: err.to_string(),
-        })?;
-        if !senders.iter().any(|known| known == handle.as_str()) {
-            senders.push(handle.as_str().to_owned());
-        }
-    }
-    Ok(Settings {
-        vault_path: text(form.vault_path).map(PathBuf::from),
-        model: text(form.model),
-        allowed_senders: senders,
-        session_timeout_minutes: Some(u64::from(form.session_timeout_minutes)),
-        allow_sms: form.allow_sms,
-        ..file
-    })
-}
-
-fn view_of_config(config: &Config) -> SettingsView {
-    SettingsView {
-        settings: SettingsForm {
-            vault_path: config
-                .vault
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            model: config.model.clone(),
-            allowed_senders: config
-                .allowed_senders
-                .iter()
-                .map(|h| h.as_str().to_owned())
-                .collect(),
-            session_timeout_minutes: u32::try_from(
-                config.session_timeout.as_millis().div_ceil(60_000),
-            )
-            .unwrap_or(u32::MAX)
-            .max(1),
-            allow_sms: config.allow_sms,
-        },
-        api_key_set: config.auth.is_some(),
-    }
-}
-
-/// The checklist item shown when the configuration itself does not resolve.
-fn settings_check(detail: String) -> Check {
-    Check {
-        id: "settings",
-        label: "Settings valid",
-        ok: false,
-        detail,
-        fix: Some("Correct it in Settings (or the environment variable it names).".to_owned()),
-        pane: None,
-    }
 }
 
 /// Tells `notify` about session changes; a burst of events becomes one notification.
@@ -823,21 +736,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-
-    /// A Keychain without a key, so that no test reads this user's real one.
-    struct NoKeychain;
-
-    impl Keychain for NoKeychain {
-        fn api_key(&self) -> Option<String> {
-            None
-        }
-        fn set_api_key(&self, _: &str) -> Result<(), String> {
-            Err("read-only in tests".to_owned())
-        }
-        fn clear_api_key(&self) -> Result<(), String> {
-            Ok(())
-        }
-    }
+    use crate::secrets::MemoryKeyStore;
 
     fn env_with(vars: &[(&str, String)]) -> Environment {
         let map: HashMap<String, String> = vars
@@ -847,107 +746,94 @@ mod tests {
         Environment {
             overrides: Overrides::default(),
             vars: Arc::new(move |name| map.get(name).cloned()),
-            keychain: Arc::new(NoKeychain),
-            probe: Sender::with_program("/bin/true"),
+            keys: Arc::new(MemoryKeyStore::default()),
+            probe: Sender::with_program("true"),
         }
     }
 
     #[test]
-    fn data_and_log_dirs_match_the_bridge_resolution() {
+    fn data_and_log_dirs_match_the_configuration() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_with(&[("SECOND_BRAIN_DATA_DIR", dir.path().display().to_string())]);
         let config = env.resolve().unwrap();
-        assert_eq!(env.data_dir(), Some(config.data_dir.clone()));
-        assert_eq!(env.log_dir(), Some(config.log_dir));
+        assert_eq!(env.dirs().unwrap(), config.dirs());
 
         let mut env = env_with(&[]);
         env.overrides.data_dir = Some(dir.path().join("elsewhere"));
         let config = env.resolve().unwrap();
-        assert_eq!(env.data_dir(), Some(config.data_dir.clone()));
-        assert_eq!(env.log_dir(), Some(config.log_dir));
+        assert_eq!(env.dirs().unwrap(), config.dirs());
+        assert_eq!(config.log_dir, dir.path().join("elsewhere/logs"));
 
         // Unset or blank: the platform's data folder (not resolved here, so that the test
         // never reads this user's real settings file).
         for vars in [vec![], vec![("SECOND_BRAIN_DATA_DIR", "  ".to_owned())]] {
             let env = env_with(&vars);
-            let default = dirs::data_dir().map(|d| d.join(config::BUNDLE_ID));
-            assert_eq!(env.data_dir(), default, "{vars:?}");
+            let default = dirs::data_dir().map(|d| d.join(crate::config::BUNDLE_ID));
+            assert_eq!(env.dirs().ok().map(|d| d.data), default, "{vars:?}");
         }
     }
 
     #[test]
-    fn the_form_becomes_a_settings_file() {
-        let file = Settings {
-            base_url: Some("http://127.0.0.1:9".to_owned()),
-            model: Some("old".to_owned()),
-            ..Settings::default()
-        };
-        let form = SettingsForm {
-            vault_path: "  /Users/zoë/🧠 Vault ".to_owned(),
-            model: " ".to_owned(),
-            allowed_senders: vec![
-                "+1 (555) 123-4567".to_owned(),
-                "".to_owned(),
-                "+15551234567".to_owned(),
-                "Sarah@Example.COM".to_owned(),
-            ],
-            session_timeout_minutes: 30,
-            allow_sms: false,
-        };
-        let settings = settings_from_form(form.clone(), file.clone()).unwrap();
-        assert_eq!(
-            settings,
-            Settings {
-                vault_path: Some(PathBuf::from("/Users/zoë/🧠 Vault")),
-                model: None,
-                allowed_senders: vec!["+15551234567".to_owned(), "sarah@example.com".to_owned()],
-                session_timeout_minutes: Some(30),
-                base_url: Some("http://127.0.0.1:9".to_owned()),
-                ..Settings::default()
-            }
-        );
-        for bad in ["555-1234", "bob", "+1\u{2028}5", "a b@c.d"] {
-            let mut form = form.clone();
-            form.allowed_senders = vec![bad.to_owned()];
-            let err = settings_from_form(form, file.clone()).unwrap_err();
-            assert!(
-                err.to_string().starts_with("Allowed senders: "),
-                "{bad:?}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn settings_are_labelled_as_the_page_labels_them() {
-        let cases = [
-            ("vault", "Vault folder"),
-            ("model", "Model"),
-            ("allowed_senders", "Allowed senders"),
-            ("session_timeout_minutes", "Session timeout"),
-            ("base_url", "API base URL"),
-            ("LOG_LEVEL", "LOG_LEVEL"),
-        ];
-        for (setting, label) in cases {
-            assert_eq!(field_label(setting), label);
-        }
-        let err = HostError::from_config(ConfigError::Invalid {
-            setting: "vault",
+    fn refused_settings_are_labelled_as_the_page_labels_them() {
+        let err = SupervisorError::from(ConfigError::Invalid {
+            setting: Setting::Vault,
             reason: "/nope does not exist".to_owned(),
         });
         assert_eq!(err.to_string(), "Vault folder: /nope does not exist");
+        let err = SupervisorError::from(ConfigError::Missing {
+            setting: Setting::ChatDb,
+            hint: "no home directory",
+        });
+        assert_eq!(err.to_string(), "CHAT_DB_PATH: no home directory");
     }
 
-    #[test]
-    fn minutes_round_up_and_never_show_zero() {
+    #[tokio::test]
+    async fn the_pause_survives_a_restart_and_changes_are_fed() {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().display().to_string();
-        for (ms, minutes) in [("1", 1), ("60000", 1), ("60001", 2), ("5400000", 90)] {
-            let env = env_with(&[
-                ("SECOND_BRAIN_DATA_DIR", data.clone()),
-                ("SESSION_TIMEOUT_MS", ms.to_owned()),
-            ]);
-            let view = view_of_config(&env.resolve().unwrap());
-            assert_eq!(view.settings.session_timeout_minutes, minutes, "{ms} ms");
-        }
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        let env = env_with(&[
+            (
+                "SECOND_BRAIN_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "CHAT_DB_PATH",
+                dir.path().join("chat.db").display().to_string(),
+            ),
+        ]);
+        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Supervisor::new(
+            env,
+            Arc::new(move |c| {
+                let _ = tx.send(c);
+            }),
+        )
+        .unwrap();
+        supervisor.launch().await;
+        assert_eq!(changes.recv().await, Some(Change::Sessions));
+        assert_eq!(changes.recv().await, Some(Change::Status));
+        assert!(supervisor.set_paused(true).paused);
+        supervisor
+            .update_settings(move |file| {
+                Ok(Settings {
+                    vault_path: Some(vault),
+                    ..file
+                })
+            })
+            .await
+            .unwrap();
+        assert!(supervisor.status().paused, "the pause outlives the restart");
+        let Effective::Running(config) = supervisor.effective() else {
+            panic!("the restarted bridge runs");
+        };
+        assert!(config.vault.is_some());
+        let err = supervisor.set_api_key("sk ant").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "API key: a key has no spaces or line breaks"
+        );
+        supervisor.shutdown().await;
+        assert!(!crate::lock::DataDirLock::is_held(&dir.path().join("data")));
     }
 }
