@@ -23,10 +23,11 @@ use crate::agent::{Agent, AgentError, RunReport};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, Rate, RateLimiter, Spend};
+use crate::outbox::Outbox;
 use crate::router::{Handler, Job};
 use crate::sessions::{Session, SessionState, SessionStore};
 use crate::status::StatusBoard;
-use crate::tools::{Outbox, ToolRecord, Tools};
+use crate::tools::{ToolRecord, Tools};
 use crate::vault::{Folder, NewNote, Vault};
 
 /// Everything a conversation needs; shared by all of them.

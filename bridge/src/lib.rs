@@ -5,7 +5,7 @@
 //! [`allowlist`] and claims each text in the [`ledger`]; the [`router`] queues each
 //! conversation in order; [`conversation`] applies the [`limits`], runs the [`agent`] over
 //! the [`anthropic`] API with the [`tools`] that write to the [`vault`] and reply through the
-//! [`sender`], and keeps each conversation in [`sessions`].
+//! [`outbox`] and the [`sender`], and keeps each conversation in [`sessions`].
 //!
 //! The crate has no GUI dependency: the headless CLI and the menu-bar app both drive it
 //! through [`Bridge`].
@@ -23,6 +23,7 @@ pub mod intake;
 pub mod ledger;
 pub mod limits;
 pub mod lock;
+pub mod outbox;
 pub mod persist;
 pub mod prompt;
 pub mod router;
@@ -218,7 +219,7 @@ impl Bridge {
             max_retries: config.api_max_retries,
             ..anthropic::ClientConfig::new(auth)
         })?;
-        let outbox = tools::Outbox::new(
+        let outbox = outbox::Outbox::new(
             sender::Sender::default(),
             Arc::clone(&ledger),
             status.clone(),
