@@ -170,6 +170,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Tokens the agent may use per day.
     pub daily_token_budget: u64,
+    /// How long one agent run may take; a text whose run passes it goes to Inbox.
+    pub run_deadline: Duration,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -226,13 +228,17 @@ impl Config {
             .or(settings.vault_path);
         // Only the form is checked here: a vault that is missing or not writable right now
         // (an unmounted volume, a folder not synced yet) makes texts wait, not the bridge fail.
-        if let Some(vault) = &vault
-            && !vault.is_absolute()
-        {
-            return Err(invalid(
-                "vault",
-                format!("{} is not an absolute path", vault.display()),
-            ));
+        // One that exists must be a place a vault may be (not `/`, home, a system folder).
+        if let Some(vault) = &vault {
+            if !vault.is_absolute() {
+                return Err(invalid(
+                    "vault",
+                    format!("{} is not an absolute path", vault.display()),
+                ));
+            }
+            if let Ok(real) = std::fs::canonicalize(vault) {
+                vault_place(&real)?;
+            }
         }
         let model = env("CLAUDE_MODEL")
             .or(settings.model)
@@ -310,6 +316,10 @@ impl Config {
             Some(n) => number(&n.replace('_', ""), "DAILY_TOKEN_BUDGET", 1, u64::MAX)?,
             None => DEFAULT_DAILY_TOKEN_BUDGET,
         };
+        let run_deadline = match env("RUN_DEADLINE_MS") {
+            Some(ms) => positive(millis(&ms, "RUN_DEADLINE_MS")?, "RUN_DEADLINE_MS")?,
+            None => crate::agent::DEFAULT_RUN_DEADLINE,
+        };
         let log_level = env("LOG_LEVEL").unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level)
             .map_err(|e| invalid("LOG_LEVEL", format!("{log_level:?}: {e}")))?;
@@ -331,6 +341,7 @@ impl Config {
             catch_up,
             rate_limit_per_minute,
             daily_token_budget,
+            run_deadline,
             log_level,
             settings_problem,
         })
@@ -368,7 +379,11 @@ fn validate_vault(path: &Path) -> Result<(), ConfigError> {
         ));
     }
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.is_dir() => {
+            let real = std::fs::canonicalize(path)
+                .map_err(|e| invalid("vault", format!("{}: {e}", path.display())))?;
+            vault_place(&real)
+        }
         Ok(_) => Err(invalid(
             "vault",
             format!("{} is a file, not a folder", path.display()),
@@ -379,6 +394,14 @@ fn validate_vault(path: &Path) -> Result<(), ConfigError> {
         )),
         Err(e) => Err(invalid("vault", format!("{}: {e}", path.display()))),
     }
+}
+
+/// Refuses a real folder that cannot be a vault: the whole disk, the home folder, a system
+/// folder.
+fn vault_place(real: &Path) -> Result<(), ConfigError> {
+    let home = dirs::home_dir().and_then(|h| std::fs::canonicalize(h).ok());
+    crate::vault::check_vault_place(real, home.as_deref())
+        .map_err(|reason| invalid("vault", reason))
 }
 
 fn validate_model(model: &str) -> Result<(), ConfigError> {

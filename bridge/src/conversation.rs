@@ -171,13 +171,23 @@ impl Conversations {
 
     /// Whether the vault can be written now; the status says why not, until it can.
     async fn vault_ready(&self) -> bool {
-        let vault = self.vault.clone();
-        let checked = tokio::task::spawn_blocking(move || vault.check_writable()).await;
-        let problem = match checked {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(format!("cannot write to the vault: {err}")),
-            Err(err) => Some(format!("could not check the vault: {err}")),
+        let checked = self.vault.off_runtime(|v| v.check_writable()).await;
+        let (problem, outside) = match checked {
+            Ok(layout) => (None, layout.outside),
+            Err(err) => (
+                Some(format!("cannot write to the vault: {err}")),
+                Vec::new(),
+            ),
         };
+        if outside != self.status.get().vault_folders_outside {
+            for folder in &outside {
+                warn!(
+                    ?folder,
+                    "a vault folder points outside the vault; not writing there"
+                );
+            }
+            self.status.update(|s| s.vault_folders_outside = outside);
+        }
         let ready = problem.is_none();
         let was = self.status.get().vault_problem;
         if was.is_some() && ready {
@@ -539,31 +549,29 @@ impl Conversations {
         }
         content.push_str(&format!("\n\n_Filed unprocessed by Second Brain: {why}._"));
         let title = inbox_title(original);
-        let vault = self.vault.clone();
         let source = source.map(|s| format!("imessage:{s}"));
-        let written = tokio::task::spawn_blocking(move || {
-            let note = NewNote {
-                folder: Folder::Inbox,
-                title: &title,
-                content: &content,
-                tags: &[],
-                confidence: None,
-                source: source.as_deref(),
-            };
-            vault.write_note(&note, Local::now())
-        })
-        .await;
+        let written = self
+            .vault
+            .off_runtime(move |vault| {
+                let note = NewNote {
+                    folder: Folder::Inbox,
+                    title: &title,
+                    content: &content,
+                    tags: &[],
+                    // Filed by the bridge, unread by the agent: no confidence in any filing.
+                    confidence: 0,
+                    source: source.as_deref(),
+                };
+                vault.write_note(&note, Local::now())
+            })
+            .await;
         match written {
-            Ok(Ok(path)) => {
-                info!(chat = %chat.guid, note = %path, "filed to Inbox");
+            Ok(path) => {
+                info!(chat = ?chat.guid, note = ?path, "filed to Inbox");
                 true
             }
-            Ok(Err(write_err)) => {
-                error!(chat = %chat.guid, cause = %write_err, "could not write to Inbox");
-                false
-            }
-            Err(join_err) => {
-                error!(chat = %chat.guid, cause = %join_err, "Inbox write task failed");
+            Err(write_err) => {
+                error!(chat = ?chat.guid, cause = %write_err, "could not write to Inbox");
                 false
             }
         }

@@ -225,7 +225,8 @@ impl Bridge {
             status.clone(),
         );
         let conversations = Arc::new(Conversations {
-            agent: agent::Agent::new(client, prompt::system_prompt()),
+            agent: agent::Agent::new(client, prompt::system_prompt())
+                .with_deadline(config.run_deadline),
             vault: vault::Vault::new(vault),
             outbox,
             sessions: sessions.clone(),

@@ -60,6 +60,10 @@ pub struct Status {
     /// Why the vault cannot be written, while it cannot: texts wait meanwhile.
     #[serde(default)]
     pub vault_problem: Option<String>,
+    /// Vault folders (`Projects`, `_system/logs`) that are links leaving the vault: nothing
+    /// is written there or listed from there until they are real folders inside it.
+    #[serde(default)]
+    pub vault_folders_outside: Vec<String>,
     /// Texts claimed and waiting for the vault.
     #[serde(default)]
     pub waiting: usize,
@@ -93,6 +97,15 @@ pub struct Status {
 }
 
 impl Status {
+    /// One sentence per vault folder that points outside the vault ("Projects points
+    /// outside the vault").
+    pub fn vault_warnings(&self) -> Vec<String> {
+        self.vault_folders_outside
+            .iter()
+            .map(|f| format!("{f} points outside the vault"))
+            .collect()
+    }
+
     /// The one-line summary for the tray menu.
     pub fn line(&self) -> String {
         match &self.state {
@@ -135,6 +148,7 @@ impl StatusBoard {
             strangers: Vec::new(),
             moved_aside: Vec::new(),
             vault_problem: None,
+            vault_folders_outside: Vec::new(),
             waiting: 0,
             api_problem: None,
             skipped_old: 0,

@@ -8,6 +8,7 @@
 //! actually did. Replies go through the [`Outbox`], so a text handled again after a crash
 //! never gets the same reply twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::Local;
@@ -24,6 +25,8 @@ use crate::vault::{self, Folder, ListQuery, LogEntry, NewNote, Vault};
 pub const MAX_MESSAGE_BYTES: usize = 20_000;
 /// Largest `limit` `vault_list` accepts.
 pub const MAX_LIST_LIMIT: usize = 100;
+/// Most `send_message` calls one text may make; more get a tool error.
+pub const MAX_REPLIES_PER_TEXT: usize = 3;
 /// Longest `filepath` `vault_read` accepts, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -54,12 +57,12 @@ pub enum Error {
         /// The vault's error.
         source: vault::Error,
     },
-    /// The blocking task running the vault work panicked or was cancelled.
-    #[error("{tool} failed: internal error")]
-    Task {
-        /// The tool called.
-        tool: &'static str,
-    },
+    /// This text has had its replies already.
+    #[error(
+        "send_message refused: at most {MAX_REPLIES_PER_TEXT} replies per text, and this text has \
+         had them; end your turn"
+    )]
+    TooManyReplies,
     /// The reply could not be sent.
     #[error("send_message failed: {source}")]
     Send {
@@ -90,6 +93,8 @@ pub struct Tools {
     chat: Chat,
     source: Option<String>,
     record: Mutex<ToolRecord>,
+    /// `send_message` calls that reached the outbox.
+    replies: AtomicUsize,
 }
 
 #[derive(Deserialize)]
@@ -100,8 +105,7 @@ struct WriteInput {
     content: String,
     #[serde(default)]
     tags: Option<Vec<String>>,
-    #[serde(default)]
-    confidence: Option<i64>,
+    confidence: i64,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +168,7 @@ impl Tools {
             chat,
             source,
             record: Mutex::default(),
+            replies: AtomicUsize::new(0),
         }
     }
 
@@ -175,6 +180,19 @@ impl Tools {
     /// Held only to copy or push, never across an `.await`.
     fn record_mut(&self) -> MutexGuard<'_, ToolRecord> {
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs vault work off the runtime's workers ([`Vault::off_runtime`]): it does
+    /// file-system calls and fsyncs, and a stuck one must not hold up shutdown.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        tool: &'static str,
+        work: impl FnOnce(&Vault) -> Result<T, vault::Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.vault
+            .off_runtime(work)
+            .await
+            .map_err(|source| Error::Vault { tool, source })
     }
 
     async fn dispatch(&self, name: &str, input: &Value) -> Result<String, Error> {
@@ -194,23 +212,23 @@ impl Tools {
         const TOOL: &str = "vault_write";
         let input: WriteInput = parse(TOOL, input)?;
         let folder = parse_folder(TOOL, &input.folder)?;
-        let confidence = parse_confidence(TOOL, input.confidence)?;
+        let confidence = parse_confidence(TOOL, Some(input.confidence))?.unwrap_or_default();
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
-        let vault = self.vault.clone();
-        let path = blocking(TOOL, move || {
-            let tags = input.tags.unwrap_or_default();
-            let note = NewNote {
-                folder,
-                title: &input.title,
-                content: &input.content,
-                tags: &tags,
-                confidence,
-                source: source.as_deref(),
-            };
-            vault.write_note(&note, Local::now())
-        })
-        .await?;
-        tracing::debug!(chat = %self.chat.guid, path = %path, "note written");
+        let path = self
+            .blocking(TOOL, move |vault| {
+                let tags = input.tags.unwrap_or_default();
+                let note = NewNote {
+                    folder,
+                    title: &input.title,
+                    content: &input.content,
+                    tags: &tags,
+                    confidence,
+                    source: source.as_deref(),
+                };
+                vault.write_note(&note, Local::now())
+            })
+            .await?;
+        tracing::debug!(chat = ?self.chat.guid, path = ?path, "note written");
         self.record_mut().notes_written.push(path.clone());
         Ok(path)
     }
@@ -221,8 +239,8 @@ impl Tools {
         if input.filepath.len() > MAX_PATH_BYTES {
             return Err(invalid(TOOL, "filepath is too long"));
         }
-        let vault = self.vault.clone();
-        blocking(TOOL, move || vault.read_note(&input.filepath)).await
+        self.blocking(TOOL, move |vault| vault.read_note(&input.filepath))
+            .await
     }
 
     async fn vault_list(&self, input: &Value) -> Result<String, Error> {
@@ -245,15 +263,15 @@ impl Tools {
         };
         let tags = vault::normalize_tags(&input.tags.unwrap_or_default())
             .map_err(|source| Error::Vault { tool: TOOL, source })?;
-        let vault = self.vault.clone();
-        let notes = blocking(TOOL, move || {
-            vault.list(&ListQuery {
-                folder,
-                tags: &tags,
-                limit,
+        let notes = self
+            .blocking(TOOL, move |vault| {
+                vault.list(&ListQuery {
+                    folder,
+                    tags: &tags,
+                    limit,
+                })
             })
-        })
-        .await?;
+            .await?;
         serde_json::to_string(&notes).map_err(|e| invalid(TOOL, e.to_string()))
     }
 
@@ -261,21 +279,21 @@ impl Tools {
         const TOOL: &str = "log_interaction";
         let input: LogInput = parse(TOOL, input)?;
         let confidence = parse_confidence(TOOL, input.confidence)?;
-        let vault = self.vault.clone();
-        let path = blocking(TOOL, move || {
-            let entry = LogEntry {
-                input: &input.input,
-                category: input.category.as_deref(),
-                confidence,
-                reasoning: input.reasoning.as_deref(),
-                tags: input.tags.as_deref(),
-                stored_path: input.stored_path.as_deref(),
-                clarification: input.clarification.as_deref(),
-                user_response: input.user_response.as_deref(),
-            };
-            vault.log_interaction(&entry, Local::now())
-        })
-        .await?;
+        let path = self
+            .blocking(TOOL, move |vault| {
+                let entry = LogEntry {
+                    input: &input.input,
+                    category: input.category.as_deref(),
+                    confidence,
+                    reasoning: input.reasoning.as_deref(),
+                    tags: input.tags.as_deref(),
+                    stored_path: input.stored_path.as_deref(),
+                    clarification: input.clarification.as_deref(),
+                    user_response: input.user_response.as_deref(),
+                };
+                vault.log_interaction(&entry, Local::now())
+            })
+            .await?;
         self.record_mut().logged += 1;
         Ok(format!("logged to {path}"))
     }
@@ -296,6 +314,9 @@ impl Tools {
         if message.contains('\0') {
             return Err(invalid(TOOL, "message contains a NUL byte"));
         }
+        if self.replies.fetch_add(1, Ordering::Relaxed) >= MAX_REPLIES_PER_TEXT {
+            return Err(Error::TooManyReplies);
+        }
         let delivery = self
             .outbox
             .send(&self.chat, self.source.as_deref(), &message)
@@ -304,7 +325,7 @@ impl Tools {
                 chat: self.chat.guid.clone(),
                 source,
             })?;
-        tracing::debug!(chat = %self.chat.guid, ?delivery, "reply handled");
+        tracing::debug!(chat = ?self.chat.guid, ?delivery, "reply handled");
         self.record_mut().messages_sent.push(message);
         Ok(delivery.for_model().to_string())
     }
@@ -319,7 +340,7 @@ impl ToolRunner for Tools {
         match self.dispatch(name, input).await {
             Ok(content) => ToolOutput::ok(content),
             Err(err) => {
-                tracing::debug!(tool = name, chat = %self.chat.guid, cause = %err, "tool call failed");
+                tracing::debug!(tool = ?name, chat = ?self.chat.guid, cause = %err, "tool call failed");
                 ToolOutput::error(err.to_string())
             }
         }
@@ -333,7 +354,7 @@ pub fn definitions() -> Vec<Value> {
     let tags = json!({
         "type": "array",
         "items": {"type": "string"},
-        "description": "Without #, hierarchical, e.g. person/sarah",
+        "description": "Letters, digits, _ - and / (nesting), not only digits, e.g. person/sarah",
     });
     let confidence = json!({"type": "integer", "minimum": 0, "maximum": 100});
     vec![
@@ -349,7 +370,7 @@ pub fn definitions() -> Vec<Value> {
                     "tags": tags,
                     "confidence": confidence,
                 },
-                "required": ["folder", "title", "content"],
+                "required": ["folder", "title", "content", "confidence"],
                 "additionalProperties": false,
             },
         }),
@@ -437,20 +458,6 @@ fn parse_confidence(tool: &'static str, confidence: Option<i64>) -> Result<Optio
             Ok(c) if c <= 100 => Ok(Some(c)),
             _ => Err(invalid(tool, "confidence must be an integer from 0 to 100")),
         },
-    }
-}
-
-/// Runs vault work on the blocking pool: it does file-system calls and fsyncs.
-async fn blocking<T: Send + 'static>(
-    tool: &'static str,
-    work: impl FnOnce() -> Result<T, vault::Error> + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|source| Error::Vault { tool, source }),
-        Err(join) => {
-            tracing::error!(tool, cause = %join, "vault task failed");
-            Err(Error::Task { tool })
-        }
     }
 }
 
@@ -548,7 +555,10 @@ mod tests {
             assert_eq!(def["input_schema"]["additionalProperties"], false);
         }
         let write = &defs[0]["input_schema"];
-        assert_eq!(write["required"], json!(["folder", "title", "content"]));
+        assert_eq!(
+            write["required"],
+            json!(["folder", "title", "content", "confidence"])
+        );
         assert_eq!(
             write["properties"]["folder"]["enum"],
             json!([
@@ -603,7 +613,7 @@ mod tests {
         let again = f
             .call(
                 "vault_write",
-                json!({"folder": "Tasks", "title": "Call Sarah", "content": "x"}),
+                json!({"folder": "Tasks", "title": "Call Sarah", "content": "x", "confidence": 1}),
             )
             .await;
         assert_eq!(again, ToolOutput::ok(path.clone()));
@@ -623,24 +633,23 @@ mod tests {
         let vault = Vault::new(dir.path());
         let tools = Tools::new(vault, Sender::default(), chat(), None);
         let input = json!({"folder": "Ideas", "title": "Solar kettle", "content": "",
-                           "tags": null, "confidence": null});
+                           "tags": null, "confidence": 70});
         let out = tools.call("vault_write", &input).await;
         let path = format!("Ideas/{}_solar-kettle.md", today());
         assert_eq!(out, ToolOutput::ok(path.clone()));
         let text = fs::read_to_string(dir.path().join(&path)).unwrap();
         assert!(
-            text.ends_with("\ntags: []\n---\n# Solar kettle\n"),
+            text.ends_with("\ntags: []\nconfidence: 70\n---\n# Solar kettle\n"),
             "{text}"
         );
         assert!(!text.contains("source"));
-        assert!(!text.contains("confidence"));
     }
 
     #[tokio::test]
     async fn vault_write_refuses_bad_input() {
         let f = Fixture::new();
         let before = f.files();
-        let ok = || json!({"folder": "Tasks", "title": "t", "content": "c"});
+        let ok = || json!({"folder": "Tasks", "title": "t", "content": "c", "confidence": 50});
         let with = |key: &str, value: Value| {
             let mut input = ok();
             input[key] = value;
@@ -680,7 +689,8 @@ mod tests {
                 "invalid content",
             ),
             (with("tags", json!(many)), "more than 50 tags"),
-            (with("tags", json!(["two words"])), "whitespace"),
+            (without("confidence"), "missing field `confidence`"),
+            (with("confidence", json!(null)), "invalid type"),
             (with("tags", json!(["line\nbreak"])), "whitespace"),
             (with("tags", json!(["bell\u{7}"])), "control"),
             (with("tags", json!(["a\u{2028}b"])), "whitespace"),
@@ -756,7 +766,7 @@ mod tests {
             ("Tasks", "Second task", json!(["work", "priority/high"])),
             ("Ideas", "An idea", json!(["work"])),
         ] {
-            let input = json!({"folder": folder, "title": title, "content": "x", "tags": tags});
+            let input = json!({"folder": folder, "title": title, "content": "x", "tags": tags, "confidence": 80});
             assert!(!f.tools.call("vault_write", &input).await.is_error);
         }
         let out = f
@@ -800,7 +810,7 @@ mod tests {
             (json!({"limit": 101}), "1 to 100"),
             (json!({"limit": "5"}), "invalid type"),
             (json!({"tags": "work"}), "invalid type"),
-            (json!({"tags": ["a b"]}), "whitespace"),
+            (json!({"tags": ["a:b"]}), "contains ':'"),
             (json!({"sort": "asc"}), "unknown field"),
         ] {
             let out = f.call("vault_list", input.clone()).await;
@@ -971,6 +981,41 @@ mod tests {
         assert!(f.tools.record().messages_sent.is_empty());
     }
 
+    /// Issue 9: one text led to 184 sends in 8 s. At most three `send_message` calls per
+    /// text reach Messages; more get a tool error that says so.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn ten_send_message_calls_send_three() {
+        let scripts = tempfile::tempdir().unwrap();
+        let count = scripts.path().join("sent");
+        let body = format!(
+            "[ \"$1\" = -e ] && printf '%s\\n' \"$4\" >> '{}'",
+            count.display()
+        );
+        let f = Fixture::with_sender(Sender::with_program(fake_osascript(scripts.path(), &body)));
+        let mut outs = Vec::new();
+        for i in 0..10 {
+            outs.push(
+                f.call("send_message", json!({"message": format!("reply {i}")}))
+                    .await,
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(&count).unwrap(),
+            "reply 0\nreply 1\nreply 2\n"
+        );
+        assert!(outs[..3].iter().all(|o| !o.is_error), "{outs:?}");
+        for out in &outs[3..] {
+            assert!(out.is_error, "{out:?}");
+            assert!(
+                out.content.contains("at most 3 replies per text"),
+                "{}",
+                out.content
+            );
+        }
+        assert_eq!(f.tools.record().messages_sent.len(), 3);
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn send_failure_is_reported_to_the_model() {
@@ -1018,7 +1063,8 @@ mod tests {
     }
 
     /// A vault inside a parent folder that also holds a secret note, with symlinks from the
-    /// vault to it. Nothing may appear in the parent, and the secret may never be read.
+    /// vault to it (`Projects` among them, issue 9), a secret in `.obsidian/` and a FIFO.
+    /// Nothing may appear in the parent, and no secret may ever be read.
     #[cfg(unix)]
     fn confined() -> (Fixture, tokio::runtime::Runtime, Vec<String>) {
         let f = Fixture::new();
@@ -1026,6 +1072,11 @@ mod tests {
         std::os::unix::fs::symlink(f.dir.path().join("secret.md"), f.root().join("leak.md"))
             .unwrap();
         std::os::unix::fs::symlink(f.dir.path(), f.root().join("Escape")).unwrap();
+        fs::remove_dir(f.root().join("Projects")).unwrap();
+        std::os::unix::fs::symlink(f.dir.path(), f.root().join("Projects")).unwrap();
+        fs::create_dir(f.root().join(".obsidian")).unwrap();
+        fs::write(f.root().join(".obsidian/inside.md"), "TOP-SECRET").unwrap();
+        crate::vault::testing::mkfifo(&f.root().join("Ideas/pipe.md"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1040,12 +1091,14 @@ mod tests {
     fn any_filepath_never_reads_outside_the_vault() {
         let (f, runtime, parent) = confined();
         fs::write(f.root().join("Ideas/inside.md"), "inside").unwrap();
-        let parts = "(\\.\\./|\\.\\.|/|\\./|//|Escape/|Ideas/|leak|secret|inside|[a-z]{1,3}/|\
-                     \\x00|\\\\|%2e%2e/|~/){0,6}";
+        let parts = "(\\.\\./|\\.\\.|/|\\./|//|Escape/|Projects/|\\.obsidian/|Ideas/|leak|secret|\
+                     inside|pipe|[a-z]{1,3}/|\\x00|\\\\|%2e%2e/|~/){0,6}";
         let strategy = prop_oneof![
             any::<String>(),
-            regex(&format!("{parts}(secret|leak|inside|x)?(\\.md|\\.txt|/)?")),
-            regex(&format!("{parts}(secret|leak|inside)(\\.md|\\.MD)")),
+            regex(&format!(
+                "{parts}(secret|leak|inside|pipe|x)?(\\.md|\\.txt|/)?"
+            )),
+            regex(&format!("{parts}(secret|leak|inside|pipe)(\\.md|\\.MD)")),
         ];
         let (read, refused_outside, cases) = (Cell::new(0), Cell::new(0), Cell::new(0));
         let mut runner = TestRunner::new(config());
@@ -1089,7 +1142,7 @@ mod tests {
         let tags = prop_oneof![
             Just(Vec::new()),
             proptest::collection::vec(any::<String>(), 0..4),
-            proptest::collection::vec("[#a-z/:._'\"-]{1,12}", 0..4),
+            proptest::collection::vec("[#a-z0-9/:._'\" @?+&!,\\[\\]-]{1,12}", 0..4),
         ];
         let title = prop_oneof![
             any::<String>(),
@@ -1100,7 +1153,7 @@ mod tests {
         runner
             .run(&(folder, title, tags), |(folder, title, tags)| {
                 cases.set(cases.get() + 1);
-                let input = json!({"folder": folder, "title": title, "content": "c", "tags": tags});
+                let input = json!({"folder": folder, "title": title, "content": "c", "tags": tags, "confidence": 50});
                 let out = runtime.block_on(f.call("vault_write", input));
                 prop_assert!(!out.content.contains("internal error"));
                 if !out.is_error {
@@ -1113,6 +1166,19 @@ mod tests {
                     );
                     let in_folder = out.content.starts_with(&format!("{folder}/"));
                     prop_assert!(in_folder, "{:?} is not in {:?}", out.content, folder);
+                    // Issue 9: every tag written is one Obsidian reads as a tag.
+                    let text = fs::read_to_string(&written).unwrap();
+                    let yaml = text.split("---\n").nth(1).unwrap();
+                    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+                    for tag in value["tags"].as_sequence().unwrap() {
+                        let tag = tag.as_str().unwrap();
+                        let chars_ok = tag
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || "_-/".contains(c) || !c.is_ascii());
+                        prop_assert!(chars_ok && !tag.chars().all(|c| c.is_numeric()), "{tag:?}");
+                        prop_assert!(!tag.split('/').any(str::is_empty), "{tag:?}");
+                    }
+                    prop_assert!(value["confidence"].as_u64() == Some(50));
                     // Keep the folder small, so that each case costs the same.
                     fs::remove_file(&written).unwrap();
                 }

@@ -92,7 +92,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("cannot run: {missing} (see `second-brain-bridge doctor`)");
             }
             let _guard = init_logging(&config)?;
-            runtime.block_on(bridge::run(config, shutdown_signal()))?;
+            let result = runtime.block_on(bridge::run(config, shutdown_signal()));
+            // The drain is over: whatever a blocking thread may still be stuck in, exit now
+            // rather than wait for it (a runtime dropped normally waits for every one).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
@@ -129,6 +133,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     if let Some(problem) = &status.vault_problem {
                         println!("vault: {problem} ({} texts waiting)", status.waiting);
+                    }
+                    for warning in status.vault_warnings() {
+                        println!("vault: {warning}");
                     }
                     if let Some(problem) = &status.api_problem {
                         println!("API: {problem}");

@@ -5,7 +5,7 @@
 //! listing (the header cache shared by the [`Vault`]'s clones).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_yaml_ng::Value as Yaml;
 
-use super::{DEFAULT_LIST_LIMIT, Error, Folder, Vault, lock};
+use super::{DEFAULT_LIST_LIMIT, Error, Folder, Vault, confine, lock};
 
 /// How much of a note a listing reads: enough for the frontmatter and the first heading.
 const HEADER_CAP: u64 = 8 * 1024;
@@ -129,8 +129,21 @@ impl Vault {
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         let mut scanned = Vec::new();
+        let root = confine::real_root(&self.root)?;
         for &folder in folders {
-            let top = self.root.join(folder.as_str());
+            // Resolved for this scan: a folder that is a link leaving the vault is skipped.
+            let top = match confine::folder(&root, folder.as_str(), false) {
+                Ok(top) => top,
+                Err(Error::NotFound { .. }) => continue,
+                Err(Error::FolderOutside { folder }) => {
+                    tracing::warn!(
+                        ?folder,
+                        "not listing a folder that points outside the vault"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut stack = vec![(top.clone(), folder.as_str().to_string(), 0usize)];
             while let Some((dir, rel_dir, depth)) = stack.pop() {
                 let entries = match fs::read_dir(&dir) {
@@ -138,7 +151,7 @@ impl Vault {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) if depth == 0 => return Err(Error::io(&dir, e)),
                     Err(e) => {
-                        tracing::warn!(dir = %dir.display(), cause = %e, "skipping folder");
+                        tracing::warn!(dir = ?dir, cause = %e, "skipping folder");
                         continue;
                     }
                 };
@@ -146,7 +159,7 @@ impl Vault {
                     let entry = match entry {
                         Ok(entry) => entry,
                         Err(e) => {
-                            tracing::warn!(dir = %dir.display(), cause = %e, "skipping entry");
+                            tracing::warn!(dir = ?dir, cause = %e, "skipping entry");
                             continue;
                         }
                     };
@@ -203,7 +216,12 @@ impl Vault {
             return Ok((modified, Arc::clone(&c.header)));
         }
         let mut bytes = Vec::new();
-        File::open(abs)?.take(HEADER_CAP).read_to_end(&mut bytes)?;
+        let file =
+            confine::open_regular(abs, OpenOptions::new().read(true)).map_err(|r| match r {
+                confine::Refused::Io(e) => e,
+                other => io::Error::other(format!("{other:?}")),
+            })?;
+        file.take(HEADER_CAP).read_to_end(&mut bytes)?;
         self.shared.header_reads.fetch_add(1, Ordering::Relaxed);
         let complete = (bytes.len() as u64) < HEADER_CAP;
         let header = Arc::new(parse_header(&bytes, complete));
@@ -321,6 +339,7 @@ fn file_stem(rel: &str) -> String {
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use std::fs::File;
     use std::time::Duration;
 
     /// Writes a note file directly, with a chosen modification time.
@@ -542,5 +561,61 @@ mod tests {
         }
         // A heading cut off by the byte cap is not trusted.
         assert_eq!(parse_header(b"# Cut", false).title, None);
+    }
+
+    /// Issue 9: with `Projects -> /elsewhere`, a listing returned the titles and tags of the
+    /// notes there. A content folder that is a link leaving the vault is skipped, and
+    /// `check_writable` names it instead of creating through it.
+    #[cfg(unix)]
+    #[test]
+    fn content_folders_linked_outside_are_skipped_and_named() {
+        let (dir, vault) = vault();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(
+            elsewhere.join("secret.md"),
+            "---\ntags: [private]\n---\n# Outside secret\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, vault.root().join("Projects")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("missing"), vault.root().join("Tasks")).unwrap();
+        // A link that stays inside the vault is a folder like any other.
+        put(&vault, "Real/ideas/inside.md", "# Inside\n", 1);
+        std::os::unix::fs::symlink(vault.root().join("Real/ideas"), vault.root().join("Ideas"))
+            .unwrap();
+
+        let layout = vault.check_writable().unwrap();
+        assert_eq!(layout.outside, ["Tasks", "Projects"]);
+        assert_eq!(layout.problems()[1], "Projects points outside the vault");
+        assert!(
+            !dir.path().join("missing").exists(),
+            "nothing created outside"
+        );
+        let all = vault
+            .list(&ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            })
+            .unwrap();
+        assert_eq!(paths(&all), ["Ideas/inside.md"]);
+        let projects = vault
+            .list(&ListQuery {
+                folder: Some(Folder::Projects),
+                ..ListQuery::default()
+            })
+            .unwrap();
+        assert!(projects.is_empty(), "{projects:?}");
+        assert_eq!(names(&elsewhere), ["secret.md"]);
+    }
+
+    /// Issue 9: a FIFO named `*.md` hung the listing's read for good.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_among_the_notes_is_skipped_without_blocking() {
+        let (_dir, vault) = vault();
+        put(&vault, "Ideas/real.md", "# Real\n", 1);
+        mkfifo(&vault.root().join("Ideas/pipe.md"));
+        let all = vault.list(&ListQuery::default()).unwrap();
+        assert_eq!(paths(&all), ["Ideas/real.md"]);
     }
 }

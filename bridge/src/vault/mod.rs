@@ -7,6 +7,7 @@
 //! by a lock held by the [`Vault`] (shared by its clones), so none is lost. Everything here
 //! is blocking file-system work: async callers run it off the runtime's workers.
 
+mod confine;
 mod list;
 mod log;
 mod read;
@@ -24,8 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
+pub use confine::check_vault_place;
 pub use list::{ListQuery, NoteSummary};
-pub use log::LogEntry;
+pub use log::{LogEntry, MAX_LOG_FIELD_BYTES};
 pub use tags::{normalize_tag, normalize_tags};
 pub use write::NewNote;
 
@@ -57,6 +59,26 @@ pub enum Error {
         /// The path as it was asked for.
         path: String,
     },
+    /// Something that is not a regular file: a link, a folder, a FIFO, a socket, a device.
+    #[error("{path:?} is {kind}; only regular files are read or written")]
+    NotRegular {
+        /// The path as it was asked for.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A folder of the vault is a link to a folder outside it: nothing is written there.
+    #[error(
+        "{folder} points outside the vault; notes are not written there until it is a folder \
+         inside the vault"
+    )]
+    FolderOutside {
+        /// The folder, vault-relative (`Projects`, `_system/logs`).
+        folder: String,
+    },
+    /// The thread doing the file work ended without an answer (it panicked).
+    #[error("the file operation stopped unexpectedly")]
+    Stopped,
     /// Nothing at that path.
     #[error("{path:?} does not exist in the vault")]
     NotFound {
@@ -223,37 +245,69 @@ impl Vault {
 
     /// Creates the layout (`Tasks/ Ideas/ Reference/ Projects/ Inbox/ Archive/
     /// _system/logs/`) where missing and proves that a file can be created and removed.
-    /// The root itself must already exist: a vault on an unmounted disk is not recreated.
-    pub fn check_writable(&self) -> Result<(), Error> {
-        match fs::metadata(&self.root) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::invalid(
-                    "vault",
-                    format!("{} is not a folder", self.root.display()),
-                ));
+    /// The root itself must already exist (a vault on an unmounted disk is not recreated)
+    /// and be a real folder that is not `/`, the home folder or a system folder. A folder
+    /// that is a link leaving the vault is not created through, and is named in the
+    /// returned [`Layout`].
+    pub fn check_writable(&self) -> Result<Layout, Error> {
+        let root = confine::real_root(&self.root)?;
+        let mut outside = Vec::new();
+        for rel in Folder::ALL.map(Folder::as_str).into_iter().chain([LOG_DIR]) {
+            match confine::folder(&root, rel, true) {
+                Ok(_) => {}
+                Err(Error::FolderOutside { folder }) => outside.push(folder),
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    path: self.root.display().to_string(),
-                });
-            }
-            Err(e) => return Err(Error::io(&self.root, e)),
         }
-        for folder in Folder::ALL {
-            let dir = self.root.join(folder.as_str());
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
-        let logs = self.root.join(LOG_DIR);
-        fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let probe = logs.join(format!(".write-check-{}-{n}", std::process::id()));
+        let probe = root.join(format!(".write-check-{}-{n}", std::process::id()));
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&probe)
             .map_err(|e| Error::io(&probe, e))?;
-        fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+        fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+        Ok(Layout { outside })
+    }
+
+    /// Runs `work` on this vault on a thread of its own and waits for it without holding
+    /// a runtime worker. The runtime never waits for that thread: whatever system call a
+    /// file operation is stuck in (a FIFO, a hung network volume), stopping the bridge is
+    /// not held up by it — unlike `spawn_blocking`, whose threads a runtime waits for when
+    /// it shuts down (tokio `Runtime` drop: "blocks until all spawned work has been
+    /// stopped"). A thread stuck for good ends with the process.
+    pub async fn off_runtime<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Vault) -> Result<T, Error> + Send + 'static,
+    {
+        let vault = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("vault".into())
+            .spawn(move || {
+                let _ = tx.send(work(&vault));
+            })
+            .map_err(|e| Error::io(&self.root, e))?;
+        rx.await.unwrap_or(Err(Error::Stopped))
+    }
+}
+
+/// What [`Vault::check_writable`] found besides the vault being writable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Folders (vault-relative: `Projects`, `_system/logs`) that are links leaving the
+    /// vault: not written to, not listed.
+    pub outside: Vec<String>,
+}
+
+impl Layout {
+    /// One sentence per folder that points outside the vault, for the status.
+    pub fn problems(&self) -> Vec<String> {
+        self.outside
+            .iter()
+            .map(|f| format!("{f} points outside the vault"))
+            .collect()
     }
 }
 
@@ -290,6 +344,16 @@ pub(crate) mod testing {
     use std::fs;
     use std::path::Path;
 
+    /// Makes a FIFO at `path` (mkfifo(1), as a user or a sync tool would).
+    #[cfg(unix)]
+    pub(crate) fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
     use chrono::{DateTime, Local, TimeZone};
 
     use super::{Folder, NewNote, Vault};
@@ -318,7 +382,7 @@ pub(crate) mod testing {
             title,
             content: "body",
             tags: &[],
-            confidence: None,
+            confidence: 70,
             source: None,
         }
     }
@@ -367,5 +431,75 @@ mod tests {
             Err(Error::NotFound { .. })
         ));
         assert!(!missing.root().exists(), "a missing vault is not created");
+    }
+
+    /// Issue 9: a settings save could set the vault to `/`. The vault must be a real folder
+    /// that is not the disk, the home folder or a system folder.
+    #[test]
+    fn the_vault_is_not_the_disk_the_home_folder_or_a_system_folder() {
+        let home = Path::new("/Users/ann");
+        let refused = [
+            "/",
+            "/Users/ann",
+            "/Users/ann/Library",
+            "/Users",
+            "/System/Library",
+            "/usr/share/doc",
+            "/etc",
+            "/private/var",
+            "/tmp",
+            "/Volumes",
+        ];
+        for path in refused {
+            let err = check_vault_place(Path::new(path), Some(home)).unwrap_err();
+            assert!(err.contains("not a vault"), "{path}: {err}");
+        }
+        for path in [
+            "/Users/ann/Documents/Notes",
+            "/Volumes/Disk/Vault",
+            "/tmp/x/vault",
+            "/home/ann/notes",
+        ] {
+            assert_eq!(
+                check_vault_place(Path::new(path), Some(home)),
+                Ok(()),
+                "{path}"
+            );
+        }
+        let err = Vault::new("/").check_writable().unwrap_err();
+        assert!(err.to_string().contains("whole disk"), "{err}");
+    }
+
+    /// Issue 9: SIGTERM logged "stopped" but the process stayed alive while a worker was
+    /// blocked in `open` on a FIFO, because a runtime waits for its blocking threads when it
+    /// shuts down. Vault work runs on threads the runtime does not wait for.
+    #[test]
+    fn a_stuck_vault_call_does_not_hold_up_the_runtime_shutdown() {
+        let (_dir, vault) = vault();
+        let (stuck_tx, stuck_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.spawn(async move {
+            let _ = vault
+                .off_runtime(move |_| {
+                    started_tx.send(()).unwrap();
+                    let _ = stuck_rx.recv(); // stuck until the test ends
+                    Ok(())
+                })
+                .await;
+        });
+        started_rx.recv().unwrap();
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            dropped_tx.send(()).unwrap();
+        });
+        assert!(
+            dropped_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok(),
+            "the runtime waited for a stuck vault call"
+        );
+        drop(stuck_tx);
     }
 }

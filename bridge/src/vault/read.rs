@@ -1,59 +1,47 @@
 //! Reading one note back for the agent, confined to the vault.
+//!
+//! Invariants: only a regular `.md` file is read, never through a link at its own name, in
+//! a folder whose real location is inside the vault and not hidden; at most
+//! [`MAX_READ_BYTES`].
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Component, Path};
 
+use super::confine::{self, open_regular};
 use super::{Error, MAX_READ_BYTES, Vault, preview};
 
 impl Vault {
     /// Returns the text of the note at `rel` (vault-relative). Refuses absolute paths, `..`,
-    /// NUL bytes, anything not ending in `.md`, anything whose real location is outside the
-    /// vault, and files over 1 MiB.
+    /// NUL bytes, hidden files and folders (`.obsidian`, `.git`, `.trash`, …), anything not
+    /// ending in `.md`, anything whose real folder is outside the vault, anything that is
+    /// not a regular file (a link, a FIFO, a device…), and files over 1 MiB.
     pub fn read_note(&self, rel: &str) -> Result<String, Error> {
-        let outside = || Error::Outside { path: preview(rel) };
-        if rel.is_empty() {
-            return Err(Error::invalid("filepath", "empty"));
-        }
-        if rel.contains('\0') {
-            return Err(Error::invalid("filepath", "contains a NUL byte"));
-        }
-        let path = Path::new(rel);
-        if path.is_absolute() || rel.starts_with(['/', '\\']) {
-            return Err(outside());
-        }
-        for component in path.components() {
-            match component {
-                Component::Normal(_) | Component::CurDir => {}
-                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                    return Err(outside());
+        let path = checked_path(rel)?;
+        let root = confine::real_root(&self.root)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::invalid("filepath", "no file name"))?;
+        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => root.clone(),
+            Some(parent) => match fs::canonicalize(root.join(parent)) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound { path: preview(rel) });
                 }
-            }
-        }
-        if !path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("md"))
-        {
-            return Err(Error::invalid("filepath", "only .md notes can be read"));
-        }
-        let root = fs::canonicalize(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        let joined = root.join(path);
-        let real = match fs::canonicalize(&joined) {
-            Ok(real) => real,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { path: preview(rel) });
-            }
-            Err(e) => return Err(Error::io(&joined, e)),
+                Err(e) => return Err(Error::io(&root.join(parent), e)),
+            },
         };
-        if !real.starts_with(&root) || real == root {
-            return Err(outside());
+        let Ok(inside) = dir.strip_prefix(&root) else {
+            return Err(Error::Outside { path: preview(rel) });
+        };
+        if inside.components().any(|c| is_hidden(&c)) {
+            return Err(hidden());
         }
-        // Open the resolved path, so what is checked is what is read.
-        let file = File::open(&real).map_err(|e| Error::io(&real, e))?;
+        let real = dir.join(name);
+        let file = open_regular(&real, OpenOptions::new().read(true))
+            .map_err(|refused| confine::refused(rel, &real, refused))?;
         let meta = file.metadata().map_err(|e| Error::io(&real, e))?;
-        if !meta.is_file() {
-            return Err(Error::invalid("filepath", "not a file"));
-        }
         if meta.len() > MAX_READ_BYTES {
             return Err(Error::invalid("filepath", "note is larger than 1 MiB"));
         }
@@ -68,6 +56,48 @@ impl Vault {
     }
 }
 
+/// The path as asked for, checked before touching the disk.
+fn checked_path(rel: &str) -> Result<&Path, Error> {
+    let outside = || Error::Outside { path: preview(rel) };
+    if rel.is_empty() {
+        return Err(Error::invalid("filepath", "empty"));
+    }
+    if rel.contains('\0') {
+        return Err(Error::invalid("filepath", "contains a NUL byte"));
+    }
+    let path = Path::new(rel);
+    if path.is_absolute() || rel.starts_with(['/', '\\']) {
+        return Err(outside());
+    }
+    for component in path.components() {
+        match component {
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(outside());
+            }
+            c if is_hidden(&c) => return Err(hidden()),
+            Component::Normal(_) | Component::CurDir => {}
+        }
+    }
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("md"))
+    {
+        return Err(Error::invalid("filepath", "only .md notes can be read"));
+    }
+    Ok(path)
+}
+
+/// A name starting with `.`: Obsidian's settings, version control, the trash.
+fn is_hidden(c: &Component) -> bool {
+    matches!(c, Component::Normal(name) if name.as_encoded_bytes().starts_with(b"."))
+}
+
+fn hidden() -> Error {
+    Error::invalid(
+        "filepath",
+        "hidden files and folders (.obsidian, .git, .trash, …) are not read",
+    )
+}
 #[cfg(test)]
 mod tests {
     use super::super::NewNote;
@@ -116,13 +146,13 @@ mod tests {
             ("Tasks/../Tasks/ok.md", "outside"),
             ("/etc/hosts.md", "outside"),
             (&abs_ok, "outside"),
-            ("out.md", "outside"),
+            ("out.md", "not regular"),
             ("Escape/secret.md", "outside"),
             ("Tasks/ok\0.md", "invalid"),
             ("Tasks/plain.txt", "invalid"),
             ("Tasks/ok", "invalid"),
             ("", "invalid"),
-            ("Tasks/dir.md", "invalid"),
+            ("Tasks/dir.md", "not regular"),
             ("Tasks/big.md", "invalid"),
             ("Tasks/missing.md", "not found"),
         ];
@@ -131,11 +161,85 @@ mod tests {
                 Err(Error::Outside { .. }) => "outside",
                 Err(Error::Invalid { .. }) => "invalid",
                 Err(Error::NotFound { .. }) => "not found",
+                Err(Error::NotRegular { .. }) => "not regular",
                 other => panic!("{path:?}: unexpected {other:?}"),
             };
             assert_eq!(got, want, "{path:?}");
         }
-        // A symlink that stays inside the vault is fine.
-        assert_eq!(vault.read_note("in.md").unwrap(), "ok");
+        // Issue 9: a link is never followed, even one that stays inside the vault.
+        assert!(matches!(
+            vault.read_note("in.md"),
+            Err(Error::NotRegular {
+                kind: "a symbolic link",
+                ..
+            })
+        ));
+    }
+
+    /// Issue 9: `vault_read` read `.obsidian/…` files. No hidden file or folder is read,
+    /// however the path reaches it.
+    #[cfg(unix)]
+    #[test]
+    fn hidden_files_and_folders_are_never_read() {
+        let (_dir, vault) = vault();
+        for rel in [
+            ".obsidian/x.md",
+            ".git/notes.md",
+            "Ideas/.trash/old.md",
+            ".secret.md",
+        ] {
+            let path = vault.root().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "HIDDEN").unwrap();
+        }
+        fs::create_dir_all(vault.root().join("Ideas")).unwrap();
+        std::os::unix::fs::symlink(
+            vault.root().join(".obsidian"),
+            vault.root().join("Ideas/cfg"),
+        )
+        .unwrap();
+        for rel in [
+            ".obsidian/x.md",
+            "./.obsidian/x.md",
+            ".git/notes.md",
+            "Ideas/.trash/old.md",
+            ".secret.md",
+            "Ideas/cfg/x.md",
+        ] {
+            let err = vault.read_note(rel).unwrap_err();
+            assert!(
+                err.to_string().contains("hidden files and folders"),
+                "{rel}: {err}"
+            );
+        }
+    }
+
+    /// Issue 9: a FIFO named `*.md` made `vault_read` block in `open` for good.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_device_at_a_note_path_is_refused_without_blocking() {
+        let (_dir, vault) = vault();
+        fs::create_dir_all(vault.root().join("Ideas")).unwrap();
+        mkfifo(&vault.root().join("Ideas/pipe.md"));
+        let err = vault.read_note("Ideas/pipe.md").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NotRegular {
+                    kind: "a FIFO (named pipe)",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("only regular files"), "{err}");
+        std::os::unix::fs::symlink("/dev/zero", vault.root().join("Ideas/zero.md")).unwrap();
+        assert!(matches!(
+            vault.read_note("Ideas/zero.md"),
+            Err(Error::NotRegular {
+                kind: "a symbolic link",
+                ..
+            })
+        ));
     }
 }

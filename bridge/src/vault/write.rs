@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::tags::normalize_tags;
 use super::{
     Error, Folder, MAX_CONTENT_BYTES, MAX_TITLE_BYTES, PROBE_COUNTER, Vault, check_confidence,
-    check_text, lock,
+    check_text, confine, lock,
 };
 
 /// Longest slug in a note's file name, in characters.
@@ -36,8 +36,8 @@ pub struct NewNote<'a> {
     pub content: &'a str,
     /// Tags without `#` (a leading one is dropped), e.g. `person/sarah`.
     pub tags: &'a [String],
-    /// The agent's confidence in the filing, 0–100.
-    pub confidence: Option<u8>,
+    /// The agent's confidence in the filing, 0–100; 0 for a text the bridge filed itself.
+    pub confidence: u8,
     /// Where the note came from, e.g. `imessage:<message guid>`; makes the write idempotent.
     pub source: Option<&'a str>,
 }
@@ -46,8 +46,7 @@ pub struct NewNote<'a> {
 struct FrontMatter<'a> {
     created: String,
     tags: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    confidence: Option<u8>,
+    confidence: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
 }
@@ -60,9 +59,7 @@ impl Vault {
         let title = heading_text(note.title)?;
         check_text("content", note.content, MAX_CONTENT_BYTES)?;
         let tags = normalize_tags(note.tags)?;
-        if let Some(c) = note.confidence {
-            check_confidence(c)?;
-        }
+        check_confidence(note.confidence)?;
         if let Some(source) = note.source {
             check_text("source", source, MAX_TITLE_BYTES)?;
         }
@@ -83,15 +80,15 @@ impl Vault {
             text.push('\n');
         }
 
-        let dir = self.root.join(note.folder.as_str());
+        let root = confine::real_root(&self.root)?;
         let _guard = lock(&self.shared.write_lock);
+        let dir = confine::folder(&root, note.folder.as_str(), true)?;
         if let Some(source) = note.source
             && let Some(existing) = self.find_by_source(note.folder, source, &title)?
         {
-            tracing::debug!(path = %existing, "note for this source already written");
+            tracing::debug!(path = ?existing, "note for this source already written");
             return Ok(existing);
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let stem = format!("{}_{}", now.format("%Y-%m-%d"), slugify(&title));
         let name = create_note(&dir, &stem, text.as_bytes())?;
         Ok(format!("{}/{name}", note.folder.as_str()))
@@ -275,13 +272,14 @@ mod tests {
     #[test]
     fn note_bytes_are_exact_and_frontmatter_parses_back() {
         let (_dir, vault) = vault();
-        let tags = vec!["#person/sarah".to_string(), "topic/a:b".to_string()];
+        // Issue 9: `topic/a:b` is no tag to Obsidian; a leading `#` and spaces are repaired.
+        let tags = vec!["#person/sarah".to_string(), "topic/a b".to_string()];
         let new = NewNote {
             folder: Folder::Reference,
             title: "Re: \"quoted\" – yes",
             content: "First line\r\n- item\n\n",
             tags: &tags,
-            confidence: Some(85),
+            confidence: 85,
             source: Some("imessage:ABC-123"),
         };
         let rel = vault.write_note(&new, now()).unwrap();
@@ -289,7 +287,7 @@ mod tests {
         let bytes = fs::read_to_string(vault.root().join(&rel)).unwrap();
         let created = format!("2024-05-01T14:03:22{}", now().format("%:z"));
         let want = format!(
-            "---\ncreated: {created}\ntags:\n- person/sarah\n- topic/a:b\nconfidence: 85\n\
+            "---\ncreated: {created}\ntags:\n- person/sarah\n- topic/a-b\nconfidence: 85\n\
              source: imessage:ABC-123\n---\n# Re: \"quoted\" – yes\n\nFirst line\r\n- item\n"
         );
         assert_eq!(bytes, want);
@@ -310,14 +308,23 @@ mod tests {
             value.get("source").and_then(Yaml::as_str),
             Some("imessage:ABC-123")
         );
-        assert_eq!(yaml_tags(value.get("tags")), ["person/sarah", "topic/a:b"]);
+        assert_eq!(yaml_tags(value.get("tags")), ["person/sarah", "topic/a-b"]);
     }
 
     #[test]
     fn frontmatter_stays_valid_yaml_for_awkward_values() {
         let (_dir, vault) = vault();
         let tags: Vec<String> = [
-            "yes", "null", "1.5", "a:b", "'q'", "\"dq\"", "[x]", "{y}", "-z", "ü/ß", "🎉",
+            "yes",
+            "null",
+            "true",
+            "1e3",
+            "0x1F",
+            "-z",
+            "_",
+            "ü/ß",
+            "日本語",
+            "नमस्ते",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -541,7 +548,7 @@ mod tests {
         let big_title = "t".repeat(MAX_TITLE_BYTES + 1);
         let big_content = "c".repeat(MAX_CONTENT_BYTES + 1);
         let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
-        let spaced = vec!["two words".to_string()];
+        let spaced = vec!["a:b".to_string()];
         let control = vec!["a\u{7}b".to_string()];
         let empty = vec!["#".to_string()];
         let cases: Vec<(NewNote, &str)> = vec![
@@ -593,7 +600,7 @@ mod tests {
             ),
             (
                 NewNote {
-                    confidence: Some(101),
+                    confidence: 101,
                     ..note("x")
                 },
                 "confidence",
@@ -606,5 +613,87 @@ mod tests {
             }
         }
         assert!(names(vault.root()).is_empty(), "nothing created");
+    }
+
+    /// Issue 9: with `Tasks -> /elsewhere`, `vault_write` put the note in `/elsewhere`.
+    #[cfg(unix)]
+    #[test]
+    fn a_content_folder_linked_outside_the_vault_is_refused_for_writes() {
+        let (dir, vault) = vault();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, vault.root().join("Tasks")).unwrap();
+        let err = vault.write_note(&note("Escape"), now()).unwrap_err();
+        assert!(
+            matches!(&err, Error::FolderOutside { folder } if folder == "Tasks"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("Tasks points outside the vault"),
+            "{err}"
+        );
+        assert!(names(&elsewhere).is_empty(), "nothing written outside");
+        // A folder linked inside the vault is used like any other.
+        fs::create_dir_all(vault.root().join("Real")).unwrap();
+        std::os::unix::fs::symlink(vault.root().join("Real"), vault.root().join("Ideas")).unwrap();
+        let rel = vault
+            .write_note(
+                &NewNote {
+                    folder: Folder::Ideas,
+                    ..note("Inside")
+                },
+                now(),
+            )
+            .unwrap();
+        assert_eq!(rel, "Ideas/2024-05-01_inside.md");
+        assert_eq!(names(&vault.root().join("Real")), ["2024-05-01_inside.md"]);
+    }
+
+    /// Issue 9: notes were written without `confidence`. Every note has `created`, `tags`
+    /// and `confidence` (0 for what the bridge files itself), even with no tags.
+    #[test]
+    fn every_note_has_created_tags_and_confidence() {
+        let (_dir, vault) = vault();
+        let inbox = NewNote {
+            folder: Folder::Inbox,
+            confidence: 0,
+            ..note("Unfiled")
+        };
+        let rel = vault.write_note(&inbox, now()).unwrap();
+        let text = fs::read_to_string(vault.root().join(rel)).unwrap();
+        let yaml = text
+            .strip_prefix("---\n")
+            .unwrap()
+            .split("---\n")
+            .next()
+            .unwrap();
+        let value: Yaml = serde_yaml_ng::from_str(yaml).unwrap();
+        assert!(
+            value.get("created").and_then(Yaml::as_str).is_some(),
+            "{text}"
+        );
+        assert_eq!(
+            value.get("tags"),
+            Some(&Yaml::Sequence(Vec::new())),
+            "{text}"
+        );
+        assert_eq!(
+            value.get("confidence").and_then(Yaml::as_u64),
+            Some(0),
+            "{text}"
+        );
+    }
+
+    /// Issue 9: notes keep the user's umask (only state files are made private).
+    #[cfg(unix)]
+    #[test]
+    fn notes_keep_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, vault) = vault();
+        let rel = vault.write_note(&note("Mode"), now()).unwrap();
+        let probe = dir.path().join("probe");
+        fs::File::create(&probe).unwrap(); // 0666 less the umask, as any new file
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&vault.root().join(rel)), mode(&probe));
     }
 }
