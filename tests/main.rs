@@ -9,6 +9,7 @@ mod util;
 mod abuse;
 mod chatdb_changes;
 mod crash;
+mod disk;
 mod faults;
 
 use serde_json::{Value, json};

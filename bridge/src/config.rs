@@ -623,4 +623,39 @@ mod tests {
             "the file was kept aside"
         );
     }
+
+    /// Issue 9: a settings save could set the vault to `/`. It refuses the disk, the home
+    /// folder and system folders with a sentence saying what to choose instead.
+    #[test]
+    fn the_vault_cannot_be_the_disk_or_a_system_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["/", "/usr", "/etc"] {
+            let bad = Settings {
+                vault_path: Some(path.into()),
+                ..Settings::default()
+            };
+            let err = bad.save(dir.path()).unwrap_err().to_string();
+            assert!(err.starts_with("vault: "), "{err}");
+            assert!(
+                err.contains("not a vault: choose your Obsidian vault's folder"),
+                "{err}"
+            );
+            let err = resolve(dir.path(), &[("VAULT_PATH", path)]).unwrap_err();
+            assert!(err.to_string().contains("not a vault"), "{err}");
+        }
+        assert!(!dir.path().join(SETTINGS_FILE).exists());
+    }
+
+    #[test]
+    fn the_run_deadline_is_five_minutes_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = resolve(dir.path(), &[]).unwrap();
+        assert_eq!(c.run_deadline, Duration::from_secs(300));
+        let c = resolve(dir.path(), &[("RUN_DEADLINE_MS", "1500")]).unwrap();
+        assert_eq!(c.run_deadline, Duration::from_millis(1500));
+        for bad in ["0", "soon"] {
+            let err = resolve(dir.path(), &[("RUN_DEADLINE_MS", bad)]).unwrap_err();
+            assert!(err.to_string().starts_with("RUN_DEADLINE_MS"), "{err}");
+        }
+    }
 }

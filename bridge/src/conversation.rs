@@ -131,14 +131,14 @@ const BUDGET_NOTICE: &str = "I've used up today's AI budget, so until tomorrow I
 impl Conversations {
     async fn on_message(&self, message: IncomingMessage) {
         if self.ledger.is_finished(&message.guid) {
-            debug!(rowid = message.rowid, guid = %message.guid, "text already finished");
+            debug!(rowid = message.rowid, guid = ?message.guid, "text already finished");
             return;
         }
         let chat = message.chat.guid.clone();
         if !self.vault_ready().await {
             let waiting = self.waiting.push(message.clone());
             self.status.update(|s| s.waiting = waiting);
-            info!(chat = %chat, rowid = message.rowid, waiting, "vault unavailable; the text waits for it");
+            info!(chat = ?chat, rowid = message.rowid, waiting, "vault unavailable; the text waits for it");
             return;
         }
         // Texts that waited for the vault go first: one chat is handled strictly in order.
@@ -154,7 +154,7 @@ impl Conversations {
             return;
         }
         let texts = self.take_waiting(chat);
-        info!(chat = %chat, count = texts.len(), "vault is back; handling texts that waited");
+        info!(chat = ?chat, count = texts.len(), "vault is back; handling texts that waited");
         for text in texts {
             self.handle_text(text).await;
         }
@@ -205,7 +205,7 @@ impl Conversations {
     async fn handle_text(&self, message: IncomingMessage) {
         let chat = message.chat.guid.clone();
         if let Rate::Limited { notify } = self.rate.check(&message.sender, message.date) {
-            warn!(chat = %chat, rowid = message.rowid, sender = %message.sender,
+            warn!(chat = ?chat, rowid = message.rowid, sender = ?message.sender,
                 "sender is over the rate limit; text not handled");
             self.status.update(|s| s.rate_limited += 1);
             if notify {
@@ -231,7 +231,7 @@ impl Conversations {
         session.last_activity = now;
         session.message_count += 1;
         self.sessions.put(session.clone());
-        info!(chat = %chat, rowid = message.rowid, "handling text");
+        info!(chat = ?chat, rowid = message.rowid, "handling text");
 
         let tools = Tools::new(
             self.vault.clone(),
@@ -278,7 +278,7 @@ impl Conversations {
                 }
             }
             Err(err) if !record.notes_written.is_empty() => {
-                warn!(chat = %chat, cause = %err, "agent failed after writing its note");
+                warn!(chat = ?chat, cause = %err, "agent failed after writing its note");
                 self.sessions.remove(&chat);
                 "captured"
             }
@@ -294,7 +294,7 @@ impl Conversations {
             s.handled += 1;
             s.sessions = self.sessions.len();
         });
-        info!(chat = %chat, rowid = message.rowid, outcome, "text handled");
+        info!(chat = ?chat, rowid = message.rowid, outcome, "text handled");
     }
 
     /// Marks the text finished in the ledger.
@@ -304,8 +304,8 @@ impl Conversations {
         let chat = &message.chat.guid;
         match tokio::task::spawn_blocking(move || ledger.finish(&guid)).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => error!(chat = %chat, cause = %err, "could not mark text finished"),
-            Err(err) => error!(chat = %chat, cause = %err, "ledger task failed"),
+            Ok(Err(err)) => error!(chat = ?chat, cause = %err, "could not mark text finished"),
+            Err(err) => error!(chat = ?chat, cause = %err, "ledger task failed"),
         }
     }
 
@@ -367,7 +367,7 @@ impl Conversations {
     /// Inbox unprocessed, and the user is told once a day.
     async fn over_budget(&self, message: &IncomingMessage, notify: bool) {
         let chat = &message.chat;
-        warn!(chat = %chat.guid, rowid = message.rowid, "daily token budget used up; filing the text to Inbox unprocessed");
+        warn!(chat = ?chat.guid, rowid = message.rowid, "daily token budget used up; filing the text to Inbox unprocessed");
         let pending = self.sessions.get(&chat.guid).and_then(|s| s.pending_input);
         let (original, answer) = match &pending {
             Some(original) => (original.as_str(), Some(message.text.as_str())),
@@ -409,7 +409,7 @@ impl Conversations {
             return; // the user wrote meanwhile
         }
         let Some(original) = session.pending_input.clone() else {
-            info!(chat = %chat, "idle session ended");
+            info!(chat = ?chat, "idle session ended");
             self.sessions.remove(chat);
             self.status.update(|s| s.sessions = self.sessions.len());
             return;
@@ -419,7 +419,7 @@ impl Conversations {
             return;
         }
         if let Spend::Exhausted { .. } = self.budget_check().await {
-            info!(chat = %chat, "no answer in time and no budget left; filing to Inbox unprocessed");
+            info!(chat = ?chat, "no answer in time and no budget left; filing to Inbox unprocessed");
             let filed = self
                 .write_inbox(
                     &session.chat,
@@ -435,7 +435,7 @@ impl Conversations {
             }
             return;
         }
-        info!(chat = %chat, "no answer in time; filing to Inbox");
+        info!(chat = ?chat, "no answer in time; filing to Inbox");
         let notice = crate::prompt::timeout_notice(&original);
         let tools = Tools::new(
             self.vault.clone(),
@@ -463,7 +463,7 @@ impl Conversations {
                 self.agent_failed(&session.chat, &original, None, None, &err)
                     .await;
             }
-            Err(err) => warn!(chat = %chat, cause = %err, "agent failed after filing the text"),
+            Err(err) => warn!(chat = ?chat, cause = %err, "agent failed after filing the text"),
         }
         self.sessions.remove(chat);
         self.status.update(|s| s.sessions = self.sessions.len());
@@ -483,7 +483,7 @@ impl Conversations {
         }
         let text = final_text.trim();
         if text.is_empty() {
-            warn!(chat = %chat.guid, "the agent neither wrote a note nor replied");
+            warn!(chat = ?chat.guid, "the agent neither wrote a note nor replied");
             return None;
         }
         self.reply(chat, source, text).await;
@@ -493,7 +493,7 @@ impl Conversations {
     /// Sends a reply of the bridge's own through the outbox; a failure is logged and shown.
     async fn reply(&self, chat: &Chat, source: Option<&str>, text: &str) {
         if let Err(err) = self.outbox.send(chat, source, text).await {
-            error!(chat = %chat.guid, cause = %err, "reply failed");
+            error!(chat = ?chat.guid, cause = %err, "reply failed");
             self.status.update(|s| s.last_error = Some(err.to_string()));
         }
     }
@@ -507,7 +507,7 @@ impl Conversations {
         source: Option<&str>,
         err: &AgentError,
     ) {
-        error!(chat = %chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
+        error!(chat = ?chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
         let filed = self
             .write_inbox(chat, original, answer, source, &err.to_string())
             .await;

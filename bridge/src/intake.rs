@@ -76,7 +76,7 @@ impl<H: Handler> Intake<H> {
                 self.status.set_state(State::Paused);
             }
             if !announced {
-                info!(chat_db = %self.chat_db.display(), "ready: watching for new texts");
+                info!(chat_db = ?self.chat_db, "ready: watching for new texts");
                 announced = true;
             }
             tokio::select! {
@@ -258,7 +258,7 @@ fn read_all(
                 if allowlist.is_allowed(&message.sender) {
                     claim.push(message);
                 } else {
-                    info!(sender = %message.sender, rowid = message.rowid, "ignored a text from a sender not on the allowlist");
+                    info!(sender = ?message.sender, rowid = message.rowid, "ignored a text from a sender not on the allowlist");
                     admitted.strangers.push((message.sender, message.date));
                 }
             }

@@ -376,9 +376,9 @@ fn remove_leftover_temporaries(data_dir: &std::path::Path) {
         let name = name.to_string_lossy();
         if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
             match std::fs::remove_file(entry.path()) {
-                Ok(()) => info!(file = %name, "removed a temporary file left by a crash"),
+                Ok(()) => info!(file = ?name, "removed a temporary file left by a crash"),
                 Err(err) => {
-                    warn!(file = %name, cause = %err, "could not remove a leftover temporary file")
+                    warn!(file = ?name, cause = %err, "could not remove a leftover temporary file")
                 }
             }
         }

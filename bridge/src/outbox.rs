@@ -91,11 +91,11 @@ impl Outbox {
         let recorded = match start {
             Ok(Ok(SendStart::Go)) => true,
             Ok(Ok(SendStart::AlreadySent)) => {
-                tracing::info!(chat = %chat.guid, %source, "reply already sent; not sending it again");
+                tracing::info!(chat = ?chat.guid, ?source, "reply already sent; not sending it again");
                 return Ok(Delivery::AlreadySent);
             }
             Ok(Ok(SendStart::Unconfirmed { just_found })) => {
-                tracing::warn!(chat = %chat.guid, %source,
+                tracing::warn!(chat = ?chat.guid, ?source,
                     "reply unconfirmed (the bridge stopped while sending it); not sending it again");
                 if just_found {
                     self.count_unconfirmed(chat, None);
@@ -103,11 +103,11 @@ impl Outbox {
                 return Ok(Delivery::Unconfirmed);
             }
             Ok(Err(err)) => {
-                tracing::warn!(chat = %chat.guid, cause = %err, "could not record the reply; sending it anyway");
+                tracing::warn!(chat = ?chat.guid, cause = %err, "could not record the reply; sending it anyway");
                 false
             }
             Err(err) => {
-                tracing::warn!(chat = %chat.guid, cause = %err, "ledger task failed; sending the reply anyway");
+                tracing::warn!(chat = ?chat.guid, cause = %err, "ledger task failed; sending the reply anyway");
                 false
             }
         };
@@ -123,13 +123,13 @@ impl Outbox {
                 tokio::task::spawn_blocking(move || ledger.end_send(&source2, &digest, outcome))
                     .await;
             if !matches!(ended, Ok(Ok(()))) {
-                tracing::warn!(chat = %chat.guid, %source, ?outcome, "could not record how the reply went");
+                tracing::warn!(chat = ?chat.guid, ?source, ?outcome, "could not record how the reply went");
             }
         }
         match (result, outcome) {
             (Ok(()), _) => Ok(Delivery::Sent),
             (Err(err), SendOutcome::Unknown) => {
-                tracing::warn!(chat = %chat.guid, %source, cause = %err,
+                tracing::warn!(chat = ?chat.guid, ?source, cause = %err,
                     "reply unconfirmed; it will not be sent again");
                 self.count_unconfirmed(chat, Some(err.to_string()));
                 Ok(Delivery::Unconfirmed)

@@ -178,4 +178,23 @@ mod tests {
         let loaded: Loaded<u32> = load_json(&dir.path().join("none.json")).unwrap();
         assert!(matches!(loaded, Loaded::Missing));
     }
+
+    /// Issue 9: state files were 0644 and the data dir 0755, depending on the umask.
+    #[cfg(unix)]
+    #[test]
+    fn state_files_are_0600_and_the_data_dir_0700() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&data).unwrap();
+        write_atomic(&data.join("sessions.json"), b"{}").unwrap();
+        write_atomic(&data.join("new/state.json"), b"{}").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("new")), 0o700);
+        assert_eq!(mode(&data.join("sessions.json")), 0o600);
+        assert_eq!(mode(&data.join("new/state.json")), 0o600);
+    }
 }

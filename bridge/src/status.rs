@@ -190,7 +190,7 @@ impl StatusBoard {
             let bytes = serde_json::to_vec_pretty(&*self.tx.borrow()).expect("status serialises");
             // Small and rare; written inline so the file never lags behind a state change.
             if let Err(err) = crate::persist::write_atomic(file, &bytes) {
-                tracing::warn!(cause = %err, file = %file.display(), "could not write status file");
+                tracing::warn!(cause = %err, file = ?file, "could not write status file");
             }
         }
     }

@@ -193,7 +193,7 @@ impl Vault {
                                 header,
                             });
                         }
-                        Err(e) => tracing::warn!(note = %rel, cause = %e, "skipping note"),
+                        Err(e) => tracing::warn!(note = ?rel, cause = %e, "skipping note"),
                     }
                 }
             }
