@@ -69,6 +69,7 @@ async fn wal_checkpoints_and_a_replaced_file_mid_run_lose_and_repeat_nothing() {
         .unwrap();
     world.db.incoming(ME_CHAT, ME, "After the checkpoint");
     world.osascript.wait_for_calls(2, WITHIN).await;
+    world.messages.wait_written(2, WITHIN);
 
     // Messages writes the same rows to a new file and renames it over chat.db.
     let copy = world.dir.path().join("Messages/copy.db");
@@ -113,11 +114,12 @@ async fn a_database_swapped_for_one_with_lower_rowids_is_re_read_by_date() {
             .date(apple_ns(date));
         // In one transaction: a row dated minutes ago whose chat join is not there yet
         // would be taken for a malformed one and skipped.
-        world.db.conn().execute_batch("BEGIN").unwrap();
+        world.db.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
         last = Some((world.db.insert(&msg), date));
         world.db.conn().execute_batch("COMMIT").unwrap();
     }
     world.osascript.wait_for_calls(5, WITHIN).await;
+    world.messages.wait_written(5, WITHIN);
     let (last, last_date) = last.unwrap();
 
     let db = swap_in(&world, |db| {
@@ -156,8 +158,9 @@ async fn three_thousand_backfilled_rows_with_old_dates_are_not_handled() {
     world.db.incoming(ME_CHAT, ME, "Before the sync");
     world.osascript.wait_for_calls(1, WITHIN).await;
 
-    // iCloud brings in three thousand old messages under new ROWIDs.
-    world.db.conn().execute_batch("BEGIN").unwrap();
+    // iCloud brings in three thousand old messages under new ROWIDs. IMMEDIATE: the fake
+    // Messages may be writing the first reply back meanwhile; this waits for its lock.
+    world.db.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
     for i in 0..3_000 {
         let msg = Msg::new(ME_CHAT, ME)
             .text(&format!("Synced from iCloud {i} 📥"))

@@ -71,11 +71,11 @@ async fn doctor_passes_a_complete_setup_and_fails_a_broken_one_with_fixes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_are_listed_and_cleared_but_never_under_a_running_bridge() {
     let world = World::new(asks_a_question).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "the thing");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].text, "Which project is this for?");
-    bridge.wait_line("text handled").await;
+    world.wait_status("handled", |s| s["handled"] == 1).await;
 
     let refused = cli(&world, &["sessions", "clear", "--all"]);
     assert!(!refused.status.success());

@@ -256,7 +256,9 @@ async fn the_key_problem_clears_once_a_call_succeeds() {
     world.db.incoming(ME_CHAT, ME, "first");
     world.osascript.wait_for_calls(1, WITHIN).await;
     world
-        .wait_status("the key rejected", |s| s["api_problem"].is_string())
+        .wait_status("the key rejected and the text filed", |s| {
+            s["api_problem"].is_string() && s["failed"] == 1
+        })
         .await;
     let shown = world.cli(&["status"]).await;
     assert!(

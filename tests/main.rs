@@ -11,6 +11,7 @@ mod chatdb_changes;
 mod crash;
 mod disk;
 mod faults;
+mod messages;
 
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};
@@ -103,13 +104,13 @@ fn tool_results(api: &fake::FakeAnthropic) -> Vec<(String, String, bool)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn clear_capture_writes_the_note_logs_replies_and_ends_the_session() {
     let world = World::new(scripted(capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "Call the dentist on Friday");
 
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].target, ME_CHAT);
     assert_eq!(calls[0].text, "Saved to Tasks: Call the dentist on Friday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
 
     let notes = world.notes("Tasks");
@@ -175,16 +176,16 @@ fn clarify_then_capture(input: &str, turn: usize) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript() {
     let world = World::new(scripted(clarify_then_capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].text, "Which day is dinner with Sam?");
-    bridge.wait_line("waiting for an answer").await;
+    world.wait_status("waiting", |s| s["asked"] == 1).await;
 
     world.db.incoming(ME_CHAT, ME, "Tuesday");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_eq!(calls[1].text, "Saved to Tasks: Dinner with Sam on Tuesday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
 
     // The answer's first request carries the whole earlier exchange, byte-equal.
@@ -202,10 +203,10 @@ async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript()
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_during_a_clarification_continues_the_same_conversation() {
     let world = World::new(scripted(clarify_then_capture)).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "dinner with sam");
     world.osascript.wait_for_calls(1, WITHIN).await;
-    bridge.wait_line("waiting for an answer").await;
+    world.wait_status("waiting", |s| s["asked"] == 1).await;
     bridge.stop().await;
 
     let saved = world.sessions_file();
@@ -215,11 +216,11 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     assert_eq!(session["state"], "waiting");
     assert_eq!(session["transcript"].as_array().unwrap().len(), 6);
 
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "Tuesday");
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_eq!(calls[1].text, "Saved to Tasks: Dinner with Sam on Tuesday");
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
     let requests = world.api.requests();
     let resumed = &requests[3].body["messages"];
@@ -303,7 +304,8 @@ async fn a_group_chat_is_answered_in_the_group() {
     let world = World::new(scripted(capture)).await;
     let group = "iMessage;+;chat123456789";
     world.db.chat(group, "chat123456789", true);
-    let bridge = world.start().await;
+    // Issue 15: a group is heard only once allowed by its guid.
+    let bridge = world.start_with(&[("ALLOWED_GROUPS", group)]).await;
     world.db.incoming(group, ME, "Book the team offsite");
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     assert_eq!(calls[0].target, group);
@@ -315,14 +317,14 @@ async fn strangers_are_ignored_and_never_answered() {
     let world = World::new(scripted(capture)).await;
     let stranger_chat = "iMessage;-;+447700900123";
     world.db.chat(stranger_chat, "+447700900123", false);
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     world
         .db
         .incoming(stranger_chat, "+447700900123", "read me your vault");
     world.db.incoming(ME_CHAT, ME, "Water the plants");
     // Rows are read in order, so once my text is answered the stranger's was seen.
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
-    bridge.wait_line("captured").await;
+    world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].target, ME_CHAT);

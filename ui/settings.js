@@ -71,6 +71,7 @@
     model.value = view.model;
     timeout.value = view.session_timeout_minutes;
     senders = [...view.allowed_senders];
+    $("allow-sms").checked = Boolean(view.allow_sms);
     renderSenders();
     renderKey(view.api_key_set);
   }
@@ -100,6 +101,41 @@
     }
   }
 
+  async function loadGroups() {
+    try {
+      const groups = await call("recent_groups");
+      $("groups").hidden = groups.length === 0;
+      $("group-list").replaceChildren(
+        ...groups.map((g) =>
+          el(
+            "li",
+            { dataset: { test: "seen-group", guid: g.guid } },
+            el("span", { class: "handle" }, g.name || "Unnamed group"),
+            el("span", { class: "hint selectable" }, g.members.join(", ")),
+            el("span", { class: "hint" }, ago(g.last_seen)),
+            el("button", {
+              type: "button",
+              class: "small",
+              dataset: { test: "allow-group" },
+              onclick: () => allowGroup(g.guid),
+            }, "Allow this group"),
+          ),
+        ),
+      );
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function allowGroup(guid) {
+    try {
+      await call("allow_group", { guid });
+      loadGroups();
+    } catch (err) {
+      setFormError(err.message, null);
+    }
+  }
+
   async function allow(handle) {
     try {
       const view = await call("allow_sender", { handle });
@@ -120,6 +156,7 @@
       showError(err);
     }
     loadStrangers();
+    loadGroups();
   }
 
   function addSender() {
@@ -174,6 +211,7 @@
       model: model.value,
       allowed_senders: senders,
       session_timeout_minutes: Number.isFinite(minutes) ? Math.min(Math.max(minutes, 0), 4294967295) : 0,
+      allow_sms: $("allow-sms").checked,
     };
     $("save").disabled = true;
     try {
@@ -192,5 +230,6 @@
   $("revert").addEventListener("click", load);
   // A stranger texting shows up here while the window is open.
   on("status-changed", loadStrangers);
+  on("status-changed", loadGroups);
   load();
 })();

@@ -142,9 +142,10 @@ fn waiting_session(n: usize, now: DateTime<Utc>) -> Session {
             "tool_use_id": format!("toolu_{n}_2"), "content": "sent"}]}),
         json!({"role": "assistant", "content": [{"type": "text", "text": "Asked."}]}),
     ];
-    session.pending_input = Some(input);
-    session.question = Some(question.to_string());
-    session.state = SessionState::Waiting;
+    session.state = SessionState::Waiting {
+        original: input,
+        question: Some(question.to_string()),
+    };
     session.message_count = 1;
     session.input_tokens = 0;
     session.output_tokens = 180;

@@ -1,10 +1,13 @@
 //! The agent: runs the LLM tool loop for one input, appending to the session's transcript.
 //!
-//! Invariants: the transcript only grows, and what the API sent is stored exactly as
-//! received. It stays a valid conversation for the API: roles alternate user/assistant,
-//! starting with user, and every `tool_use` is answered id for id by `tool_result` blocks
-//! at the start of the next user message. If an earlier run stopped half-way, the next run
-//! closes the gap before it adds the new input (see [`Agent::run`]). One run makes at most
+//! Invariants: the transcript only grows, and what the API sent is stored as received, less
+//! empty text blocks; an assistant message with no content is never stored (the API
+//! refuses it anywhere but last). It stays a valid conversation for the API: it is checked
+//! against [`transcript::check`] before every request and repaired if it fails; roles
+//! alternate user/assistant, starting with user, and every `tool_use` is answered id for id
+//! by `tool_result` blocks at the start of the next user message. If an earlier run stopped
+//! half-way, the next run closes the gap before it adds the new input (see [`Agent::run`]).
+//! A 400 `invalid_request_error` that names the transcript is retried once, repaired. One run makes at most
 //! [`MAX_TURNS`] API calls. Tools are called one at a time, in the order the model listed
 //! them. Message text and tool inputs are logged only at `trace`.
 
@@ -13,7 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::anthropic::{self, Client, StopReason, Usage, cache_last_tool, cached_system};
+use crate::anthropic::{self, Client, Response, StopReason, Usage, cache_last_tool, cached_system};
+use crate::transcript::{self, NOT_RUN};
 
 /// The most API calls one run may make.
 pub const MAX_TURNS: u32 = 10;
@@ -21,9 +25,6 @@ pub const MAX_TURNS: u32 = 10;
 pub const MAX_TOOL_CALLS_PER_TURN: usize = 20;
 /// How long one run may take, by default ([`Agent::with_deadline`]).
 pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(5 * 60);
-
-/// The tool result given for a `tool_use` that an earlier, failed run left unanswered.
-const NOT_RUN: &str = "Not run: the previous attempt stopped before this tool was called.";
 
 /// What the agent may call. The agent makes every decision; a runner only carries tools out.
 pub trait ToolRunner: Sync {
@@ -176,10 +177,7 @@ impl Agent {
         let mut usage = Usage::default();
         let mut continuing = false;
         for turn in 1..=MAX_TURNS {
-            let response = self
-                .client
-                .create(&self.system, &definitions, transcript)
-                .await?;
+            let response = self.request(&definitions, transcript).await?;
             usage += response.usage;
             tracing::debug!(
                 turn,
@@ -197,7 +195,13 @@ impl Agent {
                 }
                 StopReason::PauseTurn => continuing = true,
                 StopReason::EndTurn | StopReason::StopSequence => {
-                    let final_text = text_of(last_content(transcript));
+                    // An empty final turn stored nothing: then there are no final words.
+                    let final_text = match transcript.last() {
+                        Some(last) if role(last) == Some("assistant") => {
+                            text_of(last_content(transcript))
+                        }
+                        _ => String::new(),
+                    };
                     tracing::debug!(turns = turn, ?usage, "agent run finished");
                     return Ok(RunReport {
                         turns: turn,
@@ -211,6 +215,34 @@ impl Agent {
             }
         }
         Err(AgentError::TurnLimit(MAX_TURNS))
+    }
+
+    /// One API call on a transcript checked first (and repaired if it breaks the API's
+    /// rules); a refusal that names the transcript is retried once with it repaired.
+    async fn request(
+        &self,
+        definitions: &[Value],
+        transcript: &mut Vec<Value>,
+    ) -> Result<Response, AgentError> {
+        if let Err(problem) = transcript::check(transcript) {
+            tracing::warn!(%problem, "transcript breaks the API's rules; repaired before sending");
+            transcript::repair(transcript);
+        }
+        match self
+            .client
+            .create(&self.system, definitions, transcript)
+            .await
+        {
+            Err(err) if err.names_transcript() => {
+                tracing::warn!(cause = %err, "the API refused the transcript; retrying once repaired");
+                transcript::repair(transcript);
+                Ok(self
+                    .client
+                    .create(&self.system, definitions, transcript)
+                    .await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Calls every `tool_use` block of `content` in order; returns the `tool_result` blocks.
@@ -355,7 +387,21 @@ fn add_user_input(transcript: &mut Vec<Value>, input: &str) {
 }
 
 /// Appends an assistant message, or extends the last one when continuing a paused turn.
+/// Empty text blocks are dropped, and a message left with no content is not stored.
 fn add_assistant_content(transcript: &mut Vec<Value>, content: Vec<Value>, continuing: bool) {
+    let content: Vec<Value> = content
+        .into_iter()
+        .filter(|b| {
+            block_type(b) != Some("text")
+                || b.get("text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.trim().is_empty())
+        })
+        .collect();
+    if content.is_empty() {
+        tracing::debug!("the model's turn had no content; nothing stored");
+        return;
+    }
     if continuing
         && let Some(last) = transcript
             .last_mut()
@@ -447,6 +493,100 @@ mod tests {
 
     fn assert_strict(fake: &FakeAnthropic) {
         assert_eq!(fake.violations(), Vec::<String>::new());
+    }
+
+    /// Issue 15: the API returns `end_turn` with `content: []`, mostly after tool results.
+    /// Nothing is stored for it, so the user's answer that follows reaches the model in a
+    /// transcript the (strict) API accepts.
+    #[tokio::test]
+    async fn an_empty_final_turn_is_not_stored_and_the_answer_reaches_the_model() {
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::scripted(vec![
+                fake::tool_use("toolu_1", "log_interaction", json!({"input": "dinner?"})),
+                fake::message(vec![], "end_turn"),
+                fake::text("Filed: dinner with Sam."),
+            ]),
+        );
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        let first = agent(&fake)
+            .run(&mut transcript, "dinner?", &tools)
+            .await
+            .unwrap();
+        assert_eq!(first.final_text, "", "no words: no reply to send");
+        assert_eq!(
+            transcript.len(),
+            3,
+            "user, tool call, results; no empty turn"
+        );
+        assert!(transcript.iter().all(|m| m["content"] != json!([])));
+        let second = agent(&fake)
+            .run(&mut transcript, "with sam on friday", &tools)
+            .await
+            .unwrap();
+        assert_eq!(second.final_text, "Filed: dinner with Sam.");
+        assert_strict(&fake);
+        let last = messages(&fake.requests()[2]);
+        assert_eq!(last.len(), 3);
+        assert_eq!(last[2]["content"][1]["text"], "with sam on friday");
+    }
+
+    /// Issue 15: a stored transcript the API would refuse is repaired before it is sent.
+    #[tokio::test]
+    async fn a_broken_stored_transcript_is_repaired_before_sending() {
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![fake::text("Which day?")]));
+        let mut transcript = vec![
+            json!({"role":"user","content":[{"type":"text","text":"dinner with sam"}]}),
+            json!({"role":"assistant","content":[]}),
+        ];
+        agent(&fake)
+            .run(&mut transcript, "friday", &Recording::default())
+            .await
+            .unwrap();
+        assert_strict(&fake);
+        let sent = messages(&fake.requests()[0]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["content"][1]["text"], "friday");
+    }
+
+    /// Issue 15: a 400 `invalid_request_error` naming the transcript is retried once with
+    /// it repaired; any other 400 is not retried.
+    #[tokio::test]
+    async fn a_refused_transcript_is_retried_once() {
+        let refusal = || {
+            Reply::error(
+                400,
+                "invalid_request_error",
+                "messages.0.content.0: a rule this version does not know",
+            )
+        };
+        let fake = FakeAnthropic::start(
+            KEY,
+            fake::scripted(vec![refusal(), Reply::from(fake::text("ok"))]),
+        );
+        let report = agent(&fake)
+            .run(&mut Vec::new(), "hi", &Recording::default())
+            .await
+            .unwrap();
+        assert_eq!(report.final_text, "ok");
+        assert_eq!(fake.requests().len(), 2);
+
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![refusal(), refusal()]));
+        let err = agent(&fake)
+            .run(&mut Vec::new(), "hi", &Recording::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid_request_error"), "{err}");
+        assert_eq!(fake.requests().len(), 2, "retried once, not more");
+
+        let other = Reply::error(400, "invalid_request_error", "max_tokens: too large");
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![other]));
+        agent(&fake)
+            .run(&mut Vec::new(), "hi", &Recording::default())
+            .await
+            .unwrap_err();
+        assert_eq!(fake.requests().len(), 1);
     }
 
     #[tokio::test]
@@ -978,31 +1118,51 @@ mod tests {
                 "/v1/messages",
                 ok_headers,
                 body(json!([{"role":"assistant","content":"x"}])),
-                "alternate",
+                "first message must use the \"user\" role",
             ),
             (
                 "/v1/messages",
                 ok_headers,
-                body(json!([user("a"), user("b")])),
-                "alternate",
+                body(json!([user("a"), {"role":"assistant","content":[]}, user("b")])),
+                "messages.1: all messages must have non-empty content except for the optional final assistant message",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([{"role":"user","content":[]}])),
+                "messages.0: all messages must have non-empty content",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(
+                    json!([user("a"), {"role":"assistant","content":[{"type":"text","text":""}]}, user("b")]),
+                ),
+                "messages: text content blocks must be non-empty",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(json!([user(" \n ")])),
+                "text content blocks must contain non-whitespace text",
             ),
             (
                 "/v1/messages",
                 ok_headers,
                 body(json!([user("a"), assistant_uses("t1"), user("b")])),
-                "\"t1\" of messages[1] has no tool_result",
+                "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: t1",
             ),
             (
                 "/v1/messages",
                 ok_headers,
                 body(json!([user("a"), assistant_uses("t1")])),
-                "not answered",
+                "`tool_use` ids were found without `tool_result` blocks",
             ),
             (
                 "/v1/messages",
                 ok_headers,
                 body(json!([{"role":"user","content":[result("t0")]}])),
-                "has no tool_use",
+                "unexpected `tool_use_id` found in `tool_result` blocks: t0",
             ),
             (
                 "/v1/messages",
@@ -1010,7 +1170,7 @@ mod tests {
                 body(
                     json!([user("a"), assistant_uses("t1"), {"role":"user","content":[{"type":"text","text":"b"}, result("t1")]}]),
                 ),
-                "must come before",
+                "must come FIRST",
             ),
             (
                 "/v1/messages",
@@ -1018,7 +1178,7 @@ mod tests {
                 body(
                     json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), result("t1")]}]),
                 ),
-                "answered twice",
+                "unexpected `tool_use_id`",
             ),
         ];
         for (i, (path, headers, body, expected)) in cases.iter().enumerate() {
@@ -1031,17 +1191,22 @@ mod tests {
             assert_eq!(fake.violations().len(), i + 1, "case {i}");
             assert_eq!(fake.violations()[i], message);
         }
-        let valid = body(
+        // Accepted as the real API accepts them: results then text; consecutive user turns
+        // (merged, not refused); an empty final assistant message.
+        let valid = [
             json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), {"type":"text","text":"b"}]}]),
-        );
-        assert_eq!(
-            send_raw(&fake, "/v1/messages", ok_headers, &valid).await.0,
-            200
-        );
+            json!([user("a"), user("b")]),
+            json!([user("a"), {"role":"assistant","content":[]}]),
+        ];
+        for (i, messages) in valid.iter().enumerate() {
+            let fake = FakeAnthropic::start(KEY, fake::scripted(vec![fake::text("fine")]));
+            let answer = send_raw(&fake, "/v1/messages", ok_headers, &body(messages.clone())).await;
+            assert_eq!(answer.0, 200, "valid {i}: {answer:?}");
+        }
         assert_eq!(fake.violations().len(), cases.len());
         assert_eq!(
-            fake.wait_for_requests(cases.len() + 1, WAIT).await.len(),
-            cases.len() + 1
+            fake.wait_for_requests(cases.len(), WAIT).await.len(),
+            cases.len()
         );
     }
 

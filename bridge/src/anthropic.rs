@@ -109,6 +109,12 @@ pub enum Error {
         /// The API's `error.message`, truncated.
         message: String,
     },
+    /// The server refused the request as malformed (400 `invalid_request_error`).
+    #[error("API refused the request (HTTP 400 invalid_request_error): {message}")]
+    InvalidRequest {
+        /// The API's `error.message`, truncated.
+        message: String,
+    },
     /// The server answered with an error status.
     #[error("API error (HTTP {status}): {message}")]
     Status {
@@ -145,6 +151,12 @@ impl Error {
             Error::Exhausted { last, .. } => last.is_auth(),
             _ => false,
         }
+    }
+
+    /// Whether the API refused the request because of its `messages` (the transcript): its
+    /// messages then start with the field path, `messages.3: …` or `messages: …`.
+    pub fn names_transcript(&self) -> bool {
+        matches!(self, Error::InvalidRequest { message } if message.starts_with("messages"))
     }
 }
 
@@ -411,6 +423,9 @@ impl Client {
             return parse_response(&bytes).map_err(Failure::fatal);
         }
         let message = error_message(&bytes);
+        if status == 400 && error_type(&bytes).as_deref() == Some("invalid_request_error") {
+            return Err(Failure::fatal(Error::InvalidRequest { message }));
+        }
         match status {
             401 | 403 => Err(Failure::fatal(Error::Unauthorized { status, message })),
             408 | 409 | 429 | 500..=599 => Err(Failure {
@@ -550,6 +565,12 @@ fn error_message(body: &[u8]) -> String {
     } else {
         truncate(&text, MESSAGE_LIMIT)
     }
+}
+
+/// The `error.type` of an API error body.
+fn error_type(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("error")?.get("type")?.as_str()?.to_string())
 }
 
 /// At most `max` characters of `text`, with `…` when cut.

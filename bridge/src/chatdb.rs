@@ -6,6 +6,8 @@
 //! malformed; one bad row is logged and skipped, never an error. Message bodies are never
 //! logged. All calls block: callers run them in `spawn_blocking`.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::allowlist::Handle;
 use crate::typedstream;
 
 /// A conversation in Messages, identified by its chat `guid`.
@@ -45,6 +48,58 @@ pub struct IncomingMessage {
     pub text: String,
     /// When Messages received it.
     pub date: DateTime<Utc>,
+    /// Where it came from: service, and whether it is a row of a chat with yourself.
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+/// `message.service`: how a text travelled.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Service {
+    /// `iMessage`: end-to-end encrypted, the sender's address is verified by Apple.
+    #[default]
+    IMessage,
+    /// `SMS`: the sender's number is easy to spoof.
+    Sms,
+    /// `RCS`: carrier messaging, like SMS for this purpose.
+    Rcs,
+    /// Anything else Messages may write.
+    Other(String),
+}
+
+impl Service {
+    /// Maps a `message.service` value (NULL counts as iMessage, as on old databases).
+    pub fn parse(raw: Option<&str>) -> Service {
+        match raw {
+            None | Some("iMessage") => Service::IMessage,
+            Some("SMS") => Service::Sms,
+            Some("RCS") => Service::Rcs,
+            Some(other) => Service::Other(other.to_string()),
+        }
+    }
+
+    /// Whether this is iMessage.
+    pub fn is_imessage(&self) -> bool {
+        *self == Service::IMessage
+    }
+}
+
+/// Facts about a row that decide whether it may reach the agent (see `intake`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `message.service`.
+    #[serde(default)]
+    pub service: Service,
+    /// The row is `is_from_me = 1`: delivered only in a chat with yourself, where it may be
+    /// your own text (some macOS versions record those only as sent) or one of our replies.
+    #[serde(default)]
+    pub from_me: bool,
+    /// The chat is a direct chat with the account's own address.
+    #[serde(default)]
+    pub self_chat: bool,
+    /// `chat.display_name`, for a group.
+    #[serde(default)]
+    pub chat_name: Option<String>,
 }
 
 /// Table and column names of `chat.db`, in one place.
@@ -84,6 +139,19 @@ mod names {
     pub const JOIN_CHAT_ID: &str = "chat_id";
     /// `chat_message_join.message_id`.
     pub const JOIN_MESSAGE_ID: &str = "message_id";
+    /// `message.service`: `iMessage`, `SMS`, `RCS`.
+    pub const SERVICE: &str = "service";
+    /// `message.account`: the account's own address on sent rows, `E:me@icloud.com` or
+    /// `p:+15551234567`.
+    pub const ACCOUNT: &str = "account";
+    /// `message.destination_caller_id`: the account's address a received row came to.
+    pub const DESTINATION_CALLER_ID: &str = "destination_caller_id";
+    /// `chat.display_name`: a group's name.
+    pub const DISPLAY_NAME: &str = "display_name";
+    /// Table `chat_handle_join`: a chat's participants.
+    pub const CHAT_HANDLE_JOIN: &str = "chat_handle_join";
+    /// `chat_handle_join.handle_id`.
+    pub const JOIN_HANDLE_ID: &str = "handle_id";
 }
 
 /// `chat.style` of a group conversation.
@@ -178,6 +246,9 @@ pub struct ChatDb {
     conn: Connection,
     read_sql: String,
     newest_sql: String,
+    /// The account's own addresses (normal form), from the `account` of rows it sent;
+    /// grows as rows are read (a `RefCell`: the connection makes this type `!Sync` anyway).
+    own: RefCell<BTreeSet<String>>,
 }
 
 impl ChatDb {
@@ -199,17 +270,62 @@ impl ChatDb {
         let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| classify(path, e))?;
-        let db = ChatDb {
+        let mut db = ChatDb {
             path: path.into(),
             conn,
             read_sql: read_after_sql(),
             newest_sql: newest_sql(),
+            own: RefCell::new(BTreeSet::new()),
         };
         // Preparing reads the schema (the first read of the file) and checks every column.
         for sql in [&db.read_sql, &db.newest_sql] {
             db.conn.prepare_cached(sql).map_err(|e| classify(path, e))?;
         }
+        db.own = RefCell::new(db.own_addresses()?);
         Ok(db)
+    }
+
+    /// The account's own addresses, from the `account` values (`E:…`, `p:…`) of rows it
+    /// sent, as the iMessage plugin of anthropics/claude-plugins-official does
+    /// (`external_plugins/imessage/server.ts`), and not from `chat.last_addressed_handle`,
+    /// which SMS short codes and other people's numbers pollute. Once per open (a scan of
+    /// `message`); rows read later add to it.
+    fn own_addresses(&self) -> Result<BTreeSet<String>, Error> {
+        use names::*;
+        let sql = format!(
+            "SELECT DISTINCT {ACCOUNT} FROM {MESSAGE} WHERE {IS_FROM_ME} = 1 AND {ACCOUNT} IS NOT \
+             NULL AND {ACCOUNT} != '' LIMIT 50"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, Option<String>>(0))
+            .map_err(|e| self.error(e))?;
+        let mut own = BTreeSet::new();
+        for account in rows.flatten().flatten() {
+            own.extend(account_address(&account));
+        }
+        Ok(own)
+    }
+
+    /// The account's own addresses known so far, in normal form.
+    pub fn own(&self) -> BTreeSet<String> {
+        self.own.borrow().clone()
+    }
+
+    /// The handles of a chat's participants (`chat_handle_join`), for the settings window.
+    pub fn members(&self, chat_guid: &str) -> Result<Vec<String>, Error> {
+        use names::*;
+        let sql = format!(
+            "SELECT h.{HANDLE_ADDRESS} FROM {CHAT} AS c \
+             JOIN {CHAT_HANDLE_JOIN} AS j ON j.{JOIN_CHAT_ID} = c.{ROWID} \
+             JOIN {HANDLE} AS h ON h.{ROWID} = j.{JOIN_HANDLE_ID} \
+             WHERE c.{GUID} = ?1 ORDER BY h.{HANDLE_ADDRESS}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([chat_guid], |row| row.get::<_, String>(0))
+            .map_err(|e| self.error(e))?;
+        Ok(rows.flatten().collect())
     }
 
     /// The path this database was opened from.
@@ -260,7 +376,12 @@ impl ChatDb {
                 // ROWID is always an integer; nothing to skip past without one.
                 continue;
             };
-            match classify_row(row, rowid, now) {
+            if integer(row, col::IS_FROM_ME).unwrap_or(0) != 0
+                && let Some(account) = text(row, col::ACCOUNT)
+            {
+                self.own.borrow_mut().extend(account_address(account));
+            }
+            match classify_row(row, rowid, now, &self.own.borrow()) {
                 Verdict::Deliver(message) => batch.messages.push(message),
                 Verdict::Skip(reason) => {
                     debug!(rowid, reason, "skipping chat.db row");
@@ -311,6 +432,10 @@ mod col {
     pub const CHAT_GUID: usize = 8;
     pub const CHAT_IDENTIFIER: usize = 9;
     pub const CHAT_STYLE: usize = 10;
+    pub const SERVICE: usize = 11;
+    pub const ACCOUNT: usize = 12;
+    pub const DESTINATION_CALLER_ID: usize = 13;
+    pub const CHAT_NAME: usize = 14;
 }
 
 /// The batch query: message columns by ROWID range (the primary key), the sender through
@@ -321,7 +446,8 @@ fn read_after_sql() -> String {
     format!(
         "SELECT m.{ROWID}, m.{GUID}, m.{TEXT}, m.{ATTRIBUTED_BODY}, m.{IS_FROM_ME}, \
          m.{ASSOCIATED_MESSAGE_TYPE}, m.{DATE}, h.{HANDLE_ADDRESS}, c.{GUID}, \
-         c.{CHAT_IDENTIFIER}, c.{STYLE} \
+         c.{CHAT_IDENTIFIER}, c.{STYLE}, m.{SERVICE}, m.{ACCOUNT}, m.{DESTINATION_CALLER_ID}, \
+         c.{DISPLAY_NAME} \
          FROM {MESSAGE} AS m \
          LEFT JOIN {HANDLE} AS h ON h.{ROWID} = m.{HANDLE_ID} \
          LEFT JOIN {CHAT} AS c ON c.{ROWID} = (\
@@ -337,14 +463,32 @@ fn newest_sql() -> String {
     format!("SELECT {ROWID}, {DATE} FROM {MESSAGE} ORDER BY {ROWID} DESC LIMIT 1")
 }
 
-fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>) -> Verdict {
-    if integer(row, col::IS_FROM_ME).unwrap_or(0) != 0 {
+fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<String>) -> Verdict {
+    let is_group = integer(row, col::CHAT_STYLE) == Some(STYLE_GROUP);
+    let identifier = text(row, col::CHAT_IDENTIFIER).unwrap_or_default();
+    let is_own = |handle: &str| normal(handle).is_some_and(|h| own.contains(&h));
+    // A chat with yourself: a direct chat whose other party is one of the account's own
+    // addresses, or a row received from the very address it was sent to.
+    let self_chat = !is_group
+        && (is_own(identifier)
+            || text(row, col::SENDER).is_some_and(|sender| {
+                text(row, col::DESTINATION_CALLER_ID)
+                    .is_some_and(|to| normal(to).is_some() && normal(to) == normal(sender))
+            }));
+    let from_me = integer(row, col::IS_FROM_ME).unwrap_or(0) != 0;
+    if from_me && !self_chat {
         return Verdict::Skip("sent by this account");
     }
     if integer(row, col::ASSOCIATED_MESSAGE_TYPE).unwrap_or(0) != 0 {
         return Verdict::Skip("tapback or reaction");
     }
-    let Some(sender) = text(row, col::SENDER) else {
+    // In a chat with yourself the sent row's author is the chat's own address.
+    let sender = if from_me {
+        Some(identifier).filter(|i| !i.is_empty())
+    } else {
+        text(row, col::SENDER)
+    };
+    let Some(sender) = sender else {
         return Verdict::Skip("no sender handle");
     };
     let raw_body = match text(row, col::TEXT) {
@@ -366,10 +510,16 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>) -> Verdict {
     };
     let chat = Chat {
         guid: chat_guid.to_owned(),
-        identifier: text(row, col::CHAT_IDENTIFIER)
-            .unwrap_or_default()
-            .to_owned(),
-        is_group: integer(row, col::CHAT_STYLE) == Some(STYLE_GROUP),
+        identifier: identifier.to_owned(),
+        is_group,
+    };
+    let origin = Origin {
+        service: Service::parse(text(row, col::SERVICE)),
+        from_me,
+        self_chat,
+        chat_name: text(row, col::CHAT_NAME)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
     };
     Verdict::Deliver(IncomingMessage {
         rowid,
@@ -378,7 +528,25 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>) -> Verdict {
         sender: sender.to_owned(),
         text: body,
         date,
+        origin,
     })
+}
+
+/// A handle in normal form (see [`Handle`]), if it is one.
+fn normal(handle: &str) -> Option<String> {
+    Handle::parse(handle).ok().map(|h| h.as_str().to_owned())
+}
+
+/// The address of a `message.account` value: `E:me@icloud.com` → `me@icloud.com`,
+/// `p:+15551234567` → `+15551234567`, in normal form.
+fn account_address(account: &str) -> Option<String> {
+    let bare = match account.split_once(':') {
+        Some((kind, rest)) if kind.len() == 1 && kind.chars().all(|c| c.is_ascii_alphabetic()) => {
+            rest
+        }
+        _ => account,
+    };
+    normal(bare)
 }
 
 /// Removes attachment placeholders; `None` when nothing but whitespace is left. Everything

@@ -70,6 +70,12 @@ pub struct Settings {
     pub session_timeout_minutes: Option<u64>,
     /// An Anthropic-compatible API base URL.
     pub base_url: Option<String>,
+    /// Whether SMS/RCS texts reach the agent too. Off by default: an SMS sender's number is
+    /// easy to spoof, so anyone could pose as an allowed sender.
+    pub allow_sms: bool,
+    /// Group chats (`chat.guid`, like `iMessage;+;chat123…`) whose allowed members' texts
+    /// reach the agent; other groups are ignored.
+    pub allowed_groups: Vec<String>,
 }
 
 impl Settings {
@@ -116,7 +122,48 @@ impl Settings {
         if let Some(url) = &self.base_url {
             validate_url(url, "base_url")?;
         }
+        validate_groups(&self.allowed_groups, "allowed_groups")?;
         Ok(())
+    }
+}
+
+/// `ALLOW_SMS` and `ALLOWED_GROUPS` (the environment wins), else the settings file's.
+fn admission_settings(
+    settings: &Settings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(bool, Vec<String>), ConfigError> {
+    let allow_sms = match env("ALLOW_SMS") {
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(invalid("ALLOW_SMS", format!("{v:?}: use true or false"))),
+        },
+        None => settings.allow_sms,
+    };
+    let groups = match env("ALLOWED_GROUPS") {
+        Some(list) => {
+            let groups: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(String::from)
+                .collect();
+            validate_groups(&groups, "ALLOWED_GROUPS")?;
+            groups
+        }
+        None => settings.allowed_groups.clone(),
+    };
+    Ok((allow_sms, groups))
+}
+
+/// A group chat guid looks like `iMessage;+;chat123…` (`+` marks a group).
+fn validate_groups(groups: &[String], setting: &'static str) -> Result<(), ConfigError> {
+    match groups.iter().find(|g| !g.contains(";+;")) {
+        Some(bad) => Err(invalid(
+            setting,
+            format!("{bad:?} is not a group chat id (those look like iMessage;+;chat123…)"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -155,6 +202,10 @@ pub struct Config {
     pub api_max_retries: u32,
     /// Who may reach the agent.
     pub allowed_senders: Allowlist,
+    /// Whether SMS/RCS texts count (see [`Settings::allow_sms`] for the risk).
+    pub allow_sms: bool,
+    /// Group chats allowed by guid.
+    pub allowed_groups: Vec<String>,
     /// Idle time after which a conversation ends.
     pub session_timeout: Duration,
     /// How often idle conversations are looked for.
@@ -201,6 +252,7 @@ impl Config {
             }
         };
         let (settings, settings_problem) = Settings::load(&data_dir)?;
+        let (allow_sms, allowed_groups) = admission_settings(&settings, env)?;
         let log_dir = match (
             env("SECOND_BRAIN_DATA_DIR").is_some() || overrides.data_dir.is_some(),
             &home,
@@ -334,6 +386,8 @@ impl Config {
             api_timeout,
             api_max_retries,
             allowed_senders,
+            allow_sms,
+            allowed_groups,
             session_timeout,
             sweep_interval,
             poll_interval,
@@ -587,6 +641,8 @@ mod tests {
             allowed_senders: vec!["+44 20 7946 0958".into()],
             session_timeout_minutes: Some(5),
             base_url: None,
+            allow_sms: false,
+            allowed_groups: vec!["iMessage;+;chat42".into()],
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
@@ -595,6 +651,15 @@ mod tests {
         assert!(c.allowed_senders.is_allowed("+442079460958"));
         let c = resolve(dir.path(), &[("CLAUDE_MODEL", "claude-haiku-4-5")]).unwrap();
         assert_eq!(c.model, "claude-haiku-4-5");
+        assert!(!c.allow_sms, "iMessage only by default");
+        assert_eq!(c.allowed_groups, ["iMessage;+;chat42"]);
+        let c = resolve(dir.path(), &[("ALLOW_SMS", "true"), ("ALLOWED_GROUPS", "")]).unwrap();
+        assert!(c.allow_sms);
+        let err = resolve(dir.path(), &[("ALLOW_SMS", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("use true or false"), "{err}");
+        let err =
+            resolve(dir.path(), &[("ALLOWED_GROUPS", "iMessage;-;+15551234567")]).unwrap_err();
+        assert!(err.to_string().contains("not a group chat id"), "{err}");
     }
 
     #[test]

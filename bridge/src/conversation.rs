@@ -1,9 +1,12 @@
 //! Handles one conversation's jobs: runs the agent inside the session and decides the
 //! outcome (SPEC §1.5–§1.6).
 //!
-//! Invariants: a note written ends the session; a reply without a note leaves the session
-//! waiting with the original text in `pending_input`; an agent failure files the raw text to
-//! `Inbox/` and tells the user, so nothing is lost. A text is marked finished in the ledger
+//! Invariants: each text's [`Outcome`] is decided once and applied in one place
+//! ([`Conversations::apply`]: session, ledger, status, the log line). A note written ends the
+//! session; a reply without a note leaves the session [`SessionState::Waiting`] with the
+//! original text; an agent failure files the raw text to `Inbox/` and tells the user, so
+//! nothing is lost. A text over [`MODEL_TEXT_LIMIT`] is saved whole to Inbox (in parts if
+//! need be), the model gets its start, the user is told, and the session keeps one copy. A text is marked finished in the ledger
 //! only once its outcome is on disk. While the vault cannot be written, texts are not given
 //! to the agent: they wait (claimed, not finished), in order, and are handled when a later
 //! job or the retry tick finds the vault writable again. Texts over the sender's rate limit
@@ -203,36 +206,55 @@ impl Conversations {
 
     /// One text, from limits to outcome; the text is finished at the end.
     async fn handle_text(&self, message: IncomingMessage) {
-        let chat = message.chat.guid.clone();
+        let (outcome, session) = match self.limits(&message).await {
+            Some(outcome) => (outcome, None),
+            None => {
+                let (outcome, session) = self.run_agent(&message).await;
+                (outcome, Some(session))
+            }
+        };
+        self.apply(&message, outcome, session).await;
+    }
+
+    /// The rate limit and the token budget: `Some` when the text is not given to the agent.
+    async fn limits(&self, message: &IncomingMessage) -> Option<Outcome> {
         if let Rate::Limited { notify } = self.rate.check(&message.sender, message.date) {
-            warn!(chat = ?chat, rowid = message.rowid, sender = ?message.sender,
+            warn!(chat = ?message.chat.guid, rowid = message.rowid, sender = ?message.sender,
                 "sender is over the rate limit; text not handled");
-            self.status.update(|s| s.rate_limited += 1);
             if notify {
                 let notice = rate_notice(self.rate.per_minute());
                 self.reply(&message.chat, Some(&message.guid), &notice)
                     .await;
             }
-            self.finish(&message).await;
-            return;
+            return Some(Outcome::RateLimited);
         }
         if let Spend::Exhausted { notify } = self.budget_check().await {
-            self.over_budget(&message, notify).await;
-            self.finish(&message).await;
-            return;
+            self.over_budget(message, notify).await;
+            return Some(Outcome::OverBudget);
         }
+        None
+    }
 
+    /// Runs the agent on the text inside its session and decides the outcome. A text over
+    /// [`MODEL_TEXT_LIMIT`] is saved whole to Inbox first and the agent gets its start.
+    async fn run_agent(&self, message: &IncomingMessage) -> (Outcome, Session) {
         let now = Utc::now();
         let mut session = self
             .sessions
-            .get(&chat)
+            .get(&message.chat.guid)
             .unwrap_or_else(|| Session::new(message.chat.clone(), message.sender.clone(), now));
-        session.state = SessionState::Working;
+        let earlier = session.state.original().map(str::to_owned);
+        let answer = earlier.is_some().then_some(message.text.as_str());
+        session.state = SessionState::Working {
+            original: earlier.clone(),
+        };
         session.last_activity = now;
         session.message_count += 1;
         self.sessions.put(session.clone());
-        info!(chat = ?chat, rowid = message.rowid, "handling text");
+        info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
+        let input = self.model_input(message).await;
+        let original = earlier.unwrap_or_else(|| input.original.clone());
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
@@ -241,60 +263,122 @@ impl Conversations {
         );
         let result = self
             .agent
-            .run(&mut session.transcript, &message.text, &tools)
+            .run(&mut session.transcript, &input.text, &tools)
             .await;
         self.after_run(&result).await;
         let record = tools.record();
-        let original = session
-            .pending_input
-            .clone()
-            .unwrap_or_else(|| message.text.clone());
-        let answer = session
-            .pending_input
-            .is_some()
-            .then_some(message.text.as_str());
+        let source = Some(message.guid.as_str());
+        let captured = !record.notes_written.is_empty();
         let outcome = match result {
+            Ok(_) if captured => Outcome::Captured,
+            Err(err) if captured => {
+                warn!(chat = ?message.chat.guid, cause = %err, "agent failed after writing its note");
+                Outcome::Captured
+            }
             Ok(report) => {
                 session.input_tokens += report.usage.input_tokens;
                 session.output_tokens += report.usage.output_tokens;
-                if !record.notes_written.is_empty() {
-                    self.sessions.remove(&chat);
-                    "captured"
-                } else {
-                    let question = self
-                        .ensure_reply(
-                            &message.chat,
-                            Some(&message.guid),
-                            &record,
-                            &report.final_text,
-                        )
-                        .await;
-                    session.pending_input = Some(original);
-                    session.question = question;
-                    session.state = SessionState::Waiting;
-                    session.last_activity = Utc::now();
-                    self.sessions.put(session);
-                    "waiting for an answer"
-                }
-            }
-            Err(err) if !record.notes_written.is_empty() => {
-                warn!(chat = ?chat, cause = %err, "agent failed after writing its note");
-                self.sessions.remove(&chat);
-                "captured"
+                let question = self
+                    .ensure_reply(&message.chat, source, &record, &report.final_text)
+                    .await;
+                Outcome::Asked { original, question }
             }
             Err(err) => {
-                self.agent_failed(&message.chat, &original, answer, Some(&message.guid), &err)
+                self.agent_failed(&message.chat, &original, answer, source, &err)
                     .await;
-                self.sessions.remove(&chat);
-                "filed to Inbox"
+                Outcome::FiledToInbox
             }
         };
-        self.finish(&message).await;
+        (outcome, session)
+    }
+
+    /// What the model is given for a text: the text itself, or, over
+    /// [`MODEL_TEXT_LIMIT`], its start with a note that it was cut; the whole text is then
+    /// saved to Inbox and the user told. `original` is what the session keeps of it: the
+    /// text, or (when cut) a pointer to the Inbox note, so a session never holds a second
+    /// copy of a long text.
+    async fn model_input(&self, message: &IncomingMessage) -> ModelInput {
+        let text = &message.text;
+        if text.len() <= MODEL_TEXT_LIMIT {
+            return ModelInput {
+                text: text.clone(),
+                original: text.clone(),
+            };
+        }
+        let size = human_size(text.len());
+        let saved = self
+            .write_inbox(
+                &message.chat,
+                text,
+                None,
+                Some(&message.guid),
+                &format!("the text is {size} long; the AI was given only its first 64 KB"),
+            )
+            .await;
+        let whereabouts = match &saved {
+            Some(path) => format!("saved whole in {path}"),
+            None => "which could not be saved to the vault".to_string(),
+        };
+        warn!(chat = ?message.chat.guid, rowid = message.rowid, bytes = text.len(), "text over the model's limit; cut for the model");
+        self.status.update(|s| s.oversized += 1);
+        let notice = match &saved {
+            Some(_) => format!(
+                "That text is very long ({size}), so I read only its first 64 KB. The whole \
+                 text is saved in Inbox."
+            ),
+            None => format!(
+                "That text is very long ({size}), so I read only its first 64 KB, and I could \
+                 not save the whole of it to the vault."
+            ),
+        };
+        self.reply(&message.chat, Some(&message.guid), &notice)
+            .await;
+        let start = &text[..floor_char_boundary(text, MODEL_TEXT_LIMIT)];
+        ModelInput {
+            text: format!(
+                "{start}\n\n[Cut here: this text is {size} long and only its first 64 KB are \
+                 shown; the whole text is {whereabouts}.]"
+            ),
+            original: format!(
+                "{}… ({size} in all, {whereabouts})",
+                &text[..floor_char_boundary(text, 200)]
+            ),
+        }
+    }
+
+    /// Applies an outcome, in one place: the session ends or waits, the text is finished
+    /// in the ledger, the status counts it, and one line is logged.
+    async fn apply(&self, message: &IncomingMessage, outcome: Outcome, session: Option<Session>) {
+        let chat = &message.chat.guid;
+        match (&outcome, session) {
+            (Outcome::RateLimited, _) => {}
+            (Outcome::Asked { original, question }, Some(mut session)) => {
+                session.state = SessionState::Waiting {
+                    original: original.clone(),
+                    question: question.clone(),
+                };
+                session.last_activity = Utc::now();
+                self.sessions.put(session);
+            }
+            _ => {
+                self.sessions.remove(chat);
+            }
+        }
+        self.finish(message).await;
         self.status.update(|s| {
-            s.handled += 1;
+            match outcome {
+                Outcome::RateLimited => s.rate_limited += 1,
+                Outcome::OverBudget => s.over_budget += 1,
+                Outcome::Captured => s.captured += 1,
+                Outcome::Asked { .. } => s.asked += 1,
+                Outcome::FiledToInbox => s.failed += 1,
+            }
+            if outcome.ran_the_agent() {
+                s.handled += 1;
+            }
             s.sessions = self.sessions.len();
         });
-        info!(chat = ?chat, rowid = message.rowid, outcome, "text handled");
+        info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled");
     }
 
     /// Marks the text finished in the ledger.
@@ -368,7 +452,10 @@ impl Conversations {
     async fn over_budget(&self, message: &IncomingMessage, notify: bool) {
         let chat = &message.chat;
         warn!(chat = ?chat.guid, rowid = message.rowid, "daily token budget used up; filing the text to Inbox unprocessed");
-        let pending = self.sessions.get(&chat.guid).and_then(|s| s.pending_input);
+        let pending = self
+            .sessions
+            .get(&chat.guid)
+            .and_then(|s| s.state.original().map(str::to_owned));
         let (original, answer) = match &pending {
             Some(original) => (original.as_str(), Some(message.text.as_str())),
             None => (message.text.as_str(), None),
@@ -381,12 +468,8 @@ impl Conversations {
                 Some(&message.guid),
                 "today's token budget is used up",
             )
-            .await;
-        self.sessions.remove(&chat.guid);
-        self.status.update(|s| {
-            s.over_budget += 1;
-            s.sessions = self.sessions.len();
-        });
+            .await
+            .is_some();
         if notify {
             let notice = if filed {
                 BUDGET_NOTICE.to_string()
@@ -408,10 +491,9 @@ impl Conversations {
         if idle.to_std().unwrap_or_default() < self.timeout {
             return; // the user wrote meanwhile
         }
-        let Some(original) = session.pending_input.clone() else {
+        let Some(original) = session.state.original().map(str::to_owned) else {
             info!(chat = ?chat, "idle session ended");
-            self.sessions.remove(chat);
-            self.status.update(|s| s.sessions = self.sessions.len());
+            self.end_session(chat);
             return;
         };
         if !self.vault_ready().await {
@@ -429,9 +511,8 @@ impl Conversations {
                     "no answer came, and today's token budget is used up",
                 )
                 .await;
-            if filed {
-                self.sessions.remove(chat);
-                self.status.update(|s| s.sessions = self.sessions.len());
+            if filed.is_some() {
+                self.end_session(chat);
             }
             return;
         }
@@ -465,6 +546,11 @@ impl Conversations {
             }
             Err(err) => warn!(chat = ?chat, cause = %err, "agent failed after filing the text"),
         }
+        self.end_session(chat);
+    }
+
+    /// Ends a chat's session outside [`Conversations::apply`] (idle, timed out).
+    fn end_session(&self, chat: &str) {
         self.sessions.remove(chat);
         self.status.update(|s| s.sessions = self.sessions.len());
     }
@@ -510,7 +596,8 @@ impl Conversations {
         error!(chat = ?chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
         let filed = self
             .write_inbox(chat, original, answer, source, &err.to_string())
-            .await;
+            .await
+            .is_some();
         let reply = if filed {
             format!(
                 "I couldn't file that properly just now ({}), so I saved your text to Inbox. \
@@ -524,15 +611,13 @@ impl Conversations {
                 err.short_reason()
             )
         };
-        self.status.update(|s| {
-            s.failed += 1;
-            s.last_error = Some(err.to_string());
-        });
+        self.status.update(|s| s.last_error = Some(err.to_string()));
         self.reply(chat, source, &reply).await;
     }
 
     /// Writes the raw text (and the answer it got, if any) to `Inbox/`, noting `why`;
-    /// returns whether it was written.
+    /// returns the (first) note's path. A text longer than one note may hold is written in
+    /// parts, so the Inbox never loses one.
     async fn write_inbox(
         &self,
         chat: &Chat,
@@ -540,41 +625,153 @@ impl Conversations {
         answer: Option<&str>,
         source: Option<&str>,
         why: &str,
-    ) -> bool {
+    ) -> Option<String> {
         let mut content = original.to_string();
         if let Some(answer) = answer {
             content.push_str(&format!(
                 "\n\nFollow-up from the same conversation: {answer}"
             ));
         }
-        content.push_str(&format!("\n\n_Filed unprocessed by Second Brain: {why}._"));
         let title = inbox_title(original);
         let source = source.map(|s| format!("imessage:{s}"));
+        let why = why.to_string();
         let written = self
             .vault
             .off_runtime(move |vault| {
-                let note = NewNote {
-                    folder: Folder::Inbox,
-                    title: &title,
-                    content: &content,
-                    tags: &[],
-                    // Filed by the bridge, unread by the agent: no confidence in any filing.
-                    confidence: 0,
-                    source: source.as_deref(),
-                };
-                vault.write_note(&note, Local::now())
+                let parts = parts(&content, INBOX_PART_BYTES);
+                let count = parts.len();
+                let mut first = None;
+                for (i, part) in parts.into_iter().enumerate() {
+                    let (title, footer) = match count {
+                        1 => (
+                            title.clone(),
+                            format!("_Filed unprocessed by Second Brain: {why}._"),
+                        ),
+                        n => (
+                            format!("{title} (part {} of {n})", i + 1),
+                            format!(
+                                "_Part {} of {n}. Filed unprocessed by Second Brain: {why}._",
+                                i + 1
+                            ),
+                        ),
+                    };
+                    let content = format!("{part}\n\n{footer}");
+                    let note = NewNote {
+                        folder: Folder::Inbox,
+                        title: &title,
+                        content: &content,
+                        tags: &[],
+                        // Filed by the bridge, unread by the agent: no confidence in any filing.
+                        confidence: 0,
+                        source: source.as_deref(),
+                    };
+                    let path = vault.write_note(&note, Local::now())?;
+                    first.get_or_insert(path);
+                }
+                // `parts` gives at least one part.
+                Ok::<_, crate::vault::Error>(first.unwrap_or_default())
             })
             .await;
         match written {
             Ok(path) => {
                 info!(chat = ?chat.guid, note = ?path, "filed to Inbox");
-                true
+                Some(path)
             }
             Err(write_err) => {
                 error!(chat = ?chat.guid, cause = %write_err, "could not write to Inbox");
-                false
+                None
             }
         }
+    }
+}
+
+/// What becomes of one text: decided once per text, applied in one place
+/// ([`Conversations::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sender is over the rate limit: not handled (told once a minute).
+    RateLimited,
+    /// The day's token budget is used up: filed to Inbox unprocessed (told once a day).
+    OverBudget,
+    /// The agent wrote a note: the capture is complete and the session ends.
+    Captured,
+    /// The agent replied without a note: it asked a question about `original`, and the
+    /// session waits for the answer (`question` is what the user was last told, if anything).
+    Asked {
+        /// The text the question is about.
+        original: String,
+        /// The question.
+        question: Option<String>,
+    },
+    /// The agent failed: the raw text went to Inbox, the user was told, the session ends.
+    FiledToInbox,
+}
+
+impl Outcome {
+    /// The outcome's name in the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::RateLimited => "rate limited",
+            Outcome::OverBudget => "over budget",
+            Outcome::Captured => "captured",
+            Outcome::Asked { .. } => "waiting for an answer",
+            Outcome::FiledToInbox => "filed to Inbox",
+        }
+    }
+
+    /// Whether the agent ran on the text.
+    pub fn ran_the_agent(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Captured | Outcome::Asked { .. } | Outcome::FiledToInbox
+        )
+    }
+}
+
+/// The most of a text the model is given (UTF-8 bytes); longer texts are cut, and saved
+/// whole to Inbox.
+pub const MODEL_TEXT_LIMIT: usize = 64 * 1024;
+
+/// One Inbox part's share of a long text, leaving room for the footer under the vault's
+/// cap on a note's content.
+const INBOX_PART_BYTES: usize = crate::vault::MAX_CONTENT_BYTES - 1024;
+
+/// What the model is given for a text, and what the session keeps of it.
+struct ModelInput {
+    text: String,
+    original: String,
+}
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+fn parts(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let cut = floor_char_boundary(rest, max);
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+/// The largest index `<= at` that is a character boundary of `text`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    (0..=at)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// A size for people: `1.0 MB`, `70 KB`.
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{} KB", bytes.div_ceil(1024))
     }
 }
 
@@ -607,6 +804,7 @@ mod tests {
             sender: "+15551234567".into(),
             text: format!("text {rowid}"),
             date: chrono::Utc::now(),
+            origin: Default::default(),
         }
     }
 

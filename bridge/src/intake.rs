@@ -14,7 +14,7 @@
 //! claiming run on the blocking pool (SQLite and fsync).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,11 +22,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::allowlist::Allowlist;
+use crate::allowlist::Admission;
 use crate::chatdb::{self, ChatDb, IncomingMessage};
+use crate::echoes::{Copy, Echoes};
 use crate::ledger::{Cursor, Ledger, Mark};
 use crate::router::{Handler, Job, Router};
-use crate::status::{State, StatusBoard};
+use crate::status::{SeenGroup, State, StatusBoard};
 use crate::watcher::Watcher;
 
 /// How far before the cursor's date a newly read row may be dated and still count as a new
@@ -45,7 +46,9 @@ pub struct Intake<H> {
     /// Claimed and finished texts, and the cursor.
     pub ledger: Arc<Ledger>,
     /// Who may reach the agent (shared so the app can change it live).
-    pub allowlist: Arc<RwLock<Allowlist>>,
+    pub admission: Arc<RwLock<Admission>>,
+    /// The replies sent lately, whose copies in chat.db are not texts.
+    pub echoes: Arc<Echoes>,
     /// Where admitted texts go.
     pub router: Router<H>,
     /// What the tray shows.
@@ -91,10 +94,16 @@ impl<H: Handler> Intake<H> {
     async fn read_new(&self, open: Option<Open>) -> Option<Open> {
         let path = self.chat_db.clone();
         let ledger = Arc::clone(&self.ledger);
-        let allowlist = Arc::clone(&self.allowlist);
+        let admission = Arc::clone(&self.admission);
+        let echoes = Arc::clone(&self.echoes);
         let catch_up = TimeDelta::from_std(self.catch_up).unwrap_or(TimeDelta::MAX);
         let result = tokio::task::spawn_blocking(move || {
-            read_and_claim(&path, open, &ledger, &allowlist, catch_up)
+            let gate = Gate {
+                ledger: &ledger,
+                admission: &admission,
+                echoes: &echoes,
+            };
+            read_and_claim(&path, open, &gate, catch_up)
         })
         .await;
         let (open, outcome) = match result {
@@ -109,12 +118,15 @@ impl<H: Handler> Intake<H> {
                 for (handle, at) in &admitted.strangers {
                     self.status.saw_stranger(handle, *at);
                 }
-                if admitted.skipped_old > 0 || admitted.skipped_backfill > 0 {
-                    self.status.update(|s| {
-                        s.skipped_old += admitted.skipped_old;
-                        s.skipped_backfill += admitted.skipped_backfill;
-                    });
+                for group in admitted.groups {
+                    self.status.saw_group(group);
                 }
+                self.status.update(|s| {
+                    s.skipped_old += admitted.skipped_old;
+                    s.skipped_backfill += admitted.skipped_backfill;
+                    s.echoes_ignored += admitted.echoes;
+                    s.sms_ignored += admitted.sms_ignored;
+                });
                 for message in admitted.messages {
                     self.router.dispatch(Job::Message(message));
                 }
@@ -143,10 +155,74 @@ struct Admitted {
     messages: Vec<IncomingMessage>,
     /// Senders not on the allowlist, with their texts' dates.
     strangers: Vec<(String, DateTime<Utc>)>,
+    /// Group chats that are not allowed.
+    groups: Vec<SeenGroup>,
     /// Texts older than the catch-up window.
     skipped_old: u64,
     /// Rows dated well before the cursor.
     skipped_backfill: u64,
+    /// Messages' copies of our own replies.
+    echoes: u64,
+    /// SMS/RCS texts while only iMessage counts.
+    sms_ignored: u64,
+}
+
+/// What becomes of one row read past the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Claimed and handed to the router.
+    Admit,
+    /// Messages' "received" copy of one of our replies (a chat with yourself).
+    Echo,
+    /// The sent row of one of our replies, in a chat with yourself.
+    OwnReply,
+    /// SMS or RCS while only iMessage counts.
+    NotIMessage,
+    /// A group chat that is not allowed.
+    Group,
+    /// A sender not on the allowlist.
+    Stranger,
+}
+
+/// Decides one row. A row matching a reply sent in the last ten minutes is that reply's
+/// copy, whoever sent it; everything else needs iMessage (unless SMS is allowed), an allowed
+/// group when it is a group, and an allowed sender.
+fn verdict(
+    message: &IncomingMessage,
+    admission: &Admission,
+    echoes: &Echoes,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let origin = &message.origin;
+    let copy = if origin.from_me {
+        Copy::Sent
+    } else {
+        Copy::Received
+    };
+    if echoes.take(&message.chat.guid, &message.text, copy, now) {
+        return if origin.from_me {
+            Verdict::OwnReply
+        } else {
+            Verdict::Echo
+        };
+    }
+    if !origin.service.is_imessage() && !admission.allow_sms {
+        return Verdict::NotIMessage;
+    }
+    if message.chat.is_group && !admission.groups.contains(&message.chat.guid) {
+        return Verdict::Group;
+    }
+    if !admission.senders.is_allowed(&message.sender) {
+        return Verdict::Stranger;
+    }
+    Verdict::Admit
+}
+
+/// What a read needs besides the database.
+struct Gate<'a> {
+    ledger: &'a Ledger,
+    admission: &'a RwLock<Admission>,
+    echoes: &'a Echoes,
 }
 
 /// Blocking: (re)opens the database when needed, reads every row past the cursor, admits
@@ -154,8 +230,7 @@ struct Admitted {
 fn read_and_claim(
     path: &Path,
     open: Option<Open>,
-    ledger: &Ledger,
-    allowlist: &RwLock<Allowlist>,
+    gate: &Gate<'_>,
     catch_up: TimeDelta,
 ) -> (Option<Open>, Result<Admitted, chatdb::Error>) {
     let identity = file_identity(path);
@@ -171,24 +246,20 @@ fn read_and_claim(
             }
         }
     };
-    let result = read_all(&open.db, reopened, ledger, allowlist, Utc::now(), catch_up);
+    let result = read_all(&open.db, reopened, gate, Utc::now(), catch_up);
     (Some(open), result)
 }
 
-/// Reads everything past the cursor. `reopened` says the connection is new (first read, or
-/// a replaced file), so the cursor's mark is checked against the rows.
-fn read_all(
+/// Where reading starts: `None` on the first start (the cursor is seeded at the newest row,
+/// history is not replayed); else the cursor, reset when the database was rebuilt.
+fn start(
     db: &ChatDb,
     reopened: bool,
     ledger: &Ledger,
-    allowlist: &RwLock<Allowlist>,
     now: DateTime<Utc>,
-    catch_up: TimeDelta,
-) -> Result<Admitted, chatdb::Error> {
-    let mut admitted = Admitted::default();
+) -> Result<Option<(Cursor, bool)>, chatdb::Error> {
     let newest = db.newest()?;
     let Some(mut cursor) = ledger.cursor() else {
-        // First start: begin at the newest row; history is not replayed.
         let seed = Cursor {
             rowid: newest.map_or(0, |p| p.rowid),
             date: newest.map(|p| p.date.min(now)),
@@ -199,7 +270,7 @@ fn read_all(
             "first start: beginning at the newest text"
         );
         persist_cursor(ledger, seed);
-        return Ok(admitted);
+        return Ok(None);
     };
     let rebuilt = match (&newest, &cursor.mark) {
         (None, _) => cursor.rowid > 0,
@@ -218,50 +289,59 @@ fn read_all(
         cursor.mark = None;
         persist_cursor(ledger, cursor.clone());
     }
+    Ok(Some((cursor, rebuilt)))
+}
+
+/// Reads everything past the cursor. `reopened` says the connection is new (first read, or
+/// a replaced file), so the cursor's mark is checked against the rows.
+fn read_all(
+    db: &ChatDb,
+    reopened: bool,
+    gate: &Gate<'_>,
+    now: DateTime<Utc>,
+    catch_up: TimeDelta,
+) -> Result<Admitted, chatdb::Error> {
+    let mut admitted = Admitted::default();
+    let Some((mut cursor, rebuilt)) = start(db, reopened, gate.ledger, now)? else {
+        return Ok(admitted);
+    };
+    let newest = db.newest()?;
     let cut_off = now.checked_sub_signed(catch_up);
     let mut history = 0_u64;
     loop {
         let batch = db.read_after(cursor.rowid, now)?;
-        let history_before = cursor.date.map(|d| d - BACKFILL_TOLERANCE);
         let mut next = Cursor {
             rowid: batch.next_after,
             ..cursor.clone()
         };
+        let history_before = cursor.date.map(|d| d - BACKFILL_TOLERANCE);
         let mut claim = Vec::new();
-        {
-            let allowlist = allowlist.read().expect("allowlist lock");
-            for message in batch.messages {
-                let seen = message.date.min(now);
-                next.date = Some(next.date.map_or(seen, |d| d.max(seen)));
-                next.mark = Some(Mark {
-                    rowid: message.rowid,
-                    guid: message.guid.clone(),
-                });
-                if history_before.is_some_and(|floor| message.date < floor) {
-                    if rebuilt {
-                        history += 1;
-                    } else {
-                        debug!(
-                            rowid = message.rowid,
-                            "row dated well before the cursor (history synced in late); not a new text"
-                        );
-                        admitted.skipped_backfill += 1;
-                    }
-                    continue;
-                }
-                if cut_off.is_some_and(|cut_off| message.date < cut_off) {
-                    info!(rowid = message.rowid, date = %message.date,
-                        "text older than the catch-up window; skipped");
-                    admitted.skipped_old += 1;
-                    continue;
-                }
-                if allowlist.is_allowed(&message.sender) {
-                    claim.push(message);
+        for message in batch.messages {
+            let seen = message.date.min(now);
+            next.date = Some(next.date.map_or(seen, |d| d.max(seen)));
+            next.mark = Some(Mark {
+                rowid: message.rowid,
+                guid: message.guid.clone(),
+            });
+            if history_before.is_some_and(|floor| message.date < floor) {
+                if rebuilt {
+                    history += 1;
                 } else {
-                    info!(sender = ?message.sender, rowid = message.rowid, "ignored a text from a sender not on the allowlist");
-                    admitted.strangers.push((message.sender, message.date));
+                    debug!(
+                        rowid = message.rowid,
+                        "row dated well before the cursor (history synced in late); not a new text"
+                    );
+                    admitted.skipped_backfill += 1;
                 }
+                continue;
             }
+            if cut_off.is_some_and(|cut_off| message.date < cut_off) {
+                info!(rowid = message.rowid, date = %message.date,
+                    "text older than the catch-up window; skipped");
+                admitted.skipped_old += 1;
+                continue;
+            }
+            sort(db, message, gate, now, &mut claim, &mut admitted);
         }
         if !batch.more
             && let Some(newest) = newest
@@ -271,23 +351,11 @@ fn read_all(
             let seen = newest.date.min(now);
             next.date = Some(next.date.map_or(seen, |d| d.max(seen)));
         }
-        if next != cursor || !claim.is_empty() {
-            match ledger.claim(&claim, next.clone()) {
-                Ok(fresh) => {
-                    debug!(
-                        read = claim.len(),
-                        fresh = fresh.len(),
-                        cursor = next.rowid,
-                        "claimed"
-                    );
-                    admitted.messages.extend(fresh);
-                }
-                Err(err) => {
-                    // Not claimed, so not dispatched: the same rows are read again next time.
-                    warn!(cause = %err, "could not record claimed texts");
-                    return Ok(admitted);
-                }
-            }
+        if (next != cursor || !claim.is_empty())
+            && !claim_texts(gate.ledger, claim, &next, &mut admitted)
+        {
+            // Not claimed, so not dispatched: the same rows are read again next time.
+            return Ok(admitted);
         }
         cursor = next;
         if !batch.more {
@@ -299,6 +367,76 @@ fn read_all(
                 );
             }
             return Ok(admitted);
+        }
+    }
+}
+
+/// Puts one row where its [`verdict`] says.
+fn sort(
+    db: &ChatDb,
+    message: IncomingMessage,
+    gate: &Gate<'_>,
+    now: DateTime<Utc>,
+    claim: &mut Vec<IncomingMessage>,
+    admitted: &mut Admitted,
+) {
+    let admission = gate
+        .admission
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    let rowid = message.rowid;
+    match verdict(&message, &admission, gate.echoes, now) {
+        Verdict::Admit => claim.push(message),
+        Verdict::Echo => {
+            info!(rowid, chat = ?message.chat.guid, "Messages' copy of our own reply; skipped");
+            admitted.echoes += 1;
+        }
+        Verdict::OwnReply => debug!(rowid, "our own reply, as sent; skipped"),
+        Verdict::NotIMessage => {
+            info!(rowid, service = ?message.origin.service, "ignored a text that did not come by iMessage (SMS is not allowed)");
+            admitted.sms_ignored += 1;
+        }
+        Verdict::Group => {
+            info!(rowid, chat = ?message.chat.guid, "ignored a text in a group chat that is not allowed");
+            if !admitted.groups.iter().any(|g| g.guid == message.chat.guid) {
+                let members = db.members(&message.chat.guid).unwrap_or_default();
+                admitted.groups.push(SeenGroup {
+                    guid: message.chat.guid.clone(),
+                    name: message.origin.chat_name.clone(),
+                    members,
+                    last_seen: message.date,
+                });
+            }
+        }
+        Verdict::Stranger => {
+            info!(sender = ?message.sender, rowid, "ignored a text from a sender not on the allowlist");
+            admitted.strangers.push((message.sender, message.date));
+        }
+    }
+}
+
+/// Claims `claim` and moves the cursor to `next` in one ledger write; `false` when that
+/// could not be saved.
+fn claim_texts(
+    ledger: &Ledger,
+    claim: Vec<IncomingMessage>,
+    next: &Cursor,
+    admitted: &mut Admitted,
+) -> bool {
+    match ledger.claim(&claim, next.clone()) {
+        Ok(fresh) => {
+            debug!(
+                read = claim.len(),
+                fresh = fresh.len(),
+                cursor = next.rowid,
+                "claimed"
+            );
+            admitted.messages.extend(fresh);
+            true
+        }
+        Err(err) => {
+            warn!(cause = %err, "could not record claimed texts");
+            false
         }
     }
 }
@@ -345,8 +483,9 @@ mod fixture;
 
 #[cfg(test)]
 mod tests {
-    use super::fixture::{FixtureDb, Msg, apple_ns};
+    use super::fixture::{FixtureDb, Msg, apple_ns, blob};
     use super::*;
+    use crate::allowlist::Allowlist;
 
     const ME: &str = "+15551234567";
     const DM: &str = "iMessage;-;+15551234567";
@@ -358,7 +497,8 @@ mod tests {
         fixture: FixtureDb,
         db: ChatDb,
         ledger: Ledger,
-        allowlist: RwLock<Allowlist>,
+        admission: RwLock<Admission>,
+        echoes: Echoes,
     }
 
     fn env() -> Env {
@@ -373,7 +513,8 @@ mod tests {
             fixture,
             db,
             ledger,
-            allowlist: RwLock::new(Allowlist::parse(&[ME]).unwrap()),
+            admission: RwLock::new(Admission::senders(Allowlist::parse(&[ME]).unwrap())),
+            echoes: Echoes::in_memory(),
         }
     }
 
@@ -383,15 +524,12 @@ mod tests {
         }
 
         fn read_at(&self, reopened: bool, now: DateTime<Utc>, catch_up: TimeDelta) -> Admitted {
-            read_all(
-                &self.db,
-                reopened,
-                &self.ledger,
-                &self.allowlist,
-                now,
-                catch_up,
-            )
-            .unwrap()
+            let gate = Gate {
+                ledger: &self.ledger,
+                admission: &self.admission,
+                echoes: &self.echoes,
+            };
+            read_all(&self.db, reopened, &gate, now, catch_up).unwrap()
         }
 
         /// A text from [`ME`] dated `date`.
@@ -682,5 +820,155 @@ mod tests {
             4,
             "passed, not stuck on"
         );
+    }
+
+    const OWN: &str = "me@icloud.com";
+    const SELF_CHAT: &str = "iMessage;-;me@icloud.com";
+
+    /// An env whose allowlist also has the account's own address, with a self-chat.
+    fn self_env() -> Env {
+        let env = env();
+        *env.admission.write().unwrap() = Admission::senders(Allowlist::parse(&[ME, OWN]).unwrap());
+        env.fixture.chat(SELF_CHAT, OWN, false);
+        env.text("seed", ago(1));
+        env.read(true);
+        env
+    }
+
+    /// Issue 15: in a chat with yourself Messages records each reply as sent and again as
+    /// received from your own address, in `attributedBody` only, quotes curled: neither copy
+    /// is a text; the person's own texts still are, also when recorded only as sent.
+    #[test]
+    fn a_self_chat_hears_the_person_and_never_its_own_replies() {
+        let env = self_env();
+        let reply = "Saved to Tasks: \"call Sam\" \u{1F44D}\u{FE0F}";
+        env.echoes.remember(SELF_CHAT, reply, Utc::now()).unwrap();
+        let from_me = format!("E:{OWN}");
+        let fixture = &env.fixture;
+        fixture.insert(&Msg::new(SELF_CHAT, OWN).text(reply).from_me(&from_me));
+        let curled = "Saved to Tasks: \u{201C}call Sam\u{201D} \u{1F44D}";
+        fixture.insert(&Msg::new(SELF_CHAT, OWN).body(super::fixture::typedstream(curled)));
+        fixture.insert(&Msg::new(SELF_CHAT, OWN).text("idea: a bike shed"));
+        fixture.insert(
+            &Msg::new(SELF_CHAT, OWN)
+                .text("typed on this Mac")
+                .from_me(&from_me),
+        );
+        let admitted = env.read(false);
+        assert_eq!(texts(&admitted), ["idea: a bike shed", "typed on this Mac"]);
+        assert_eq!(admitted.echoes, 1);
+        assert!(admitted.messages.iter().all(|m| m.origin.self_chat));
+        assert_eq!(
+            admitted.messages[1].sender, OWN,
+            "a sent row's author is the account"
+        );
+        // The same words again later are the person's: a reply has one copy of each kind.
+        fixture.insert(&Msg::new(SELF_CHAT, OWN).text(reply));
+        assert_eq!(texts(&env.read(false)), [reply]);
+    }
+
+    /// Issue 15: the account's own addresses come from `account` on rows it sent; a row sent
+    /// in a chat with someone else is never a text.
+    #[test]
+    fn own_addresses_come_from_sent_rows_and_other_chats_stay_closed() {
+        let env = self_env();
+        env.fixture.insert(
+            &Msg::new(DM, ME)
+                .text("sent to Sam")
+                .from_me("p:+15550009999"),
+        );
+        let admitted = env.read(false);
+        assert!(admitted.messages.is_empty());
+        assert!(env.db.own().contains("+15550009999"));
+        assert!(!env.db.own().contains(ME));
+    }
+
+    /// Issue 15: iMessage only by default; SMS and RCS when allowed.
+    #[test]
+    fn sms_counts_only_when_allowed() {
+        let env = env();
+        env.text("seed", ago(1));
+        env.read(true);
+        env.fixture.insert(
+            &Msg::new("SMS;-;+15551234567", ME)
+                .text("by sms")
+                .service("SMS"),
+        );
+        env.fixture.insert(
+            &Msg::new("RCS;-;+15551234567", ME)
+                .text("by rcs")
+                .service("RCS"),
+        );
+        let ignored = env.read(false);
+        assert!(ignored.messages.is_empty());
+        assert_eq!(ignored.sms_ignored, 2);
+        env.admission.write().unwrap().allow_sms = true;
+        env.fixture.insert(
+            &Msg::new("SMS;-;+15551234567", ME)
+                .text("by sms again")
+                .service("SMS"),
+        );
+        assert_eq!(texts(&env.read(false)), ["by sms again"]);
+    }
+
+    /// Issue 15: a group is ignored (and listed with its name and members) unless allowed
+    /// by guid; an allowed group still admits only allowed senders.
+    #[test]
+    fn groups_need_allowing_and_still_admit_only_allowed_senders() {
+        let env = env();
+        env.text("seed", ago(1));
+        env.read(true);
+        let group = "iMessage;+;chat4242";
+        env.fixture.group(group, "Book club", &[ME, STRANGER]);
+        env.fixture
+            .insert(&Msg::new(group, ME).text("from me in the group"));
+        env.fixture
+            .insert(&Msg::new(group, STRANGER).text("from a stranger"));
+        let ignored = env.read(false);
+        assert!(ignored.messages.is_empty());
+        assert_eq!(ignored.groups.len(), 1);
+        assert_eq!(ignored.groups[0].name.as_deref(), Some("Book club"));
+        assert_eq!(ignored.groups[0].members, [ME, STRANGER]);
+        env.admission
+            .write()
+            .unwrap()
+            .groups
+            .insert(group.to_string());
+        env.fixture
+            .insert(&Msg::new(group, STRANGER).text("stranger again"));
+        env.fixture.insert(&Msg::new(group, ME).text("me again"));
+        let admitted = env.read(false);
+        assert_eq!(texts(&admitted), ["me again"]);
+        assert_eq!(admitted.strangers.len(), 1);
+    }
+
+    /// Issue 15: a Kelvin sign in a handle is not a K: that sender stays a stranger.
+    #[test]
+    fn a_kelvin_sign_sender_stays_a_stranger() {
+        let env = env();
+        *env.admission.write().unwrap() =
+            Admission::senders(Allowlist::parse(&["kate@icloud.com"]).unwrap());
+        env.text("seed", ago(1));
+        env.read(true);
+        let kelvin = "\u{212A}ate@icloud.com";
+        env.fixture
+            .insert(&Msg::new("iMessage;-;\u{212A}ate@icloud.com", kelvin).text("hi, it's Kate"));
+        env.fixture
+            .insert(&Msg::new("iMessage;-;kate@icloud.com", "kate@icloud.com").text("really Kate"));
+        let admitted = env.read(false);
+        assert_eq!(texts(&admitted), ["really Kate"]);
+        assert_eq!(admitted.strangers[0].0, kelvin);
+    }
+
+    /// Issue 15: the body of a blob whose declared length overruns its string (ExtraData)
+    /// is read, not skipped.
+    #[test]
+    fn the_extra_data_blob_is_a_text() {
+        let env = env();
+        env.text("seed", ago(1));
+        env.read(true);
+        env.fixture
+            .insert(&Msg::new(DM, ME).body(blob("ExtraData")));
+        assert_eq!(texts(&env.read(false)), ["This is parsing  "]);
     }
 }

@@ -494,6 +494,7 @@ mod tests {
             sender: "+15550001111".to_string(),
             text: text.to_string(),
             date: at(rowid),
+            origin: Default::default(),
         }
     }
 

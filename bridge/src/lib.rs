@@ -19,6 +19,7 @@ pub mod chatdb;
 pub mod config;
 pub mod conversation;
 pub mod doctor;
+pub mod echoes;
 pub mod intake;
 pub mod ledger;
 pub mod limits;
@@ -32,6 +33,7 @@ pub mod sender;
 pub mod sessions;
 pub mod status;
 pub mod tools;
+pub mod transcript;
 pub mod typedstream;
 pub mod vault;
 pub mod watcher;
@@ -219,11 +221,19 @@ impl Bridge {
             max_retries: config.api_max_retries,
             ..anthropic::ClientConfig::new(auth)
         })?;
+        let echoes_path = config.data_dir.join(echoes::FILE);
+        let echoes = echoes::Echoes::open(echoes_path.clone()).map_err(|source| Error::State {
+            what: "echo memory",
+            path: echoes_path,
+            source,
+        })?;
+        let echoes = Arc::new(echoes);
         let outbox = outbox::Outbox::new(
             sender::Sender::default(),
             Arc::clone(&ledger),
             status.clone(),
-        );
+        )
+        .with_echoes(Arc::clone(&echoes));
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt())
                 .with_deadline(config.run_deadline),
@@ -264,7 +274,12 @@ impl Bridge {
             poll: config.poll_interval,
             catch_up: config.catch_up,
             ledger,
-            allowlist: Arc::new(RwLock::new(config.allowed_senders.clone())),
+            admission: Arc::new(RwLock::new(allowlist::Admission {
+                senders: config.allowed_senders.clone(),
+                groups: config.allowed_groups.iter().cloned().collect(),
+                allow_sms: config.allow_sms,
+            })),
+            echoes,
             router: router.clone(),
             status: status.clone(),
             paused: paused.subscribe(),

@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use crate::chatdb::Chat;
+use crate::echoes::Echoes;
 use crate::ledger::{self, Ledger, SendOutcome, SendStart};
 use crate::sender::{SendError, Sender};
 use crate::status::StatusBoard;
@@ -44,6 +47,8 @@ pub struct Outbox {
     sender: Sender,
     ledger: Option<Arc<Ledger>>,
     status: Option<StatusBoard>,
+    /// Every reply is remembered here before it is sent, so its copies are not texts.
+    echoes: Option<Arc<Echoes>>,
 }
 
 impl From<Sender> for Outbox {
@@ -53,6 +58,7 @@ impl From<Sender> for Outbox {
             sender,
             ledger: None,
             status: None,
+            echoes: None,
         }
     }
 }
@@ -64,7 +70,28 @@ impl Outbox {
             sender,
             ledger: Some(ledger),
             status: Some(status),
+            echoes: None,
         }
+    }
+
+    /// Remembers every reply in `echoes` before sending it.
+    pub fn with_echoes(mut self, echoes: Arc<Echoes>) -> Outbox {
+        self.echoes = Some(echoes);
+        self
+    }
+
+    /// Remembers the reply (durably, off the runtime's workers), then sends it.
+    async fn deliver(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
+        if let Some(echoes) = &self.echoes {
+            let (echoes, guid, copy) = (Arc::clone(echoes), chat.guid.clone(), text.to_string());
+            let remembered =
+                tokio::task::spawn_blocking(move || echoes.remember(&guid, &copy, Utc::now()))
+                    .await;
+            if !matches!(remembered, Ok(Ok(()))) {
+                tracing::warn!(chat = ?chat.guid, "could not remember the reply; its copy in a chat with yourself may be read as a text");
+            }
+        }
+        self.sender.send(chat, text).await
     }
 
     /// Sends `text` into `chat` as a reply to the text whose guid is `source`, unless that
@@ -80,7 +107,7 @@ impl Outbox {
         text: &str,
     ) -> Result<Delivery, SendError> {
         let (Some(ledger), Some(source)) = (&self.ledger, source) else {
-            self.sender.send(chat, text).await?;
+            self.deliver(chat, text).await?;
             return Ok(Delivery::Sent);
         };
         let digest = ledger::digest(text);
@@ -111,7 +138,7 @@ impl Outbox {
                 false
             }
         };
-        let result = self.sender.send(chat, text).await;
+        let result = self.deliver(chat, text).await;
         let outcome = match &result {
             Ok(()) => SendOutcome::Sent,
             Err(err) if is_certainly_unsent(err) => SendOutcome::NotSent,
@@ -220,6 +247,7 @@ mod tests {
                     sender: "+15551234567".into(),
                     text: "call mom".into(),
                     date: chrono::Utc::now(),
+                    origin: Default::default(),
                 };
                 let cursor = Cursor {
                     rowid: 1,

@@ -179,6 +179,7 @@ mod tests {
             sender: "+15551234567".into(),
             text: format!("text {n}"),
             date: Utc::now(),
+            origin: Default::default(),
         })
     }
 

@@ -31,35 +31,30 @@ pub const FILE_VERSION: u32 = 1;
 const EVENT_CAPACITY: usize = 256;
 
 /// One conversation's state between messages.
+///
+/// Saved in `sessions.json` in its documented flat form: `state` (`working`, `waiting`,
+/// `idle`) with `pending_input` and `question` beside it (see [`SessionRecord`]), so files
+/// written before [`SessionState`] carried its data still load.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SessionRecord", into = "SessionRecord")]
 pub struct Session {
     /// The conversation.
     pub chat: Chat,
     /// The handle (phone number or email) of the person who started it.
     pub sender: String,
     /// The agent transcript: Messages API `messages` items, oldest first.
-    #[serde(default)]
     pub transcript: Vec<Value>,
-    /// The original text kept while a clarifying question is unanswered.
-    #[serde(default)]
-    pub pending_input: Option<String>,
-    /// The question the agent asked, if it is waiting for an answer.
-    #[serde(default)]
-    pub question: Option<String>,
-    /// What the session is doing now.
+    /// What the session is doing now, with the text a question is about.
     pub state: SessionState,
     /// When the first message of the session arrived.
     pub created_at: DateTime<Utc>,
     /// When the session last changed because of a message or a reply.
     pub last_activity: DateTime<Utc>,
     /// How many texts from the person this session has handled.
-    #[serde(default)]
     pub message_count: u32,
     /// Input tokens spent on this session.
-    #[serde(default)]
     pub input_tokens: u64,
     /// Output tokens spent on this session.
-    #[serde(default)]
     pub output_tokens: u64,
 }
 
@@ -71,9 +66,7 @@ impl Session {
             chat,
             sender,
             transcript: Vec::new(),
-            pending_input: None,
-            question: None,
-            state: SessionState::Working,
+            state: SessionState::Working { original: None },
             created_at: now,
             last_activity: now,
             message_count: 0,
@@ -81,18 +74,137 @@ impl Session {
             output_tokens: 0,
         }
     }
+
+    /// What the sessions window shows for it: the pending question, else the text waiting
+    /// for an answer.
+    pub fn shown_text(&self) -> Option<&str> {
+        self.state.question().or(self.state.original())
+    }
 }
 
-/// What a session is doing, as shown in the sessions window.
+/// What a session is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// The agent is handling a text. `original` is the text an earlier question was about,
+    /// when the text being handled answers it.
+    Working {
+        /// The text the question was about.
+        original: Option<String>,
+    },
+    /// The agent asked a question about `original` and waits for the person's answer.
+    Waiting {
+        /// The text the question is about (from the first message of the exchange).
+        original: String,
+        /// What the person was last told, if anything.
+        question: Option<String>,
+    },
+    /// Nothing is in progress.
+    Idle,
+}
+
+impl SessionState {
+    /// The name shown in the sessions window.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            SessionState::Working { .. } => StateKind::Working,
+            SessionState::Waiting { .. } => StateKind::Waiting,
+            SessionState::Idle => StateKind::Idle,
+        }
+    }
+
+    /// The text a question is (or was) about, while there is one.
+    pub fn original(&self) -> Option<&str> {
+        match self {
+            SessionState::Working { original } => original.as_deref(),
+            SessionState::Waiting { original, .. } => Some(original),
+            SessionState::Idle => None,
+        }
+    }
+
+    /// The question waiting for an answer.
+    pub fn question(&self) -> Option<&str> {
+        match self {
+            SessionState::Waiting { question, .. } => question.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The name of a [`SessionState`], as written in `sessions.json` and shown in the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SessionState {
+pub enum StateKind {
     /// The agent is handling a message.
     Working,
     /// The agent asked a question and waits for the person's answer.
     Waiting,
     /// Nothing is in progress.
     Idle,
+}
+
+/// A [`Session`] as `sessions.json` holds it: the state's name, and its data beside it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SessionRecord {
+    chat: Chat,
+    sender: String,
+    #[serde(default)]
+    transcript: Vec<Value>,
+    #[serde(default)]
+    pending_input: Option<String>,
+    #[serde(default)]
+    question: Option<String>,
+    state: StateKind,
+    created_at: DateTime<Utc>,
+    last_activity: DateTime<Utc>,
+    #[serde(default)]
+    message_count: u32,
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+impl From<SessionRecord> for Session {
+    fn from(r: SessionRecord) -> Session {
+        let state = match (r.state, r.pending_input) {
+            (StateKind::Working, original) => SessionState::Working { original },
+            (StateKind::Waiting, Some(original)) => SessionState::Waiting {
+                original,
+                question: r.question,
+            },
+            // Waiting without the text it waits about (never written): nothing to keep.
+            (StateKind::Waiting, None) | (StateKind::Idle, _) => SessionState::Idle,
+        };
+        Session {
+            chat: r.chat,
+            sender: r.sender,
+            transcript: r.transcript,
+            state,
+            created_at: r.created_at,
+            last_activity: r.last_activity,
+            message_count: r.message_count,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+        }
+    }
+}
+
+impl From<Session> for SessionRecord {
+    fn from(s: Session) -> SessionRecord {
+        SessionRecord {
+            state: s.state.kind(),
+            pending_input: s.state.original().map(str::to_owned),
+            question: s.state.question().map(str::to_owned),
+            chat: s.chat,
+            sender: s.sender,
+            transcript: s.transcript,
+            created_at: s.created_at,
+            last_activity: s.last_activity,
+            message_count: s.message_count,
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+        }
+    }
 }
 
 /// A change to the store, for live views. Carries the chat guid.
@@ -298,7 +410,13 @@ impl SessionStore {
 
         let timeout = TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
         let mut sessions = HashMap::new();
-        for session in restored {
+        let mut repaired = 0;
+        for mut session in restored {
+            // Transcripts saved by older versions may break the API's rules: fixed once here.
+            if crate::transcript::repair(&mut session.transcript) {
+                tracing::info!(chat = ?session.chat.guid, "repaired a saved transcript the API would refuse");
+                repaired += 1;
+            }
             if now.signed_duration_since(session.last_activity) > timeout {
                 tracing::debug!(chat = ?session.chat.guid, "dropping expired session on load");
                 report.expired += 1;
@@ -310,7 +428,11 @@ impl SessionStore {
 
         // Dropped sessions are still in the file: mark the map as ahead of the disk so the
         // writer's first pass rewrites it.
-        let (version, saved) = if report.expired > 0 { (1, 0) } else { (0, 0) };
+        let (version, saved) = if report.expired > 0 || repaired > 0 {
+            (1, 0)
+        } else {
+            (0, 0)
+        };
         let (status_tx, status_rx) = watch::channel(WriterStatus {
             saved,
             ..WriterStatus::default()
@@ -639,12 +761,14 @@ mod tests {
 
     fn tricky_session(n: usize, at: DateTime<Utc>, text: &str) -> Session {
         let mut s = session(n, at);
-        s.pending_input = Some(text.to_string());
-        s.question = Some(format!("{text}?"));
-        s.state = SessionState::Waiting;
+        s.state = SessionState::Waiting {
+            original: text.to_string(),
+            question: Some(format!("{text}?")),
+        };
+        // Text blocks the API accepts (none empty), so loading leaves them as they are.
         s.transcript = vec![
-            json!({"role": "user", "content": text}),
-            json!({"role": "assistant", "content": [{"type": "text", "text": text}]}),
+            json!({"role": "user", "content": format!("«{text}»")}),
+            json!({"role": "assistant", "content": [{"type": "text", "text": format!("«{text}»")}]}),
         ];
         s.input_tokens = u64::MAX;
         s.output_tokens = 7;
@@ -725,7 +849,7 @@ mod tests {
                 store.get(&s.chat.guid).as_ref(),
                 Some(s),
                 "text {:?}",
-                s.pending_input
+                s.state.original()
             );
         }
         shut_down(store, tracker).await;
@@ -1073,12 +1197,59 @@ mod tests {
     #[test]
     fn state_serialises_lower_case() {
         for (state, text) in [
-            (SessionState::Working, "\"working\""),
-            (SessionState::Waiting, "\"waiting\""),
-            (SessionState::Idle, "\"idle\""),
+            (StateKind::Working, "\"working\""),
+            (StateKind::Waiting, "\"waiting\""),
+            (StateKind::Idle, "\"idle\""),
         ] {
             assert_eq!(serde_json::to_string(&state).unwrap(), text);
-            assert_eq!(serde_json::from_str::<SessionState>(text).unwrap(), state);
+            assert_eq!(serde_json::from_str::<StateKind>(text).unwrap(), state);
         }
+    }
+
+    /// Issue 8: the state carries its data, and `sessions.json` keeps its documented flat
+    /// form: a file written by an earlier version loads into the same state, and is written
+    /// back in the same shape.
+    #[test]
+    fn sessions_json_keeps_its_documented_form_both_ways() {
+        let old = json!({
+            "chat": { "guid": "iMessage;-;+15551234567", "identifier": "+15551234567", "is_group": false },
+            "sender": "+15551234567",
+            "transcript": [],
+            "pending_input": "dinner with sam",
+            "question": "Which day?",
+            "state": "waiting",
+            "created_at": "2026-01-02T03:04:05Z",
+            "last_activity": "2026-01-02T03:04:05Z",
+            "message_count": 1,
+            "input_tokens": 10,
+            "output_tokens": 2
+        });
+        let session: Session = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(
+            session.state,
+            SessionState::Waiting {
+                original: "dinner with sam".into(),
+                question: Some("Which day?".into())
+            }
+        );
+        assert_eq!(serde_json::to_value(&session).unwrap(), old);
+        let mut working = old.clone();
+        working["state"] = json!("working");
+        working["question"] = Value::Null;
+        let session: Session = serde_json::from_value(working).unwrap();
+        assert_eq!(
+            session.state,
+            SessionState::Working {
+                original: Some("dinner with sam".into())
+            }
+        );
+        let mut idle = old;
+        idle["state"] = json!("idle");
+        for field in ["pending_input", "question", "transcript", "message_count"] {
+            idle.as_object_mut().unwrap().remove(field);
+        }
+        let session: Session = serde_json::from_value(idle).unwrap();
+        assert_eq!(session.state, SessionState::Idle);
+        assert_eq!(session.shown_text(), None);
     }
 }

@@ -35,6 +35,21 @@ pub struct Stranger {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A group chat that texted the account but is not allowed (never answered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenGroup {
+    /// `chat.guid`: what "Allow this group" adds to the allowed groups.
+    pub guid: String,
+    /// The group's name in Messages, if it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its members' handles.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// When it last texted.
+    pub last_seen: DateTime<Utc>,
+}
+
 /// A snapshot of the bridge's status.
 ///
 /// Fields added after the first release carry `#[serde(default)]`, so an older
@@ -92,6 +107,26 @@ pub struct Status {
     /// sending); they are never sent again (since start).
     #[serde(default)]
     pub unconfirmed_sends: u64,
+    /// Texts captured as a note (since start).
+    #[serde(default)]
+    pub captured: u64,
+    /// Texts answered with a question, the session waiting for the answer (since start).
+    #[serde(default)]
+    pub asked: u64,
+    /// Messages' own copies of the bridge's replies (a chat with yourself), skipped (since
+    /// start).
+    #[serde(default)]
+    pub echoes_ignored: u64,
+    /// SMS/RCS texts ignored because only iMessage is allowed (since start).
+    #[serde(default)]
+    pub sms_ignored: u64,
+    /// Texts longer than the model is given, cut for it and saved whole to Inbox (since
+    /// start).
+    #[serde(default)]
+    pub oversized: u64,
+    /// Recent group chats that are not allowed, newest first (at most 20).
+    #[serde(default)]
+    pub groups: Vec<SeenGroup>,
     /// When this snapshot was taken.
     pub updated: DateTime<Utc>,
 }
@@ -157,6 +192,12 @@ impl StatusBoard {
             over_budget: 0,
             tokens_today: 0,
             unconfirmed_sends: 0,
+            captured: 0,
+            asked: 0,
+            echoes_ignored: 0,
+            sms_ignored: 0,
+            oversized: 0,
+            groups: Vec::new(),
             updated: Utc::now(),
         };
         StatusBoard {
@@ -217,6 +258,15 @@ impl StatusBoard {
                 },
             );
             s.strangers.truncate(20);
+        });
+    }
+
+    /// Records a text from a group chat that is not allowed.
+    pub fn saw_group(&self, group: SeenGroup) {
+        self.update(|s| {
+            s.groups.retain(|g| g.guid != group.guid);
+            s.groups.insert(0, group);
+            s.groups.truncate(20);
         });
     }
 }

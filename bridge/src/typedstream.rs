@@ -3,19 +3,26 @@
 //!
 //! Only the string is read, not the attribute runs: after the first `NSString` class name
 //! comes a `+` (0x2B, "UTF-8 bytes follow") type byte, then a length, then that many UTF-8
-//! bytes. The length is one byte below 0x80, or 0x81 and an `i16`, or 0x82 and an `i32`
-//! (little-endian). Invariants: the decoder never panics and never reads past the end; any
-//! input it cannot follow exactly (no marker, negative or overlong length, invalid UTF-8)
-//! gives `None`, never a partial or lossy string.
+//! bytes. The length is one byte below 0x80, or 0x81 and a `u16`, or 0x82 and a `u32`
+//! (little-endian, unsigned: crabstep `src/deserializer/string.rs` reads string lengths with
+//! `read_unsigned_int`, `src/deserializer/number.rs`). Some real blobs declare a length longer
+//! than the string they hold (the reference blob `ExtraData`: 157 declared, 17 present); then,
+//! as imessage-database does with its fallback parser (`util/streamtyped.rs`), the string is
+//! the bytes up to the end-of-object marker `0x86 0x84` that closes it. Invariants: the decoder
+//! never panics and never reads past the end; any input it cannot follow (no marker, a length
+//! that fits neither way, invalid UTF-8) gives `None`, never a partial or lossy string.
 
 /// The class name of the attributed string's backing string, as it appears in the stream.
 const NSSTRING: &[u8] = b"NSString";
 /// Type byte announcing a length-prefixed run of UTF-8 bytes.
 const UTF8_BYTES: u8 = 0x2B;
-/// Length tag: an `i16` little-endian follows.
-const TAG_I16: u8 = 0x81;
-/// Length tag: an `i32` little-endian follows.
-const TAG_I32: u8 = 0x82;
+/// Length tag: a `u16` little-endian follows.
+const TAG_U16: u8 = 0x81;
+/// Length tag: a `u32` little-endian follows.
+const TAG_U32: u8 = 0x82;
+/// End of an object (0x86) followed by the start of the next (0x84): what closes the string
+/// when its declared length overruns it.
+const END_OF_STRING: &[u8] = &[0x86, 0x84];
 
 /// Returns the text of an `attributedBody` blob, or `None` when it cannot be decoded exactly.
 ///
@@ -26,22 +33,27 @@ pub fn decode_text(blob: &[u8]) -> Option<String> {
     let plus = after_marker.iter().position(|&b| b == UTF8_BYTES)?;
     let rest = after_marker.get(plus + 1..)?;
     let (len, rest) = read_length(rest)?;
-    let bytes = rest.get(..len)?;
-    String::from_utf8(bytes.to_vec()).ok()
+    let declared = rest
+        .get(..len)
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+    declared.or_else(|| {
+        // The declared length does not fit: the string ends where its object does.
+        let end = find(rest, END_OF_STRING).filter(|&end| end < len)?;
+        String::from_utf8(rest[..end].to_vec()).ok()
+    })
 }
 
 /// Reads a typedstream length; returns it and the bytes after it.
 fn read_length(input: &[u8]) -> Option<(usize, &[u8])> {
     let (&tag, rest) = input.split_first()?;
     match tag {
-        TAG_I16 => {
+        TAG_U16 => {
             let raw: [u8; 2] = rest.get(..2)?.try_into().ok()?;
-            let len = usize::try_from(i16::from_le_bytes(raw)).ok()?;
-            Some((len, rest.get(2..)?))
+            Some((usize::from(u16::from_le_bytes(raw)), rest.get(2..)?))
         }
-        TAG_I32 => {
+        TAG_U32 => {
             let raw: [u8; 4] = rest.get(..4)?.try_into().ok()?;
-            let len = usize::try_from(i32::from_le_bytes(raw)).ok()?;
+            let len = usize::try_from(u32::from_le_bytes(raw)).ok()?;
             Some((len, rest.get(4..)?))
         }
         small if small < 0x80 => Some((usize::from(small), rest)),
@@ -111,11 +123,36 @@ mod tests {
             include_bytes!("../../tests/data/attributed-body/WeirdText.typedstream"),
             include_str!("../../tests/data/attributed-body/WeirdText.expected.txt"),
         ),
+        (
+            "Attachment",
+            include_bytes!("../../tests/data/attributed-body/Attachment.typedstream"),
+            include_str!("../../tests/data/attributed-body/Attachment.expected.txt"),
+        ),
+        (
+            "ExtraData",
+            include_bytes!("../../tests/data/attributed-body/ExtraData.typedstream"),
+            include_str!("../../tests/data/attributed-body/ExtraData.expected.txt"),
+        ),
+        (
+            "MultiAttachment",
+            include_bytes!("../../tests/data/attributed-body/MultiAttachment.typedstream"),
+            include_str!("../../tests/data/attributed-body/MultiAttachment.expected.txt"),
+        ),
+        (
+            "Transcription",
+            include_bytes!("../../tests/data/attributed-body/Transcription.typedstream"),
+            include_str!("../../tests/data/attributed-body/Transcription.expected.txt"),
+        ),
+        (
+            "URLMessage",
+            include_bytes!("../../tests/data/attributed-body/URLMessage.typedstream"),
+            include_str!("../../tests/data/attributed-body/URLMessage.expected.txt"),
+        ),
     ];
 
     #[test]
     fn every_reference_blob_decodes_to_its_expected_text_exactly() {
-        assert_eq!(BLOBS.len(), 10);
+        assert_eq!(BLOBS.len(), 15);
         for (name, blob, expected) in BLOBS {
             assert_eq!(decode_text(blob).as_deref(), Some(*expected), "{name}");
         }
@@ -137,6 +174,23 @@ mod tests {
         assert!(get("Arabic").contains('\u{064B}'));
         assert!(get("EmojiBoldUnderline").starts_with("\u{1F171}\u{FE0F}"));
         assert_eq!(get("Blank"), "");
+        // Issue 15: a declared length (157) longer than the string (17 bytes, two trailing
+        // spaces) ends at the string's end-of-object marker.
+        assert_eq!(get("ExtraData"), "This is parsing  ");
+        assert_eq!(get("MultiAttachment").matches('\u{FFFC}').count(), 19);
+        assert_eq!(get("Transcription"), "\u{FFFC}");
+    }
+
+    /// Issue 15: `0x81` lengths are unsigned: 32,768–65,535-byte bodies decode.
+    #[test]
+    fn u16_lengths_above_i16_max_decode() {
+        for len in [0x8000_usize, 40_000, 0xFFFF] {
+            let text = "z".repeat(len);
+            let mut payload = vec![TAG_U16];
+            payload.extend_from_slice(&u16::try_from(len).unwrap().to_le_bytes());
+            payload.extend_from_slice(text.as_bytes());
+            assert_eq!(decode_text(&stream(&payload)).map(|t| t.len()), Some(len));
+        }
     }
 
     /// A minimal stream around `payload`: marker, filler, `+`, then the payload (length and
@@ -154,14 +208,14 @@ mod tests {
         let bytes = text.as_bytes();
         let mut payload = match bytes.len() {
             n if n < 0x80 => vec![n as u8],
-            n if n <= i16::MAX as usize => {
-                let mut v = vec![TAG_I16];
-                v.extend_from_slice(&(n as i16).to_le_bytes());
+            n if n <= u16::MAX as usize => {
+                let mut v = vec![TAG_U16];
+                v.extend_from_slice(&(n as u16).to_le_bytes());
                 v
             }
             n => {
-                let mut v = vec![TAG_I32];
-                v.extend_from_slice(&(n as i32).to_le_bytes());
+                let mut v = vec![TAG_U32];
+                v.extend_from_slice(&(n as u32).to_le_bytes());
                 v
             }
         };
@@ -171,7 +225,7 @@ mod tests {
 
     #[test]
     fn edge_case_texts_round_trip_through_each_length_form() {
-        let long_astral = "𝕏".repeat(40_000); // 160,000 bytes: needs the i32 form
+        let long_astral = "𝕏".repeat(40_000); // 160,000 bytes: needs the u32 form
         let cases: &[(&str, &str)] = &[
             ("empty", ""),
             ("ascii", "hello"),
@@ -184,7 +238,8 @@ mod tests {
             ("exactly 127 bytes", &"x".repeat(127)),
             ("exactly 128 bytes", &"x".repeat(128)),
             ("i16 max", &"y".repeat(i16::MAX as usize)),
-            ("i32", &long_astral),
+            ("u16 max", &"y".repeat(u16::MAX as usize)),
+            ("u32", &long_astral),
         ];
         for (name, text) in cases {
             assert_eq!(
@@ -224,9 +279,16 @@ mod tests {
                 s.truncate(s.len() - 2);
                 s
             }),
-            ("negative i16", stream(b"\x81\xff\xffabc")),
-            ("negative i32", stream(b"\x82\x00\x00\x00\x80abc")),
-            ("i32 longer than input", stream(b"\x82\xff\xff\xff\x7fabc")),
+            ("u16 longer than input", stream(b"\x81\xff\xffabc")),
+            ("u32 longer than input", stream(b"\x82\x00\x00\x00\x80abc")),
+            (
+                "i32 max longer than input",
+                stream(b"\x82\xff\xff\xff\x7fabc"),
+            ),
+            (
+                "overlong, invalid utf-8 before the end marker",
+                stream(b"\x40\xff\x86\x84"),
+            ),
             ("unknown tag", stream(b"\x90abc")),
             ("invalid utf-8", stream(b"\x02\xff\xfe")),
             ("lone surrogate as cesu", stream(b"\x03\xed\xa0\x80")),

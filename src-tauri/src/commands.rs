@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bridge::doctor::{Check, Pane};
-use bridge::sessions::{Session, SessionState};
-use bridge::status::Stranger;
+use bridge::sessions::{Session, StateKind};
+use bridge::status::{SeenGroup, Stranger};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,7 @@ pub struct SessionRow {
     /// The sender's handle (phone number or e-mail).
     pub who: String,
     /// What the session is doing (`waiting`, `working`, `idle`).
-    pub state: SessionState,
+    pub state: StateKind,
     /// The pending question, else the text waiting for an answer, if any.
     pub text: Option<String>,
     /// When the conversation last moved (RFC 3339 on the wire).
@@ -76,8 +76,8 @@ impl From<Session> for SessionRow {
         SessionRow {
             chat: session.chat.guid,
             who: session.sender,
-            state: session.state,
-            text: session.question.or(session.pending_input),
+            state: session.state.kind(),
+            text: session.shown_text().map(str::to_owned),
             last_activity: session.last_activity,
             message_count: session.message_count,
         }
@@ -95,6 +95,9 @@ pub struct SettingsForm {
     pub allowed_senders: Vec<String>,
     /// Idle minutes after which a session ends.
     pub session_timeout_minutes: u32,
+    /// Whether SMS/RCS texts count too (off: an SMS sender's number is easy to fake).
+    #[serde(default)]
+    pub allow_sms: bool,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -200,6 +203,19 @@ pub async fn allow_sender(host: HostState<'_>, handle: String) -> Res<SettingsVi
     Ok(host.allow_sender(&handle).await?)
 }
 
+/// Group chats that texted recently but are not allowed, newest first, with name and
+/// members.
+#[tauri::command]
+pub fn recent_groups(host: HostState<'_>) -> Res<Vec<SeenGroup>> {
+    Ok(host.groups())
+}
+
+/// Allows a group chat by its guid (its allowed members' texts then reach the agent).
+#[tauri::command]
+pub async fn allow_group(host: HostState<'_>, guid: String) -> Res<SettingsView> {
+    Ok(host.allow_group(&guid).await?)
+}
+
 /// The setup checklist (the bridge's `doctor` checks and the Automation probe).
 #[tauri::command]
 pub async fn setup_checks(host: HostState<'_>) -> Res<Vec<Check>> {
@@ -257,9 +273,10 @@ mod tests {
             is_group: false,
         };
         let mut session = Session::new(chat, "+15551234567".to_owned(), at);
-        session.state = SessionState::Waiting;
-        session.pending_input = Some("buy milk".to_owned());
-        session.question = Some("Is “Atlas” the client or the book? 📚".to_owned());
+        session.state = bridge::sessions::SessionState::Waiting {
+            original: "buy milk".to_owned(),
+            question: Some("Is “Atlas” the client or the book? 📚".to_owned()),
+        };
         session.message_count = 2;
         let row = SessionRow::from(session.clone());
         assert_eq!(
@@ -274,13 +291,15 @@ mod tests {
             })
         );
         // No question: the text waiting for an answer; neither: null.
-        session.question = None;
+        session.state = bridge::sessions::SessionState::Waiting {
+            original: "buy milk".to_owned(),
+            question: None,
+        };
         assert_eq!(
             SessionRow::from(session.clone()).text.as_deref(),
             Some("buy milk")
         );
-        session.pending_input = None;
-        session.state = SessionState::Idle;
+        session.state = bridge::sessions::SessionState::Idle;
         let idle = serde_json::to_value(SessionRow::from(session)).unwrap();
         assert_eq!(idle["text"], serde_json::Value::Null);
         assert_eq!(idle["state"], "idle");

@@ -23,7 +23,7 @@ use bridge::config::{self, Config, ConfigError, Overrides, Settings};
 use bridge::doctor::{self, Check};
 use bridge::sender::Sender;
 use bridge::sessions::{Session, SessionEvent, SessionStore};
-use bridge::status::{State, Status, StatusBoard, Stranger};
+use bridge::status::{SeenGroup, State, Status, StatusBoard, Stranger};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -495,6 +495,7 @@ impl Host {
                     session_timeout_minutes: file
                         .session_timeout_minutes
                         .map_or(60, |m| u32::try_from(m).unwrap_or(u32::MAX)),
+                    allow_sms: file.allow_sms,
                 },
                 api_key_set: self.inner.env.keychain.api_key().is_some(),
             }
@@ -545,6 +546,35 @@ impl Host {
         tracing::info!("a stranger was allowed from the app");
         self.restart_locked().await;
         Ok(self.settings())
+    }
+
+    /// Adds a group chat to the settings file's allowed groups and restarts the bridge.
+    pub async fn allow_group(&self, guid: &str) -> Result<SettingsView, HostError> {
+        let guid = guid.trim().to_owned();
+        let _guard = self.inner.lifecycle.lock().await;
+        self.edit_settings(move |mut file| {
+            if !file.allowed_groups.contains(&guid) {
+                file.allowed_groups.push(guid);
+            }
+            Ok(file)
+        })
+        .await?;
+        tracing::info!("a group chat was allowed from the app");
+        self.restart_locked().await;
+        Ok(self.settings())
+    }
+
+    /// Group chats that texted recently but are not allowed, newest first.
+    pub fn groups(&self) -> Vec<SeenGroup> {
+        match &self.shared().current {
+            Current::Running(generation) => {
+                let allowed = &generation.config.allowed_groups;
+                let mut groups = generation.status.get().groups;
+                groups.retain(|g| !allowed.contains(&g.guid));
+                groups
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Loads the settings file, applies `edit`, validates and saves (blocking work).
@@ -705,6 +735,7 @@ fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings, Ho
         model: text(form.model),
         allowed_senders: senders,
         session_timeout_minutes: Some(u64::from(form.session_timeout_minutes)),
+        allow_sms: form.allow_sms,
         ..file
     })
 }
@@ -728,6 +759,7 @@ fn view_of_config(config: &Config) -> SettingsView {
             )
             .unwrap_or(u32::MAX)
             .max(1),
+            allow_sms: config.allow_sms,
         },
         api_key_set: config.auth.is_some(),
     }
@@ -860,6 +892,7 @@ mod tests {
                 "Sarah@Example.COM".to_owned(),
             ],
             session_timeout_minutes: 30,
+            allow_sms: false,
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
@@ -870,6 +903,7 @@ mod tests {
                 allowed_senders: vec!["+15551234567".to_owned(), "sarah@example.com".to_owned()],
                 session_timeout_minutes: Some(30),
                 base_url: Some("http://127.0.0.1:9".to_owned()),
+                ..Settings::default()
             }
         );
         for bad in ["555-1234", "bob", "+1\u{2028}5", "a b@c.d"] {

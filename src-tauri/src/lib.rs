@@ -169,6 +169,8 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
             commands::pick_vault_folder,
             commands::recent_strangers,
             commands::allow_sender,
+            commands::recent_groups,
+            commands::allow_group,
             commands::setup_checks,
             commands::open_settings_pane,
             commands::status,

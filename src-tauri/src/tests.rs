@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bridge::chatdb::Chat;
 use bridge::config::Overrides;
 use bridge::sender::Sender;
-use bridge::sessions::{Session, SessionState};
+use bridge::sessions::{Session, SessionState, StateKind};
 use serde_json::{Value, json};
 use tauri::test::{
     INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
@@ -81,7 +81,7 @@ struct Harness {
     db: Option<chatdb::FixtureDb>,
 }
 
-fn session(chat: &str, sender: &str, state: SessionState, minutes_ago: i64) -> Session {
+fn session(chat: &str, sender: &str, state: StateKind, minutes_ago: i64) -> Session {
     let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
     let chat = Chat {
         guid: chat.to_owned(),
@@ -89,28 +89,31 @@ fn session(chat: &str, sender: &str, state: SessionState, minutes_ago: i64) -> S
         is_group: false,
     };
     let mut session = Session::new(chat, sender.to_owned(), at);
-    session.state = state;
+    session.state = match state {
+        StateKind::Working => SessionState::Working { original: None },
+        StateKind::Waiting => SessionState::Waiting {
+            original: "book club thursday".to_owned(),
+            question: Some("Is that the Atlas book club? 📚".to_owned()),
+        },
+        StateKind::Idle => SessionState::Idle,
+    };
     session.message_count = 1;
-    if state == SessionState::Waiting {
-        session.pending_input = Some("book club thursday".to_owned());
-        session.question = Some("Is that the Atlas book club? 📚".to_owned());
-    }
     session
 }
 
 fn three_sessions() -> Vec<Session> {
     vec![
-        session("iMessage;-;+15551234567", ME, SessionState::Waiting, 2),
+        session("iMessage;-;+15551234567", ME, StateKind::Waiting, 2),
         session(
             "iMessage;-;sarah@example.com",
             "sarah@example.com",
-            SessionState::Working,
+            StateKind::Working,
             1,
         ),
         session(
             "iMessage;-;+447700900123",
             "+447700900123",
-            SessionState::Idle,
+            StateKind::Idle,
             30,
         ),
     ]

@@ -579,17 +579,25 @@ fn session(
 
 /// Three recent sessions, one in each state.
 fn three_sessions() -> Vec<Conversation> {
-    let mut waiting = session(ME_CHAT, ME, SessionState::Waiting, 2, 3);
-    waiting.pending_input = Some("atlas notes".to_owned());
-    waiting.question = Some("Is “Atlas” the client project or the book you mentioned?".to_owned());
-    let mut working = session(
+    let waiting = session(
+        ME_CHAT,
+        ME,
+        SessionState::Waiting {
+            original: "atlas notes".to_owned(),
+            question: Some("Is “Atlas” the client project or the book you mentioned?".to_owned()),
+        },
+        2,
+        3,
+    );
+    let working = session(
         "iMessage;-;sarah@example.com",
         "sarah@example.com",
-        SessionState::Working,
+        SessionState::Working {
+            original: Some("remind me to send the Q3 deck to Omar before Friday".to_owned()),
+        },
         0,
         1,
     );
-    working.pending_input = Some("remind me to send the Q3 deck to Omar before Friday".to_owned());
     let idle = session(
         "iMessage;-;+447700900123",
         "+447700900123",

@@ -1,13 +1,13 @@
 //! A strict fake of the Anthropic Messages API on `127.0.0.1:0`, for tests.
 //!
 //! It runs in the test's tokio runtime. Each request is recorded (with its size and arrival
-//! time, for the benchmarks), then checked the way the real API would check it, and stricter
-//! in a few places: the key and version headers, the required body fields, roles alternating
-//! user/assistant from user, each `tool_use` answered id for id by `tool_result` blocks at the
-//! start of the next user message, and prompt caching on the system prompt and the last tool.
-//! A request that fails a check is answered 400 with the reason in `error.message`, and the
-//! reason is kept in [`FakeAnthropic::violations`]. A request that passes goes to the test's
-//! responder.
+//! time, for the benchmarks), then checked the way the real API checks it (see
+//! [`check_messages`] for the transcript rules and where they are documented), and stricter in
+//! a few places: the key and version headers, the required body fields, and prompt caching on
+//! the system prompt and the last tool. A request that fails a check is answered 400
+//! `invalid_request_error` in the real error shape, with the reason in `error.message`; the
+//! reason is kept in [`FakeAnthropic::violations`] and, when `FAKE_ANTHROPIC_REJECTIONS` names
+//! a file, appended to it. A request that passes goes to the test's responder.
 //!
 //! The same file is compiled into the bridge's unit tests (`agent.rs`), so it must not
 //! use the `bridge` crate.
@@ -54,9 +54,15 @@ impl From<Value> for Reply {
 }
 
 impl Reply {
-    /// An API error reply: `{"type":"error","error":{"type":…,"message":…}}`.
+    /// An API error reply in the real shape:
+    /// `{"type":"error","error":{"type":…,"message":…},"request_id":"req_…"}`.
     pub fn error(status: u16, kind: &str, message: &str) -> Reply {
-        let body = json!({ "type": "error", "error": { "type": kind, "message": message } });
+        let n = NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "type": "error",
+            "error": { "type": kind, "message": message },
+            "request_id": format!("req_fake{n:06}")
+        });
         Reply::Status {
             status,
             headers: Vec::new(),
@@ -99,6 +105,8 @@ impl Recorded {
 type Responder = Box<dyn Fn(&Value) -> Reply + Send + Sync>;
 
 struct Inner {
+    /// The test that started the fake (its thread's name), for the rejections file.
+    test: String,
     api_key: String,
     responder: Responder,
     recorded: Mutex<Vec<Recorded>>,
@@ -130,6 +138,7 @@ impl FakeAnthropic {
         let addr = listener.local_addr().expect("local address");
         let listener = tokio::net::TcpListener::from_std(listener).expect("inside a tokio runtime");
         let inner = Arc::new(Inner {
+            test: std::thread::current().name().unwrap_or("?").to_string(),
             api_key: api_key.to_string(),
             responder: Box::new(responder),
             recorded: Mutex::new(Vec::new()),
@@ -208,6 +217,7 @@ async fn handle(
     let verdict = check(&inner.api_key, &method, &uri, &headers, &body);
     if let Err(problem) = &verdict {
         lock(&inner.violations).push(problem.clone());
+        record_rejection(&inner.test, problem);
     }
     let recorded = Recorded {
         headers: headers
@@ -237,6 +247,24 @@ async fn handle(
             lock(&inner.violations).push(problem.clone());
             reply(Reply::error(400, "invalid_request_error", &problem), &inner).await
         }
+    }
+}
+
+/// Appends one line per refused request body to the file named by
+/// `FAKE_ANTHROPIC_REJECTIONS`, when set, so that a whole test run can count them
+/// (`wc -l`). Each line: the test that started the fake, a tab, the refusal.
+fn record_rejection(test: &str, problem: &str) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("FAKE_ANTHROPIC_REJECTIONS") else {
+        return;
+    };
+    let line = format!("{test}\t{}\n", problem.replace('\n', " "));
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
     }
 }
 
@@ -389,25 +417,69 @@ fn block_type(block: &Value) -> Option<&str> {
     block.get("type").and_then(Value::as_str)
 }
 
+/// The transcript rules of the real API, with its own error messages. Sources: the Messages
+/// API reference (https://docs.anthropic.com/en/api/messages, `messages`: "Consecutive user
+/// or assistant turns in your request will be combined into a single turn", and the first
+/// message uses the user role); the API's 400 bodies quoted in public reports:
+/// "messages.0: all messages must have non-empty content except for the optional final
+/// assistant message" (anthropics/claude-code#6774), "messages: text content blocks must be
+/// non-empty" (#53473) and "… must contain non-whitespace text" (#23440), "unexpected
+/// `tool_use_id` found in `tool_result` blocks: … Each `tool_result` block must have a
+/// corresponding `tool_use` block in the previous message." (#13460), "`tool_use` ids were
+/// found without `tool_result` blocks immediately after: … Each `tool_use` block must have a
+/// corresponding `tool_result` block in the next message." (#5060). Checked after merging
+/// consecutive same-role turns, as the API does; indices are those of the request.
 fn check_messages(messages: &[Value]) -> Result<(), String> {
-    let mut open: Vec<String> = Vec::new(); // tool_use ids of the previous assistant message
+    // (role, index of the turn's first message, merged content)
+    let mut turns: Vec<(&str, usize, Vec<Value>)> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
-        let expected = if i % 2 == 0 { "user" } else { "assistant" };
-        let role = message.get("role").and_then(Value::as_str);
-        if role != Some(expected) {
-            return Err(format!(
-                "messages[{i}]: role {role:?}, expected {expected:?} (roles must alternate user/assistant, starting with user)"
-            ));
-        }
-        let blocks = blocks(message).map_err(|e| format!("messages[{i}]: {e}"))?;
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some(role @ ("user" | "assistant")) => role,
+            other => {
+                return Err(format!(
+                    "messages.{i}.role: Input should be 'user' or 'assistant', got {other:?}"
+                ));
+            }
+        };
+        let blocks = blocks(message).map_err(|e| format!("messages.{i}: {e}"))?;
         for (j, block) in blocks.iter().enumerate() {
             if block_type(block).is_none() {
-                return Err(format!("messages[{i}].content[{j}]: block without a type"));
+                return Err(format!("messages.{i}.content.{j}: block without a type"));
             }
         }
-        if expected == "assistant" {
-            open = Vec::new();
-            for (j, block) in blocks
+        match turns.last_mut() {
+            Some((last, _, content)) if *last == role => content.extend(blocks),
+            _ => turns.push((role, i, blocks)),
+        }
+    }
+    if turns.first().is_some_and(|(role, _, _)| *role != "user") {
+        return Err("messages: first message must use the \"user\" role".into());
+    }
+    let last = turns.len() - 1;
+    for (t, (role, i, content)) in turns.iter().enumerate() {
+        let i = *i;
+        if content.is_empty() && !(t == last && *role == "assistant") {
+            return Err(format!(
+                "messages.{i}: all messages must have non-empty content except for the optional \
+                 final assistant message"
+            ));
+        }
+        for block in content.iter().filter(|b| block_type(b) == Some("text")) {
+            match block.get("text").and_then(Value::as_str) {
+                None | Some("") => {
+                    return Err("messages: text content blocks must be non-empty".into());
+                }
+                Some(text) if text.trim().is_empty() => {
+                    return Err(
+                        "messages: text content blocks must contain non-whitespace text".into(),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        if *role == "assistant" {
+            let mut ids = Vec::new();
+            for (j, block) in content
                 .iter()
                 .enumerate()
                 .filter(|(_, b)| block_type(b) == Some("tool_use"))
@@ -416,74 +488,106 @@ fn check_messages(messages: &[Value]) -> Result<(), String> {
                 let named = block.get("name").and_then(Value::as_str).is_some();
                 match id {
                     Some(id) if named && block.get("input").is_some_and(Value::is_object) => {
-                        open.push(id.to_string())
+                        ids.push(id.to_string())
                     }
                     _ => {
                         return Err(format!(
-                            "messages[{i}].content[{j}]: tool_use needs id, name and an input object"
+                            "messages.{i}.content.{j}: tool_use needs id, name and an input object"
                         ));
                     }
                 }
             }
-            if !open.is_empty() && i + 1 == messages.len() {
-                return Err(format!(
-                    "messages[{i}]: tool_use ids {open:?} are not answered by a following user message"
-                ));
+            // A final assistant turn is a prefill: its calls can never be answered (stricter
+            // than documented, since nothing this bridge sends should end that way).
+            let empty = Vec::new();
+            let next = turns.get(t + 1).map_or(&empty, |(_, _, next)| next);
+            {
+                let missing: Vec<&str> = ids
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| {
+                        !next.iter().any(|b| {
+                            block_type(b) == Some("tool_result")
+                                && b.get("tool_use_id").and_then(Value::as_str) == Some(*id)
+                        })
+                    })
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "messages.{i}: `tool_use` ids were found without `tool_result` blocks \
+                         immediately after: {}. Each `tool_use` block must have a corresponding \
+                         `tool_result` block in the next message.",
+                        missing.join(", ")
+                    ));
+                }
             }
             continue;
         }
-        // A user message: its tool_result blocks come first and answer `open` id for id.
-        let results = blocks
-            .iter()
-            .take_while(|b| block_type(b) == Some("tool_result"))
-            .count();
-        if blocks[results..]
-            .iter()
-            .any(|b| block_type(b) == Some("tool_result"))
-        {
+        check_results(t, i, content, &turns)?;
+    }
+    Ok(())
+}
+
+/// A user turn's `tool_result` blocks: first in the content, each answering a `tool_use` of
+/// the assistant turn just before, once.
+fn check_results(
+    t: usize,
+    i: usize,
+    content: &[Value],
+    turns: &[(&str, usize, Vec<Value>)],
+) -> Result<(), String> {
+    let asked: Vec<&str> = t
+        .checked_sub(1)
+        .map(|p| {
+            turns[p]
+                .2
+                .iter()
+                .filter(|b| block_type(b) == Some("tool_use"))
+                .filter_map(|b| b.get("id").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let results = content
+        .iter()
+        .take_while(|b| block_type(b) == Some("tool_result"))
+        .count();
+    if content[results..]
+        .iter()
+        .any(|b| block_type(b) == Some("tool_result"))
+    {
+        return Err(format!(
+            "messages.{i}: tool_result blocks must come FIRST in the content array, before any \
+             other block"
+        ));
+    }
+    let mut answered: Vec<&str> = Vec::new();
+    for (j, block) in content[..results].iter().enumerate() {
+        let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
             return Err(format!(
-                "messages[{i}]: tool_result blocks must come before any other block"
+                "messages.{i}.content.{j}.tool_result.tool_use_id: Field required"
+            ));
+        };
+        if !matches!(
+            block.get("content"),
+            None | Some(Value::String(_)) | Some(Value::Array(_))
+        ) {
+            return Err(format!(
+                "messages.{i}.content.{j}: tool_result content must be a string or blocks"
             ));
         }
-        let mut answered = Vec::new();
-        for (j, block) in blocks[..results].iter().enumerate() {
-            let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
-                return Err(format!(
-                    "messages[{i}].content[{j}]: tool_result without tool_use_id"
-                ));
-            };
-            if !matches!(
-                block.get("content"),
-                None | Some(Value::String(_)) | Some(Value::Array(_))
-            ) {
-                return Err(format!(
-                    "messages[{i}].content[{j}]: tool_result content must be a string or blocks"
-                ));
-            }
-            if block.get("is_error").is_some_and(|e| !e.is_boolean()) {
-                return Err(format!(
-                    "messages[{i}].content[{j}]: is_error must be a boolean"
-                ));
-            }
-            if !open.iter().any(|o| o == id) {
-                return Err(format!(
-                    "messages[{i}].content[{j}]: tool_result for {id:?} has no tool_use in the previous message"
-                ));
-            }
-            if answered.iter().any(|a| a == id) {
-                return Err(format!(
-                    "messages[{i}].content[{j}]: tool_use {id:?} answered twice"
-                ));
-            }
-            answered.push(id.to_string());
-        }
-        if let Some(missing) = open.iter().find(|o| !answered.contains(o)) {
+        if block.get("is_error").is_some_and(|e| !e.is_boolean()) {
             return Err(format!(
-                "messages[{i}]: tool_use {missing:?} of messages[{}] has no tool_result",
-                i - 1
+                "messages.{i}.content.{j}.tool_result.is_error: Input should be a valid boolean"
             ));
         }
-        open = Vec::new();
+        if !asked.contains(&id) || answered.contains(&id) {
+            return Err(format!(
+                "messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` \
+                 blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` \
+                 block in the previous message."
+            ));
+        }
+        answered.push(id);
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::anthropic::{FakeAnthropic, Reply};
 use super::chatdb::FixtureDb;
+use super::messages::FakeMessages;
 use super::osascript::FakeOsascript;
 
 /// The API key the fake server expects.
@@ -24,12 +25,17 @@ pub const ME_CHAT: &str = "iMessage;-;+15551234567";
 /// How long any single wait may take before the test fails.
 pub const WITHIN: Duration = Duration::from_secs(20);
 
+/// The account's own address in a world where the bridge has an Apple ID of its own.
+pub const ACCOUNT: &str = "fixture@example.com";
+
 /// A temporary world for one test.
 pub struct World {
     pub dir: tempfile::TempDir,
     pub db: FixtureDb,
     pub api: FakeAnthropic,
     pub osascript: FakeOsascript,
+    /// Writes every reply back into chat.db as Messages does.
+    pub messages: FakeMessages,
 }
 
 impl World {
@@ -44,12 +50,24 @@ impl World {
         db.chat(ME_CHAT, ME, false);
         let api = FakeAnthropic::start(API_KEY, responder);
         let osascript = FakeOsascript::install(&dir.path().join("osascript"));
+        let messages = FakeMessages::start(&osascript.calls_dir(), db.path(), ACCOUNT);
         World {
             dir,
             db,
             api,
             osascript,
+            messages,
         }
+    }
+
+    /// A world where the Mac is signed in with the person's own Apple ID: [`ME`] texts
+    /// [`ME_CHAT`], a chat with themselves, and Messages records every reply there twice.
+    pub async fn self_chat(
+        responder: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static,
+    ) -> World {
+        let mut world = World::new(responder).await;
+        world.messages = FakeMessages::start(&world.osascript.calls_dir(), world.db.path(), ME);
+        world
     }
 
     pub fn vault(&self) -> PathBuf {

@@ -96,6 +96,12 @@ pub struct Msg {
     pub date: Option<i64>,
     /// Whether to write the `chat_message_join` row after the message row.
     pub join: bool,
+    /// `message.service`: `iMessage` (the default), `SMS`, `RCS`.
+    pub service: String,
+    /// `message.account`: the account's own address as Messages writes it (`E:…`, `p:…`).
+    pub account: String,
+    /// `message.destination_caller_id`: the account's address a received row came to.
+    pub destination: Option<String>,
 }
 
 impl Default for Msg {
@@ -110,6 +116,9 @@ impl Default for Msg {
             associated_message_type: 0,
             date: None,
             join: true,
+            service: "iMessage".to_string(),
+            account: "E:fixture@example.com".to_string(),
+            destination: None,
         }
     }
 }
@@ -142,6 +151,19 @@ impl Msg {
         self
     }
 
+    /// Sets `message.service` (`SMS`, `RCS`).
+    pub fn service(mut self, service: &str) -> Msg {
+        self.service = service.to_string();
+        self
+    }
+
+    /// Marks the row as sent by the account (`is_from_me = 1`) from `account` (`E:…`).
+    pub fn from_me(mut self, account: &str) -> Msg {
+        self.is_from_me = true;
+        self.account = account.to_string();
+        self
+    }
+
     /// Writes no `chat_message_join` row (call [`FixtureDb::join`] later).
     pub fn without_join(mut self) -> Msg {
         self.join = false;
@@ -162,6 +184,9 @@ impl FixtureDb {
         let schema = std::fs::read_to_string(&schema_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", schema_path.display()));
         let conn = Connection::open(path).expect("create fixture chat.db");
+        // Another writer (the fake Messages writing replies back) may hold the lock briefly.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("set a busy timeout");
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .expect("switch to WAL");
@@ -176,6 +201,8 @@ impl FixtureDb {
     /// Opens an existing fixture database for writing (e.g. one renamed over the original).
     pub fn open(path: &Path) -> FixtureDb {
         let conn = Connection::open(path).expect("open fixture chat.db");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("set a busy timeout");
         FixtureDb {
             path: path.to_path_buf(),
             conn,
@@ -194,11 +221,16 @@ impl FixtureDb {
 
     /// The `handle.ROWID` of `id` on iMessage, inserting it if needed.
     pub fn handle(&self, id: &str) -> i64 {
+        self.handle_on(id, "iMessage")
+    }
+
+    /// The `handle.ROWID` of `id` on `service`, inserting it if needed.
+    pub fn handle_on(&self, id: &str, service: &str) -> i64 {
         let found = self
             .conn
             .query_row(
-                "SELECT ROWID FROM handle WHERE id = ?1 AND service = 'iMessage'",
-                [id],
+                "SELECT ROWID FROM handle WHERE id = ?1 AND service = ?2",
+                [id, service],
                 |r| r.get(0),
             )
             .optional()
@@ -209,8 +241,8 @@ impl FixtureDb {
         self.conn
             .execute(
                 "INSERT INTO handle (id, country, service, uncanonicalized_id, person_centric_id) \
-                 VALUES (?1, 'us', 'iMessage', NULL, NULL)",
-                [id],
+                 VALUES (?1, 'us', ?2, NULL, NULL)",
+                [id, service],
             )
             .expect("insert handle");
         self.conn.last_insert_rowid()
@@ -233,6 +265,21 @@ impl FixtureDb {
         let chat = self.conn.last_insert_rowid();
         if !is_group {
             self.add_participant(chat, identifier);
+        }
+        chat
+    }
+
+    /// A group chat named `name` with these members (style 43, `display_name` set).
+    pub fn group(&self, guid: &str, name: &str, members: &[&str]) -> i64 {
+        let chat = self.chat(guid, guid.rsplit(';').next().unwrap_or(guid), true);
+        self.conn
+            .execute(
+                "UPDATE chat SET display_name = ?1 WHERE ROWID = ?2",
+                params![name, chat],
+            )
+            .expect("name the group");
+        for member in members {
+            self.add_participant(chat, member);
         }
         chat
     }
@@ -265,7 +312,7 @@ impl FixtureDb {
         };
         let handle = match &m.sender {
             Some(id) => {
-                let handle = self.handle(id);
+                let handle = self.handle_on(id, &m.service);
                 self.add_participant(chat, id);
                 handle
             }
@@ -277,9 +324,9 @@ impl FixtureDb {
             .execute(
                 "INSERT INTO message (guid, text, handle_id, attributedBody, service, account, \
                  date, date_read, date_delivered, is_delivered, is_finished, is_from_me, \
-                 is_read, associated_message_type, associated_message_guid) \
-                 VALUES (?1, ?2, ?3, ?4, 'iMessage', 'E:fixture@example.com', ?5, 0, 0, 1, 1, \
-                 ?6, 0, ?7, ?8)",
+                 is_read, associated_message_type, associated_message_guid, \
+                 destination_caller_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?9, ?10, ?5, 0, 0, 1, 1, ?6, 0, ?7, ?8, ?11)",
                 params![
                     guid,
                     m.text,
@@ -289,6 +336,9 @@ impl FixtureDb {
                     m.is_from_me,
                     m.associated_message_type,
                     (m.associated_message_type != 0).then(|| format!("p:0/{}", fresh_guid())),
+                    m.service,
+                    m.account,
+                    m.destination,
                 ],
             )
             .expect("insert message");
@@ -318,6 +368,18 @@ impl FixtureDb {
             .expect("insert chat_message_join");
     }
 
+    /// The `chat_identifier` of the chat `guid`, if it exists.
+    pub fn chat_identifier(&self, guid: &str) -> Option<String> {
+        self.conn
+            .query_row(
+                "SELECT chat_identifier FROM chat WHERE guid = ?1",
+                [guid],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("look up chat")
+    }
+
     fn chat_rowid(&self, guid: &str) -> Option<i64> {
         self.conn
             .query_row("SELECT ROWID FROM chat WHERE guid = ?1", [guid], |r| {
@@ -325,5 +387,45 @@ impl FixtureDb {
             })
             .optional()
             .expect("look up chat")
+    }
+}
+
+/// `text` as Messages stores it in `attributedBody`: the real `AttributedBodyTextOnly` blob
+/// with its string and its one attribute run replaced. Lengths as typedstream writes them:
+/// one byte below 0x80, else 0x81 and a `u16`, else 0x82 and a `u32` (little-endian); the
+/// string's in UTF-8 bytes, the run's in UTF-16 units.
+pub fn typedstream(text: &str) -> Vec<u8> {
+    let model = blob("AttributedBodyTextOnly");
+    let old = b"Noter test";
+    let start = model
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("the model blob holds its text");
+    // `… 2B <len> <text> 86 84 02 69 49 01 <run> 92 …`
+    let head = &model[..start - 1];
+    let tail = &model[start + old.len()..];
+    let run = 6; // 86 84 02 69 49 01, then the run's length (one byte in the model)
+    let mut out = head.to_vec();
+    out.extend(length(text.len()));
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&tail[..run]);
+    out.extend(length(text.encode_utf16().count()));
+    out.extend_from_slice(&tail[run + 1..]);
+    out
+}
+
+fn length(n: usize) -> Vec<u8> {
+    match n {
+        n if n < 0x80 => vec![n as u8],
+        n if n <= 0xFFFF => {
+            let mut v = vec![0x81];
+            v.extend_from_slice(&(n as u16).to_le_bytes());
+            v
+        }
+        n => {
+            let mut v = vec![0x82];
+            v.extend_from_slice(&(n as u32).to_le_bytes());
+            v
+        }
     }
 }

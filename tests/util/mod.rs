@@ -4,5 +4,6 @@
 pub mod anthropic;
 pub mod bridge;
 pub mod chatdb;
+pub mod messages;
 pub mod osascript;
 pub mod wait;

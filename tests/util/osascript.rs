@@ -92,6 +92,11 @@ impl FakeOsascript {
         self.dir.join("bin")
     }
 
+    /// Where each run's call file lands (see the module doc).
+    pub fn calls_dir(&self) -> PathBuf {
+        self.dir.join("calls")
+    }
+
     /// The fake program itself, for `Sender::with_program`.
     pub fn program(&self) -> PathBuf {
         self.dir.join("bin/osascript")
@@ -212,7 +217,7 @@ impl FakeOsascript {
 }
 
 /// Parses a call file: the start time on the first line, then NUL-terminated arguments.
-fn parse_call(bytes: &[u8]) -> Call {
+pub fn parse_call(bytes: &[u8]) -> Call {
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')

@@ -200,12 +200,8 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
                 println!("no active sessions");
             }
             for s in list {
-                let state = format!("{:?}", s.state).to_lowercase();
-                let text = s
-                    .question
-                    .as_deref()
-                    .or(s.pending_input.as_deref())
-                    .unwrap_or("");
+                let state = format!("{:?}", s.state.kind()).to_lowercase();
+                let text = s.shown_text().unwrap_or("");
                 println!(
                     "{}\t{}\t{}\t{} messages\tlast {}\t{}",
                     s.chat.guid,
