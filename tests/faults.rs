@@ -182,6 +182,26 @@ async fn a_server_that_never_answers_times_out_and_files_to_inbox() {
     .await;
 }
 
+/// Issue 9: an agent run had no overall deadline. A run that never finishes (the API never
+/// answers, and its own time-out is far off) ends at the run deadline and the text goes to
+/// Inbox like any agent failure. (The deadline on the paused clock: `agent` unit tests.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_past_its_deadline_files_to_inbox() {
+    text_goes_to_inbox(
+        |_: &Value| Reply::Hang,
+        &[
+            ("ANTHROPIC_TIMEOUT_MS", "600000"),
+            ("RUN_DEADLINE_MS", "700"),
+        ],
+        Expect {
+            requests: 1..=1,
+            reply_says: "it took too long",
+            key_rejected: false,
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_response_body_files_to_inbox() {
     for body in ["<html>502 Bad Gateway</html>", "{\"type\":\"message\"}", ""] {

@@ -10,6 +10,7 @@ extern crate util;
 mod abuse;
 mod chatdb_changes;
 mod crash;
+mod disk;
 mod faults;
 mod messages;
 

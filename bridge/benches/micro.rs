@@ -521,7 +521,7 @@ fn write_notes(root: &Path, count: usize) {
             title: &title,
             content: &content,
             tags: &tags,
-            confidence: Some(90),
+            confidence: 90,
             source: None,
         };
         let when = now - TimeDelta::minutes((n as i64 * 57) % (400 * 24 * 60));

@@ -12,6 +12,7 @@
 //! them. Message text and tool inputs are logged only at `trace`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -20,6 +21,10 @@ use crate::transcript::{self, NOT_RUN};
 
 /// The most API calls one run may make.
 pub const MAX_TURNS: u32 = 10;
+/// The most tool calls carried out for one model turn; the rest get an error result.
+pub const MAX_TOOL_CALLS_PER_TURN: usize = 20;
+/// How long one run may take, by default ([`Agent::with_deadline`]).
+pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(5 * 60);
 
 /// What the agent may call. The agent makes every decision; a runner only carries tools out.
 pub trait ToolRunner: Sync {
@@ -85,6 +90,9 @@ pub enum AgentError {
     /// The model's reply did not make sense (e.g. `tool_use` without a usable tool call).
     #[error("the model's reply was malformed: {0}")]
     Malformed(String),
+    /// The run did not finish before its deadline (a hung call, a stuck tool).
+    #[error("the agent did not finish within {0:?}")]
+    Deadline(Duration),
     /// The model stopped for a reason this version does not handle.
     #[error("the model stopped for an unexpected reason: {0}")]
     Stopped(String),
@@ -101,6 +109,7 @@ impl AgentError {
         match self {
             AgentError::Api(err) if err.is_auth() => "the API key was rejected",
             AgentError::Api(_) => "the AI service did not answer",
+            AgentError::Deadline(_) => "it took too long",
             _ => "the AI's answer was unusable",
         }
     }
@@ -111,6 +120,7 @@ impl AgentError {
 pub struct Agent {
     client: Client,
     system: Value,
+    deadline: Duration,
 }
 
 impl Agent {
@@ -120,7 +130,13 @@ impl Agent {
         Agent {
             client,
             system: cached_system(system_prompt),
+            deadline: DEFAULT_RUN_DEADLINE,
         }
+    }
+
+    /// The same agent with another limit on one run, measured on the runtime's clock.
+    pub fn with_deadline(self, deadline: Duration) -> Agent {
+        Agent { deadline, ..self }
     }
 
     /// Gives the model `input` as the next user turn of `transcript` and runs tool calls
@@ -135,7 +151,22 @@ impl Agent {
     /// without rewriting anything: after a user message that got no answer, `input` is
     /// added to that message as another text block; tool calls that an earlier run left
     /// unanswered get error results before `input`.
+    ///
+    /// A run that has not finished by the deadline stops where it is
+    /// ([`AgentError::Deadline`]); the transcript keeps what happened until then.
     pub async fn run<T: ToolRunner>(
+        &self,
+        transcript: &mut Vec<Value>,
+        input: &str,
+        tools: &T,
+    ) -> Result<RunReport, AgentError> {
+        match tokio::time::timeout(self.deadline, self.run_turns(transcript, input, tools)).await {
+            Ok(result) => result,
+            Err(_) => Err(AgentError::Deadline(self.deadline)),
+        }
+    }
+
+    async fn run_turns<T: ToolRunner>(
         &self,
         transcript: &mut Vec<Value>,
         input: &str,
@@ -227,7 +258,14 @@ impl Agent {
             ));
         }
         let mut results = Vec::with_capacity(calls.len());
-        for call in calls {
+        for (i, call) in calls.into_iter().enumerate() {
+            if i >= MAX_TOOL_CALLS_PER_TURN {
+                let refused = format!(
+                    "Not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls per turn are carried out."
+                );
+                results.push(tool_result(call.id, &refused, true));
+                continue;
+            }
             tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
             let output = tools.call(call.name, &call.input).await;
             tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
@@ -1189,6 +1227,66 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(fake.wait_for_requests(2, WAIT).await.len(), 2);
+        assert_strict(&fake);
+    }
+
+    /// Issue 9: an agent run had no overall deadline. A run that never finishes (the API
+    /// never answers; measured on the paused runtime clock) ends with `Deadline`.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_never_finishes_stops_at_its_deadline() {
+        let fake = FakeAnthropic::start(KEY, |_: &Value| fake::Reply::Hang);
+        let deadline = Duration::from_secs(30);
+        assert!(deadline < crate::anthropic::DEFAULT_REQUEST_TIMEOUT);
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        let err = agent(&fake)
+            .with_deadline(deadline)
+            .run(&mut transcript, "x", &tools)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AgentError::Deadline(d) if d == deadline),
+            "{err:?}"
+        );
+        assert_eq!(err.short_reason(), "it took too long");
+        assert_eq!(transcript.len(), 1, "the input is kept");
+        assert_eq!(DEFAULT_RUN_DEADLINE, Duration::from_secs(300));
+    }
+
+    /// Issue 9: at most 20 tool calls of one model turn are carried out; the rest are
+    /// answered with an error result, so the transcript stays valid.
+    #[tokio::test]
+    async fn at_most_twenty_tool_calls_of_one_turn_are_carried_out() {
+        let blocks: Vec<Value> = (0..25)
+            .map(|i| {
+                fake::tool_use_block(
+                    &format!("toolu_{i}"),
+                    "log_interaction",
+                    json!({"input": "x"}),
+                )
+            })
+            .collect();
+        let many = fake::message(blocks, "tool_use");
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![many, fake::text("")]));
+        let tools = Recording::default();
+        let mut transcript = Vec::new();
+        agent(&fake)
+            .run(&mut transcript, "x", &tools)
+            .await
+            .unwrap();
+        assert_eq!(tools.calls().len(), MAX_TOOL_CALLS_PER_TURN);
+        let results = transcript[2]["content"].as_array().unwrap();
+        assert_eq!(results.len(), 25);
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(result["tool_use_id"], format!("toolu_{i}"));
+            assert_eq!(result["is_error"] == true, i >= 20, "{result}");
+        }
+        assert!(
+            results[24]["content"]
+                .as_str()
+                .unwrap()
+                .contains("at most 20 tool calls")
+        );
         assert_strict(&fake);
     }
 }

@@ -69,6 +69,8 @@ pub enum Setting {
     AllowSms,
     /// Group chats whose allowed members are answered (`ALLOWED_GROUPS`, `allowed_groups`).
     AllowedGroups(Origin),
+    /// The longest one agent run may take (`RUN_DEADLINE_MS`).
+    RunDeadline,
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -108,6 +110,7 @@ impl Setting {
             Setting::AllowSms => "ALLOW_SMS",
             Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
             Setting::AllowedGroups(File) => "allowed_groups",
+            Setting::RunDeadline => "RUN_DEADLINE_MS",
         }
     }
 
@@ -372,6 +375,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Tokens the agent may use per day.
     pub daily_token_budget: u64,
+    /// How long one agent run may take; a text whose run passes it goes to Inbox.
+    pub run_deadline: Duration,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -408,13 +413,17 @@ impl Config {
             .or(settings.vault_path.clone());
         // Only the form is checked here: a vault that is missing or not writable right now
         // (an unmounted volume, a folder not synced yet) makes texts wait, not the bridge fail.
-        if let Some(vault) = &vault
-            && !vault.is_absolute()
-        {
-            return Err(invalid(
-                Setting::Vault,
-                format!("{} is not an absolute path", vault.display()),
-            ));
+        // One that exists must be a place a vault may be (not `/`, home, a system folder).
+        if let Some(vault) = &vault {
+            if !vault.is_absolute() {
+                return Err(invalid(
+                    Setting::Vault,
+                    format!("{} is not an absolute path", vault.display()),
+                ));
+            }
+            if let Ok(real) = std::fs::canonicalize(vault) {
+                vault_place(&real)?;
+            }
         }
         let auth = match (env("ANTHROPIC_API_KEY"), env("ANTHROPIC_AUTH_TOKEN")) {
             (Some(key), _) => Some(Auth::ApiKey(key.trim().to_string())),
@@ -446,6 +455,7 @@ impl Config {
             catch_up: pace.catch_up,
             rate_limit_per_minute: pace.rate_limit_per_minute,
             daily_token_budget: pace.daily_token_budget,
+            run_deadline: pace.run_deadline,
             log_level,
             settings_problem,
         })
@@ -524,6 +534,7 @@ struct Pace {
     catch_up: Duration,
     rate_limit_per_minute: u32,
     daily_token_budget: u64,
+    run_deadline: Duration,
 }
 
 impl Pace {
@@ -593,6 +604,11 @@ impl Pace {
                 Some(n) => number(&n.replace('_', ""), Setting::DailyTokenBudget, 1, u64::MAX)?,
                 None => DEFAULT_DAILY_TOKEN_BUDGET,
             },
+            run_deadline: ms(
+                "RUN_DEADLINE_MS",
+                Setting::RunDeadline,
+                crate::agent::DEFAULT_RUN_DEADLINE,
+            )?,
         })
     }
 }
@@ -609,7 +625,11 @@ fn validate_vault(path: &Path) -> Result<(), ConfigError> {
         ));
     }
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.is_dir() => {
+            let real = std::fs::canonicalize(path)
+                .map_err(|e| invalid(Setting::Vault, format!("{}: {e}", path.display())))?;
+            vault_place(&real)
+        }
         Ok(_) => Err(invalid(
             Setting::Vault,
             format!("{} is a file, not a folder", path.display()),
@@ -620,6 +640,14 @@ fn validate_vault(path: &Path) -> Result<(), ConfigError> {
         )),
         Err(e) => Err(invalid(Setting::Vault, format!("{}: {e}", path.display()))),
     }
+}
+
+/// Refuses a real folder that cannot be a vault: the whole disk, the home folder, a system
+/// folder.
+fn vault_place(real: &Path) -> Result<(), ConfigError> {
+    let home = dirs::home_dir().and_then(|h| std::fs::canonicalize(h).ok());
+    crate::vault::check_vault_place(real, home.as_deref())
+        .map_err(|reason| invalid(Setting::Vault, reason))
 }
 
 fn validate_model(model: &str) -> Result<(), ConfigError> {
@@ -851,5 +879,40 @@ mod tests {
             1,
             "the file was kept aside"
         );
+    }
+
+    /// Issue 9: a settings save could set the vault to `/`. It refuses the disk, the home
+    /// folder and system folders with a sentence saying what to choose instead.
+    #[test]
+    fn the_vault_cannot_be_the_disk_or_a_system_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["/", "/usr", "/etc"] {
+            let bad = Settings {
+                vault_path: Some(path.into()),
+                ..Settings::default()
+            };
+            let err = bad.save(dir.path()).unwrap_err().to_string();
+            assert!(err.starts_with("vault: "), "{err}");
+            assert!(
+                err.contains("not a vault: choose your Obsidian vault's folder"),
+                "{err}"
+            );
+            let err = resolve(dir.path(), &[("VAULT_PATH", path)]).unwrap_err();
+            assert!(err.to_string().contains("not a vault"), "{err}");
+        }
+        assert!(!dir.path().join(SETTINGS_FILE).exists());
+    }
+
+    #[test]
+    fn the_run_deadline_is_five_minutes_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = resolve(dir.path(), &[]).unwrap();
+        assert_eq!(c.run_deadline, Duration::from_secs(300));
+        let c = resolve(dir.path(), &[("RUN_DEADLINE_MS", "1500")]).unwrap();
+        assert_eq!(c.run_deadline, Duration::from_millis(1500));
+        for bad in ["0", "soon"] {
+            let err = resolve(dir.path(), &[("RUN_DEADLINE_MS", bad)]).unwrap_err();
+            assert!(err.to_string().starts_with("RUN_DEADLINE_MS"), "{err}");
+        }
     }
 }

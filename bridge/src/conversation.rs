@@ -26,10 +26,11 @@ use crate::agent::{Agent, AgentError, RunReport};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, Rate, RateLimiter, Spend};
+use crate::outbox::Outbox;
 use crate::router::{Handler, Job};
 use crate::sessions::{Session, SessionState, SessionStore};
 use crate::status::StatusBoard;
-use crate::tools::{Outbox, ToolRecord, Tools};
+use crate::tools::{ToolRecord, Tools};
 use crate::vault::{Folder, NewNote, Vault};
 
 /// Everything a conversation needs; shared by all of them.
@@ -133,14 +134,14 @@ const BUDGET_NOTICE: &str = "I've used up today's AI budget, so until tomorrow I
 impl Conversations {
     async fn on_message(&self, message: IncomingMessage) {
         if self.ledger.is_finished(&message.guid) {
-            debug!(rowid = message.rowid, guid = %message.guid, "text already finished");
+            debug!(rowid = message.rowid, guid = ?message.guid, "text already finished");
             return;
         }
         let chat = message.chat.guid.clone();
         if !self.vault_ready().await {
             let waiting = self.waiting.push(message.clone());
             self.status.update(|s| s.waiting = waiting);
-            info!(chat = %chat, rowid = message.rowid, waiting, "vault unavailable; the text waits for it");
+            info!(chat = ?chat, rowid = message.rowid, waiting, "vault unavailable; the text waits for it");
             return;
         }
         // Texts that waited for the vault go first: one chat is handled strictly in order.
@@ -156,7 +157,7 @@ impl Conversations {
             return;
         }
         let texts = self.take_waiting(chat);
-        info!(chat = %chat, count = texts.len(), "vault is back; handling texts that waited");
+        info!(chat = ?chat, count = texts.len(), "vault is back; handling texts that waited");
         for text in texts {
             self.handle_text(text).await;
         }
@@ -173,13 +174,23 @@ impl Conversations {
 
     /// Whether the vault can be written now; the status says why not, until it can.
     async fn vault_ready(&self) -> bool {
-        let vault = self.vault.clone();
-        let checked = tokio::task::spawn_blocking(move || vault.check_writable()).await;
-        let problem = match checked {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(format!("cannot write to the vault: {err}")),
-            Err(err) => Some(format!("could not check the vault: {err}")),
+        let checked = self.vault.off_runtime(|v| v.check_writable()).await;
+        let (problem, outside) = match checked {
+            Ok(layout) => (None, layout.outside),
+            Err(err) => (
+                Some(format!("cannot write to the vault: {err}")),
+                Vec::new(),
+            ),
         };
+        if outside != self.status.get().vault_folders_outside {
+            for folder in &outside {
+                warn!(
+                    ?folder,
+                    "a vault folder points outside the vault; not writing there"
+                );
+            }
+            self.status.update(|s| s.vault_folders_outside = outside);
+        }
         let ready = problem.is_none();
         let was = self.status.get().vault_problem;
         if was.is_some() && ready {
@@ -208,7 +219,7 @@ impl Conversations {
     /// The rate limit and the token budget: `Some` when the text is not given to the agent.
     async fn limits(&self, message: &IncomingMessage) -> Option<Outcome> {
         if let Rate::Limited { notify } = self.rate.check(&message.sender, message.date) {
-            warn!(chat = %message.chat.guid, rowid = message.rowid, sender = %message.sender,
+            warn!(chat = ?message.chat.guid, rowid = message.rowid, sender = ?message.sender,
                 "sender is over the rate limit; text not handled");
             if notify {
                 let notice = rate_notice(self.rate.per_minute());
@@ -240,7 +251,7 @@ impl Conversations {
         session.last_activity = now;
         session.message_count += 1;
         self.sessions.put(session.clone());
-        info!(chat = %message.chat.guid, rowid = message.rowid, "handling text");
+        info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
         let original = earlier.unwrap_or_else(|| input.original.clone());
@@ -261,7 +272,7 @@ impl Conversations {
         let outcome = match result {
             Ok(_) if captured => Outcome::Captured,
             Err(err) if captured => {
-                warn!(chat = %message.chat.guid, cause = %err, "agent failed after writing its note");
+                warn!(chat = ?message.chat.guid, cause = %err, "agent failed after writing its note");
                 Outcome::Captured
             }
             Ok(report) => {
@@ -308,7 +319,7 @@ impl Conversations {
             Some(path) => format!("saved whole in {path}"),
             None => "which could not be saved to the vault".to_string(),
         };
-        warn!(chat = %message.chat.guid, rowid = message.rowid, bytes = text.len(), "text over the model's limit; cut for the model");
+        warn!(chat = ?message.chat.guid, rowid = message.rowid, bytes = text.len(), "text over the model's limit; cut for the model");
         self.status.update(|s| s.oversized += 1);
         let notice = match &saved {
             Some(_) => format!(
@@ -367,7 +378,7 @@ impl Conversations {
             }
             s.sessions = self.sessions.len();
         });
-        info!(chat = %chat, rowid = message.rowid, outcome = outcome.name(), "text handled");
+        info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled");
     }
 
     /// Marks the text finished in the ledger.
@@ -377,8 +388,8 @@ impl Conversations {
         let chat = &message.chat.guid;
         match tokio::task::spawn_blocking(move || ledger.finish(&guid)).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => error!(chat = %chat, cause = %err, "could not mark text finished"),
-            Err(err) => error!(chat = %chat, cause = %err, "ledger task failed"),
+            Ok(Err(err)) => error!(chat = ?chat, cause = %err, "could not mark text finished"),
+            Err(err) => error!(chat = ?chat, cause = %err, "ledger task failed"),
         }
     }
 
@@ -440,7 +451,7 @@ impl Conversations {
     /// Inbox unprocessed, and the user is told once a day.
     async fn over_budget(&self, message: &IncomingMessage, notify: bool) {
         let chat = &message.chat;
-        warn!(chat = %chat.guid, rowid = message.rowid, "daily token budget used up; filing the text to Inbox unprocessed");
+        warn!(chat = ?chat.guid, rowid = message.rowid, "daily token budget used up; filing the text to Inbox unprocessed");
         let pending = self
             .sessions
             .get(&chat.guid)
@@ -481,7 +492,7 @@ impl Conversations {
             return; // the user wrote meanwhile
         }
         let Some(original) = session.state.original().map(str::to_owned) else {
-            info!(chat = %chat, "idle session ended");
+            info!(chat = ?chat, "idle session ended");
             self.end_session(chat);
             return;
         };
@@ -490,7 +501,7 @@ impl Conversations {
             return;
         }
         if let Spend::Exhausted { .. } = self.budget_check().await {
-            info!(chat = %chat, "no answer in time and no budget left; filing to Inbox unprocessed");
+            info!(chat = ?chat, "no answer in time and no budget left; filing to Inbox unprocessed");
             let filed = self
                 .write_inbox(
                     &session.chat,
@@ -505,7 +516,7 @@ impl Conversations {
             }
             return;
         }
-        info!(chat = %chat, "no answer in time; filing to Inbox");
+        info!(chat = ?chat, "no answer in time; filing to Inbox");
         let notice = crate::prompt::timeout_notice(&original);
         let tools = Tools::new(
             self.vault.clone(),
@@ -533,7 +544,7 @@ impl Conversations {
                 self.agent_failed(&session.chat, &original, None, None, &err)
                     .await;
             }
-            Err(err) => warn!(chat = %chat, cause = %err, "agent failed after filing the text"),
+            Err(err) => warn!(chat = ?chat, cause = %err, "agent failed after filing the text"),
         }
         self.end_session(chat);
     }
@@ -558,7 +569,7 @@ impl Conversations {
         }
         let text = final_text.trim();
         if text.is_empty() {
-            warn!(chat = %chat.guid, "the agent neither wrote a note nor replied");
+            warn!(chat = ?chat.guid, "the agent neither wrote a note nor replied");
             return None;
         }
         self.reply(chat, source, text).await;
@@ -568,7 +579,7 @@ impl Conversations {
     /// Sends a reply of the bridge's own through the outbox; a failure is logged and shown.
     async fn reply(&self, chat: &Chat, source: Option<&str>, text: &str) {
         if let Err(err) = self.outbox.send(chat, source, text).await {
-            error!(chat = %chat.guid, cause = %err, "reply failed");
+            error!(chat = ?chat.guid, cause = %err, "reply failed");
             self.status.update(|s| s.last_error = Some(err.to_string()));
         }
     }
@@ -582,7 +593,7 @@ impl Conversations {
         source: Option<&str>,
         err: &AgentError,
     ) {
-        error!(chat = %chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
+        error!(chat = ?chat.guid, cause = %err, "agent failed; filing the raw text to Inbox");
         let filed = self
             .write_inbox(chat, original, answer, source, &err.to_string())
             .await
@@ -622,54 +633,52 @@ impl Conversations {
             ));
         }
         let title = inbox_title(original);
-        let vault = self.vault.clone();
         let source = source.map(|s| format!("imessage:{s}"));
         let why = why.to_string();
-        let written = tokio::task::spawn_blocking(move || {
-            let parts = parts(&content, INBOX_PART_BYTES);
-            let count = parts.len();
-            let mut first = None;
-            for (i, part) in parts.into_iter().enumerate() {
-                let (title, footer) = match count {
-                    1 => (
-                        title.clone(),
-                        format!("_Filed unprocessed by Second Brain: {why}._"),
-                    ),
-                    n => (
-                        format!("{title} (part {} of {n})", i + 1),
-                        format!(
-                            "_Part {} of {n}. Filed unprocessed by Second Brain: {why}._",
-                            i + 1
+        let written = self
+            .vault
+            .off_runtime(move |vault| {
+                let parts = parts(&content, INBOX_PART_BYTES);
+                let count = parts.len();
+                let mut first = None;
+                for (i, part) in parts.into_iter().enumerate() {
+                    let (title, footer) = match count {
+                        1 => (
+                            title.clone(),
+                            format!("_Filed unprocessed by Second Brain: {why}._"),
                         ),
-                    ),
-                };
-                let content = format!("{part}\n\n{footer}");
-                let note = NewNote {
-                    folder: Folder::Inbox,
-                    title: &title,
-                    content: &content,
-                    tags: &[],
-                    confidence: None,
-                    source: source.as_deref(),
-                };
-                let path = vault.write_note(&note, Local::now())?;
-                first.get_or_insert(path);
-            }
-            // `parts` gives at least one part.
-            Ok::<_, crate::vault::Error>(first.unwrap_or_default())
-        })
-        .await;
+                        n => (
+                            format!("{title} (part {} of {n})", i + 1),
+                            format!(
+                                "_Part {} of {n}. Filed unprocessed by Second Brain: {why}._",
+                                i + 1
+                            ),
+                        ),
+                    };
+                    let content = format!("{part}\n\n{footer}");
+                    let note = NewNote {
+                        folder: Folder::Inbox,
+                        title: &title,
+                        content: &content,
+                        tags: &[],
+                        // Filed by the bridge, unread by the agent: no confidence in any filing.
+                        confidence: 0,
+                        source: source.as_deref(),
+                    };
+                    let path = vault.write_note(&note, Local::now())?;
+                    first.get_or_insert(path);
+                }
+                // `parts` gives at least one part.
+                Ok::<_, crate::vault::Error>(first.unwrap_or_default())
+            })
+            .await;
         match written {
-            Ok(Ok(path)) => {
-                info!(chat = %chat.guid, note = %path, "filed to Inbox");
+            Ok(path) => {
+                info!(chat = ?chat.guid, note = ?path, "filed to Inbox");
                 Some(path)
             }
-            Ok(Err(write_err)) => {
-                error!(chat = %chat.guid, cause = %write_err, "could not write to Inbox");
-                None
-            }
-            Err(join_err) => {
-                error!(chat = %chat.guid, cause = %join_err, "Inbox write task failed");
+            Err(write_err) => {
+                error!(chat = ?chat.guid, cause = %write_err, "could not write to Inbox");
                 None
             }
         }

@@ -166,7 +166,14 @@ fn vault(config: &Config) -> Check {
         );
     };
     match Vault::new(root.clone()).check_writable() {
-        Ok(()) => Check::pass(ID, LABEL, format!("writing notes to {}", root.display())),
+        Ok(layout) if !layout.outside.is_empty() => Check::fail(
+            ID,
+            LABEL,
+            layout.problems().join("; "),
+            "Make each of those a real folder inside the vault (or remove the link).",
+            None,
+        ),
+        Ok(_) => Check::pass(ID, LABEL, format!("writing notes to {}", root.display())),
         Err(err) => Check::fail(
             ID,
             LABEL,

@@ -68,7 +68,7 @@ impl Echoes {
             Loaded::Ok(replies) => replies,
             Loaded::Missing => Vec::new(),
             Loaded::MovedAside { moved_to, reason } => {
-                tracing::warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+                tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
                     "echo memory unreadable; moved aside, starting empty");
                 Vec::new()
             }

@@ -79,7 +79,7 @@ impl<H: Handler> Intake<H> {
                 self.status.set_state(State::Paused);
             }
             if !announced {
-                info!(chat_db = %self.chat_db.display(), "ready: watching for new texts");
+                info!(chat_db = ?self.chat_db, "ready: watching for new texts");
                 announced = true;
             }
             tokio::select! {
@@ -388,7 +388,7 @@ fn sort(
     match verdict(&message, &admission, gate.echoes, now) {
         Verdict::Admit => claim.push(message),
         Verdict::Echo => {
-            info!(rowid, chat = %message.chat.guid, "Messages' copy of our own reply; skipped");
+            info!(rowid, chat = ?message.chat.guid, "Messages' copy of our own reply; skipped");
             admitted.echoes += 1;
         }
         Verdict::OwnReply => debug!(rowid, "our own reply, as sent; skipped"),
@@ -397,7 +397,7 @@ fn sort(
             admitted.sms_ignored += 1;
         }
         Verdict::Group => {
-            info!(rowid, chat = %message.chat.guid, "ignored a text in a group chat that is not allowed");
+            info!(rowid, chat = ?message.chat.guid, "ignored a text in a group chat that is not allowed");
             if !admitted.groups.iter().any(|g| g.guid == message.chat.guid) {
                 let members = db.members(&message.chat.guid).unwrap_or_default();
                 admitted.groups.push(SeenGroup {
@@ -409,7 +409,7 @@ fn sort(
             }
         }
         Verdict::Stranger => {
-            info!(sender = %message.sender, rowid, "ignored a text from a sender not on the allowlist");
+            info!(sender = ?message.sender, rowid, "ignored a text from a sender not on the allowlist");
             admitted.strangers.push((message.sender, message.date));
         }
     }

@@ -253,7 +253,7 @@ impl Ledger {
             Loaded::MovedAside { moved_to, reason } => moved_aside = Some((moved_to, reason)),
         }
         if let Some((moved_to, reason)) = &moved_aside {
-            tracing::warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+            tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
                 "message ledger unreadable; moved aside, starting without a cursor");
         }
         let ledger = Ledger {
@@ -287,7 +287,7 @@ impl Ledger {
             let mut fresh = Vec::new();
             for message in batch {
                 if book.is_known(&message.guid) || !in_batch.insert(message.guid.as_str()) {
-                    tracing::debug!(rowid = message.rowid, guid = %message.guid,
+                    tracing::debug!(rowid = message.rowid, guid = ?message.guid,
                         "text already known; not claimed again");
                     continue;
                 }
@@ -302,7 +302,7 @@ impl Ledger {
             (fresh, true)
         })?;
         for message in &fresh {
-            tracing::debug!(rowid = message.rowid, guid = %message.guid, chat = %message.chat.guid, "text claimed");
+            tracing::debug!(rowid = message.rowid, guid = ?message.guid, chat = ?message.chat.guid, "text claimed");
         }
         Ok(fresh)
     }
@@ -331,7 +331,7 @@ impl Ledger {
                 return ((), false);
             }
             if !was_claimed {
-                tracing::debug!(%guid, "finishing a text that was not claimed");
+                tracing::debug!(?guid, "finishing a text that was not claimed");
             }
             book.claimed.retain(|m| m.guid != guid);
             book.sends.retain(|r| r.source != guid);
@@ -346,7 +346,7 @@ impl Ledger {
             }
             ((), true)
         })?;
-        tracing::debug!(%guid, "text finished");
+        tracing::debug!(?guid, "text finished");
         Ok(())
     }
 

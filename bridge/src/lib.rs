@@ -5,7 +5,7 @@
 //! [`allowlist`] and claims each text in the [`ledger`]; the [`router`] queues each
 //! conversation in order; [`conversation`] applies the [`limits`], runs the [`agent`] over
 //! the [`anthropic`] API with the [`tools`] that write to the [`vault`] and reply through the
-//! [`sender`], and keeps each conversation in [`sessions`].
+//! [`outbox`] and the [`sender`], and keeps each conversation in [`sessions`].
 //!
 //! The crate has no GUI dependency: the headless CLI drives it through [`Bridge`], the
 //! menu-bar app through the [`supervisor`], which owns the bridge's lifecycle for a front end.
@@ -26,6 +26,7 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod login_item;
+pub mod outbox;
 pub mod persist;
 pub mod prompt;
 pub mod router;
@@ -230,14 +231,15 @@ impl Bridge {
             source,
         })?;
         let echoes = Arc::new(echoes);
-        let outbox = tools::Outbox::new(
+        let outbox = outbox::Outbox::new(
             sender::Sender::default(),
             Arc::clone(&ledger),
             status.clone(),
         )
         .with_echoes(Arc::clone(&echoes));
         let conversations = Arc::new(Conversations {
-            agent: agent::Agent::new(client, prompt::system_prompt()),
+            agent: agent::Agent::new(client, prompt::system_prompt())
+                .with_deadline(config.run_deadline),
             vault: vault::Vault::new(vault),
             outbox,
             sessions: sessions.clone(),
@@ -392,9 +394,9 @@ fn remove_leftover_temporaries(data_dir: &std::path::Path) {
         let name = name.to_string_lossy();
         if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
             match std::fs::remove_file(entry.path()) {
-                Ok(()) => info!(file = %name, "removed a temporary file left by a crash"),
+                Ok(()) => info!(file = ?name, "removed a temporary file left by a crash"),
                 Err(err) => {
-                    warn!(file = %name, cause = %err, "could not remove a leftover temporary file")
+                    warn!(file = ?name, cause = %err, "could not remove a leftover temporary file")
                 }
             }
         }

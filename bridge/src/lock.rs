@@ -2,6 +2,7 @@
 //!
 //! Invariant: while a bridge runs, the lock is held; state-changing CLI commands take the
 //! same lock and refuse instead of racing it. The OS releases it when the process dies.
+//! Taking it makes the data directory private (0700).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -43,13 +44,11 @@ impl DataDirLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(io_err)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err)?;
+        crate::persist::private_dir(data_dir).map_err(io_err)?;
+        let file =
+            crate::persist::private(OpenOptions::new().create(true).truncate(false).write(true))
+                .open(&path)
+                .map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => Ok(DataDirLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(LockError::Held { path }),

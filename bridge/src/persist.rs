@@ -1,8 +1,9 @@
 //! Durable files: atomic replacement, and moving aside a file that does not parse.
 //!
-//! Invariant: a reader (or a restart after `kill -9`) sees either the old or the new
+//! Invariants: a reader (or a restart after `kill -9`) sees either the old or the new
 //! contents of a file, never a mix: write a temporary file in the same directory, flush it,
-//! rename it over the target, flush the directory.
+//! rename it over the target, flush the directory. State is private to the user whatever
+//! the umask: files are created 0600 and folders 0700 (they hold private texts).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -18,16 +19,13 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Replaces `path` with `bytes` atomically and durably. Creates the parent directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent(path);
-    fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut file =
+            private(OpenOptions::new().write(true).create(true).truncate(true)).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -37,6 +35,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` and its missing parents 0700.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes `dir` (the data directory) 0700, creating it if missing: it holds private texts,
+/// whatever the umask was when it was made.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    create_private_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// `options` creating the file 0600 (on Unix).
+pub fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
 }
 
 /// Flushes a directory entry change (a rename or a create) to disk.
@@ -148,5 +177,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let loaded: Loaded<u32> = load_json(&dir.path().join("none.json")).unwrap();
         assert!(matches!(loaded, Loaded::Missing));
+    }
+
+    /// Issue 9: state files were 0644 and the data dir 0755, depending on the umask.
+    #[cfg(unix)]
+    #[test]
+    fn state_files_are_0600_and_the_data_dir_0700() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&data).unwrap();
+        write_atomic(&data.join("sessions.json"), b"{}").unwrap();
+        write_atomic(&data.join("new/state.json"), b"{}").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("new")), 0o700);
+        assert_eq!(mode(&data.join("sessions.json")), 0o600);
+        assert_eq!(mode(&data.join("new/state.json")), 0o600);
     }
 }

@@ -37,7 +37,7 @@ pub enum SendError {
     /// `osascript` could not be started.
     #[error("could not run {program:?}: {source}")]
     Spawn {
-        /// The program that was looked up on `PATH`.
+        /// The program that was run.
         program: OsString,
         /// The underlying error.
         source: std::io::Error,
@@ -99,7 +99,19 @@ fn applescript_error(stderr: &str) -> Option<i32> {
 /// How long one `osascript` run may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `osascript` found on `PATH`.
+/// `osascript` by its absolute path on macOS, where it always lives (osascript(1):
+/// "/usr/bin/osascript"), so nothing earlier on `PATH` can stand in for it; elsewhere
+/// (tests on Linux) the first one on `PATH`.
+#[cfg(target_os = "macos")]
+pub const OSASCRIPT: &str = "/usr/bin/osascript";
+/// `osascript` by its absolute path on macOS; elsewhere (tests) the first one on `PATH`.
+#[cfg(not(target_os = "macos"))]
+pub const OSASCRIPT: &str = "osascript";
+
+/// Variables a child process never inherits: the API credentials.
+const SECRET_VARIABLES: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"];
+
+/// Runs [`OSASCRIPT`].
 #[derive(Clone, Debug)]
 pub struct Sender {
     program: OsString,
@@ -108,12 +120,13 @@ pub struct Sender {
 
 impl Default for Sender {
     fn default() -> Sender {
-        Sender::with_program("osascript")
+        Sender::with_program(OSASCRIPT)
     }
 }
 
 impl Sender {
-    /// A sender that runs `program` instead of `osascript` (found on `PATH` the same way).
+    /// A sender that runs `program` instead of [`OSASCRIPT`] (a bare name is looked up on
+    /// `PATH`).
     pub fn with_program(program: impl Into<OsString>) -> Sender {
         Sender {
             program: program.into(),
@@ -135,12 +148,12 @@ impl Sender {
             && matches!(&result, Err(err) if err.is_not_found())
         {
             let guid = format!("iMessage;{rest}");
-            tracing::info!(chat = %chat.guid, "Messages does not know the chat by id; trying {guid}");
+            tracing::info!(chat = ?chat.guid, ?guid, "Messages does not know the chat by id; trying another form");
             result = self.run(SEND_TO_CHAT, &guid, text, &chat.guid).await;
         }
         match result {
             Err(err) if err.is_not_found() && !chat.is_group => {
-                tracing::info!(chat = %chat.guid, "Messages does not know the chat by id; sending to its participant");
+                tracing::info!(chat = ?chat.guid, "Messages does not know the chat by id; sending to its participant");
                 self.run(SEND_TO_PARTICIPANT, &chat.identifier, text, &chat.guid)
                     .await
             }
@@ -171,6 +184,8 @@ impl Sender {
             .arg("-e")
             .arg(script)
             .args(argv)
+            .env_remove(SECRET_VARIABLES[0])
+            .env_remove(SECRET_VARIABLES[1])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -404,7 +404,7 @@ impl SessionStore {
             }
         };
         if let Some((moved_to, reason)) = &report.moved_aside {
-            tracing::warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+            tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
                 "sessions file unreadable; moved aside, starting without sessions");
         }
 
@@ -414,11 +414,11 @@ impl SessionStore {
         for mut session in restored {
             // Transcripts saved by older versions may break the API's rules: fixed once here.
             if crate::transcript::repair(&mut session.transcript) {
-                tracing::info!(chat = %session.chat.guid, "repaired a saved transcript the API would refuse");
+                tracing::info!(chat = ?session.chat.guid, "repaired a saved transcript the API would refuse");
                 repaired += 1;
             }
             if now.signed_duration_since(session.last_activity) > timeout {
-                tracing::debug!(chat = %session.chat.guid, "dropping expired session on load");
+                tracing::debug!(chat = ?session.chat.guid, "dropping expired session on load");
                 report.expired += 1;
                 continue;
             }
@@ -622,7 +622,7 @@ impl SessionStore {
         };
         if changed {
             if inner.closed.load(Ordering::Relaxed) {
-                tracing::warn!(path = %inner.path.display(), "session changed after close; not saved");
+                tracing::warn!(path = ?inner.path, "session changed after close; not saved");
             }
             inner.wake.send_replace(());
         }
@@ -665,7 +665,7 @@ async fn run_writer(
                 });
             match result {
                 Ok((count, bytes)) => {
-                    tracing::debug!(path = %inner.path.display(), sessions = count, bytes, version,
+                    tracing::debug!(path = ?inner.path, sessions = count, bytes, version,
                         "sessions saved");
                     saved = version;
                     error = None;
@@ -683,7 +683,7 @@ async fn run_writer(
             stopped: closing,
         });
         if closing {
-            tracing::debug!(path = %inner.path.display(), "sessions writer stopped");
+            tracing::debug!(path = ?inner.path, "sessions writer stopped");
             return;
         }
         if wake.changed().await.is_err() {

@@ -75,6 +75,10 @@ pub struct Status {
     /// Why the vault cannot be written, while it cannot: texts wait meanwhile.
     #[serde(default)]
     pub vault_problem: Option<String>,
+    /// Vault folders (`Projects`, `_system/logs`) that are links leaving the vault: nothing
+    /// is written there or listed from there until they are real folders inside it.
+    #[serde(default)]
+    pub vault_folders_outside: Vec<String>,
     /// Texts claimed and waiting for the vault.
     #[serde(default)]
     pub waiting: usize,
@@ -128,6 +132,15 @@ pub struct Status {
 }
 
 impl Status {
+    /// One sentence per vault folder that points outside the vault ("Projects points
+    /// outside the vault").
+    pub fn vault_warnings(&self) -> Vec<String> {
+        self.vault_folders_outside
+            .iter()
+            .map(|f| format!("{f} points outside the vault"))
+            .collect()
+    }
+
     /// The one-line summary for the tray menu.
     pub fn line(&self) -> String {
         match &self.state {
@@ -170,6 +183,7 @@ impl StatusBoard {
             strangers: Vec::new(),
             moved_aside: Vec::new(),
             vault_problem: None,
+            vault_folders_outside: Vec::new(),
             waiting: 0,
             api_problem: None,
             skipped_old: 0,
@@ -217,7 +231,7 @@ impl StatusBoard {
             let bytes = serde_json::to_vec_pretty(&*self.tx.borrow()).expect("status serialises");
             // Small and rare; written inline so the file never lags behind a state change.
             if let Err(err) = crate::persist::write_atomic(file, &bytes) {
-                tracing::warn!(cause = %err, file = %file.display(), "could not write status file");
+                tracing::warn!(cause = %err, file = ?file, "could not write status file");
             }
         }
     }

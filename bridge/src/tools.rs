@@ -5,30 +5,28 @@
 //! sizes, NUL bytes) and a bad one becomes an error result for the model, never a panic;
 //! replies go only to the chat the [`Tools`] were built for (the agent cannot name a
 //! recipient); vault work runs on the blocking pool; [`Tools::record`] tells what the run
-//! actually did. Every reply — the agent's and the bridge's own — goes through an
-//! [`Outbox`], which records it in the [`Ledger`] around the send, so that a text handled
-//! again after a crash never gets the same reply twice, and a reply whose delivery is
-//! unknown is never repeated.
+//! actually did. Replies go through the [`Outbox`], so a text handled again after a crash
+//! never gets the same reply twice.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use chrono::{Local, Utc};
+use chrono::Local;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::agent::{ToolOutput, ToolRunner};
 use crate::chatdb::Chat;
-use crate::echoes::Echoes;
-use crate::ledger::{self, Ledger, SendOutcome, SendStart};
-use crate::sender::{SendError, Sender};
-use crate::status::StatusBoard;
+use crate::outbox::Outbox;
 use crate::vault::{self, Folder, ListQuery, LogEntry, NewNote, Vault};
 
 /// Longest reply `send_message` accepts, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 20_000;
 /// Largest `limit` `vault_list` accepts.
 pub const MAX_LIST_LIMIT: usize = 100;
+/// Most `send_message` calls one text may make; more get a tool error.
+pub const MAX_REPLIES_PER_TEXT: usize = 3;
 /// Longest `filepath` `vault_read` accepts, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -59,12 +57,12 @@ pub enum Error {
         /// The vault's error.
         source: vault::Error,
     },
-    /// The blocking task running the vault work panicked or was cancelled.
-    #[error("{tool} failed: internal error")]
-    Task {
-        /// The tool called.
-        tool: &'static str,
-    },
+    /// This text has had its replies already.
+    #[error(
+        "send_message refused: at most {MAX_REPLIES_PER_TEXT} replies per text, and this text has \
+         had them; end your turn"
+    )]
+    TooManyReplies,
     /// The reply could not be sent.
     #[error("send_message failed: {source}")]
     Send {
@@ -95,6 +93,8 @@ pub struct Tools {
     chat: Chat,
     source: Option<String>,
     record: Mutex<ToolRecord>,
+    /// `send_message` calls that reached the outbox.
+    replies: AtomicUsize,
 }
 
 #[derive(Deserialize)]
@@ -105,8 +105,7 @@ struct WriteInput {
     content: String,
     #[serde(default)]
     tags: Option<Vec<String>>,
-    #[serde(default)]
-    confidence: Option<i64>,
+    confidence: i64,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +153,7 @@ struct SendInput {
 
 impl Tools {
     /// Tools that write to `vault` and reply to `chat` through `outbox` (or a bare
-    /// [`Sender`], which records nothing). `source` is the guid of the message being
+    /// [`Sender`](crate::sender::Sender), which records nothing). `source` is the guid of the message being
     /// handled; notes are stamped `imessage:<guid>` with it, and replies are recorded
     /// under it.
     pub fn new(
@@ -169,6 +168,7 @@ impl Tools {
             chat,
             source,
             record: Mutex::default(),
+            replies: AtomicUsize::new(0),
         }
     }
 
@@ -180,6 +180,19 @@ impl Tools {
     /// Held only to copy or push, never across an `.await`.
     fn record_mut(&self) -> MutexGuard<'_, ToolRecord> {
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs vault work off the runtime's workers ([`Vault::off_runtime`]): it does
+    /// file-system calls and fsyncs, and a stuck one must not hold up shutdown.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        tool: &'static str,
+        work: impl FnOnce(&Vault) -> Result<T, vault::Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.vault
+            .off_runtime(work)
+            .await
+            .map_err(|source| Error::Vault { tool, source })
     }
 
     async fn dispatch(&self, name: &str, input: &Value) -> Result<String, Error> {
@@ -199,23 +212,23 @@ impl Tools {
         const TOOL: &str = "vault_write";
         let input: WriteInput = parse(TOOL, input)?;
         let folder = parse_folder(TOOL, &input.folder)?;
-        let confidence = parse_confidence(TOOL, input.confidence)?;
+        let confidence = parse_confidence(TOOL, Some(input.confidence))?.unwrap_or_default();
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
-        let vault = self.vault.clone();
-        let path = blocking(TOOL, move || {
-            let tags = input.tags.unwrap_or_default();
-            let note = NewNote {
-                folder,
-                title: &input.title,
-                content: &input.content,
-                tags: &tags,
-                confidence,
-                source: source.as_deref(),
-            };
-            vault.write_note(&note, Local::now())
-        })
-        .await?;
-        tracing::debug!(chat = %self.chat.guid, path = %path, "note written");
+        let path = self
+            .blocking(TOOL, move |vault| {
+                let tags = input.tags.unwrap_or_default();
+                let note = NewNote {
+                    folder,
+                    title: &input.title,
+                    content: &input.content,
+                    tags: &tags,
+                    confidence,
+                    source: source.as_deref(),
+                };
+                vault.write_note(&note, Local::now())
+            })
+            .await?;
+        tracing::debug!(chat = ?self.chat.guid, path = ?path, "note written");
         self.record_mut().notes_written.push(path.clone());
         Ok(path)
     }
@@ -226,8 +239,8 @@ impl Tools {
         if input.filepath.len() > MAX_PATH_BYTES {
             return Err(invalid(TOOL, "filepath is too long"));
         }
-        let vault = self.vault.clone();
-        blocking(TOOL, move || vault.read_note(&input.filepath)).await
+        self.blocking(TOOL, move |vault| vault.read_note(&input.filepath))
+            .await
     }
 
     async fn vault_list(&self, input: &Value) -> Result<String, Error> {
@@ -250,15 +263,15 @@ impl Tools {
         };
         let tags = vault::normalize_tags(&input.tags.unwrap_or_default())
             .map_err(|source| Error::Vault { tool: TOOL, source })?;
-        let vault = self.vault.clone();
-        let notes = blocking(TOOL, move || {
-            vault.list(&ListQuery {
-                folder,
-                tags: &tags,
-                limit,
+        let notes = self
+            .blocking(TOOL, move |vault| {
+                vault.list(&ListQuery {
+                    folder,
+                    tags: &tags,
+                    limit,
+                })
             })
-        })
-        .await?;
+            .await?;
         serde_json::to_string(&notes).map_err(|e| invalid(TOOL, e.to_string()))
     }
 
@@ -266,21 +279,21 @@ impl Tools {
         const TOOL: &str = "log_interaction";
         let input: LogInput = parse(TOOL, input)?;
         let confidence = parse_confidence(TOOL, input.confidence)?;
-        let vault = self.vault.clone();
-        let path = blocking(TOOL, move || {
-            let entry = LogEntry {
-                input: &input.input,
-                category: input.category.as_deref(),
-                confidence,
-                reasoning: input.reasoning.as_deref(),
-                tags: input.tags.as_deref(),
-                stored_path: input.stored_path.as_deref(),
-                clarification: input.clarification.as_deref(),
-                user_response: input.user_response.as_deref(),
-            };
-            vault.log_interaction(&entry, Local::now())
-        })
-        .await?;
+        let path = self
+            .blocking(TOOL, move |vault| {
+                let entry = LogEntry {
+                    input: &input.input,
+                    category: input.category.as_deref(),
+                    confidence,
+                    reasoning: input.reasoning.as_deref(),
+                    tags: input.tags.as_deref(),
+                    stored_path: input.stored_path.as_deref(),
+                    clarification: input.clarification.as_deref(),
+                    user_response: input.user_response.as_deref(),
+                };
+                vault.log_interaction(&entry, Local::now())
+            })
+            .await?;
         self.record_mut().logged += 1;
         Ok(format!("logged to {path}"))
     }
@@ -301,6 +314,9 @@ impl Tools {
         if message.contains('\0') {
             return Err(invalid(TOOL, "message contains a NUL byte"));
         }
+        if self.replies.fetch_add(1, Ordering::Relaxed) >= MAX_REPLIES_PER_TEXT {
+            return Err(Error::TooManyReplies);
+        }
         let delivery = self
             .outbox
             .send(&self.chat, self.source.as_deref(), &message)
@@ -309,185 +325,10 @@ impl Tools {
                 chat: self.chat.guid.clone(),
                 source,
             })?;
-        tracing::debug!(chat = %self.chat.guid, ?delivery, "reply handled");
+        tracing::debug!(chat = ?self.chat.guid, ?delivery, "reply handled");
         self.record_mut().messages_sent.push(message);
         Ok(delivery.for_model().to_string())
     }
-}
-
-/// How a reply went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// Sent now.
-    Sent,
-    /// The same reply to the same text was sent before (a re-run after a crash): not sent
-    /// again.
-    AlreadySent,
-    /// It may or may not have been sent (the sender timed out, or the bridge died while
-    /// sending): not sent again, and reported in the status.
-    Unconfirmed,
-}
-
-impl Delivery {
-    /// What the model is told.
-    pub fn for_model(self) -> &'static str {
-        match self {
-            Delivery::Sent => "sent",
-            Delivery::AlreadySent => "already sent",
-            Delivery::Unconfirmed => {
-                "delivery unconfirmed: it may have been sent, so it is not sent again"
-            }
-        }
-    }
-}
-
-/// Sends replies, at most once per (text, reply) when it has a ledger.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    sender: Sender,
-    ledger: Option<Arc<Ledger>>,
-    status: Option<StatusBoard>,
-    /// Every reply is remembered here before it is sent, so its copies are not texts.
-    echoes: Option<Arc<Echoes>>,
-}
-
-impl From<Sender> for Outbox {
-    /// An outbox that records nothing: every call sends.
-    fn from(sender: Sender) -> Outbox {
-        Outbox {
-            sender,
-            ledger: None,
-            status: None,
-            echoes: None,
-        }
-    }
-}
-
-impl Outbox {
-    /// An outbox that records replies in `ledger` and counts unconfirmed ones in `status`.
-    pub fn new(sender: Sender, ledger: Arc<Ledger>, status: StatusBoard) -> Outbox {
-        Outbox {
-            sender,
-            ledger: Some(ledger),
-            status: Some(status),
-            echoes: None,
-        }
-    }
-
-    /// Remembers every reply in `echoes` before sending it.
-    pub fn with_echoes(mut self, echoes: Arc<Echoes>) -> Outbox {
-        self.echoes = Some(echoes);
-        self
-    }
-
-    /// Remembers the reply (durably, off the runtime's workers), then sends it.
-    async fn deliver(&self, chat: &Chat, text: &str) -> Result<(), SendError> {
-        if let Some(echoes) = &self.echoes {
-            let (echoes, guid, copy) = (Arc::clone(echoes), chat.guid.clone(), text.to_string());
-            let remembered =
-                tokio::task::spawn_blocking(move || echoes.remember(&guid, &copy, Utc::now()))
-                    .await;
-            if !matches!(remembered, Ok(Ok(()))) {
-                tracing::warn!(chat = %chat.guid, "could not remember the reply; its copy in a chat with yourself may be read as a text");
-            }
-        }
-        self.sender.send(chat, text).await
-    }
-
-    /// Sends `text` into `chat` as a reply to the text whose guid is `source`, unless that
-    /// very reply to that text was sent (or may have been) before. Without a `source` (or a
-    /// ledger) it just sends.
-    ///
-    /// A failure to record is logged and the reply is sent anyway: a reply matters more
-    /// than the guarantee against repeating it.
-    pub async fn send(
-        &self,
-        chat: &Chat,
-        source: Option<&str>,
-        text: &str,
-    ) -> Result<Delivery, SendError> {
-        let (Some(ledger), Some(source)) = (&self.ledger, source) else {
-            self.deliver(chat, text).await?;
-            return Ok(Delivery::Sent);
-        };
-        let digest = ledger::digest(text);
-        let start = {
-            let (ledger, source, digest) = (Arc::clone(ledger), source.to_string(), digest.clone());
-            tokio::task::spawn_blocking(move || ledger.begin_send(&source, &digest)).await
-        };
-        let recorded = match start {
-            Ok(Ok(SendStart::Go)) => true,
-            Ok(Ok(SendStart::AlreadySent)) => {
-                tracing::info!(chat = %chat.guid, %source, "reply already sent; not sending it again");
-                return Ok(Delivery::AlreadySent);
-            }
-            Ok(Ok(SendStart::Unconfirmed { just_found })) => {
-                tracing::warn!(chat = %chat.guid, %source,
-                    "reply unconfirmed (the bridge stopped while sending it); not sending it again");
-                if just_found {
-                    self.count_unconfirmed(chat, None);
-                }
-                return Ok(Delivery::Unconfirmed);
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(chat = %chat.guid, cause = %err, "could not record the reply; sending it anyway");
-                false
-            }
-            Err(err) => {
-                tracing::warn!(chat = %chat.guid, cause = %err, "ledger task failed; sending the reply anyway");
-                false
-            }
-        };
-        let result = self.deliver(chat, text).await;
-        let outcome = match &result {
-            Ok(()) => SendOutcome::Sent,
-            Err(err) if is_certainly_unsent(err) => SendOutcome::NotSent,
-            Err(_) => SendOutcome::Unknown,
-        };
-        if recorded {
-            let (ledger, source2, digest) = (Arc::clone(ledger), source.to_string(), digest);
-            let ended =
-                tokio::task::spawn_blocking(move || ledger.end_send(&source2, &digest, outcome))
-                    .await;
-            if !matches!(ended, Ok(Ok(()))) {
-                tracing::warn!(chat = %chat.guid, %source, ?outcome, "could not record how the reply went");
-            }
-        }
-        match (result, outcome) {
-            (Ok(()), _) => Ok(Delivery::Sent),
-            (Err(err), SendOutcome::Unknown) => {
-                tracing::warn!(chat = %chat.guid, %source, cause = %err,
-                    "reply unconfirmed; it will not be sent again");
-                self.count_unconfirmed(chat, Some(err.to_string()));
-                Ok(Delivery::Unconfirmed)
-            }
-            (Err(err), _) => Err(err),
-        }
-    }
-
-    fn count_unconfirmed(&self, chat: &Chat, cause: Option<String>) {
-        if let Some(status) = &self.status {
-            status.update(|s| {
-                s.unconfirmed_sends += 1;
-                s.last_error = Some(cause.unwrap_or_else(|| {
-                    format!(
-                        "a reply in {} may not have been delivered (the bridge stopped while \
-                         sending it); it was not sent again",
-                        chat.guid
-                    )
-                }));
-            });
-        }
-    }
-}
-
-/// Whether the error proves that Messages was never asked to send (`osascript` did not
-/// start, was refused, or failed): anything else — a time-out — leaves it unknown.
-fn is_certainly_unsent(err: &SendError) -> bool {
-    matches!(
-        err,
-        SendError::Spawn { .. } | SendError::AutomationDenied { .. } | SendError::Failed { .. }
-    )
 }
 
 impl ToolRunner for Tools {
@@ -499,7 +340,7 @@ impl ToolRunner for Tools {
         match self.dispatch(name, input).await {
             Ok(content) => ToolOutput::ok(content),
             Err(err) => {
-                tracing::debug!(tool = name, chat = %self.chat.guid, cause = %err, "tool call failed");
+                tracing::debug!(tool = ?name, chat = ?self.chat.guid, cause = %err, "tool call failed");
                 ToolOutput::error(err.to_string())
             }
         }
@@ -513,7 +354,7 @@ pub fn definitions() -> Vec<Value> {
     let tags = json!({
         "type": "array",
         "items": {"type": "string"},
-        "description": "Without #, hierarchical, e.g. person/sarah",
+        "description": "Letters, digits, _ - and / (nesting), not only digits, e.g. person/sarah",
     });
     let confidence = json!({"type": "integer", "minimum": 0, "maximum": 100});
     vec![
@@ -529,7 +370,7 @@ pub fn definitions() -> Vec<Value> {
                     "tags": tags,
                     "confidence": confidence,
                 },
-                "required": ["folder", "title", "content"],
+                "required": ["folder", "title", "content", "confidence"],
                 "additionalProperties": false,
             },
         }),
@@ -620,27 +461,10 @@ fn parse_confidence(tool: &'static str, confidence: Option<i64>) -> Result<Optio
     }
 }
 
-/// Runs vault work on the blocking pool: it does file-system calls and fsyncs.
-async fn blocking<T: Send + 'static>(
-    tool: &'static str,
-    work: impl FnOnce() -> Result<T, vault::Error> + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|source| Error::Vault { tool, source }),
-        Err(join) => {
-            tracing::error!(tool, cause = %join, "vault task failed");
-            Err(Error::Task { tool })
-        }
-    }
-}
-
-/// The fake `osascript` shared with the end-to-end tests.
-#[cfg(all(test, unix))]
-use util::osascript as fake_osascript;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sender::Sender;
     use std::cell::Cell;
     use std::fs;
     use std::path::{Path, PathBuf};
@@ -731,7 +555,10 @@ mod tests {
             assert_eq!(def["input_schema"]["additionalProperties"], false);
         }
         let write = &defs[0]["input_schema"];
-        assert_eq!(write["required"], json!(["folder", "title", "content"]));
+        assert_eq!(
+            write["required"],
+            json!(["folder", "title", "content", "confidence"])
+        );
         assert_eq!(
             write["properties"]["folder"]["enum"],
             json!([
@@ -786,7 +613,7 @@ mod tests {
         let again = f
             .call(
                 "vault_write",
-                json!({"folder": "Tasks", "title": "Call Sarah", "content": "x"}),
+                json!({"folder": "Tasks", "title": "Call Sarah", "content": "x", "confidence": 1}),
             )
             .await;
         assert_eq!(again, ToolOutput::ok(path.clone()));
@@ -806,24 +633,23 @@ mod tests {
         let vault = Vault::new(dir.path());
         let tools = Tools::new(vault, Sender::default(), chat(), None);
         let input = json!({"folder": "Ideas", "title": "Solar kettle", "content": "",
-                           "tags": null, "confidence": null});
+                           "tags": null, "confidence": 70});
         let out = tools.call("vault_write", &input).await;
         let path = format!("Ideas/{}_solar-kettle.md", today());
         assert_eq!(out, ToolOutput::ok(path.clone()));
         let text = fs::read_to_string(dir.path().join(&path)).unwrap();
         assert!(
-            text.ends_with("\ntags: []\n---\n# Solar kettle\n"),
+            text.ends_with("\ntags: []\nconfidence: 70\n---\n# Solar kettle\n"),
             "{text}"
         );
         assert!(!text.contains("source"));
-        assert!(!text.contains("confidence"));
     }
 
     #[tokio::test]
     async fn vault_write_refuses_bad_input() {
         let f = Fixture::new();
         let before = f.files();
-        let ok = || json!({"folder": "Tasks", "title": "t", "content": "c"});
+        let ok = || json!({"folder": "Tasks", "title": "t", "content": "c", "confidence": 50});
         let with = |key: &str, value: Value| {
             let mut input = ok();
             input[key] = value;
@@ -863,7 +689,8 @@ mod tests {
                 "invalid content",
             ),
             (with("tags", json!(many)), "more than 50 tags"),
-            (with("tags", json!(["two words"])), "whitespace"),
+            (without("confidence"), "missing field `confidence`"),
+            (with("confidence", json!(null)), "invalid type"),
             (with("tags", json!(["line\nbreak"])), "whitespace"),
             (with("tags", json!(["bell\u{7}"])), "control"),
             (with("tags", json!(["a\u{2028}b"])), "whitespace"),
@@ -939,7 +766,7 @@ mod tests {
             ("Tasks", "Second task", json!(["work", "priority/high"])),
             ("Ideas", "An idea", json!(["work"])),
         ] {
-            let input = json!({"folder": folder, "title": title, "content": "x", "tags": tags});
+            let input = json!({"folder": folder, "title": title, "content": "x", "tags": tags, "confidence": 80});
             assert!(!f.tools.call("vault_write", &input).await.is_error);
         }
         let out = f
@@ -983,7 +810,7 @@ mod tests {
             (json!({"limit": 101}), "1 to 100"),
             (json!({"limit": "5"}), "invalid type"),
             (json!({"tags": "work"}), "invalid type"),
-            (json!({"tags": ["a b"]}), "whitespace"),
+            (json!({"tags": ["a:b"]}), "contains ':'"),
             (json!({"sort": "asc"}), "unknown field"),
         ] {
             let out = f.call("vault_list", input.clone()).await;
@@ -1154,6 +981,41 @@ mod tests {
         assert!(f.tools.record().messages_sent.is_empty());
     }
 
+    /// Issue 9: one text led to 184 sends in 8 s. At most three `send_message` calls per
+    /// text reach Messages; more get a tool error that says so.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn ten_send_message_calls_send_three() {
+        let scripts = tempfile::tempdir().unwrap();
+        let count = scripts.path().join("sent");
+        let body = format!(
+            "[ \"$1\" = -e ] && printf '%s\\n' \"$4\" >> '{}'",
+            count.display()
+        );
+        let f = Fixture::with_sender(Sender::with_program(fake_osascript(scripts.path(), &body)));
+        let mut outs = Vec::new();
+        for i in 0..10 {
+            outs.push(
+                f.call("send_message", json!({"message": format!("reply {i}")}))
+                    .await,
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(&count).unwrap(),
+            "reply 0\nreply 1\nreply 2\n"
+        );
+        assert!(outs[..3].iter().all(|o| !o.is_error), "{outs:?}");
+        for out in &outs[3..] {
+            assert!(out.is_error, "{out:?}");
+            assert!(
+                out.content.contains("at most 3 replies per text"),
+                "{}",
+                out.content
+            );
+        }
+        assert_eq!(f.tools.record().messages_sent.len(), 3);
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn send_failure_is_reported_to_the_model() {
@@ -1201,7 +1063,8 @@ mod tests {
     }
 
     /// A vault inside a parent folder that also holds a secret note, with symlinks from the
-    /// vault to it. Nothing may appear in the parent, and the secret may never be read.
+    /// vault to it (`Projects` among them, issue 9), a secret in `.obsidian/` and a FIFO.
+    /// Nothing may appear in the parent, and no secret may ever be read.
     #[cfg(unix)]
     fn confined() -> (Fixture, tokio::runtime::Runtime, Vec<String>) {
         let f = Fixture::new();
@@ -1209,6 +1072,11 @@ mod tests {
         std::os::unix::fs::symlink(f.dir.path().join("secret.md"), f.root().join("leak.md"))
             .unwrap();
         std::os::unix::fs::symlink(f.dir.path(), f.root().join("Escape")).unwrap();
+        fs::remove_dir(f.root().join("Projects")).unwrap();
+        std::os::unix::fs::symlink(f.dir.path(), f.root().join("Projects")).unwrap();
+        fs::create_dir(f.root().join(".obsidian")).unwrap();
+        fs::write(f.root().join(".obsidian/inside.md"), "TOP-SECRET").unwrap();
+        crate::vault::testing::mkfifo(&f.root().join("Ideas/pipe.md"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1223,12 +1091,14 @@ mod tests {
     fn any_filepath_never_reads_outside_the_vault() {
         let (f, runtime, parent) = confined();
         fs::write(f.root().join("Ideas/inside.md"), "inside").unwrap();
-        let parts = "(\\.\\./|\\.\\.|/|\\./|//|Escape/|Ideas/|leak|secret|inside|[a-z]{1,3}/|\
-                     \\x00|\\\\|%2e%2e/|~/){0,6}";
+        let parts = "(\\.\\./|\\.\\.|/|\\./|//|Escape/|Projects/|\\.obsidian/|Ideas/|leak|secret|\
+                     inside|pipe|[a-z]{1,3}/|\\x00|\\\\|%2e%2e/|~/){0,6}";
         let strategy = prop_oneof![
             any::<String>(),
-            regex(&format!("{parts}(secret|leak|inside|x)?(\\.md|\\.txt|/)?")),
-            regex(&format!("{parts}(secret|leak|inside)(\\.md|\\.MD)")),
+            regex(&format!(
+                "{parts}(secret|leak|inside|pipe|x)?(\\.md|\\.txt|/)?"
+            )),
+            regex(&format!("{parts}(secret|leak|inside|pipe)(\\.md|\\.MD)")),
         ];
         let (read, refused_outside, cases) = (Cell::new(0), Cell::new(0), Cell::new(0));
         let mut runner = TestRunner::new(config());
@@ -1272,7 +1142,7 @@ mod tests {
         let tags = prop_oneof![
             Just(Vec::new()),
             proptest::collection::vec(any::<String>(), 0..4),
-            proptest::collection::vec("[#a-z/:._'\"-]{1,12}", 0..4),
+            proptest::collection::vec("[#a-z0-9/:._'\" @?+&!,\\[\\]-]{1,12}", 0..4),
         ];
         let title = prop_oneof![
             any::<String>(),
@@ -1283,7 +1153,7 @@ mod tests {
         runner
             .run(&(folder, title, tags), |(folder, title, tags)| {
                 cases.set(cases.get() + 1);
-                let input = json!({"folder": folder, "title": title, "content": "c", "tags": tags});
+                let input = json!({"folder": folder, "title": title, "content": "c", "tags": tags, "confidence": 50});
                 let out = runtime.block_on(f.call("vault_write", input));
                 prop_assert!(!out.content.contains("internal error"));
                 if !out.is_error {
@@ -1296,6 +1166,19 @@ mod tests {
                     );
                     let in_folder = out.content.starts_with(&format!("{folder}/"));
                     prop_assert!(in_folder, "{:?} is not in {:?}", out.content, folder);
+                    // Issue 9: every tag written is one Obsidian reads as a tag.
+                    let text = fs::read_to_string(&written).unwrap();
+                    let yaml = text.split("---\n").nth(1).unwrap();
+                    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+                    for tag in value["tags"].as_sequence().unwrap() {
+                        let tag = tag.as_str().unwrap();
+                        let chars_ok = tag
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || "_-/".contains(c) || !c.is_ascii());
+                        prop_assert!(chars_ok && !tag.chars().all(|c| c.is_numeric()), "{tag:?}");
+                        prop_assert!(!tag.split('/').any(str::is_empty), "{tag:?}");
+                    }
+                    prop_assert!(value["confidence"].as_u64() == Some(50));
                     // Keep the folder small, so that each case costs the same.
                     fs::remove_file(&written).unwrap();
                 }
@@ -1312,176 +1195,5 @@ mod tests {
             written_count.get() > 100,
             "only {written_count:?} notes were written"
         );
-    }
-
-    #[cfg(unix)]
-    mod outbox {
-        use super::super::fake_osascript::FakeOsascript;
-        use super::*;
-        use crate::chatdb::IncomingMessage;
-        use crate::ledger::Cursor;
-
-        struct World {
-            dir: tempfile::TempDir,
-            fake: FakeOsascript,
-            status: StatusBoard,
-        }
-
-        impl World {
-            fn new() -> World {
-                let dir = tempfile::tempdir().unwrap();
-                let fake = FakeOsascript::install(&dir.path().join("osascript"));
-                World {
-                    dir,
-                    fake,
-                    status: StatusBoard::new(None),
-                }
-            }
-
-            /// The ledger as a fresh process would open it, with text `GUID-1` claimed.
-            fn ledger(&self) -> Arc<Ledger> {
-                let (ledger, _) = Ledger::open(self.dir.path().join("ledger.json")).unwrap();
-                if ledger.unfinished().is_empty() {
-                    let text = IncomingMessage {
-                        rowid: 1,
-                        guid: "GUID-1".into(),
-                        chat: chat(),
-                        sender: "+15551234567".into(),
-                        text: "call mom".into(),
-                        date: chrono::Utc::now(),
-                        origin: Default::default(),
-                    };
-                    let cursor = Cursor {
-                        rowid: 1,
-                        date: None,
-                        mark: None,
-                    };
-                    ledger.claim(&[text], cursor).unwrap();
-                }
-                Arc::new(ledger)
-            }
-
-            fn outbox(&self, ledger: &Arc<Ledger>) -> Outbox {
-                let sender = Sender::with_program(self.fake.program());
-                Outbox::new(sender, Arc::clone(ledger), self.status.clone())
-            }
-
-            fn sent(&self) -> Vec<String> {
-                self.fake.calls().into_iter().map(|c| c.text).collect()
-            }
-        }
-
-        /// Issue 4: a text handled again (a re-run after a crash) never gets the same reply
-        /// twice, across a restart too; a different reply, or a reply to another text, goes.
-        #[tokio::test]
-        async fn a_reply_is_sent_once_per_text_even_when_the_text_is_handled_again() {
-            let w = World::new();
-            let ledger = w.ledger();
-            let outbox = w.outbox(&ledger);
-            let texts = ["Saved to Tasks ✅", "crlf\r\nand\u{2028}sep", "שלום 𝔘"];
-            for text in texts {
-                let first = outbox.send(&chat(), Some("GUID-1"), text).await.unwrap();
-                assert_eq!(first, Delivery::Sent);
-                let again = outbox.send(&chat(), Some("GUID-1"), text).await.unwrap();
-                assert_eq!(again, Delivery::AlreadySent);
-            }
-            assert_eq!(w.sent(), texts);
-
-            // A restart: the record is on disk.
-            drop((outbox, ledger));
-            let ledger = w.ledger();
-            let f = Fixture::with_sender(Sender::default());
-            let tools = Tools::new(
-                f.tools.vault.clone(),
-                w.outbox(&ledger),
-                chat(),
-                Some("GUID-1".into()),
-            );
-            let out = tools
-                .call("send_message", &json!({"message": texts[0]}))
-                .await;
-            assert_eq!(out, ToolOutput::ok("already sent"));
-            assert_eq!(tools.record().messages_sent, [texts[0]]);
-            let out = tools
-                .call("send_message", &json!({"message": "Anything else?"}))
-                .await;
-            assert_eq!(out, ToolOutput::ok("sent"));
-            assert_eq!(w.sent().len(), 4);
-
-            // Without a source nothing is recorded: every call sends.
-            let outbox = w.outbox(&ledger);
-            for _ in 0..2 {
-                let sent = outbox.send(&chat(), None, "No answer, so Inbox.").await;
-                assert_eq!(sent.unwrap(), Delivery::Sent);
-            }
-            assert_eq!(w.sent().len(), 6);
-            assert_eq!(w.status.get().unconfirmed_sends, 0);
-        }
-
-        /// Issue 4: a reply left in flight by a crash may have gone out: it is reported
-        /// once and never sent again.
-        #[tokio::test]
-        async fn a_reply_in_flight_at_a_crash_is_reported_and_never_repeated() {
-            let w = World::new();
-            let ledger = w.ledger();
-            let digest = ledger::digest("Saved to Tasks ✅");
-            assert_eq!(ledger.begin_send("GUID-1", &digest).unwrap(), SendStart::Go);
-            drop(ledger); // the process dies here, osascript running
-
-            let ledger = w.ledger();
-            let outbox = w.outbox(&ledger);
-            for _ in 0..2 {
-                let sent = outbox
-                    .send(&chat(), Some("GUID-1"), "Saved to Tasks ✅")
-                    .await;
-                assert_eq!(sent.unwrap(), Delivery::Unconfirmed);
-            }
-            assert!(w.sent().is_empty());
-            let status = w.status.get();
-            assert_eq!(status.unconfirmed_sends, 1, "reported once");
-            let error = status.last_error.unwrap();
-            assert!(error.contains("may not have been delivered"), "{error}");
-            assert!(!error.contains("Saved"), "no message text in the status");
-        }
-
-        /// A send that certainly failed is not recorded as sent: the next try goes.
-        #[tokio::test]
-        async fn a_failed_send_can_be_tried_again() {
-            let w = World::new();
-            let ledger = w.ledger();
-            let outbox = w.outbox(&ledger);
-            w.fake.fail_next(
-                1,
-                "execution error: Messages got an error: Can’t send. (-1700)",
-            );
-            let err = outbox
-                .send(&chat(), Some("GUID-1"), "hello")
-                .await
-                .unwrap_err();
-            assert!(matches!(err, SendError::Failed { .. }), "{err:?}");
-            let sent = outbox.send(&chat(), Some("GUID-1"), "hello").await;
-            assert_eq!(sent.unwrap(), Delivery::Sent);
-            assert_eq!(w.sent(), ["hello", "hello"]);
-            assert_eq!(ledger.unconfirmed_sends(), 0);
-        }
-
-        #[test]
-        fn only_errors_that_prove_nothing_was_sent_allow_a_retry() {
-            let spawn = SendError::Spawn {
-                program: "osascript".into(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            };
-            let denied = SendError::AutomationDenied {
-                stderr: "(-1743)".into(),
-            };
-            let failed = SendError::Failed {
-                chat: "c".into(),
-                status: "exit status: 1".into(),
-                stderr: "(-1700)".into(),
-            };
-            for err in [spawn, denied, failed] {
-                assert!(is_certainly_unsent(&err), "{err:?}");
-            }
-        }
     }
 }

@@ -179,21 +179,21 @@ impl Watcher {
         match start_watch(&self.dir, Arc::clone(&self.files), self.tx.clone()) {
             Ok(fs_watcher) => {
                 if self.warned {
-                    info!(dir = %self.dir.display(), "watching the Messages folder again");
+                    info!(dir = ?self.dir, "watching the Messages folder again");
                 }
                 self.fs_watcher = Some(fs_watcher);
                 self.warned = false;
             }
             Err(err) if !self.warned => {
                 warn!(
-                    dir = %self.dir.display(),
+                    dir = ?self.dir,
                     cause = %err,
                     poll_secs = self.poll.as_secs_f64(),
                     "cannot watch the Messages folder; checking for new texts by polling only"
                 );
                 self.warned = true;
             }
-            Err(err) => debug!(dir = %self.dir.display(), cause = %err, "still cannot watch"),
+            Err(err) => debug!(dir = ?self.dir, cause = %err, "still cannot watch"),
         }
     }
 }

@@ -92,7 +92,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("cannot run: {missing} (see `second-brain-bridge doctor`)");
             }
             bridge::logging::init(&config.log_level, &config.log_dir, "bridge")?;
-            runtime.block_on(bridge::run(config, shutdown_signal()))?;
+            let result = runtime.block_on(bridge::run(config, shutdown_signal()));
+            // The drain is over: whatever a blocking thread may still be stuck in, exit now
+            // rather than wait for it (a runtime dropped normally waits for every one).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => Ok(doctor(&config, &runtime)),
@@ -149,6 +153,9 @@ fn print_status(config: &Config) -> anyhow::Result<()> {
     );
     if let Some(problem) = &status.vault_problem {
         println!("vault: {problem} ({} texts waiting)", status.waiting);
+    }
+    for warning in status.vault_warnings() {
+        println!("vault: {warning}");
     }
     if let Some(problem) = &status.api_problem {
         println!("API: {problem}");
