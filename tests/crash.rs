@@ -76,7 +76,9 @@ fn source_of(body: &str) -> Option<&str> {
 fn unconfirmed_in(log: &str, into: &mut BTreeSet<String>) {
     for line in log.lines().filter(|l| l.contains("reply unconfirmed")) {
         if let Some(rest) = line.split("source=").nth(1) {
-            into.insert(rest.split_whitespace().next().unwrap_or("").to_string());
+            // The source is logged escaped (`?source`), so in quotes.
+            let field = rest.split_whitespace().next().unwrap_or("");
+            into.insert(field.trim_matches('"').to_string());
         }
     }
 }

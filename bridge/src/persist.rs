@@ -55,7 +55,14 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
         if mode != 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+                // A folder someone else owns (a shared data dir set up by an administrator)
+                // cannot be tightened by us; its owner chose its mode. Files in it are 0600.
+                Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(dir = ?dir, "the data directory is not ours to make private; leaving its mode");
+                }
+                other => other?,
+            }
         }
     }
     Ok(())
