@@ -276,7 +276,8 @@ mod tests {
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.ino(), inode, "appended in place, never replaced");
         let one = format!("\n## 14:03:22\n- **Input:** {input}\n").len() as u64;
-        let first = format!("# Interaction Log: 2024-05-01\n\n## 14:03:22\n- **Input:** first\n");
+        let first =
+            "# Interaction Log: 2024-05-01\n\n## 14:03:22\n- **Input:** first\n".to_string();
         assert_eq!(meta.len(), first.len() as u64 + 1_000 * one);
         if let Some(written) = written {
             assert_eq!(written, 1_000 * one, "bytes written by 1,000 appends");
