@@ -12,32 +12,7 @@ use crate::util::chatdb::{Msg, blob};
 
 const STRANGER: &str = "+447700900123";
 
-/// The run's input (text of the last user message that has text) and the assistant turns
-/// since.
-fn step(request: &Value) -> (String, usize) {
-    let messages = request["messages"].as_array().expect("messages");
-    let start = messages
-        .iter()
-        .rposition(|m| {
-            m["role"] == "user"
-                && m["content"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|b| b["type"] == "text"))
-        })
-        .expect("a user text");
-    let text = messages[start]["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|b| b["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("");
-    let turns = messages[start..]
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .count();
-    (text, turns)
-}
+use crate::run_step as step;
 
 /// Files every text as a task titled with its first words, confirms with the text quoted.
 fn capture(request: &Value) -> Reply {
