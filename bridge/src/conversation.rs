@@ -16,7 +16,7 @@
 //! twice. Idle sessions are ended through the same per-chat queue as texts, so an answer
 //! arriving meanwhile is neither lost nor handled twice.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{Local, Utc};
@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use crate::agent::{Agent, AgentError, RunReport};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
-use crate::limits::{Budget, Rate, RateLimiter, Spend};
+use crate::limits::{Budget, LimitsError, Rate, RateLimiter, Spend};
 use crate::outbox::Outbox;
 use crate::router::{Handler, Job};
 use crate::sessions::{Session, SessionState, SessionStore};
@@ -105,7 +105,7 @@ impl Waiting {
 
     fn lock(&self) -> MutexGuard<'_, Vec<IncomingMessage>> {
         // Pushes and partitions leave the list whole at every step.
-        self.texts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.texts)
     }
 }
 
@@ -133,7 +133,14 @@ const BUDGET_NOTICE: &str = "I've used up today's AI budget, so until tomorrow I
 
 impl Conversations {
     async fn on_message(&self, message: IncomingMessage) {
-        if self.ledger.is_finished(&message.guid) {
+        if self
+            .ledger
+            .is_finished(&message.guid)
+            .unwrap_or_else(|err| {
+                warn!(cause = %err, "could not read the ledger; handling the text");
+                false
+            })
+        {
             debug!(rowid = message.rowid, guid = ?message.guid, "text already finished");
             return;
         }
@@ -383,30 +390,20 @@ impl Conversations {
 
     /// Marks the text finished in the ledger.
     async fn finish(&self, message: &IncomingMessage) {
-        let ledger = Arc::clone(&self.ledger);
-        let guid = message.guid.clone();
-        let chat = &message.chat.guid;
-        match tokio::task::spawn_blocking(move || ledger.finish(&guid)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => error!(chat = ?chat, cause = %err, "could not mark text finished"),
-            Err(err) => error!(chat = ?chat, cause = %err, "ledger task failed"),
+        if let Err(err) = self.ledger.finish(&message.guid).await {
+            error!(chat = ?message.chat.guid, cause = %err, "could not mark text finished");
         }
     }
 
     /// Whether the day's token budget allows a run.
     async fn budget_check(&self) -> Spend {
-        let budget = Arc::clone(&self.budget);
-        let today = Local::now().date_naive();
-        match tokio::task::spawn_blocking(move || budget.check(today)).await {
-            Ok(Ok(spend)) => spend,
-            Ok(Err(err)) => {
+        match self.budget.check(Local::now().date_naive()).await {
+            Ok(spend) => spend,
+            Err(LimitsError::Interrupted { .. }) => Spend::Allowed,
+            Err(err) => {
                 // The notice flag could not be saved: say so once more rather than never.
                 warn!(cause = %err, "could not save the token budget");
                 Spend::Exhausted { notify: true }
-            }
-            Err(err) => {
-                warn!(cause = %err, "budget task failed; running anyway");
-                Spend::Allowed
             }
         }
     }
@@ -415,19 +412,12 @@ impl Conversations {
     async fn after_run(&self, result: &Result<RunReport, AgentError>) {
         match result {
             Ok(report) => {
-                let budget = Arc::clone(&self.budget);
-                let usage = report.usage;
                 let today = Local::now().date_naive();
-                let spent = tokio::task::spawn_blocking(move || budget.spend(today, &usage)).await;
-                let used = match spent {
-                    Ok(Ok(used)) => Some(used),
-                    Ok(Err(err)) => {
+                let used = match self.budget.spend(today, &report.usage).await {
+                    Ok(used) => Some(used),
+                    Err(err) => {
                         warn!(cause = %err, "could not save the token budget");
                         Some(self.budget.used(today))
-                    }
-                    Err(err) => {
-                        warn!(cause = %err, "budget task failed");
-                        None
                     }
                 };
                 self.status.update(|s| {

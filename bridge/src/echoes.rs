@@ -19,7 +19,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,7 @@ impl Echoes {
 
     fn lock(&self) -> MutexGuard<'_, Vec<Reply>> {
         // Every section leaves the list whole.
-        self.replies.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.replies)
     }
 }
 

@@ -14,7 +14,7 @@
 //! claiming run on the blocking pool (SQLite and fsync).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -250,15 +250,15 @@ fn read_and_claim(
     (Some(open), result)
 }
 
-/// Where reading starts: `None` on the first start (the cursor is seeded at the newest row,
+/// Where reading starts: `None` on the first start (the cursor is seeded at `newest`,
 /// history is not replayed); else the cursor, reset when the database was rebuilt.
 fn start(
     db: &ChatDb,
+    newest: Option<chatdb::Position>,
     reopened: bool,
     ledger: &Ledger,
     now: DateTime<Utc>,
 ) -> Result<Option<(Cursor, bool)>, chatdb::Error> {
-    let newest = db.newest()?;
     let Some(mut cursor) = ledger.cursor() else {
         let seed = Cursor {
             rowid: newest.map_or(0, |p| p.rowid),
@@ -293,7 +293,9 @@ fn start(
 }
 
 /// Reads everything past the cursor. `reopened` says the connection is new (first read, or
-/// a replaced file), so the cursor's mark is checked against the rows.
+/// a replaced file), so the cursor's mark is checked against the rows. When the newest ROWID
+/// has not moved past the cursor (the idle case: a poll or a write elsewhere in chat.db),
+/// only that one cached query runs.
 fn read_all(
     db: &ChatDb,
     reopened: bool,
@@ -302,14 +304,70 @@ fn read_all(
     catch_up: TimeDelta,
 ) -> Result<Admitted, chatdb::Error> {
     let mut admitted = Admitted::default();
-    let Some((mut cursor, rebuilt)) = start(db, reopened, gate.ledger, now)? else {
+    let newest = db.newest()?;
+    let Some((mut cursor, rebuilt)) = start(db, newest, reopened, gate.ledger, now)? else {
         return Ok(admitted);
     };
-    let newest = db.newest()?;
-    let cut_off = now.checked_sub_signed(catch_up);
-    let mut history = 0_u64;
+    if !rebuilt && newest.is_none_or(|n| n.rowid <= cursor.rowid) {
+        return Ok(admitted);
+    }
+    let mut pass = Pass {
+        db,
+        gate,
+        now,
+        cut_off: now.checked_sub_signed(catch_up),
+        rebuilt,
+        newest,
+        history: 0,
+    };
     loop {
         let batch = db.read_after(cursor.rowid, now)?;
+        let more = batch.more;
+        let (next, claim) = pass.sort_batch(batch, &cursor, &mut admitted);
+        if (next != cursor || !claim.is_empty())
+            && !claim_texts(gate.ledger, claim, &next, &mut admitted)
+        {
+            // Not claimed, so not dispatched: the same rows are read again next time.
+            return Ok(admitted);
+        }
+        cursor = next;
+        if !more {
+            if rebuilt {
+                info!(
+                    history = pass.history,
+                    cursor = cursor.rowid,
+                    "re-read the database by date; older rows were left alone"
+                );
+            }
+            return Ok(admitted);
+        }
+    }
+}
+
+/// One read of the rows past the cursor.
+struct Pass<'a> {
+    db: &'a ChatDb,
+    gate: &'a Gate<'a>,
+    now: DateTime<Utc>,
+    /// Texts dated before this are older than the catch-up window.
+    cut_off: Option<DateTime<Utc>>,
+    /// The database is being re-read by date.
+    rebuilt: bool,
+    /// The newest row when the read began.
+    newest: Option<chatdb::Position>,
+    /// Rows left alone as history while re-reading a rebuilt database.
+    history: u64,
+}
+
+impl Pass<'_> {
+    /// Sorts one batch: returns the cursor past it and the texts to claim.
+    fn sort_batch(
+        &mut self,
+        batch: chatdb::Batch,
+        cursor: &Cursor,
+        admitted: &mut Admitted,
+    ) -> (Cursor, Vec<IncomingMessage>) {
+        let now = self.now;
         let mut next = Cursor {
             rowid: batch.next_after,
             ..cursor.clone()
@@ -324,8 +382,8 @@ fn read_all(
                 guid: message.guid.clone(),
             });
             if history_before.is_some_and(|floor| message.date < floor) {
-                if rebuilt {
-                    history += 1;
+                if self.rebuilt {
+                    self.history += 1;
                 } else {
                     debug!(
                         rowid = message.rowid,
@@ -335,39 +393,23 @@ fn read_all(
                 }
                 continue;
             }
-            if cut_off.is_some_and(|cut_off| message.date < cut_off) {
+            if self.cut_off.is_some_and(|cut_off| message.date < cut_off) {
                 info!(rowid = message.rowid, date = %message.date,
                     "text older than the catch-up window; skipped");
                 admitted.skipped_old += 1;
                 continue;
             }
-            sort(db, message, gate, now, &mut claim, &mut admitted);
+            sort(self.db, message, self.gate, now, &mut claim, admitted);
         }
         if !batch.more
-            && let Some(newest) = newest
+            && let Some(newest) = self.newest
             && newest.rowid == next.rowid
         {
             // The newest row (often a reply sent from this Mac) dates the cursor too.
             let seen = newest.date.min(now);
             next.date = Some(next.date.map_or(seen, |d| d.max(seen)));
         }
-        if (next != cursor || !claim.is_empty())
-            && !claim_texts(gate.ledger, claim, &next, &mut admitted)
-        {
-            // Not claimed, so not dispatched: the same rows are read again next time.
-            return Ok(admitted);
-        }
-        cursor = next;
-        if !batch.more {
-            if rebuilt {
-                info!(
-                    history,
-                    cursor = cursor.rowid,
-                    "re-read the database by date; older rows were left alone"
-                );
-            }
-            return Ok(admitted);
-        }
+        (next, claim)
     }
 }
 
@@ -380,10 +422,7 @@ fn sort(
     claim: &mut Vec<IncomingMessage>,
     admitted: &mut Admitted,
 ) {
-    let admission = gate
-        .admission
-        .read()
-        .unwrap_or_else(PoisonError::into_inner);
+    let admission = crate::mutex::read(gate.admission);
     let rowid = message.rowid;
     match verdict(&message, &admission, gate.echoes, now) {
         Verdict::Admit => claim.push(message),
@@ -423,7 +462,7 @@ fn claim_texts(
     next: &Cursor,
     admitted: &mut Admitted,
 ) -> bool {
-    match ledger.claim(&claim, next.clone()) {
+    match ledger.blocking_claim(&claim, next.clone()) {
         Ok(fresh) => {
             debug!(
                 read = claim.len(),
@@ -451,7 +490,7 @@ fn lines_up(db: &ChatDb, mark: &Mark, now: DateTime<Utc>) -> Result<bool, chatdb
 }
 
 fn persist_cursor(ledger: &Ledger, cursor: Cursor) {
-    if let Err(err) = ledger.advance(cursor) {
+    if let Err(err) = ledger.blocking_advance(cursor) {
         warn!(cause = %err, "could not record the chat.db cursor");
     }
 }
@@ -504,7 +543,8 @@ mod tests {
         let fixture = FixtureDb::create(&path);
         fixture.chat(DM, ME, false);
         let db = ChatDb::open(&path).unwrap();
-        let (ledger, _) = Ledger::open(dir.path().join("ledger.json")).unwrap();
+        let (state, _) = crate::state::StateDb::open(dir.path().join(crate::state::FILE)).unwrap();
+        let ledger = Ledger::open(Arc::new(state)).unwrap();
         Env {
             dir,
             fixture,
@@ -537,8 +577,8 @@ mod tests {
 
         /// Finishes everything claimed, as the conversation would.
         fn finish_all(&self) {
-            for m in self.ledger.unfinished() {
-                self.ledger.finish(&m.guid).unwrap();
+            for m in self.ledger.unfinished().unwrap() {
+                self.ledger.blocking_finish(&m.guid).unwrap();
             }
         }
     }

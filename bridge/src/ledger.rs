@@ -1,33 +1,32 @@
-//! The message ledger: the chat.db cursor and exactly-once bookkeeping, in `ledger.json`.
+//! The message ledger: the chat.db cursor and exactly-once bookkeeping, in the state
+//! database ([`crate::state`]).
 //!
 //! A text is *claimed* when it is read (the whole [`IncomingMessage`] is stored, so it can be
 //! handled again after a crash even if chat.db changed) and *finished* when its handling is
 //! over; the guids of the last [`FINISHED_LIMIT`] finished texts are kept so that a text read
-//! twice is recognised. Every reply sent for a claimed text is recorded too, keyed by the
-//! text's guid and a digest of the reply: *in flight* before `osascript` runs, *sent* or
-//! *unconfirmed* after. A re-run after a crash finds the record and does not send again; a
-//! record still in flight at start means the process died mid-send, so the reply counts as
-//! unconfirmed and is never repeated. Send records go when their text is finished.
+//! twice is recognised (a fixed window: the ledger does not grow with every text handled).
+//! Every reply sent for a claimed text is recorded too, keyed by the text's guid and a digest
+//! of the reply: *in flight* before `osascript` runs, *sent* or *unconfirmed* after. A re-run
+//! after a crash finds the record and does not send again; a record still in flight at start
+//! means the process died mid-send, so the reply counts as unconfirmed and is never repeated.
+//! Send records go when their text is finished.
 //!
-//! Invariants: every change is made to a copy of the book, written to disk (atomically and
-//! durably, via [`persist::write_atomic`]) and only then swapped in, so a crash can repeat
-//! work but never lose a claimed text, and a failed write changes nothing; writers are
-//! serialised by one `std::sync::Mutex` held across the write. The API is blocking: call it
-//! from `spawn_blocking`.
+//! Invariants: each step (claim, finish, a send's start or end, a cursor move) is one
+//! transaction, durable when it returns, so a crash can repeat work but never lose a claimed
+//! text, and a failed step changes nothing. The `blocking_*` methods block (SQLite, fsync;
+//! named like tokio's `blocking_recv`); async callers use the async methods, which run them
+//! on the blocking pool.
 
-use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use crate::chatdb::IncomingMessage;
-use crate::persist::{self, Loaded};
-
-/// The version written in `ledger.json`; a file with another version is moved aside.
-pub const FILE_VERSION: u32 = 1;
+use crate::state::StateDb;
 
 /// How many finished guids are remembered for deduplication.
 pub const FINISHED_LIMIT: usize = 5_000;
@@ -68,6 +67,26 @@ pub enum SendState {
     Unconfirmed,
 }
 
+impl SendState {
+    /// Its name in the database.
+    fn as_str(self) -> &'static str {
+        match self {
+            SendState::InFlight => "in_flight",
+            SendState::Sent => "sent",
+            SendState::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// Reads a stored name; an unknown one counts as unconfirmed (never sent again).
+    fn parse(raw: &str) -> SendState {
+        match raw {
+            "in_flight" => SendState::InFlight,
+            "sent" => SendState::Sent,
+            _ => SendState::Unconfirmed,
+        }
+    }
+}
+
 /// What [`Ledger::begin_send`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendStart {
@@ -94,12 +113,16 @@ pub enum SendOutcome {
     Unknown,
 }
 
-/// One reply's record, keyed by the guid of the text it answers and a digest of its words.
+/// One reply's record, keyed by the guid of the text it answers and a digest of its words
+/// (the shape `ledger.json` stored them in).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct SendRecord {
-    source: String,
-    digest: String,
-    state: SendState,
+pub struct SendRecord {
+    /// The guid of the text it answers.
+    pub source: String,
+    /// [`digest`] of the reply.
+    pub digest: String,
+    /// Where it stands.
+    pub state: SendState,
 }
 
 /// The digest a reply is recorded under: FNV-1a (64 bit) of its UTF-8 bytes, in hex. Stable
@@ -113,194 +136,136 @@ pub fn digest(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Why the ledger could not be saved.
+/// Why a ledger step failed; the step changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// Writing the file failed; the change was not made.
+    /// The state database refused the step.
     #[error("could not save the message ledger to {path}: {source}")]
     Write {
-        /// The ledger file.
+        /// The state database.
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: io::Error,
+        source: rusqlite::Error,
     },
-    /// The ledger could not be turned into JSON; the change was not made.
+    /// The state database could not be read.
+    #[error("could not read the message ledger from {path}: {source}")]
+    Read {
+        /// The state database.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A text or cursor could not be turned into JSON for storage.
     #[error("could not serialise the message ledger for {path}: {source}")]
     Serialise {
-        /// The ledger file.
+        /// The state database.
         path: PathBuf,
         /// The underlying error.
         #[source]
         source: serde_json::Error,
     },
-}
-
-impl From<LedgerError> for io::Error {
-    fn from(err: LedgerError) -> io::Error {
-        let kind = match &err {
-            LedgerError::Write { source, .. } => source.kind(),
-            LedgerError::Serialise { .. } => io::ErrorKind::InvalidData,
-        };
-        io::Error::new(kind, err)
-    }
+    /// The blocking task running the step died (a panic or a runtime shutting down).
+    #[error("the message ledger task for {path} did not finish: {reason}")]
+    Interrupted {
+        /// The state database.
+        path: PathBuf,
+        /// What happened to the task.
+        reason: String,
+    },
 }
 
 /// The cursor, the claimed texts, the recently finished guids and the replies of claimed
-/// texts, saved on every change.
+/// texts, in the state database.
 #[derive(Debug)]
 pub struct Ledger {
-    path: PathBuf,
+    db: Arc<StateDb>,
     finished_limit: usize,
-    book: Mutex<Book>,
+    /// The stored cursor, kept in memory: read on every poll, written only with the row.
+    cursor: Mutex<Option<Cursor>>,
 }
 
-/// The ledger's contents in memory.
-#[derive(Clone, Debug, Default)]
-struct Book {
-    cursor: Option<Cursor>,
-    /// Claimed, not finished; sorted by ROWID.
-    claimed: Vec<IncomingMessage>,
-    /// Finished guids, oldest first, at most `finished_limit`.
-    finished: VecDeque<String>,
-    finished_set: HashSet<String>,
-    /// Replies of claimed texts.
-    sends: Vec<SendRecord>,
-}
-
-impl Book {
-    fn is_claimed(&self, guid: &str) -> bool {
-        self.claimed.iter().any(|m| m.guid == guid)
-    }
-
-    fn is_known(&self, guid: &str) -> bool {
-        self.finished_set.contains(guid) || self.is_claimed(guid)
-    }
-
-    fn send(&mut self, source: &str, digest: &str) -> Option<&mut SendRecord> {
-        self.sends
-            .iter_mut()
-            .find(|r| r.source == source && r.digest == digest)
-    }
-}
-
-/// The file as read.
-#[derive(Deserialize)]
-struct FileIn {
-    version: u32,
-    cursor: Option<Cursor>,
-    #[serde(default)]
-    claimed: Vec<IncomingMessage>,
-    #[serde(default)]
-    finished: Vec<String>,
-    #[serde(default)]
-    sends: Vec<SendRecord>,
-}
-
-/// The file as written, borrowed from the book.
-#[derive(Serialize)]
-struct FileOut<'a> {
-    version: u32,
-    cursor: &'a Option<Cursor>,
-    claimed: &'a [IncomingMessage],
-    finished: &'a VecDeque<String>,
-    sends: &'a [SendRecord],
-}
+/// What `claim` stores, beside the cursor.
+const CURSOR_KEY: &str = "cursor";
 
 impl Ledger {
-    /// Opens the ledger at `path` (it need not exist). An unreadable file is moved aside
-    /// and reported as `(where it went, why)`; the ledger then starts empty, without a cursor.
-    pub fn open(path: PathBuf) -> io::Result<(Ledger, Option<(PathBuf, String)>)> {
-        Self::open_with_limit(path, FINISHED_LIMIT)
+    /// The ledger in `db`, remembering [`FINISHED_LIMIT`] finished texts.
+    pub fn open(db: Arc<StateDb>) -> Result<Ledger, LedgerError> {
+        Self::with_finished_limit(db, FINISHED_LIMIT)
     }
 
-    fn open_with_limit(
-        path: PathBuf,
-        finished_limit: usize,
-    ) -> io::Result<(Ledger, Option<(PathBuf, String)>)> {
-        let mut moved_aside = None;
-        let mut book = Book::default();
-        match persist::load_json::<FileIn>(&path)? {
-            Loaded::Missing => {}
-            Loaded::Ok(file) if file.version == FILE_VERSION => {
-                let skip = file.finished.len().saturating_sub(finished_limit);
-                for guid in file.finished.into_iter().skip(skip) {
-                    if book.finished_set.insert(guid.clone()) {
-                        book.finished.push_back(guid);
-                    }
-                }
-                book.cursor = file.cursor;
-                for message in file.claimed {
-                    if !book.is_known(&message.guid) {
-                        book.claimed.push(message);
-                    }
-                }
-                book.claimed.sort_by_key(|m| m.rowid);
-                for record in file.sends {
-                    if book.is_claimed(&record.source) {
-                        book.sends.push(record);
-                    }
-                }
+    /// The ledger in `db`, remembering `limit` finished texts.
+    pub fn with_finished_limit(db: Arc<StateDb>, limit: usize) -> Result<Ledger, LedgerError> {
+        let raw: Option<String> = db
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [CURSOR_KEY], |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
+            .map_err(|source| LedgerError::Read {
+                path: db.path().to_path_buf(),
+                source,
+            })?;
+        let cursor = raw.and_then(|raw| match serde_json::from_str(&raw) {
+            Ok(cursor) => Some(cursor),
+            Err(err) => {
+                tracing::warn!(cause = %err, "the stored chat.db cursor does not read; starting without one");
+                None
             }
-            Loaded::Ok(file) => {
-                let moved_to = persist::move_aside(&path)?;
-                let reason = format!(
-                    "unsupported ledger file version {} (expected {FILE_VERSION})",
-                    file.version
-                );
-                moved_aside = Some((moved_to, reason));
-            }
-            Loaded::MovedAside { moved_to, reason } => moved_aside = Some((moved_to, reason)),
-        }
-        if let Some((moved_to, reason)) = &moved_aside {
-            tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
-                "message ledger unreadable; moved aside, starting without a cursor");
-        }
-        let ledger = Ledger {
-            path,
-            finished_limit,
-            book: Mutex::new(book),
-        };
-        Ok((ledger, moved_aside))
+        });
+        Ok(Ledger {
+            db,
+            finished_limit: limit.max(1),
+            cursor: Mutex::new(cursor),
+        })
     }
 
-    /// The file the ledger is saved to.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The state database it lives in.
+    pub fn db(&self) -> &Arc<StateDb> {
+        &self.db
     }
 
     /// How far chat.db has been read, if it ever was.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.lock().cursor.clone()
+        crate::mutex::lock(&self.cursor).clone()
     }
 
     /// Records `cursor` and claims every text of `batch` whose guid is neither claimed nor
-    /// recently finished (nor repeated earlier in the batch), durably, then returns exactly
-    /// those, in batch order. On error nothing is recorded.
-    pub fn claim(
+    /// recently finished (nor repeated earlier in the batch), in one transaction, then
+    /// returns exactly those, in batch order. On error nothing is recorded.
+    pub fn blocking_claim(
         &self,
         batch: &[IncomingMessage],
         cursor: Cursor,
-    ) -> io::Result<Vec<IncomingMessage>> {
-        let fresh = self.update(|book| {
+    ) -> Result<Vec<IncomingMessage>, LedgerError> {
+        let mut encoded = Vec::with_capacity(batch.len());
+        for message in batch {
+            encoded.push(serde_json::to_string(message).map_err(|e| self.serialise(e))?);
+        }
+        let same_cursor = self.cursor().as_ref() == Some(&cursor);
+        let fresh = self.write(|tx| {
             let mut in_batch = HashSet::new();
             let mut fresh = Vec::new();
-            for message in batch {
-                if book.is_known(&message.guid) || !in_batch.insert(message.guid.as_str()) {
+            for (message, json) in batch.iter().zip(&encoded) {
+                if !in_batch.insert(message.guid.as_str()) || is_known(tx, &message.guid)? {
                     tracing::debug!(rowid = message.rowid, guid = ?message.guid,
                         "text already known; not claimed again");
                     continue;
                 }
+                tx.prepare_cached(
+                    "INSERT INTO claimed (guid, rowid, message) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![message.guid, message.rowid, json])?;
                 fresh.push(message.clone());
             }
-            if fresh.is_empty() && book.cursor.as_ref() == Some(&cursor) {
-                return (fresh, false);
+            if !(fresh.is_empty() && same_cursor) {
+                store_cursor(tx, &cursor)?;
             }
-            book.cursor = Some(cursor);
-            book.claimed.extend(fresh.iter().cloned());
-            book.claimed.sort_by_key(|m| m.rowid);
-            (fresh, true)
+            Ok(fresh)
         })?;
+        *crate::mutex::lock(&self.cursor) = Some(cursor);
         for message in &fresh {
             tracing::debug!(rowid = message.rowid, guid = ?message.guid, chat = ?message.chat.guid, "text claimed");
         }
@@ -308,172 +273,318 @@ impl Ledger {
     }
 
     /// Records `cursor` alone, for a read that found nothing to claim.
-    pub fn advance(&self, cursor: Cursor) -> io::Result<()> {
-        self.update(|book| {
-            if book.cursor.as_ref() == Some(&cursor) {
-                return ((), false);
-            }
-            book.cursor = Some(cursor);
-            ((), true)
-        })?;
+    pub fn blocking_advance(&self, cursor: Cursor) -> Result<(), LedgerError> {
+        if self.cursor().as_ref() == Some(&cursor) {
+            return Ok(());
+        }
+        self.write(|tx| store_cursor(tx, &cursor))?;
+        *crate::mutex::lock(&self.cursor) = Some(cursor);
         Ok(())
     }
 
     /// Marks the text with this guid finished: it leaves the claimed list, its send records
-    /// go, and it is remembered among the recently finished. Finishing an unclaimed guid
-    /// records it too; finishing twice is a no-op.
-    pub fn finish(&self, guid: &str) -> io::Result<()> {
-        let limit = self.finished_limit;
-        self.update(|book| {
-            let was_claimed = book.is_claimed(guid);
-            let already_finished = book.finished_set.contains(guid);
-            if already_finished && !was_claimed {
-                return ((), false);
-            }
+    /// go, and it is remembered among the recently finished (the oldest beyond the window
+    /// are forgotten). Finishing an unclaimed guid records it too; finishing twice is a
+    /// no-op.
+    pub fn blocking_finish(&self, guid: &str) -> Result<(), LedgerError> {
+        let limit = i64::try_from(self.finished_limit).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            let was_claimed = tx
+                .prepare_cached("DELETE FROM claimed WHERE guid = ?1")?
+                .execute([guid])?
+                > 0;
             if !was_claimed {
                 tracing::debug!(?guid, "finishing a text that was not claimed");
             }
-            book.claimed.retain(|m| m.guid != guid);
-            book.sends.retain(|r| r.source != guid);
-            if !already_finished {
-                book.finished.push_back(guid.to_string());
-                book.finished_set.insert(guid.to_string());
+            tx.prepare_cached("DELETE FROM sends WHERE source = ?1")?
+                .execute([guid])?;
+            let added = tx
+                .prepare_cached("INSERT OR IGNORE INTO finished (guid) VALUES (?1)")?
+                .execute([guid])?;
+            if added > 0 {
+                tx.prepare_cached(
+                    "DELETE FROM finished WHERE seq <= (SELECT MAX(seq) FROM finished) - ?1",
+                )?
+                .execute([limit])?;
             }
-            while book.finished.len() > limit {
-                if let Some(oldest) = book.finished.pop_front() {
-                    book.finished_set.remove(&oldest);
-                }
-            }
-            ((), true)
+            Ok(())
         })?;
         tracing::debug!(?guid, "text finished");
         Ok(())
     }
 
+    /// [`blocking_finish`](Ledger::blocking_finish) on the blocking pool.
+    pub async fn finish(self: &Arc<Self>, guid: &str) -> Result<(), LedgerError> {
+        let guid = guid.to_string();
+        self.off_runtime(move |ledger| ledger.blocking_finish(&guid))
+            .await
+    }
+
     /// The texts claimed and not finished (left over from a crash or still in progress),
-    /// in ROWID order.
-    pub fn unfinished(&self) -> Vec<IncomingMessage> {
-        self.lock().claimed.clone()
+    /// in ROWID order. A stored text that no longer reads is logged and left out.
+    pub fn unfinished(&self) -> Result<Vec<IncomingMessage>, LedgerError> {
+        let rows: Vec<(String, String)> = self
+            .db
+            .read(|c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT guid, message FROM claimed ORDER BY rowid, guid")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|source| self.read_error(source))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(guid, json)| match serde_json::from_str(&json) {
+                Ok(message) => Some(message),
+                Err(err) => {
+                    tracing::warn!(?guid, cause = %err, "a claimed text does not read; left out");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Whether the text with this guid is claimed or was recently finished.
-    pub fn is_known(&self, guid: &str) -> bool {
-        self.lock().is_known(guid)
+    pub fn is_known(&self, guid: &str) -> Result<bool, LedgerError> {
+        self.db
+            .read(|c| is_known(c, guid))
+            .map_err(|source| self.read_error(source))
     }
 
     /// Whether the text with this guid was recently finished.
-    pub fn is_finished(&self, guid: &str) -> bool {
-        self.lock().finished_set.contains(guid)
+    pub fn is_finished(&self, guid: &str) -> Result<bool, LedgerError> {
+        self.db
+            .read(|c| exists(c, "SELECT 1 FROM finished WHERE guid = ?1", guid))
+            .map_err(|source| self.read_error(source))
     }
 
     /// Before sending the reply `digest` (see [`digest`]) for the text `source`: records it
     /// in flight and says [`SendStart::Go`], or says why it must not be sent again. A
     /// record left in flight (by a crash) becomes unconfirmed here. On error nothing is
     /// recorded.
-    pub fn begin_send(&self, source: &str, digest: &str) -> io::Result<SendStart> {
-        let start = self.update(|book| match book.send(source, digest) {
-            Some(record) => match record.state {
-                SendState::Sent => (SendStart::AlreadySent, false),
-                SendState::Unconfirmed => (SendStart::Unconfirmed { just_found: false }, false),
-                SendState::InFlight => {
-                    record.state = SendState::Unconfirmed;
-                    (SendStart::Unconfirmed { just_found: true }, true)
+    pub fn blocking_begin_send(
+        &self,
+        source: &str,
+        digest: &str,
+    ) -> Result<SendStart, LedgerError> {
+        self.write(|tx| {
+            let found = send_state(tx, source, digest)?;
+            let (start, store) = match found {
+                Some(SendState::Sent) => (SendStart::AlreadySent, None),
+                Some(SendState::Unconfirmed) => {
+                    (SendStart::Unconfirmed { just_found: false }, None)
                 }
-            },
-            None => {
-                book.sends.push(SendRecord {
-                    source: source.to_string(),
-                    digest: digest.to_string(),
-                    state: SendState::InFlight,
-                });
-                (SendStart::Go, true)
+                Some(SendState::InFlight) => (
+                    SendStart::Unconfirmed { just_found: true },
+                    Some(SendState::Unconfirmed),
+                ),
+                None => (SendStart::Go, Some(SendState::InFlight)),
+            };
+            if let Some(state) = store {
+                store_send(tx, source, digest, state)?;
             }
-        })?;
-        Ok(start)
+            Ok(start)
+        })
+    }
+
+    /// [`blocking_begin_send`](Ledger::blocking_begin_send) on the blocking pool.
+    pub async fn begin_send(
+        self: &Arc<Self>,
+        source: &str,
+        digest: &str,
+    ) -> Result<SendStart, LedgerError> {
+        let (source, digest) = (source.to_string(), digest.to_string());
+        self.off_runtime(move |ledger| ledger.blocking_begin_send(&source, &digest))
+            .await
     }
 
     /// Records how a send begun with [`begin_send`](Ledger::begin_send) ended.
-    pub fn end_send(&self, source: &str, digest: &str, outcome: SendOutcome) -> io::Result<()> {
-        self.update(|book| {
+    pub fn blocking_end_send(
+        &self,
+        source: &str,
+        digest: &str,
+        outcome: SendOutcome,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx| {
             let state = match outcome {
                 SendOutcome::Sent => SendState::Sent,
                 SendOutcome::Unknown => SendState::Unconfirmed,
                 SendOutcome::NotSent => {
-                    let before = book.sends.len();
-                    book.sends
-                        .retain(|r| !(r.source == source && r.digest == digest));
-                    return ((), book.sends.len() != before);
+                    tx.prepare_cached("DELETE FROM sends WHERE source = ?1 AND digest = ?2")?
+                        .execute([source, digest])?;
+                    return Ok(());
                 }
             };
-            match book.send(source, digest) {
-                Some(record) if record.state == state => ((), false),
-                Some(record) => {
-                    record.state = state;
-                    ((), true)
-                }
-                None => {
-                    book.sends.push(SendRecord {
-                        source: source.to_string(),
-                        digest: digest.to_string(),
-                        state,
-                    });
-                    ((), true)
-                }
+            if send_state(tx, source, digest)? != Some(state) {
+                store_send(tx, source, digest, state)?;
             }
-        })?;
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// [`blocking_end_send`](Ledger::blocking_end_send) on the blocking pool.
+    pub async fn end_send(
+        self: &Arc<Self>,
+        source: &str,
+        digest: &str,
+        outcome: SendOutcome,
+    ) -> Result<(), LedgerError> {
+        let (source, digest) = (source.to_string(), digest.to_string());
+        self.off_runtime(move |ledger| ledger.blocking_end_send(&source, &digest, outcome))
+            .await
     }
 
     /// How many replies of unfinished texts may or may not have been sent.
-    pub fn unconfirmed_sends(&self) -> usize {
-        self.lock()
-            .sends
-            .iter()
-            .filter(|r| r.state != SendState::Sent)
-            .count()
+    pub fn unconfirmed_sends(&self) -> Result<usize, LedgerError> {
+        let count: i64 = self
+            .db
+            .read(|c| {
+                c.prepare_cached("SELECT COUNT(*) FROM sends WHERE state != 'sent'")?
+                    .query_row([], |r| r.get(0))
+            })
+            .map_err(|source| self.read_error(source))?;
+        Ok(usize::try_from(count).unwrap_or(0))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Book> {
-        // The book is only replaced whole, after its write succeeded, so a poisoned lock
-        // still guards a consistent book.
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Applies `edit` to a copy of the book; when it reports a change, writes the copy and
-    /// only then makes it the book. The lock is held throughout, which serialises writers.
-    fn update<T>(&self, edit: impl FnOnce(&mut Book) -> (T, bool)) -> Result<T, LedgerError> {
-        let mut book = self.lock();
-        let mut next = book.clone();
-        let (out, changed) = edit(&mut next);
-        if changed {
-            self.write(&next)?;
-            *book = next;
+    /// Imports a ledger saved by an older version (`ledger.json`), in one transaction:
+    /// its cursor (unless one is stored), claimed texts, finished guids (the newest of them,
+    /// up to the window) and the send records of its claimed texts. Importing twice is
+    /// harmless.
+    pub fn blocking_import(
+        &self,
+        cursor: Option<Cursor>,
+        claimed: &[IncomingMessage],
+        finished: &[String],
+        sends: &[SendRecord],
+    ) -> Result<(), LedgerError> {
+        let skip = finished.len().saturating_sub(self.finished_limit);
+        let keep_cursor = self.cursor().is_some();
+        let mut encoded = Vec::with_capacity(claimed.len());
+        for message in claimed {
+            encoded.push(serde_json::to_string(message).map_err(|e| self.serialise(e))?);
         }
-        Ok(out)
+        self.write(|tx| {
+            for guid in &finished[skip..] {
+                tx.prepare_cached("INSERT OR IGNORE INTO finished (guid) VALUES (?1)")?
+                    .execute([guid])?;
+            }
+            let mut imported = HashSet::new();
+            for (message, json) in claimed.iter().zip(&encoded) {
+                if is_known(tx, &message.guid)? {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO claimed (guid, rowid, message) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![message.guid, message.rowid, json])?;
+                imported.insert(message.guid.as_str());
+            }
+            for record in sends
+                .iter()
+                .filter(|r| imported.contains(r.source.as_str()))
+            {
+                store_send(tx, &record.source, &record.digest, record.state)?;
+            }
+            match (&cursor, keep_cursor) {
+                (Some(cursor), false) => store_cursor(tx, cursor),
+                _ => Ok(()),
+            }
+        })?;
+        if !keep_cursor && cursor.is_some() {
+            *crate::mutex::lock(&self.cursor) = cursor;
+        }
+        Ok(())
     }
 
-    /// Writes the file.
-    fn write(&self, book: &Book) -> Result<(), LedgerError> {
-        let file = FileOut {
-            version: FILE_VERSION,
-            cursor: &book.cursor,
-            claimed: &book.claimed,
-            finished: &book.finished,
-            sends: &book.sends,
-        };
-        let bytes = serde_json::to_vec(&file).map_err(|source| LedgerError::Serialise {
-            path: self.path.clone(),
-            source,
-        })?;
-        persist::write_atomic(&self.path, &bytes).map_err(|source| LedgerError::Write {
-            path: self.path.clone(),
+    /// Runs `step` in one transaction of the state database.
+    fn write<T>(
+        &self,
+        step: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        self.db.write(step).map_err(|source| LedgerError::Write {
+            path: self.db.path().to_path_buf(),
             source,
         })
     }
+
+    /// Runs a blocking step on the blocking pool.
+    async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        step: impl FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let ledger = Arc::clone(self);
+        tokio::task::spawn_blocking(move || step(&ledger))
+            .await
+            .unwrap_or_else(|join| {
+                Err(LedgerError::Interrupted {
+                    path: self.db.path().to_path_buf(),
+                    reason: join.to_string(),
+                })
+            })
+    }
+
+    fn read_error(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Read {
+            path: self.db.path().to_path_buf(),
+            source,
+        }
+    }
+
+    fn serialise(&self, source: serde_json::Error) -> LedgerError {
+        LedgerError::Serialise {
+            path: self.db.path().to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn exists(c: &rusqlite::Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
+    Ok(c.prepare_cached(sql)?
+        .query_row([key], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn is_known(c: &rusqlite::Connection, guid: &str) -> rusqlite::Result<bool> {
+    Ok(exists(c, "SELECT 1 FROM finished WHERE guid = ?1", guid)?
+        || exists(c, "SELECT 1 FROM claimed WHERE guid = ?1", guid)?)
+}
+
+fn send_state(
+    c: &rusqlite::Connection,
+    source: &str,
+    digest: &str,
+) -> rusqlite::Result<Option<SendState>> {
+    let raw: Option<String> = c
+        .prepare_cached("SELECT state FROM sends WHERE source = ?1 AND digest = ?2")?
+        .query_row([source, digest], |r| r.get(0))
+        .optional()?;
+    Ok(raw.as_deref().map(SendState::parse))
+}
+
+fn store_send(
+    c: &rusqlite::Connection,
+    source: &str,
+    digest: &str,
+    state: SendState,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO sends (source, digest, state) VALUES (?1, ?2, ?3)")?
+        .execute([source, digest, state.as_str()])?;
+    Ok(())
+}
+
+fn store_cursor(c: &rusqlite::Connection, cursor: &Cursor) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(cursor)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute([CURSOR_KEY, &json])?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use crate::chatdb::Chat;
 
     use super::*;
@@ -510,21 +621,24 @@ mod tests {
         messages.iter().map(|m| m.guid.as_str()).collect()
     }
 
-    fn file(path: &Path) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    /// A ledger in `dir/state.db`; opening it again is a restart.
+    fn open(dir: &Path) -> Ledger {
+        let (db, moved) = StateDb::open(dir.join(crate::state::FILE)).unwrap();
+        assert_eq!(moved, None);
+        Ledger::open(Arc::new(db)).unwrap()
     }
 
-    fn open(path: &Path) -> Ledger {
-        let (ledger, moved) = Ledger::open(path.to_path_buf()).unwrap();
-        assert_eq!(moved, None);
+    fn count(ledger: &Ledger, table: &str) -> i64 {
         ledger
+            .db()
+            .read(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)))
+            .unwrap()
     }
 
     #[test]
     fn a_text_is_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         assert_eq!(ledger.cursor(), None);
         let batch = vec![
             message(1, "a"),
@@ -532,48 +646,59 @@ mod tests {
             message(2, "b again, same guid"),
         ];
 
-        let first = ledger.claim(&batch, cursor(2)).unwrap();
+        let first = ledger.blocking_claim(&batch, cursor(2)).unwrap();
         assert_eq!(
             first,
             batch[..2].to_vec(),
             "a guid repeated in one batch is claimed once"
         );
-        assert_eq!(ledger.claim(&batch, cursor(2)).unwrap(), vec![]);
-        assert_eq!(ledger.claim(&batch[1..], cursor(3)).unwrap(), vec![]);
+        assert_eq!(ledger.blocking_claim(&batch, cursor(2)).unwrap(), vec![]);
+        assert_eq!(
+            ledger.blocking_claim(&batch[1..], cursor(3)).unwrap(),
+            vec![]
+        );
         assert_eq!(ledger.cursor(), Some(cursor(3)));
-        assert!(ledger.is_known("GUID-0001") && ledger.is_known("GUID-0002"));
-        assert!(!ledger.is_known("GUID-0003"));
+        assert!(ledger.is_known("GUID-0001").unwrap() && ledger.is_known("GUID-0002").unwrap());
+        assert!(!ledger.is_known("GUID-0003").unwrap());
+        assert_eq!(count(&ledger, "claimed"), 2);
 
-        let on_disk = file(&path);
-        assert_eq!(on_disk["version"], 1);
-        assert_eq!(on_disk["cursor"]["rowid"], 3);
-        assert_eq!(on_disk["claimed"].as_array().unwrap().len(), 2);
-
-        ledger.finish("GUID-0001").unwrap();
+        ledger.blocking_finish("GUID-0001").unwrap();
         let again = vec![message(1, "a"), message(3, "c")];
         assert_eq!(
-            guids(&ledger.claim(&again, cursor(3)).unwrap()),
+            guids(&ledger.blocking_claim(&again, cursor(3)).unwrap()),
             vec!["GUID-0003"]
+        );
+        drop(ledger);
+        assert_eq!(
+            open(dir.path()).cursor(),
+            Some(cursor(3)),
+            "the cursor is stored"
         );
     }
 
     #[test]
     fn finished_texts_are_not_unfinished_after_a_restart_but_still_known() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         ledger
-            .claim(&[message(7, "x"), message(8, "y")], cursor(8))
+            .blocking_claim(&[message(7, "x"), message(8, "y")], cursor(8))
             .unwrap();
-        ledger.finish("GUID-0007").unwrap();
-        ledger.finish("GUID-0007").unwrap(); // twice is harmless
+        ledger.blocking_finish("GUID-0007").unwrap();
+        ledger.blocking_finish("GUID-0007").unwrap(); // twice is harmless
         drop(ledger);
 
-        let ledger = open(&path);
-        assert_eq!(guids(&ledger.unfinished()), vec!["GUID-0008"]);
-        assert!(ledger.is_known("GUID-0007"));
+        let ledger = open(dir.path());
+        assert_eq!(guids(&ledger.unfinished().unwrap()), vec!["GUID-0008"]);
+        assert!(ledger.is_known("GUID-0007").unwrap());
+        assert!(ledger.is_finished("GUID-0007").unwrap());
+        assert!(!ledger.is_finished("GUID-0008").unwrap());
         assert_eq!(ledger.cursor(), Some(cursor(8)));
-        assert_eq!(ledger.claim(&[message(7, "x")], cursor(8)).unwrap(), vec![]);
+        assert_eq!(
+            ledger
+                .blocking_claim(&[message(7, "x")], cursor(8))
+                .unwrap(),
+            vec![]
+        );
     }
 
     /// Texts that must come back byte for byte after a crash.
@@ -585,156 +710,132 @@ mod tests {
         "👋🏽 👨‍👩‍👧 𝄞",
         "שלום עולם",
         "\" & do shell script \"echo pwned\" & \"",
+        "'); DROP TABLE claimed; --",
     ];
 
     #[test]
     fn claimed_texts_survive_a_crash_in_rowid_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         let mut claimed = Vec::new();
         // Claimed over several batches, not in ROWID order (a retried read can do that).
         for (i, text) in TRICKY.iter().enumerate() {
             let rowid = 100 - i as i64 * 3;
             let batch = vec![message(rowid, text)];
-            claimed.extend(ledger.claim(&batch, cursor(100)).unwrap());
+            claimed.extend(ledger.blocking_claim(&batch, cursor(100)).unwrap());
         }
         assert_eq!(claimed.len(), TRICKY.len());
         // The process dies: no finish, no clean shutdown.
         drop(ledger);
 
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         claimed.sort_by_key(|m| m.rowid);
-        assert_eq!(ledger.unfinished(), claimed);
+        assert_eq!(ledger.unfinished().unwrap(), claimed);
         assert_eq!(ledger.cursor(), Some(cursor(100)));
     }
 
     #[test]
     fn advance_records_only_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
-        ledger
-            .advance(Cursor {
-                rowid: 42,
-                date: None,
-                mark: None,
-            })
-            .unwrap();
-        ledger
-            .advance(Cursor {
-                rowid: 42,
-                date: None,
-                mark: None,
-            })
-            .unwrap();
+        let ledger = open(dir.path());
+        let plain = Cursor {
+            rowid: 42,
+            date: None,
+            mark: None,
+        };
+        ledger.blocking_advance(plain.clone()).unwrap();
+        ledger.blocking_advance(plain.clone()).unwrap();
         drop(ledger);
-        let ledger = open(&path);
-        assert_eq!(
-            ledger.cursor(),
-            Some(Cursor {
-                rowid: 42,
-                date: None,
-                mark: None,
+        let ledger = open(dir.path());
+        assert_eq!(ledger.cursor(), Some(plain));
+        assert_eq!(ledger.unfinished().unwrap(), vec![]);
+        let stored: String = ledger
+            .db()
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+                    r.get(0)
+                })
             })
-        );
-        assert_eq!(ledger.unfinished(), vec![]);
-        assert_eq!(
-            file(&path)["cursor"],
-            serde_json::json!({"rowid": 42, "date": null})
-        );
-    }
-
-    #[test]
-    fn unreadable_files_are_moved_aside_and_the_ledger_starts_empty() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"{\"version\":1,\"cursor\":", "EOF"),
-            (b"\xff\xfe garbage", "line 1"),
-            (b"{\"version\":9,\"cursor\":null}", "version 9"),
-            (
-                b"{\"version\":1,\"cursor\":{\"rowid\":\"ten\"}}",
-                "invalid type",
-            ),
-        ];
-        for (bytes, reason_part) in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("ledger.json");
-            std::fs::write(&path, bytes).unwrap();
-            let (ledger, moved) = Ledger::open(path.clone()).unwrap();
-            let (moved_to, reason) = moved.expect("moved aside");
-            assert!(
-                reason.contains(reason_part),
-                "{reason:?} should mention {reason_part:?}"
-            );
-            assert_eq!(
-                std::fs::read(&moved_to).unwrap(),
-                *bytes,
-                "the bad file is kept"
-            );
-            assert_eq!(ledger.cursor(), None);
-            assert_eq!(ledger.unfinished(), vec![]);
-
-            ledger.claim(&[message(1, "a")], cursor(1)).unwrap();
-            assert_eq!(file(&path)["cursor"]["rowid"], 1);
-        }
+            .unwrap();
+        assert_eq!(stored, r#"{"rowid":42,"date":null}"#);
     }
 
     #[test]
     fn only_the_most_recently_finished_guids_are_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let (ledger, _) = Ledger::open_with_limit(path.clone(), 3).unwrap();
+        let db = Arc::new(StateDb::in_memory());
+        let ledger = Ledger::with_finished_limit(Arc::clone(&db), 3).unwrap();
         let batch: Vec<_> = (1..=5).map(|n| message(n, "t")).collect();
-        ledger.claim(&batch, cursor(5)).unwrap();
+        ledger.blocking_claim(&batch, cursor(5)).unwrap();
         for m in &batch {
-            ledger.finish(&m.guid).unwrap();
+            ledger.blocking_finish(&m.guid).unwrap();
         }
-        let known: Vec<bool> = batch.iter().map(|m| ledger.is_known(&m.guid)).collect();
+        let known: Vec<bool> = batch
+            .iter()
+            .map(|m| ledger.is_known(&m.guid).unwrap())
+            .collect();
         assert_eq!(known, vec![false, false, true, true, true]);
-        assert_eq!(
-            file(&path)["finished"],
-            serde_json::json!(["GUID-0003", "GUID-0004", "GUID-0005"])
-        );
-        drop(ledger);
-
-        // A file written with a larger limit is trimmed to the newest on load.
-        let (ledger, _) = Ledger::open_with_limit(path.clone(), 2).unwrap();
-        let known: Vec<bool> = batch.iter().map(|m| ledger.is_known(&m.guid)).collect();
-        assert_eq!(known, vec![false, false, false, true, true]);
+        assert_eq!(count(&ledger, "finished"), 3);
+        assert_eq!(count(&ledger, "claimed"), 0);
         assert_eq!(FINISHED_LIMIT, 5_000);
+
+        // The window stays fixed however many texts pass.
+        for n in 6..=200 {
+            ledger.blocking_finish(&format!("GUID-{n:04}")).unwrap();
+        }
+        assert_eq!(count(&ledger, "finished"), 3);
+        assert!(ledger.is_known("GUID-0200").unwrap() && !ledger.is_known("GUID-0197").unwrap());
+    }
+
+    /// Installs a trigger that makes every write to `table` fail, as a full disk would.
+    fn refuse_writes(ledger: &Ledger, table: &str) {
+        ledger
+            .db()
+            .read(|c| {
+                c.execute_batch(&format!(
+                    "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} \
+                     BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+                ))
+            })
+            .unwrap();
     }
 
     #[test]
     fn a_failed_write_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let path = data.join("ledger.json");
-        let ledger = open(&path);
-        // The ledger's directory becomes a regular file: every write fails.
-        std::fs::write(&data, b"not a directory").unwrap();
+        let db = Arc::new(StateDb::in_memory());
+        let ledger = Ledger::open(Arc::clone(&db)).unwrap();
+        refuse_writes(&ledger, "meta");
 
-        let err = ledger.claim(&[message(1, "a")], cursor(1)).unwrap_err();
+        let err = ledger
+            .blocking_claim(&[message(1, "a")], cursor(1))
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Write { .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("could not save the message ledger") && text.contains("ledger.json"),
+            text.contains("could not save the message ledger") && text.contains("disk full"),
             "{text}"
         );
-        assert!(!ledger.is_known("GUID-0001"));
+        assert!(
+            !ledger.is_known("GUID-0001").unwrap(),
+            "the claim was rolled back with the cursor"
+        );
         assert_eq!(ledger.cursor(), None);
-        assert!(ledger.advance(cursor(1)).is_err());
+        assert!(ledger.blocking_advance(cursor(1)).is_err());
         assert_eq!(ledger.cursor(), None);
 
-        std::fs::remove_file(&data).unwrap();
+        db.read(|c| c.execute_batch("DROP TRIGGER refuse_meta"))
+            .unwrap();
         assert_eq!(
-            guids(&ledger.claim(&[message(1, "a")], cursor(1)).unwrap()),
+            guids(
+                &ledger
+                    .blocking_claim(&[message(1, "a")], cursor(1))
+                    .unwrap()
+            ),
             vec!["GUID-0001"]
         );
-
-        std::fs::remove_dir_all(&data).unwrap();
-        std::fs::write(&data, b"not a directory").unwrap();
-        assert!(ledger.finish("GUID-0001").is_err());
+        refuse_writes(&ledger, "finished");
+        assert!(ledger.blocking_finish("GUID-0001").is_err());
         assert_eq!(
-            guids(&ledger.unfinished()),
+            guids(&ledger.unfinished().unwrap()),
             vec!["GUID-0001"],
             "still unfinished"
         );
@@ -746,113 +847,136 @@ mod tests {
     #[test]
     fn replies_are_recorded_around_the_send_and_survive_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         ledger
-            .claim(&[message(1, "a"), message(2, "b")], cursor(2))
+            .blocking_claim(&[message(1, "a"), message(2, "b")], cursor(2))
             .unwrap();
         let (saved, asked) = (digest("Saved to Tasks ✅"), digest("Which day?"));
+        let begin = |l: &Ledger, s: &str, d: &str| l.blocking_begin_send(s, d).unwrap();
 
-        assert_eq!(
-            ledger.begin_send("GUID-0001", &saved).unwrap(),
-            SendStart::Go
-        );
+        assert_eq!(begin(&ledger, "GUID-0001", &saved), SendStart::Go);
         ledger
-            .end_send("GUID-0001", &saved, SendOutcome::Sent)
+            .blocking_end_send("GUID-0001", &saved, SendOutcome::Sent)
             .unwrap();
-        assert_eq!(
-            ledger.begin_send("GUID-0001", &saved).unwrap(),
-            SendStart::AlreadySent
-        );
+        assert_eq!(begin(&ledger, "GUID-0001", &saved), SendStart::AlreadySent);
         // Another reply to the same text, and the same reply to another text, are new.
-        assert_eq!(
-            ledger.begin_send("GUID-0001", &asked).unwrap(),
-            SendStart::Go
-        );
-        assert_eq!(
-            ledger.begin_send("GUID-0002", &saved).unwrap(),
-            SendStart::Go
-        );
+        assert_eq!(begin(&ledger, "GUID-0001", &asked), SendStart::Go);
+        assert_eq!(begin(&ledger, "GUID-0002", &saved), SendStart::Go);
         ledger
-            .end_send("GUID-0002", &saved, SendOutcome::NotSent)
+            .blocking_end_send("GUID-0002", &saved, SendOutcome::NotSent)
             .unwrap();
         assert_eq!(
-            ledger.begin_send("GUID-0002", &saved).unwrap(),
+            begin(&ledger, "GUID-0002", &saved),
             SendStart::Go,
             "a send that certainly failed may be tried again"
         );
         ledger
-            .end_send("GUID-0002", &saved, SendOutcome::Unknown)
+            .blocking_end_send("GUID-0002", &saved, SendOutcome::Unknown)
             .unwrap();
         // The process dies with GUID-0001's second reply in flight.
         drop(ledger);
 
-        let ledger = open(&path);
+        let ledger = open(dir.path());
+        assert_eq!(begin(&ledger, "GUID-0001", &saved), SendStart::AlreadySent);
         assert_eq!(
-            ledger.begin_send("GUID-0001", &saved).unwrap(),
-            SendStart::AlreadySent
-        );
-        assert_eq!(
-            ledger.begin_send("GUID-0001", &asked).unwrap(),
+            begin(&ledger, "GUID-0001", &asked),
             SendStart::Unconfirmed { just_found: true }
         );
         assert_eq!(
-            ledger.begin_send("GUID-0001", &asked).unwrap(),
+            begin(&ledger, "GUID-0001", &asked),
             SendStart::Unconfirmed { just_found: false }
         );
         assert_eq!(
-            ledger.begin_send("GUID-0002", &saved).unwrap(),
+            begin(&ledger, "GUID-0002", &saved),
             SendStart::Unconfirmed { just_found: false }
         );
-        assert_eq!(ledger.unconfirmed_sends(), 2);
-        let sends = file(&path)["sends"].clone();
-        assert_eq!(sends.as_array().unwrap().len(), 3, "{sends}");
-        assert!(
-            sends
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["state"] == "unconfirmed")
-        );
+        assert_eq!(ledger.unconfirmed_sends().unwrap(), 2);
+        assert_eq!(count(&ledger, "sends"), 3);
 
-        ledger.finish("GUID-0001").unwrap();
-        ledger.finish("GUID-0002").unwrap();
-        assert_eq!(file(&path)["sends"], serde_json::json!([]));
-        assert_eq!(ledger.unconfirmed_sends(), 0);
+        ledger.blocking_finish("GUID-0001").unwrap();
+        ledger.blocking_finish("GUID-0002").unwrap();
+        assert_eq!(count(&ledger, "sends"), 0);
+        assert_eq!(ledger.unconfirmed_sends().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_async_steps_reach_the_database() {
+        let ledger = Arc::new(Ledger::open(Arc::new(StateDb::in_memory())).unwrap());
+        ledger
+            .blocking_claim(&[message(1, "a")], cursor(1))
+            .unwrap();
+        let d = digest("Saved");
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &d).await.unwrap(),
+            SendStart::Go
+        );
+        ledger
+            .end_send("GUID-0001", &d, SendOutcome::Sent)
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger.begin_send("GUID-0001", &d).await.unwrap(),
+            SendStart::AlreadySent
+        );
+        ledger.finish("GUID-0001").await.unwrap();
+        assert!(ledger.is_finished("GUID-0001").unwrap());
+        assert_eq!(count(&ledger, "sends"), 0);
+        refuse_writes(&ledger, "finished");
+        let err = ledger.finish("GUID-0002").await.unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Write { .. }),
+            "typed to the caller: {err}"
+        );
     }
 
     #[test]
-    fn send_records_of_texts_no_longer_claimed_are_dropped_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let text = serde_json::json!({
-            "version": 1,
-            "cursor": {"rowid": 3, "date": null},
-            "claimed": [serde_json::to_value(message(3, "c")).unwrap()],
-            "finished": ["GUID-0001"],
-            "sends": [
-                {"source": "GUID-0001", "digest": "00", "state": "sent"},
-                {"source": "GUID-0003", "digest": "01", "state": "in_flight"},
-                {"source": "GUID-0009", "digest": "02", "state": "sent"},
-            ],
-        });
-        std::fs::write(&path, text.to_string()).unwrap();
-        let ledger = open(&path);
-        assert_eq!(ledger.begin_send("GUID-0001", "00").unwrap(), SendStart::Go);
+    fn an_import_is_idempotent_and_keeps_a_stored_cursor() {
+        let ledger = Ledger::with_finished_limit(Arc::new(StateDb::in_memory()), 2).unwrap();
+        let claimed = [message(3, "c"), message(4, "d")];
+        let finished = [
+            "GUID-0001".to_string(),
+            "GUID-0002".into(),
+            "GUID-0003".into(),
+        ];
+        let sends = [
+            SendRecord {
+                source: "GUID-0004".into(),
+                digest: "01".into(),
+                state: SendState::InFlight,
+            },
+            SendRecord {
+                source: "GUID-0009".into(),
+                digest: "02".into(),
+                state: SendState::Sent,
+            },
+        ];
+        for _ in 0..2 {
+            ledger
+                .blocking_import(Some(cursor(4)), &claimed, &finished, &sends)
+                .unwrap();
+        }
+        // GUID-0003 is both finished and claimed in the file: finished wins.
+        assert_eq!(guids(&ledger.unfinished().unwrap()), vec!["GUID-0004"]);
+        assert!(!ledger.is_known("GUID-0001").unwrap(), "beyond the window");
+        assert!(ledger.is_finished("GUID-0002").unwrap());
         assert_eq!(
-            ledger.begin_send("GUID-0003", "01").unwrap(),
+            ledger.blocking_begin_send("GUID-0004", "01").unwrap(),
             SendStart::Unconfirmed { just_found: true }
         );
-        assert_eq!(ledger.begin_send("GUID-0009", "02").unwrap(), SendStart::Go);
-        // A file from before send records existed still opens.
-        std::fs::write(
-            &path,
-            r#"{"version":1,"cursor":{"rowid":7,"date":null},"claimed":[],"finished":[]}"#,
-        )
-        .unwrap();
-        let ledger = open(&path);
-        assert_eq!(ledger.cursor().unwrap().rowid, 7);
-        assert_eq!(ledger.cursor().unwrap().mark, None);
+        assert_eq!(
+            count(&ledger, "sends"),
+            1,
+            "records of texts not claimed are dropped"
+        );
+        assert_eq!(ledger.cursor(), Some(cursor(4)));
+        ledger
+            .blocking_import(Some(cursor(1)), &[], &[], &[])
+            .unwrap();
+        assert_eq!(
+            ledger.cursor(),
+            Some(cursor(4)),
+            "a stored cursor is newer than a file's"
+        );
     }
 
     #[test]
@@ -878,8 +1002,7 @@ mod tests {
     #[test]
     fn the_cursor_keeps_its_mark() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.json");
-        let ledger = open(&path);
+        let ledger = open(dir.path());
         let marked = Cursor {
             mark: Some(Mark {
                 rowid: 9,
@@ -887,9 +1010,8 @@ mod tests {
             }),
             ..cursor(10)
         };
-        ledger.advance(marked.clone()).unwrap();
+        ledger.blocking_advance(marked.clone()).unwrap();
         drop(ledger);
-        assert_eq!(open(&path).cursor(), Some(marked));
-        assert_eq!(file(&path)["cursor"]["mark"]["guid"], "GUID-0009");
+        assert_eq!(open(dir.path()).cursor(), Some(marked));
     }
 }

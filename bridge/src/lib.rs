@@ -26,6 +26,8 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod login_item;
+pub mod migrate;
+pub mod mutex;
 pub mod outbox;
 pub mod persist;
 pub mod prompt;
@@ -33,6 +35,7 @@ pub mod router;
 pub mod secrets;
 pub mod sender;
 pub mod sessions;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod tools;
@@ -59,7 +62,8 @@ use crate::limits::{Budget, RateLimiter};
 use crate::lock::DataDirLock;
 use crate::router::{Job, Router};
 use crate::sessions::SessionStore;
-use crate::status::{State, StatusBoard};
+use crate::state::StateDb;
+use crate::status::{SetAside, State, StatusBoard};
 
 /// How long shutdown waits for in-flight work.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -70,11 +74,24 @@ pub enum Error {
     /// Another bridge owns the data directory.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    /// A state file could not be opened.
-    #[error("{what} {path}: {source}")]
-    State {
-        /// Which file.
-        what: &'static str,
+    /// The sessions file could not be read.
+    #[error(transparent)]
+    Sessions(#[from] sessions::SessionsError),
+    /// The state database could not be opened.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    /// The token budget could not be read.
+    #[error(transparent)]
+    Budget(#[from] limits::LimitsError),
+    /// An old state file could not be moved into the state database.
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    /// The echo memory could not be opened.
+    #[error("echo memory {path}: {source}")]
+    Echoes {
         /// Where.
         path: std::path::PathBuf,
         /// The underlying error.
@@ -97,10 +114,17 @@ pub struct Bridge {
     writer: TaskTracker,
 }
 
+/// What [`Bridge::run`] starts once the setup is complete.
+struct Running {
+    conversations: Arc<Conversations>,
+    echoes: Arc<echoes::Echoes>,
+}
+
 impl Bridge {
-    /// Locks the data directory and restores sessions, the ledger and the token budget.
-    /// Files that do not parse are moved aside and reported in the status (every one of
-    /// them, in `moved_aside`); the bridge still starts.
+    /// Locks the data directory and restores sessions, the ledger and the token budget
+    /// (moving old `ledger.json` / `budget.json` into the state database). Files that do not
+    /// parse are moved aside and reported in the status (every one of them, in
+    /// `moved_aside`); the bridge still starts.
     pub fn open(config: Config) -> Result<Bridge, Error> {
         let lock = DataDirLock::acquire(&config.data_dir)?;
         remove_leftover_temporaries(&config.data_dir);
@@ -108,63 +132,23 @@ impl Bridge {
         let writer = TaskTracker::new();
         let path = config.data_dir.join("sessions.json");
         let (sessions, report) =
-            SessionStore::open(path.clone(), config.session_timeout, Utc::now(), &writer).map_err(
-                |source| Error::State {
-                    what: "sessions",
-                    path,
-                    source,
-                },
-            )?;
+            SessionStore::open(path, config.session_timeout, Utc::now(), &writer)?;
         info!(
             loaded = report.loaded,
             expired = report.expired,
             "sessions restored"
         );
-        let mut problems = Vec::new();
-        if let Some((moved_to, reason)) = report.moved_aside {
-            problems.push(format!(
-                "sessions file did not parse ({reason}); kept as {}",
-                moved_to.display()
-            ));
-        }
-        let path = config.data_dir.join("ledger.json");
-        let (ledger, moved) = Ledger::open(path.clone()).map_err(|source| Error::State {
-            what: "ledger",
-            path,
-            source,
-        })?;
-        if let Some((moved_to, reason)) = moved {
-            problems.push(format!(
-                "ledger file did not parse ({reason}); kept as {}",
-                moved_to.display()
-            ));
-        }
-        let path = config.data_dir.join(limits::BUDGET_FILE);
-        let (budget, moved) = Budget::open(
-            path.clone(),
-            config.daily_token_budget,
-            Local::now().date_naive(),
-        )
-        .map_err(|source| Error::State {
-            what: "token budget",
-            path,
-            source,
-        })?;
-        if let Some((moved_to, reason)) = moved {
-            problems.push(format!(
-                "token budget file did not parse ({reason}); kept as {}",
-                moved_to.display()
-            ));
-        }
-        problems.extend(config.settings_problem.clone());
-        for problem in &problems {
+        let mut aside: Vec<SetAside> = report.moved_aside.into_iter().map(SetAside::File).collect();
+        let (ledger, budget) = open_state(&config, &mut aside)?;
+        aside.extend(config.settings_problem.clone().map(SetAside::Other));
+        for problem in &aside {
             warn!(problem = %problem, "state file problem");
         }
         let tokens_today = budget.used(Local::now().date_naive());
         status.update(|s| {
             s.sessions = sessions.len();
-            s.last_error = problems.last().cloned();
-            s.moved_aside = problems;
+            s.last_error = aside.last().map(ToString::to_string);
+            s.moved_aside = aside;
             s.tokens_today = tokens_today;
         });
         Ok(Bridge {
@@ -197,25 +181,47 @@ impl Bridge {
     /// Runs until `shutdown` completes, then stops intake, lets in-flight work finish (at
     /// most [`DRAIN_DEADLINE`]), saves everything and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Bridge {
-            config,
-            _lock,
-            sessions,
-            ledger,
-            budget,
-            status,
-            paused,
-            writer,
-        } = self;
+        let running = match self.prepare()? {
+            Some(running) => running,
+            None => {
+                // Nothing can be handled yet: texts wait in chat.db until the setup is
+                // complete and the bridge is started again (the app does that when settings
+                // change).
+                let reason = self.config.missing_setup().unwrap_or("settings");
+                warn!(missing = reason, "setup incomplete; not reading texts");
+                self.status
+                    .update(|s| s.state = State::NeedsSetup(reason.to_string()));
+                shutdown.await;
+                self.close().await;
+                return Ok(());
+            }
+        };
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        self.spawn_tasks(running, &tracker, &cancel)?;
+
+        shutdown.await;
+        info!("stopping: no new texts; finishing work in hand");
+        self.status.update(|s| s.state = State::Stopping);
+        cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("in-flight work did not finish in time; it resumes at the next start");
+        }
+        self.close().await;
+        info!("stopped");
+        Ok(())
+    }
+
+    /// The conversations and the echo memory, or `None` while the vault or the API key is
+    /// missing.
+    fn prepare(&self) -> Result<Option<Running>, Error> {
+        let config = &self.config;
         let (Some(vault), Some(auth)) = (config.vault.clone(), config.auth.clone()) else {
-            // Nothing can be handled yet: texts wait in chat.db until the setup is complete
-            // and the bridge is started again (the app does that when settings change).
-            let reason = config.missing_setup().unwrap_or("settings");
-            warn!(missing = reason, "setup incomplete; not reading texts");
-            status.update(|s| s.state = State::NeedsSetup(reason.to_string()));
-            shutdown.await;
-            save_and_close(&sessions, &writer).await;
-            return Ok(());
+            return Ok(None);
         };
         let client = anthropic::Client::new(anthropic::ClientConfig {
             base_url: config.base_url.clone(),
@@ -224,17 +230,14 @@ impl Bridge {
             max_retries: config.api_max_retries,
             ..anthropic::ClientConfig::new(auth)
         })?;
-        let echoes_path = config.data_dir.join(echoes::FILE);
-        let echoes = echoes::Echoes::open(echoes_path.clone()).map_err(|source| Error::State {
-            what: "echo memory",
-            path: echoes_path,
-            source,
-        })?;
+        let path = config.data_dir.join(echoes::FILE);
+        let echoes =
+            echoes::Echoes::open(path.clone()).map_err(|source| Error::Echoes { path, source })?;
         let echoes = Arc::new(echoes);
         let outbox = outbox::Outbox::new(
             sender::Sender::default(),
-            Arc::clone(&ledger),
-            status.clone(),
+            Arc::clone(&self.ledger),
+            self.status.clone(),
         )
         .with_echoes(Arc::clone(&echoes));
         let conversations = Arc::new(Conversations {
@@ -242,27 +245,42 @@ impl Bridge {
                 .with_deadline(config.run_deadline),
             vault: vault::Vault::new(vault),
             outbox,
-            sessions: sessions.clone(),
-            ledger: Arc::clone(&ledger),
-            status: status.clone(),
+            sessions: self.sessions.clone(),
+            ledger: Arc::clone(&self.ledger),
+            status: self.status.clone(),
             timeout: config.session_timeout,
             rate: RateLimiter::new(config.rate_limit_per_minute),
-            budget,
+            budget: Arc::clone(&self.budget),
             waiting: Waiting::default(),
         });
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");
         }
+        Ok(Some(Running {
+            conversations,
+            echoes,
+        }))
+    }
 
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+    /// Resumes the texts left unfinished, then starts intake and the periodic tasks.
+    fn spawn_tasks(
+        &self,
+        running: Running,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let config = &self.config;
+        let Running {
+            conversations,
+            echoes,
+        } = running;
         let router = Router::new(
             Arc::clone(&conversations),
             config.max_concurrent_chats,
             tracker.clone(),
             cancel.clone(),
         );
-        let unfinished = ledger.unfinished();
+        let unfinished = self.ledger.unfinished()?;
         if !unfinished.is_empty() {
             info!(
                 count = unfinished.len(),
@@ -272,25 +290,10 @@ impl Bridge {
         for message in unfinished {
             router.dispatch(Job::Message(message));
         }
-        let intake = Intake {
-            chat_db: config.chat_db.clone(),
-            poll: config.poll_interval,
-            catch_up: config.catch_up,
-            ledger,
-            admission: Arc::new(RwLock::new(allowlist::Admission {
-                senders: config.allowed_senders.clone(),
-                groups: config.allowed_groups.iter().cloned().collect(),
-                allow_sms: config.allow_sms,
-            })),
-            echoes,
-            router: router.clone(),
-            status: status.clone(),
-            paused: paused.subscribe(),
-        };
-        tracker.spawn(intake.run(cancel.clone()));
+        tracker.spawn(self.intake(echoes, router.clone()).run(cancel.clone()));
         tracker.spawn(count_sessions(
-            sessions.clone(),
-            status.clone(),
+            self.sessions.clone(),
+            self.status.clone(),
             cancel.clone(),
         ));
         tracker.spawn(resume_waiting(
@@ -300,28 +303,58 @@ impl Bridge {
             cancel.clone(),
         ));
         tracker.spawn(sweep_idle(
-            sessions.clone(),
+            self.sessions.clone(),
             router,
             config.session_timeout,
             config.sweep_interval,
             cancel.clone(),
         ));
-
-        shutdown.await;
-        info!("stopping: no new texts; finishing work in hand");
-        status.update(|s| s.state = State::Stopping);
-        cancel.cancel();
-        tracker.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("in-flight work did not finish in time; it resumes at the next start");
-        }
-        save_and_close(&sessions, &writer).await;
-        info!("stopped");
         Ok(())
     }
+
+    /// The intake loop over chat.db, feeding `router`.
+    fn intake(
+        &self,
+        echoes: Arc<echoes::Echoes>,
+        router: Router<Arc<Conversations>>,
+    ) -> Intake<Arc<Conversations>> {
+        let config = &self.config;
+        Intake {
+            chat_db: config.chat_db.clone(),
+            poll: config.poll_interval,
+            catch_up: config.catch_up,
+            ledger: Arc::clone(&self.ledger),
+            admission: Arc::new(RwLock::new(allowlist::Admission {
+                senders: config.allowed_senders.clone(),
+                groups: config.allowed_groups.iter().cloned().collect(),
+                allow_sms: config.allow_sms,
+            })),
+            echoes,
+            router,
+            status: self.status.clone(),
+            paused: self.paused.subscribe(),
+        }
+    }
+
+    /// Saves the sessions and the status file, and lets their writers finish.
+    async fn close(&self) {
+        save_and_close(&self.sessions, &self.writer).await;
+        self.status.flush().await;
+    }
+}
+
+/// Opens the state database, moves old state files into it, and opens the ledger and the
+/// token budget. Files set aside are added to `aside`.
+fn open_state(config: &Config, aside: &mut Vec<SetAside>) -> Result<(Ledger, Budget), Error> {
+    let (db, moved) = StateDb::open(config.data_dir.join(state::FILE))?;
+    aside.extend(moved.map(SetAside::File));
+    let db = Arc::new(db);
+    let ledger = Ledger::open(Arc::clone(&db))?;
+    let today = Local::now().date_naive();
+    let budget = Budget::open(db, config.daily_token_budget, today)?;
+    let old = migrate::import_old_files(&config.data_dir, &ledger, &budget)?;
+    aside.extend(old.into_iter().map(SetAside::File));
+    Ok((ledger, budget))
 }
 
 /// Saves the sessions and lets their writer finish.

@@ -4,43 +4,62 @@
 //! texts' own dates*, so a backlog read at once after a restart is not mistaken for a flood;
 //! texts over the limit are not handled, and the sender is told once per minute. The token
 //! budget counts the tokens the agent used today (local date) — input, output and cache
-//! writes; cache reads cost a tenth and are not counted — in `budget.json` in the data
-//! directory, so a restart does not reset it; once it is used up, texts go to Inbox
+//! writes; cache reads cost a tenth and are not counted — in the state database
+//! ([`crate::state`]), so a restart does not reset it; once it is used up, texts go to Inbox
 //! unprocessed and the user is told once per day.
 //!
-//! Invariants: the budget file is written atomically ([`persist::write_atomic`]) and a file
-//! that does not parse is moved aside and reported, never silently replaced; both limits are
-//! behind `std::sync::Mutex`es held only for a few steps, never across an `.await`; the
-//! budget's writes block (fsync): call them from `spawn_blocking`.
+//! Invariants: each change to the budget is one transaction; both limits are behind
+//! `std::sync::Mutex`es held only for a few steps, never across an `.await` (the budget's is
+//! held across its own blocking save); the `blocking_*` methods block (fsync), async callers
+//! use the async ones, which run them on the blocking pool.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use crate::anthropic::Usage;
-use crate::persist::{self, Loaded};
+use crate::mutex::lock;
+use crate::state::StateDb;
 
 /// The rate limit's window.
 pub const WINDOW: TimeDelta = TimeDelta::minutes(1);
 
-/// The budget file's name inside the data directory.
+/// The file older versions kept the budget in, inside the data directory (now imported
+/// into the state database at start).
 pub const BUDGET_FILE: &str = "budget.json";
 
-/// Why the budget could not be saved.
+/// Why the budget could not be read or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitsError {
-    /// Writing the budget file failed; the in-memory count is still right.
+    /// Saving the budget failed; the in-memory count is still right.
     #[error("could not save the token budget to {path}: {source}")]
     Write {
-        /// The budget file.
+        /// The state database.
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: io::Error,
+        source: rusqlite::Error,
+    },
+    /// Reading the stored budget failed.
+    #[error("could not read the token budget from {path}: {source}")]
+    Read {
+        /// The state database.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The blocking task saving the budget died (a panic or a runtime shutting down).
+    #[error("the token budget task for {path} did not finish: {reason}")]
+    Interrupted {
+        /// The state database.
+        path: PathBuf,
+        /// What happened to the task.
+        reason: String,
     },
 }
 
@@ -128,22 +147,24 @@ pub enum Spend {
     },
 }
 
-/// The daily token budget, persisted with its date.
+/// The daily token budget, persisted with its date in the state database.
 #[derive(Debug)]
 pub struct Budget {
-    path: PathBuf,
+    db: Arc<StateDb>,
     limit: u64,
     day: Mutex<Day>,
 }
 
-/// One day's count, as stored in `budget.json`.
+/// One day's count (the shape `budget.json` stored it in).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Day {
-    date: NaiveDate,
-    used: u64,
-    /// Whether the user was told today that the budget is used up.
-    notified: bool,
+pub struct Day {
+    /// The local date counted.
+    pub date: NaiveDate,
+    /// Tokens counted that day.
+    pub used: u64,
+    /// Whether the user was told that day that the budget is used up.
+    pub notified: bool,
 }
 
 impl Day {
@@ -157,30 +178,41 @@ impl Day {
 }
 
 impl Budget {
-    /// Opens the budget saved in `path` (it need not exist) with `limit` tokens a day. A
-    /// file that does not parse is moved aside and reported as `(where it went, why)`; the
-    /// count then starts from zero.
-    pub fn open(
-        path: PathBuf,
-        limit: u64,
-        today: NaiveDate,
-    ) -> io::Result<(Budget, Option<(PathBuf, String)>)> {
-        let (day, moved) = match persist::load_json::<Day>(&path)? {
-            Loaded::Missing => (Day::new(today), None),
-            Loaded::Ok(day) => (day, None),
-            Loaded::MovedAside { moved_to, reason } => (Day::new(today), Some((moved_to, reason))),
-        };
-        let budget = Budget {
-            path,
+    /// Opens the budget saved in `db` with `limit` tokens a day; none saved counts from zero.
+    pub fn open(db: Arc<StateDb>, limit: u64, today: NaiveDate) -> Result<Budget, LimitsError> {
+        let stored = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT date, used, notified FROM budget WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, bool>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+            })
+            .map_err(|source| LimitsError::Read {
+                path: db.path().to_path_buf(),
+                source,
+            })?;
+        let day = stored
+            .and_then(|(date, used, notified)| {
+                Some(Day {
+                    date: date.parse().ok()?,
+                    used: u64::try_from(used).ok()?,
+                    notified,
+                })
+            })
+            .unwrap_or_else(|| Day::new(today));
+        Ok(Budget {
+            db,
             limit: limit.max(1),
             day: Mutex::new(day),
-        };
-        Ok((budget, moved))
-    }
-
-    /// The file the budget is saved to.
-    pub fn path(&self) -> &Path {
-        &self.path
+        })
     }
 
     /// Tokens counted on `today`.
@@ -191,7 +223,7 @@ impl Budget {
 
     /// Whether a run may start on `today`; when not, whether to tell the user (once a day,
     /// remembered across restarts).
-    pub fn check(&self, today: NaiveDate) -> Result<Spend, LimitsError> {
+    pub fn blocking_check(&self, today: NaiveDate) -> Result<Spend, LimitsError> {
         let mut day = lock(&self.day);
         if day.date != today {
             *day = Day::new(today);
@@ -207,8 +239,15 @@ impl Budget {
         Ok(Spend::Exhausted { notify: true })
     }
 
-    /// Counts what a run used on `today`; returns today's total.
-    pub fn spend(&self, today: NaiveDate, usage: &Usage) -> Result<u64, LimitsError> {
+    /// [`blocking_check`](Budget::blocking_check) on the blocking pool.
+    pub async fn check(self: &Arc<Self>, today: NaiveDate) -> Result<Spend, LimitsError> {
+        self.off_runtime(move |budget| budget.blocking_check(today))
+            .await
+    }
+
+    /// Counts what a run used on `today`; returns today's total. The count in memory
+    /// stays right when saving fails.
+    pub fn blocking_spend(&self, today: NaiveDate, usage: &Usage) -> Result<u64, LimitsError> {
         let tokens = counted(usage);
         let mut day = lock(&self.day);
         if day.date != today {
@@ -222,13 +261,64 @@ impl Budget {
         Ok(day.used)
     }
 
+    /// [`blocking_spend`](Budget::blocking_spend) on the blocking pool.
+    pub async fn spend(
+        self: &Arc<Self>,
+        today: NaiveDate,
+        usage: &Usage,
+    ) -> Result<u64, LimitsError> {
+        let usage = *usage;
+        self.off_runtime(move |budget| budget.blocking_spend(today, &usage))
+            .await
+    }
+
+    /// Takes over a day counted by an older version (`budget.json`) unless one is stored.
+    pub fn blocking_import(&self, saved: Day) -> Result<(), LimitsError> {
+        let stored: bool = self
+            .db
+            .read(|c| c.query_row("SELECT COUNT(*) > 0 FROM budget", [], |r| r.get(0)))
+            .map_err(|source| LimitsError::Read {
+                path: self.db.path().to_path_buf(),
+                source,
+            })?;
+        if stored {
+            return Ok(());
+        }
+        let mut day = lock(&self.day);
+        self.save(&saved)?;
+        *day = saved;
+        Ok(())
+    }
+
     fn save(&self, day: &Day) -> Result<(), LimitsError> {
-        // A `Day` is plain data; serialising it cannot fail.
-        let bytes = serde_json::to_vec(day).unwrap_or_default();
-        persist::write_atomic(&self.path, &bytes).map_err(|source| LimitsError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        let used = i64::try_from(day.used).unwrap_or(i64::MAX);
+        self.db
+            .write(|tx| {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO budget (id, date, used, notified) VALUES (1, ?1, ?2, ?3)",
+                )?
+                .execute(rusqlite::params![day.date.to_string(), used, day.notified])
+            })
+            .map(drop)
+            .map_err(|source| LimitsError::Write {
+                path: self.db.path().to_path_buf(),
+                source,
+            })
+    }
+
+    async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        step: impl FnOnce(&Budget) -> Result<T, LimitsError> + Send + 'static,
+    ) -> Result<T, LimitsError> {
+        let budget = Arc::clone(self);
+        tokio::task::spawn_blocking(move || step(&budget))
+            .await
+            .unwrap_or_else(|join| {
+                Err(LimitsError::Interrupted {
+                    path: self.db.path().to_path_buf(),
+                    reason: join.to_string(),
+                })
+            })
     }
 }
 
@@ -238,11 +328,6 @@ pub fn counted(usage: &Usage) -> u64 {
         .input_tokens
         .saturating_add(usage.output_tokens)
         .saturating_add(usage.cache_creation_input_tokens)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent at each step.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -329,79 +414,100 @@ mod tests {
         assert_eq!(limiter.check("+1555", at(65)), Rate::Allowed);
     }
 
+    fn budget_at(dir: &std::path::Path, limit: u64, today: NaiveDate) -> Budget {
+        let (db, _) = StateDb::open(dir.join(crate::state::FILE)).unwrap();
+        Budget::open(Arc::new(db), limit, today).unwrap()
+    }
+
+    fn stored(budget: &Budget) -> (String, i64, bool) {
+        budget
+            .db
+            .read(|c| {
+                c.query_row("SELECT date, used, notified FROM budget", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+            })
+            .unwrap()
+    }
+
     #[test]
     fn budget_counts_tokens_per_day_and_persists_the_notice() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(BUDGET_FILE);
-        let (budget, moved) = Budget::open(path.clone(), 1_000, day(1)).unwrap();
-        assert!(moved.is_none());
-        assert_eq!(budget.check(day(1)).unwrap(), Spend::Allowed);
+        let budget = budget_at(dir.path(), 1_000, day(1));
+        assert_eq!(budget.blocking_check(day(1)).unwrap(), Spend::Allowed);
         // Cache reads are not counted.
         assert_eq!(
-            budget.spend(day(1), &usage(600, 300, 50, 9_999)).unwrap(),
+            budget
+                .blocking_spend(day(1), &usage(600, 300, 50, 9_999))
+                .unwrap(),
             950
         );
-        assert_eq!(budget.check(day(1)).unwrap(), Spend::Allowed);
-        assert_eq!(budget.spend(day(1), &usage(40, 10, 0, 0)).unwrap(), 1_000);
+        assert_eq!(budget.blocking_check(day(1)).unwrap(), Spend::Allowed);
         assert_eq!(
-            budget.check(day(1)).unwrap(),
+            budget.blocking_spend(day(1), &usage(40, 10, 0, 0)).unwrap(),
+            1_000
+        );
+        assert_eq!(
+            budget.blocking_check(day(1)).unwrap(),
             Spend::Exhausted { notify: true }
         );
         assert_eq!(
-            budget.check(day(1)).unwrap(),
+            budget.blocking_check(day(1)).unwrap(),
             Spend::Exhausted { notify: false }
         );
-        let on_disk: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(
-            on_disk,
-            serde_json::json!({"date": "2026-03-01", "used": 1000, "notified": true})
-        );
+        assert_eq!(stored(&budget), ("2026-03-01".to_string(), 1000, true));
         drop(budget);
 
         // A restart the same day remembers both the count and the notice.
-        let (budget, _) = Budget::open(path.clone(), 1_000, day(1)).unwrap();
+        let budget = budget_at(dir.path(), 1_000, day(1));
         assert_eq!(budget.used(day(1)), 1_000);
         assert_eq!(
-            budget.check(day(1)).unwrap(),
+            budget.blocking_check(day(1)).unwrap(),
             Spend::Exhausted { notify: false }
         );
         // The next day starts afresh.
         assert_eq!(budget.used(day(2)), 0);
-        assert_eq!(budget.check(day(2)).unwrap(), Spend::Allowed);
-        assert_eq!(budget.spend(day(2), &usage(1, 1, 0, 0)).unwrap(), 2);
+        assert_eq!(budget.blocking_check(day(2)).unwrap(), Spend::Allowed);
+        assert_eq!(
+            budget.blocking_spend(day(2), &usage(1, 1, 0, 0)).unwrap(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn the_async_budget_steps_save_and_a_failed_save_is_typed() {
+        let budget = Arc::new(Budget::open(Arc::new(StateDb::in_memory()), 10, day(1)).unwrap());
+        assert_eq!(budget.spend(day(1), &usage(4, 0, 0, 0)).await.unwrap(), 4);
+        assert_eq!(budget.check(day(1)).await.unwrap(), Spend::Allowed);
+        assert_eq!(stored(&budget), ("2026-03-01".to_string(), 4, false));
+        budget
+            .db
+            .read(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON budget \
+                     BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+                )
+            })
+            .unwrap();
+        let err = budget.spend(day(1), &usage(5, 0, 0, 0)).await.unwrap_err();
+        assert!(matches!(err, LimitsError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(budget.used(day(1)), 9, "the count in memory stays right");
     }
 
     #[test]
-    fn an_unreadable_budget_file_is_moved_aside() {
-        let cases: &[&[u8]] = &[
-            b"",
-            b"{\"date\":\"2026-03-01\",\"used\":",
-            b"{\"date\":\"yesterday\",\"used\":1,\"notified\":false}",
-            b"{\"date\":\"2026-03-01\",\"used\":-5,\"notified\":false}",
-            b"\xff\xfe\x00",
-        ];
-        for bytes in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join(BUDGET_FILE);
-            std::fs::write(&path, bytes).unwrap();
-            let (budget, moved) = Budget::open(path.clone(), 10, day(1)).unwrap();
-            let (moved_to, _reason) = moved.expect("moved aside");
-            assert_eq!(std::fs::read(&moved_to).unwrap(), *bytes);
-            assert_eq!(budget.used(day(1)), 0);
-            budget.spend(day(1), &usage(3, 0, 0, 0)).unwrap();
-            assert_eq!(budget.used(day(1)), 3);
-        }
-    }
-
-    #[test]
-    fn a_failed_save_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let (budget, _) = Budget::open(data.join(BUDGET_FILE), 10, day(1)).unwrap();
-        std::fs::write(&data, b"not a directory").unwrap();
-        let err = budget.spend(day(1), &usage(5, 0, 0, 0)).unwrap_err();
-        assert!(err.to_string().contains(BUDGET_FILE), "{err}");
-        assert_eq!(budget.used(day(1)), 5, "the count in memory stays right");
+    fn an_imported_day_is_taken_only_when_none_is_stored() {
+        let budget = Budget::open(Arc::new(StateDb::in_memory()), 10, day(2)).unwrap();
+        let old = Day {
+            date: day(2),
+            used: 7,
+            notified: false,
+        };
+        budget.blocking_import(old.clone()).unwrap();
+        assert_eq!(budget.used(day(2)), 7);
+        budget.blocking_spend(day(2), &usage(1, 0, 0, 0)).unwrap();
+        budget.blocking_import(old).unwrap();
+        assert_eq!(budget.used(day(2)), 8, "the stored count wins");
+        assert_eq!(stored(&budget), ("2026-03-02".to_string(), 8, false));
     }
 }

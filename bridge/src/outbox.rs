@@ -111,17 +111,13 @@ impl Outbox {
             return Ok(Delivery::Sent);
         };
         let digest = ledger::digest(text);
-        let start = {
-            let (ledger, source, digest) = (Arc::clone(ledger), source.to_string(), digest.clone());
-            tokio::task::spawn_blocking(move || ledger.begin_send(&source, &digest)).await
-        };
-        let recorded = match start {
-            Ok(Ok(SendStart::Go)) => true,
-            Ok(Ok(SendStart::AlreadySent)) => {
+        let recorded = match ledger.begin_send(source, &digest).await {
+            Ok(SendStart::Go) => true,
+            Ok(SendStart::AlreadySent) => {
                 tracing::info!(chat = ?chat.guid, ?source, "reply already sent; not sending it again");
                 return Ok(Delivery::AlreadySent);
             }
-            Ok(Ok(SendStart::Unconfirmed { just_found })) => {
+            Ok(SendStart::Unconfirmed { just_found }) => {
                 tracing::warn!(chat = ?chat.guid, ?source,
                     "reply unconfirmed (the bridge stopped while sending it); not sending it again");
                 if just_found {
@@ -129,12 +125,8 @@ impl Outbox {
                 }
                 return Ok(Delivery::Unconfirmed);
             }
-            Ok(Err(err)) => {
-                tracing::warn!(chat = ?chat.guid, cause = %err, "could not record the reply; sending it anyway");
-                false
-            }
             Err(err) => {
-                tracing::warn!(chat = ?chat.guid, cause = %err, "ledger task failed; sending the reply anyway");
+                tracing::warn!(chat = ?chat.guid, cause = %err, "could not record the reply; sending it anyway");
                 false
             }
         };
@@ -145,12 +137,8 @@ impl Outbox {
             Err(_) => SendOutcome::Unknown,
         };
         if recorded {
-            let (ledger, source2, digest) = (Arc::clone(ledger), source.to_string(), digest);
-            let ended =
-                tokio::task::spawn_blocking(move || ledger.end_send(&source2, &digest, outcome))
-                    .await;
-            if !matches!(ended, Ok(Ok(()))) {
-                tracing::warn!(chat = ?chat.guid, ?source, ?outcome, "could not record how the reply went");
+            if let Err(err) = ledger.end_send(source, &digest, outcome).await {
+                tracing::warn!(chat = ?chat.guid, ?source, ?outcome, cause = %err, "could not record how the reply went");
             }
         }
         match (result, outcome) {
@@ -238,8 +226,10 @@ mod tests {
 
         /// The ledger as a fresh process would open it, with text `GUID-1` claimed.
         fn ledger(&self) -> Arc<Ledger> {
-            let (ledger, _) = Ledger::open(self.dir.path().join("ledger.json")).unwrap();
-            if ledger.unfinished().is_empty() {
+            let path = self.dir.path().join(crate::state::FILE);
+            let (state, _) = crate::state::StateDb::open(path).unwrap();
+            let ledger = Ledger::open(Arc::new(state)).unwrap();
+            if ledger.unfinished().unwrap().is_empty() {
                 let text = IncomingMessage {
                     rowid: 1,
                     guid: "GUID-1".into(),
@@ -254,7 +244,7 @@ mod tests {
                     date: None,
                     mark: None,
                 };
-                ledger.claim(&[text], cursor).unwrap();
+                ledger.blocking_claim(&[text], cursor).unwrap();
             }
             Arc::new(ledger)
         }
@@ -322,7 +312,10 @@ mod tests {
         let w = World::new();
         let ledger = w.ledger();
         let digest = ledger::digest("Saved to Tasks ✅");
-        assert_eq!(ledger.begin_send("GUID-1", &digest).unwrap(), SendStart::Go);
+        assert_eq!(
+            ledger.begin_send("GUID-1", &digest).await.unwrap(),
+            SendStart::Go
+        );
         drop(ledger); // the process dies here, osascript running
 
         let ledger = w.ledger();
@@ -359,7 +352,7 @@ mod tests {
         let sent = outbox.send(&chat(), Some("GUID-1"), "hello").await;
         assert_eq!(sent.unwrap(), Delivery::Sent);
         assert_eq!(w.sent(), ["hello", "hello"]);
-        assert_eq!(ledger.unconfirmed_sends(), 0);
+        assert_eq!(ledger.unconfirmed_sends().unwrap(), 0);
     }
 
     #[test]

@@ -126,11 +126,101 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Loaded<T>> {
     }
 }
 
+/// A state file of the bridge, named as the status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateFile {
+    /// `sessions.json`.
+    Sessions,
+    /// `ledger.json` (before the state database).
+    Ledger,
+    /// `budget.json` (before the state database).
+    TokenBudget,
+    /// `settings.json`.
+    Settings,
+    /// `state.db`.
+    StateDatabase,
+}
+
+impl StateFile {
+    /// How a sentence names it ("ledger file").
+    pub fn name(self) -> &'static str {
+        match self {
+            StateFile::Sessions => "sessions file",
+            StateFile::Ledger => "ledger file",
+            StateFile::TokenBudget => "token budget file",
+            StateFile::Settings => "settings file",
+            StateFile::StateDatabase => "state database",
+        }
+    }
+}
+
+/// A state file that did not parse, renamed aside and kept. Its `Display` is the sentence
+/// the status shows: "ledger file did not parse (EOF …); kept as /…/ledger.json.corrupt-…".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedAside {
+    /// Which file.
+    pub file: StateFile,
+    /// Where it now is.
+    pub moved_to: PathBuf,
+    /// Why it did not parse.
+    pub reason: String,
+}
+
+impl std::fmt::Display for MovedAside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} did not parse ({}); kept as {}",
+            self.file.name(),
+            self.reason,
+            self.moved_to.display()
+        )
+    }
+}
+
+impl<T> Loaded<T> {
+    /// The parsed value, or `None` for a missing file; a file that did not parse is
+    /// reported through `aside` as `file`.
+    pub fn value(self, file: StateFile, aside: &mut Option<MovedAside>) -> Option<T> {
+        match self {
+            Loaded::Missing => None,
+            Loaded::Ok(value) => Some(value),
+            Loaded::MovedAside { moved_to, reason } => {
+                *aside = Some(MovedAside {
+                    file,
+                    moved_to,
+                    reason,
+                });
+                None
+            }
+        }
+    }
+}
+
+/// Moves `path` (a state file that cannot be used, for `reason`) aside and says so: the one
+/// way every state file is set aside. Logs the move.
+pub fn set_aside(path: &Path, file: StateFile, reason: String) -> io::Result<MovedAside> {
+    let moved_to = move_aside(path)?;
+    let moved = MovedAside {
+        file,
+        moved_to,
+        reason,
+    };
+    tracing::warn!(path = ?path, problem = %moved, "state file moved aside");
+    Ok(moved)
+}
+
 /// Renames `path` to `<name>.corrupt-<UTC timestamp>` beside it and returns the new path.
 pub fn move_aside(path: &Path) -> io::Result<PathBuf> {
+    rename_beside(path, "corrupt")
+}
+
+/// Renames `path` to `<name>.<tag>-<UTC timestamp>` beside it (durably) and returns the new
+/// path: how state files are kept aside, never deleted.
+pub fn rename_beside(path: &Path, tag: &str) -> io::Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let target = parent(path).join(format!("{name}.corrupt-{stamp}"));
+    let target = parent(path).join(format!("{name}.{tag}-{stamp}"));
     fs::rename(path, &target)?;
     sync_dir(parent(path))?;
     Ok(target)

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chatdb::IncomingMessage;
+use crate::mutex::lock;
 
 /// Something to do in one conversation.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl<H: Handler> Router<H> {
     pub fn dispatch(&self, job: Job) {
         let chat = job.chat().to_string();
         {
-            let mut queues = self.inner.queues.lock().expect("router lock");
+            let mut queues = lock(&self.inner.queues);
             if let Some(queue) = queues.get_mut(&chat) {
                 queue.push_back(job);
                 return;
@@ -111,16 +112,12 @@ impl<H: Handler> Router<H> {
 
     /// Whether the conversation has a job running or queued.
     pub fn is_busy(&self, chat: &str) -> bool {
-        self.inner
-            .queues
-            .lock()
-            .expect("router lock")
-            .contains_key(chat)
+        lock(&self.inner.queues).contains_key(chat)
     }
 
     /// How many conversations have work right now.
     pub fn busy_chats(&self) -> usize {
-        self.inner.queues.lock().expect("router lock").len()
+        lock(&self.inner.queues).len()
     }
 
     /// The handler, for callers that share it.
@@ -146,7 +143,7 @@ impl<H: Handler> Inner<H> {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let mut queues = self.queues.lock().expect("router lock");
+            let mut queues = lock(&self.queues);
             match queues.get_mut(&chat).and_then(VecDeque::pop_front) {
                 Some(next) => job = next,
                 None => {
@@ -155,7 +152,7 @@ impl<H: Handler> Inner<H> {
                 }
             }
         }
-        self.queues.lock().expect("router lock").remove(&chat);
+        lock(&self.queues).remove(&chat);
     }
 }
 

@@ -7,7 +7,7 @@
 //! without a reachable keychain says so ([`SecretError::NoKeychain`]) instead of pretending
 //! to keep the key.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// The Keychain account under the app's service name.
 const ACCOUNT: &str = "anthropic-api-key";
@@ -88,7 +88,7 @@ impl MemoryKeyStore {
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         // A plain swap: a panic cannot leave it half-done.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.0)
     }
 }
 

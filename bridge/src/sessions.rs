@@ -7,12 +7,16 @@
 //! outside the lock with [`persist::write_atomic`], so saves never interleave or reorder and
 //! several quick changes coalesce into one write. A failed write is logged and retried on the
 //! next change, flush or close; it never panics and never loses the in-memory state.
+//!
+//! `sessions.json` stays a whole JSON file written atomically, not a table of the state
+//! database: it is the product's documented format, which users read, back up and edit
+//! (`docs` and the README describe it), and it is written once per burst of changes.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,7 +26,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::chatdb::Chat;
-use crate::persist::{self, Loaded};
+use crate::persist::{self, MovedAside, StateFile};
 
 /// The version written in `sessions.json`; a file with another version is moved aside.
 pub const FILE_VERSION: u32 = 1;
@@ -225,13 +229,22 @@ pub struct LoadReport {
     pub loaded: usize,
     /// Sessions dropped because they were idle longer than the timeout.
     pub expired: usize,
-    /// Where an unreadable file was moved, and why it could not be read.
-    pub moved_aside: Option<(PathBuf, String)>,
+    /// The unreadable file, moved aside.
+    pub moved_aside: Option<MovedAside>,
 }
 
-/// Why the sessions could not be saved.
+/// Why the sessions could not be read or saved.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SessionsError {
+    /// Reading the file (or moving an unreadable one aside) failed.
+    #[error("could not read sessions from {path}: {source}")]
+    Read {
+        /// The sessions file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: Arc<io::Error>,
+    },
     /// Writing the file failed.
     #[error("could not save sessions to {path}: {source}")]
     Write {
@@ -264,18 +277,6 @@ pub enum SessionsError {
         /// The sessions file.
         path: PathBuf,
     },
-}
-
-impl From<SessionsError> for io::Error {
-    fn from(err: SessionsError) -> io::Error {
-        let kind = match &err {
-            SessionsError::Write { source, .. } => source.kind(),
-            SessionsError::Serialise { .. } => io::ErrorKind::InvalidData,
-            SessionsError::Interrupted { .. } => io::ErrorKind::Interrupted,
-            SessionsError::WriterStopped { .. } => io::ErrorKind::BrokenPipe,
-        };
-        io::Error::new(kind, err)
-    }
 }
 
 /// The sessions of every conversation. Cheap to clone; all clones share one map and one
@@ -342,7 +343,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, MapState> {
         // A panic while holding the lock cannot leave the map half-changed (every section
         // is a single map operation), so a poisoned lock is still safe to use.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.map)
     }
 
     fn close(&self) {
@@ -374,7 +375,7 @@ impl SessionStore {
         timeout: Duration,
         now: DateTime<Utc>,
         tracker: &TaskTracker,
-    ) -> io::Result<(SessionStore, LoadReport)> {
+    ) -> Result<(SessionStore, LoadReport), SessionsError> {
         Self::open_with(path, timeout, now, tracker, Arc::new(persist::write_atomic))
     }
 
@@ -384,28 +385,29 @@ impl SessionStore {
         now: DateTime<Utc>,
         tracker: &TaskTracker,
         write: WriteFn,
-    ) -> io::Result<(SessionStore, LoadReport)> {
+    ) -> Result<(SessionStore, LoadReport), SessionsError> {
+        let read_error = |source| SessionsError::Read {
+            path: path.clone(),
+            source: Arc::new(source),
+        };
         let mut report = LoadReport::default();
-        let restored = match persist::load_json::<FileIn>(&path)? {
-            Loaded::Missing => Vec::new(),
-            Loaded::Ok(file) if file.version == FILE_VERSION => file.sessions,
-            Loaded::Ok(file) => {
-                let moved_to = persist::move_aside(&path)?;
+        let loaded = persist::load_json::<FileIn>(&path).map_err(read_error)?;
+        let restored = match loaded.value(StateFile::Sessions, &mut report.moved_aside) {
+            None => Vec::new(),
+            Some(file) if file.version == FILE_VERSION => file.sessions,
+            Some(file) => {
                 let reason = format!(
                     "unsupported sessions file version {} (expected {FILE_VERSION})",
                     file.version
                 );
-                report.moved_aside = Some((moved_to, reason));
-                Vec::new()
-            }
-            Loaded::MovedAside { moved_to, reason } => {
-                report.moved_aside = Some((moved_to, reason));
+                let moved =
+                    persist::set_aside(&path, StateFile::Sessions, reason).map_err(read_error)?;
+                report.moved_aside = Some(moved);
                 Vec::new()
             }
         };
-        if let Some((moved_to, reason)) = &report.moved_aside {
-            tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
-                "sessions file unreadable; moved aside, starting without sessions");
+        if report.moved_aside.is_some() {
+            tracing::warn!(path = ?path, "sessions file unreadable; starting without sessions");
         }
 
         let timeout = TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
@@ -555,7 +557,7 @@ impl SessionStore {
 
     /// Returns once every change made before the call is on disk, or the error of the save
     /// attempt that should have written it. A failed save is retried by this call.
-    pub async fn flush(&self) -> io::Result<()> {
+    pub async fn flush(&self) -> Result<(), SessionsError> {
         let inner = self.inner();
         let target = inner.lock().version;
         let mut status = inner.status.clone();
@@ -582,11 +584,9 @@ impl SessionStore {
         } else {
             None
         };
-        Err(err
-            .unwrap_or_else(|| SessionsError::WriterStopped {
-                path: inner.path.clone(),
-            })
-            .into())
+        Err(err.unwrap_or_else(|| SessionsError::WriterStopped {
+            path: inner.path.clone(),
+        }))
     }
 
     /// Asks the writer to save what is left and stop, so that the task tracker can finish.
@@ -908,7 +908,12 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let tracker = TaskTracker::new();
             let (store, report) = SessionStore::open(path.clone(), HOUR, now(), &tracker).unwrap();
-            let (moved_to, reason) = report.moved_aside.clone().expect("moved aside");
+            let MovedAside {
+                file,
+                moved_to,
+                reason,
+            } = report.moved_aside.clone().expect("moved aside");
+            assert_eq!(file, StateFile::Sessions);
             assert!(
                 reason.contains(reason_part),
                 "{reason:?} should mention {reason_part:?}"
@@ -1119,7 +1124,10 @@ mod tests {
         store.put(session(1, now()));
 
         let err = store.flush().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        let SessionsError::Write { source, .. } = &err else {
+            panic!("typed as a write failure: {err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::StorageFull);
         let message = err.to_string();
         assert!(message.contains("could not save sessions"), "{message}");
         assert!(

@@ -1,14 +1,22 @@
 //! What the bridge is doing, for the tray's status line, `status` and `doctor`.
 //!
 //! Invariant: one [`StatusBoard`] per running bridge; every change is published to
-//! subscribers at once and written to `<data dir>/status.json` (atomically) for the CLI.
+//! subscribers at once. `<data dir>/status.json` (for the CLI) is written by one writer
+//! thread of its own, never on the runtime's workers: it writes the latest snapshot whenever
+//! it is behind, so a burst of changes costs a few writes, not one each; each write is
+//! atomic ([`crate::persist::write_atomic`]), and [`StatusBoard::flush`] waits until the file
+//! shows every change made before it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::mutex::lock;
+use crate::persist::MovedAside;
 
 /// The bridge's overall state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +58,37 @@ pub struct SeenGroup {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A state file set aside at start, as the status lists it; written to `status.json` as
+/// its sentence ("ledger file did not parse (…); kept as …").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetAside {
+    /// A state file of the bridge.
+    File(MovedAside),
+    /// A sentence from elsewhere (the settings file's problem, or a `status.json` read back).
+    Other(String),
+}
+
+impl std::fmt::Display for SetAside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetAside::File(moved) => moved.fmt(f),
+            SetAside::Other(sentence) => f.write_str(sentence),
+        }
+    }
+}
+
+impl Serialize for SetAside {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SetAside {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SetAside::Other)
+    }
+}
+
 /// A snapshot of the bridge's status.
 ///
 /// Fields added after the first release carry `#[serde(default)]`, so an older
@@ -71,7 +110,7 @@ pub struct Status {
     pub strangers: Vec<Stranger>,
     /// State files that did not parse at start and were moved aside (what, where, why).
     #[serde(default)]
-    pub moved_aside: Vec<String>,
+    pub moved_aside: Vec<SetAside>,
     /// Why the vault cannot be written, while it cannot: texts wait meanwhile.
     #[serde(default)]
     pub vault_problem: Option<String>,
@@ -132,6 +171,36 @@ pub struct Status {
 }
 
 impl Status {
+    /// The status of a bridge opening its files.
+    fn starting() -> Status {
+        Status {
+            state: State::Starting,
+            sessions: 0,
+            handled: 0,
+            failed: 0,
+            last_error: None,
+            strangers: Vec::new(),
+            moved_aside: Vec::new(),
+            vault_problem: None,
+            vault_folders_outside: Vec::new(),
+            waiting: 0,
+            api_problem: None,
+            skipped_old: 0,
+            skipped_backfill: 0,
+            rate_limited: 0,
+            over_budget: 0,
+            tokens_today: 0,
+            unconfirmed_sends: 0,
+            captured: 0,
+            asked: 0,
+            echoes_ignored: 0,
+            sms_ignored: 0,
+            oversized: 0,
+            groups: Vec::new(),
+            updated: Utc::now(),
+        }
+    }
+
     /// One sentence per vault folder that points outside the vault ("Projects points
     /// outside the vault").
     pub fn vault_warnings(&self) -> Vec<String> {
@@ -168,42 +237,62 @@ impl Status {
 #[derive(Clone, Debug)]
 pub struct StatusBoard {
     tx: Arc<watch::Sender<Status>>,
-    file: Option<PathBuf>,
+    file: Option<Arc<FileWriter>>,
 }
 
+/// The status file's writer thread, and what it has written.
+#[derive(Debug)]
+struct FileWriter {
+    shared: Arc<Progress>,
+}
+
+/// How far the status file is behind the board.
+#[derive(Debug, Default)]
+struct Progress {
+    counts: Mutex<Counts>,
+    moved: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Changes made to the board.
+    changed: u64,
+    /// Changes the file shows (as of the last write attempt).
+    written: u64,
+    /// The board is gone: write what is left and stop.
+    closed: bool,
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        lock(&self.shared.counts).closed = true;
+        self.shared.moved.notify_all();
+    }
+}
+
+/// How long [`StatusBoard::flush`] waits for the writer at most.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
 impl StatusBoard {
-    /// A board that also mirrors itself to `file` (when given).
+    /// A board that also mirrors itself to `file` (when given), from a writer thread.
     pub fn new(file: Option<PathBuf>) -> StatusBoard {
-        let status = Status {
-            state: State::Starting,
-            sessions: 0,
-            handled: 0,
-            failed: 0,
-            last_error: None,
-            strangers: Vec::new(),
-            moved_aside: Vec::new(),
-            vault_problem: None,
-            vault_folders_outside: Vec::new(),
-            waiting: 0,
-            api_problem: None,
-            skipped_old: 0,
-            skipped_backfill: 0,
-            rate_limited: 0,
-            over_budget: 0,
-            tokens_today: 0,
-            unconfirmed_sends: 0,
-            captured: 0,
-            asked: 0,
-            echoes_ignored: 0,
-            sms_ignored: 0,
-            oversized: 0,
-            groups: Vec::new(),
-            updated: Utc::now(),
-        };
-        StatusBoard {
-            tx: Arc::new(watch::Sender::new(status)),
-            file,
-        }
+        let tx = Arc::new(watch::Sender::new(Status::starting()));
+        let file = file.and_then(|path| {
+            let shared = Arc::new(Progress::default());
+            let rx = tx.subscribe();
+            let progress = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name("status-writer".into())
+                .spawn(move || write_file(&path, &rx, &progress));
+            match spawned {
+                Ok(_) => Some(Arc::new(FileWriter { shared })),
+                Err(err) => {
+                    tracing::warn!(cause = %err, "could not start the status file writer");
+                    None
+                }
+            }
+        });
+        StatusBoard { tx, file }
     }
 
     /// The current snapshot.
@@ -216,7 +305,8 @@ impl StatusBoard {
         self.tx.subscribe()
     }
 
-    /// Applies a change; subscribers and the status file see it only if something changed.
+    /// Applies a change; subscribers see it at once, the status file soon after (and only
+    /// if something changed).
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
         let changed = self.tx.send_if_modified(|status| {
             let before = status.clone();
@@ -228,12 +318,30 @@ impl StatusBoard {
             changed
         });
         if changed && let Some(file) = &self.file {
-            let bytes = serde_json::to_vec_pretty(&*self.tx.borrow()).expect("status serialises");
-            // Small and rare; written inline so the file never lags behind a state change.
-            if let Err(err) = crate::persist::write_atomic(file, &bytes) {
-                tracing::warn!(cause = %err, file = ?file, "could not write status file");
-            }
+            lock(&file.shared.counts).changed += 1;
+            file.shared.moved.notify_all();
         }
+    }
+
+    /// Blocks until the status file shows every change made before the call (or a write
+    /// of it failed, or a few seconds passed). For the end of a run and for tests.
+    pub fn blocking_flush(&self) {
+        let Some(file) = &self.file else { return };
+        let counts = lock(&file.shared.counts);
+        let target = counts.changed;
+        let waited = file
+            .shared
+            .moved
+            .wait_timeout_while(counts, FLUSH_WAIT, |c| c.written < target);
+        if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
+            tracing::warn!("the status file is behind the status");
+        }
+    }
+
+    /// [`blocking_flush`](StatusBoard::blocking_flush) on the blocking pool.
+    pub async fn flush(&self) {
+        let board = self.clone();
+        let _ = tokio::task::spawn_blocking(move || board.blocking_flush()).await;
     }
 
     /// Moves to `state`, unless the bridge is stopping: once shutdown began, nothing that
@@ -268,6 +376,34 @@ impl StatusBoard {
             s.groups.insert(0, group);
             s.groups.truncate(20);
         });
+    }
+}
+
+/// The writer thread: whenever the board is ahead of the file, writes the latest snapshot
+/// (so changes made meanwhile are covered by one write); stops once the board is gone.
+fn write_file(path: &std::path::Path, rx: &watch::Receiver<Status>, progress: &Progress) {
+    let mut counts = lock(&progress.counts);
+    loop {
+        counts = match progress
+            .moved
+            .wait_while(counts, |c| c.written >= c.changed && !c.closed)
+        {
+            Ok(counts) => counts,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if counts.written >= counts.changed {
+            return; // closed, nothing left
+        }
+        let target = counts.changed;
+        drop(counts);
+        // Taken after `target` was read, so the snapshot holds every change counted in it.
+        let bytes = serde_json::to_vec_pretty(&*rx.borrow()).expect("status serialises");
+        if let Err(err) = crate::persist::write_atomic(path, &bytes) {
+            tracing::warn!(cause = %err, file = ?path, "could not write status file");
+        }
+        counts = lock(&progress.counts);
+        counts.written = counts.written.max(target);
+        progress.moved.notify_all();
     }
 }
 
@@ -308,6 +444,36 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_of_changes_ends_in_the_file_and_moved_aside_entries_read_as_sentences() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("status.json");
+        let board = StatusBoard::new(Some(file.clone()));
+        let moved = MovedAside {
+            file: crate::persist::StateFile::Ledger,
+            moved_to: dir.path().join("ledger.json.corrupt-1"),
+            reason: "EOF while parsing".into(),
+        };
+        board.update(|s| s.moved_aside = vec![SetAside::File(moved.clone())]);
+        for n in 0..500 {
+            board.update(|s| s.handled = n + 1);
+        }
+        board.blocking_flush();
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(on_disk["handled"], 500);
+        let sentence = format!(
+            "ledger file did not parse (EOF while parsing); kept as {}",
+            moved.moved_to.display()
+        );
+        assert_eq!(on_disk["moved_aside"], serde_json::json!([sentence]));
+        let read: Status = serde_json::from_value(on_disk).unwrap();
+        assert_eq!(read.moved_aside, vec![SetAside::Other(sentence)]);
+        // The writer stops with the board; the file stays.
+        drop(board);
+        assert!(file.exists());
+    }
+
+    #[test]
     fn nothing_replaces_stopping() {
         let board = StatusBoard::new(None);
         board.set_state(State::Running);
@@ -328,6 +494,7 @@ mod tests {
         rx.mark_unchanged();
         board.update(|s| s.state = State::Paused);
         assert!(rx.has_changed().unwrap());
+        board.blocking_flush();
         let on_disk: Status = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(on_disk.state, State::Paused);
         rx.mark_unchanged();

@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -68,6 +68,9 @@ pub enum SupervisorError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The sessions could not be saved.
+    #[error(transparent)]
+    Sessions(#[from] crate::sessions::SessionsError),
     /// The keychain refused to store or remove the API key, or there is none.
     #[error(transparent)]
     Keychain(#[from] SecretError),
@@ -251,10 +254,7 @@ impl Supervisor {
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
         // Every section is a plain read or swap: a panic cannot leave it half-done.
-        self.inner
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.inner.shared)
     }
 
     fn notify(&self, change: Change) {
@@ -683,11 +683,7 @@ pub async fn quit_signal() -> &'static str {
 
 /// Saves the store now and maps a failure to a sentence naming the file.
 async fn flush(store: &SessionStore) -> Result<(), SupervisorError> {
-    store.flush().await.map_err(|source| SupervisorError::Save {
-        what: "sessions",
-        path: store.path().to_path_buf(),
-        source,
-    })
+    store.flush().await.map_err(SupervisorError::from)
 }
 
 /// Tells `notify` about session changes; a burst of events becomes one notification.

@@ -9,7 +9,7 @@
 //! never gets the same reply twice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::Local;
 use serde::Deserialize;
@@ -179,7 +179,7 @@ impl Tools {
 
     /// Held only to copy or push, never across an `.await`.
     fn record_mut(&self) -> MutexGuard<'_, ToolRecord> {
-        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mutex::lock(&self.record)
     }
 
     /// Runs vault work off the runtime's workers ([`Vault::off_runtime`]): it does

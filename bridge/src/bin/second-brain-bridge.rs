@@ -201,11 +201,8 @@ async fn sessions(config: &Config, command: SessionsCommand) -> anyhow::Result<E
     let tracker = TaskTracker::new();
     let (store, report) =
         SessionStore::open(path, config.session_timeout, chrono::Utc::now(), &tracker)?;
-    if let Some((moved_to, reason)) = report.moved_aside {
-        eprintln!(
-            "sessions file did not parse ({reason}); kept as {}",
-            moved_to.display()
-        );
+    if let Some(moved) = report.moved_aside {
+        eprintln!("{moved}");
     }
     match command {
         SessionsCommand::List => {

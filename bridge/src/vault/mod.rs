@@ -21,7 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -223,11 +223,8 @@ struct Shared {
     header_reads: AtomicU64,
 }
 
-/// The sections here are short and never span an `.await`; a poisoned lock only means a
-/// panic elsewhere, and the data it guards stays usable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The sections here are short and never span an `.await` ([`crate::mutex`]).
+pub(crate) use crate::mutex::lock;
 
 impl Vault {
     /// A vault rooted at `root` (the folder the user picked). Touches nothing on disk.
