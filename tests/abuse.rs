@@ -2,10 +2,10 @@
 //! one polite notice per limit window rather than one per text, and no replies to the
 //! bridge's own messages.
 
-use serde_json::json;
 
 use crate::util::bridge::{ME, ME_CHAT, WITHIN, World};
 use crate::util::chatdb::Msg;
+use crate::util::state;
 use crate::{capture, scripted};
 
 fn texts(world: &World) -> Vec<String> {
@@ -52,12 +52,9 @@ async fn a_flood_is_cut_off_at_the_rate_limit_with_one_notice() {
     );
     assert_eq!(world.notes("Tasks").len(), 3);
     assert_eq!(status["handled"], 3);
-    let ledger: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(world.data_dir().join("ledger.json")).unwrap())
-            .unwrap();
     assert_eq!(
-        ledger["claimed"],
-        json!([]),
+        state::snapshot(&world.data_dir()).claimed,
+        Vec::<String>::new(),
         "limited texts are finished, not left"
     );
 }
@@ -95,11 +92,9 @@ async fn the_daily_token_budget_sends_texts_to_inbox_with_one_notice_a_day() {
     );
 
     // A restart the same day keeps the count and the notice already given.
-    let budget: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(world.data_dir().join("budget.json")).unwrap())
-            .unwrap();
-    assert_eq!(budget["used"], 600);
-    assert_eq!(budget["notified"], true);
+    let (_, used, notified) = state::snapshot(&world.data_dir()).budget.expect("a budget row");
+    assert_eq!(used, 600);
+    assert!(notified);
     let bridge = world.start_with(&env).await;
     world.db.incoming(ME_CHAT, ME, "After a restart");
     world

@@ -2,7 +2,8 @@
 //!
 //! The crash test feeds 200 texts across four chats to the headless binary and kills it
 //! with SIGKILL at random moments (seeded; set `CRASH_SEED` to replay a run), restarting it
-//! each time; every state file must parse after every kill. At the end every text has
+//! each time; every state file must parse, and the state database pass SQLite's integrity
+//! check, after every kill. At the end every text has
 //! exactly one note, and no text was answered twice. A reply in flight at a kill is never
 //! sent again (it may have gone out); those are counted and printed, and only they may lack
 //! a reply. A second test pins that down with a send held open across the kill.
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 use crate::util::bridge::{ME, ME_CHAT, WITHIN, World};
 use crate::util::chatdb::Msg;
-use crate::util::wait;
+use crate::util::{state, wait};
 use crate::{capture, scripted};
 
 /// How many texts are fed.
@@ -135,22 +136,24 @@ async fn two_hundred_texts_survive_random_kills_with_no_loss_and_no_double_reply
         let log = bridge.kill().await;
         unconfirmed_in(&log, &mut unconfirmed);
         kills += 1;
-        for name in ["ledger.json", "sessions.json", "status.json", "budget.json"] {
+        for name in ["sessions.json", "status.json"] {
             if let Err(problem) = parses(&world.data_dir().join(name)) {
                 panic!("{problem} (seed {seed}, kill {kills})");
             }
+        }
+        if let Err(problem) = state::check_integrity(&world.data_dir()) {
+            panic!("{problem} (seed {seed}, kill {kills})");
         }
     }
 
     // The last run finishes everything.
     let bridge = world.start_with(&env).await;
     let tasks = world.vault().join("Tasks");
-    let ledger_path = world.data_dir().join("ledger.json");
+    let data_dir = world.data_dir();
     let left = DEADLINE.saturating_sub(started.elapsed()).max(WITHIN);
     let done = wait::until(&[tasks.clone(), world.data_dir()], left, || {
         let notes = std::fs::read_dir(&tasks).ok()?.count();
-        let ledger: Value = serde_json::from_slice(&std::fs::read(&ledger_path).ok()?).ok()?;
-        let idle = ledger["claimed"].as_array().is_some_and(Vec::is_empty);
+        let idle = state::read(&data_dir)?.claimed.is_empty();
         (notes >= TEXTS && idle).then_some(())
     })
     .await;
@@ -270,10 +273,9 @@ async fn a_reply_in_flight_at_a_kill_is_not_sent_again() {
     let status = world
         .wait_status("one unconfirmed reply", |s| s["unconfirmed_sends"] == 1)
         .await;
-    let ledger_path = world.data_dir().join("ledger.json");
+    let data_dir = world.data_dir();
     wait::until(&[world.data_dir()], WITHIN, || {
-        let ledger: Value = serde_json::from_slice(&std::fs::read(&ledger_path).ok()?).ok()?;
-        ledger["claimed"].as_array()?.is_empty().then_some(())
+        state::read(&data_dir)?.claimed.is_empty().then_some(())
     })
     .await
     .expect("the text is finished");

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::util::anthropic::{self as fake, Reply};
 use crate::util::bridge::{ME, ME_CHAT, WITHIN, World};
 use crate::util::chatdb::FixtureDb;
+use crate::util::state;
 use crate::{capture, scripted};
 
 /// Environment that keeps retries short: two retries, quick timeouts.
@@ -301,9 +302,8 @@ async fn texts_wait_for_the_vault(break_it: impl Fn(&World), mend: impl Fn(&Worl
         world.osascript.calls().is_empty(),
         "nobody was told anything yet"
     );
-    let ledger = read_json(&world.data_dir().join("ledger.json"));
     assert_eq!(
-        ledger["claimed"].as_array().unwrap().len(),
+        state::snapshot(&world.data_dir()).claimed.len(),
         2,
         "claimed, not finished"
     );
@@ -327,8 +327,7 @@ async fn texts_wait_for_the_vault(break_it: impl Fn(&World), mend: impl Fn(&Worl
     );
     assert_eq!(world.notes("Tasks").len(), 2);
     assert_eq!(status["handled"], 2);
-    let ledger = read_json(&world.data_dir().join("ledger.json"));
-    assert_eq!(ledger["claimed"], json!([]));
+    assert_eq!(state::snapshot(&world.data_dir()).claimed, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -547,9 +546,77 @@ async fn corrupt_state_files_are_moved_aside_reported_and_the_bridge_starts() {
         let calls = world.osascript.wait_for_calls(1, WITHIN).await;
         bridge.stop().await;
         assert_eq!(calls[0].text, format!("Saved to Tasks: After {kind} files"));
-        // The files written since parse.
-        read_json(&world.data_dir().join("ledger.json"));
+        // The files written since parse; the old ones are not written again.
         read_json(&world.data_dir().join("sessions.json"));
-        read_json(&world.data_dir().join("budget.json"));
+        assert_eq!(state::check_integrity(&world.data_dir()), Ok(()));
+        let snapshot = state::snapshot(&world.data_dir());
+        assert_eq!(snapshot.finished.len(), 1, "{kind}: {snapshot:?}");
+        for old in ["ledger.json", "budget.json"] {
+            assert!(!world.data_dir().join(old).exists(), "{kind}: {old}");
+        }
+    }
+}
+
+/// Issue 8: a data dir from before the state database. The texts `ledger.json` marked
+/// finished are not handled again, the text it left claimed is handled once, the day's
+/// token count carries over, and both old files are kept aside byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_ledger_and_budget_files_are_migrated_and_their_finished_texts_not_handled_again() {
+    let world = World::new(scripted(capture)).await;
+    let done_once = world.db.incoming(ME_CHAT, ME, "Handled before the upgrade");
+    let done_twice = world.db.incoming(ME_CHAT, ME, "Also handled before");
+    let left_claimed = world.db.incoming(ME_CHAT, ME, "Claimed when it stopped");
+    let claimed = json!({
+        "rowid": left_claimed.rowid, "guid": left_claimed.guid,
+        "chat": {"guid": ME_CHAT, "identifier": ME, "is_group": false},
+        "sender": ME, "text": "Claimed when it stopped",
+        "date": chrono::Utc::now().to_rfc3339(),
+    });
+    let ledger = json!({
+        "version": 1,
+        "cursor": {"rowid": done_once.rowid - 1, "date": null},
+        "claimed": [claimed],
+        "finished": [done_once.guid, done_twice.guid],
+        "sends": [],
+    })
+    .to_string();
+    let today = chrono::Local::now().date_naive().to_string();
+    let budget = json!({"date": today, "used": 123, "notified": false}).to_string();
+    std::fs::create_dir_all(world.data_dir()).unwrap();
+    std::fs::write(world.data_dir().join("ledger.json"), &ledger).unwrap();
+    std::fs::write(world.data_dir().join("budget.json"), &budget).unwrap();
+
+    let bridge = world.start().await;
+    let calls = world.osascript.wait_for_calls(1, WITHIN).await;
+    let status = world
+        .wait_status("the claimed text handled", |s| s["handled"] == 1)
+        .await;
+    world.db.incoming(ME_CHAT, ME, "After the upgrade");
+    let calls_after = world.osascript.wait_for_calls(2, WITHIN).await;
+    bridge.stop().await;
+
+    assert_eq!(calls[0].text, "Saved to Tasks: Claimed when it stopped");
+    assert_eq!(calls_after[1].text, "Saved to Tasks: After the upgrade");
+    assert_eq!(world.osascript.calls().len(), 2, "nothing finished was handled again");
+    assert_eq!(world.notes("Tasks").len(), 2);
+    assert_eq!(status["moved_aside"], json!([]));
+    assert_eq!(status["tokens_today"], 123 + 600, "the old count carried over");
+    let snapshot = state::snapshot(&world.data_dir());
+    assert!(snapshot.claimed.is_empty(), "{snapshot:?}");
+    for guid in [&done_once.guid, &done_twice.guid, &left_claimed.guid] {
+        assert!(snapshot.finished.contains(guid), "{guid}: {snapshot:?}");
+    }
+    for (name, bytes) in [("ledger.json", &ledger), ("budget.json", &budget)] {
+        assert!(!world.data_dir().join(name).exists(), "{name} is not used any more");
+        let kept: Vec<_> = std::fs::read_dir(world.data_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let file = p.file_name().unwrap().to_string_lossy().into_owned();
+                file.starts_with(&format!("{name}.migrated-"))
+            })
+            .collect();
+        assert_eq!(kept.len(), 1, "{name}: {kept:?}");
+        assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), *bytes);
     }
 }

@@ -140,8 +140,13 @@ impl<H: Handler> Intake<H> {
                     other => other.to_string(),
                 };
                 warn!(cause = %err, "cannot read chat.db; will keep checking");
-                self.status.set_state(State::NeedsSetup(reason));
-                self.status.update(|s| s.last_error = Some(err.to_string()));
+                // One change, so no snapshot shows the state without its error.
+                self.status.update(|s| {
+                    if s.state != State::Stopping {
+                        s.state = State::NeedsSetup(reason);
+                    }
+                    s.last_error = Some(err.to_string());
+                });
             }
         }
         open

@@ -151,6 +151,8 @@ impl Bridge {
             s.moved_aside = aside;
             s.tokens_today = tokens_today;
         });
+        // What start-up found is on disk before anyone is told the bridge is ready.
+        status.blocking_flush();
         Ok(Bridge {
             config,
             _lock: lock,

@@ -7,4 +7,5 @@ pub mod bridge;
 pub mod chatdb;
 pub mod messages;
 pub mod osascript;
+pub mod state;
 pub mod wait;
