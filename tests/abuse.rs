@@ -2,7 +2,6 @@
 //! one polite notice per limit window rather than one per text, and no replies to the
 //! bridge's own messages.
 
-
 use crate::util::bridge::{ME, ME_CHAT, WITHIN, World};
 use crate::util::chatdb::Msg;
 use crate::util::state;
@@ -92,7 +91,9 @@ async fn the_daily_token_budget_sends_texts_to_inbox_with_one_notice_a_day() {
     );
 
     // A restart the same day keeps the count and the notice already given.
-    let (_, used, notified) = state::snapshot(&world.data_dir()).budget.expect("a budget row");
+    let (_, used, notified) = state::snapshot(&world.data_dir())
+        .budget
+        .expect("a budget row");
     assert_eq!(used, 600);
     assert!(notified);
     let bridge = world.start_with(&env).await;

@@ -327,7 +327,10 @@ async fn texts_wait_for_the_vault(break_it: impl Fn(&World), mend: impl Fn(&Worl
     );
     assert_eq!(world.notes("Tasks").len(), 2);
     assert_eq!(status["handled"], 2);
-    assert_eq!(state::snapshot(&world.data_dir()).claimed, Vec::<String>::new());
+    assert_eq!(
+        state::snapshot(&world.data_dir()).claimed,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -597,17 +600,28 @@ async fn old_ledger_and_budget_files_are_migrated_and_their_finished_texts_not_h
 
     assert_eq!(calls[0].text, "Saved to Tasks: Claimed when it stopped");
     assert_eq!(calls_after[1].text, "Saved to Tasks: After the upgrade");
-    assert_eq!(world.osascript.calls().len(), 2, "nothing finished was handled again");
+    assert_eq!(
+        world.osascript.calls().len(),
+        2,
+        "nothing finished was handled again"
+    );
     assert_eq!(world.notes("Tasks").len(), 2);
     assert_eq!(status["moved_aside"], json!([]));
-    assert_eq!(status["tokens_today"], 123 + 600, "the old count carried over");
+    assert_eq!(
+        status["tokens_today"],
+        123 + 600,
+        "the old count carried over"
+    );
     let snapshot = state::snapshot(&world.data_dir());
     assert!(snapshot.claimed.is_empty(), "{snapshot:?}");
     for guid in [&done_once.guid, &done_twice.guid, &left_claimed.guid] {
         assert!(snapshot.finished.contains(guid), "{guid}: {snapshot:?}");
     }
     for (name, bytes) in [("ledger.json", &ledger), ("budget.json", &budget)] {
-        assert!(!world.data_dir().join(name).exists(), "{name} is not used any more");
+        assert!(
+            !world.data_dir().join(name).exists(),
+            "{name} is not used any more"
+        );
         let kept: Vec<_> = std::fs::read_dir(world.data_dir())
             .unwrap()
             .map(|e| e.unwrap().path())

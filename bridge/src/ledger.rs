@@ -13,7 +13,9 @@
 //!
 //! Invariants: each step (claim, finish, a send's start or end, a cursor move) is one
 //! transaction, durable when it returns, so a crash can repeat work but never lose a claimed
-//! text, and a failed step changes nothing. The `blocking_*` methods block (SQLite, fsync;
+//! text, and a failed step changes nothing. The one exception is a send's end, committed
+//! without its own fsync ([`StateDb::write_relaxed`]): a power cut can only put the record
+//! back in flight, which counts as unconfirmed, so a reply is still never sent twice. The `blocking_*` methods block (SQLite, fsync;
 //! named like tokio's `blocking_recv`); async callers use the async methods, which run them
 //! on the blocking pool.
 
@@ -405,7 +407,9 @@ impl Ledger {
         digest: &str,
         outcome: SendOutcome,
     ) -> Result<(), LedgerError> {
-        self.write(|tx| {
+        // Relaxed: lost to a power cut, the record is back in flight, which counts as
+        // unconfirmed and is never sent again; the text's finish commit syncs it anyway.
+        let step = |tx: &Transaction<'_>| {
             let state = match outcome {
                 SendOutcome::Sent => SendState::Sent,
                 SendOutcome::Unknown => SendState::Unconfirmed,
@@ -419,7 +423,13 @@ impl Ledger {
                 store_send(tx, source, digest, state)?;
             }
             Ok(())
-        })
+        };
+        self.db
+            .write_relaxed(step)
+            .map_err(|source| LedgerError::Write {
+                path: self.db.path().to_path_buf(),
+                source,
+            })
     }
 
     /// [`blocking_end_send`](Ledger::blocking_end_send) on the blocking pool.

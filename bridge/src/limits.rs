@@ -8,7 +8,9 @@
 //! ([`crate::state`]), so a restart does not reset it; once it is used up, texts go to Inbox
 //! unprocessed and the user is told once per day.
 //!
-//! Invariants: each change to the budget is one transaction; both limits are behind
+//! Invariants: each change to the budget is one transaction, committed without its own
+//! fsync ([`StateDb::write_relaxed`]): a process crash loses nothing, a power cut at most the
+//! last run's count (the text's own finish commit, which follows, syncs it); both limits are behind
 //! `std::sync::Mutex`es held only for a few steps, never across an `.await` (the budget's is
 //! held across its own blocking save); the `blocking_*` methods block (fsync), async callers
 //! use the async ones, which run them on the blocking pool.
@@ -292,8 +294,10 @@ impl Budget {
 
     fn save(&self, day: &Day) -> Result<(), LimitsError> {
         let used = i64::try_from(day.used).unwrap_or(i64::MAX);
+        // Relaxed: a power cut may forget one run's tokens or one notice, never more; the
+        // text's finish commit syncs it anyway.
         self.db
-            .write(|tx| {
+            .write_relaxed(|tx| {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO budget (id, date, used, notified) VALUES (1, ?1, ?2, ?3)",
                 )?

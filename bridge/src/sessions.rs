@@ -439,6 +439,11 @@ impl SessionStore {
             saved,
             ..WriterStatus::default()
         });
+        // What the file holds, when it is exactly what a save would write now.
+        let last = (version == 0 && path.exists())
+            .then(|| serialise(&path, &mut sessions.values().cloned().collect::<Vec<_>>()).ok())
+            .flatten()
+            .map(|bytes| digest(&bytes));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (wake, wake_rx) = watch::channel(());
         let inner = Arc::new(Inner {
@@ -456,6 +461,7 @@ impl SessionStore {
             status_tx,
             write,
             saved,
+            last,
         ));
         Ok((
             SessionStore {
@@ -630,6 +636,10 @@ impl SessionStore {
     }
 }
 
+/// How long the writer lets a burst of changes settle before saving (unless a flush or
+/// close asks): a text handled within it (session made, then ended) costs no write at all.
+const SETTLE: Duration = Duration::from_millis(250);
+
 /// The single writer: saves whenever woken and the map is ahead of the disk.
 async fn run_writer(
     inner: Arc<Inner>,
@@ -637,6 +647,7 @@ async fn run_writer(
     status: watch::Sender<WriterStatus>,
     write: WriteFn,
     mut saved: u64,
+    mut last: Option<Digest>,
 ) {
     let mut error: Option<SessionsError> = None;
     loop {
@@ -655,7 +666,7 @@ async fn run_writer(
             let path = inner.path.clone();
             let write = Arc::clone(&write);
             // Serialising a long transcript and fsync are blocking work.
-            let result = tokio::task::spawn_blocking(move || save(&path, snapshot, &*write))
+            let result = tokio::task::spawn_blocking(move || save(&path, snapshot, &*write, last))
                 .await
                 .unwrap_or_else(|join| {
                     Err(SessionsError::Interrupted {
@@ -664,11 +675,10 @@ async fn run_writer(
                     })
                 });
             match result {
-                Ok((count, bytes)) => {
-                    tracing::debug!(path = ?inner.path, sessions = count, bytes, version,
-                        "sessions saved");
-                    saved = version;
-                    error = None;
+                Ok(done) => {
+                    tracing::debug!(path = ?inner.path, sessions = done.count, bytes = done.bytes,
+                        written = done.written, version, "sessions saved");
+                    (saved, last, error) = (version, Some(done.digest), None);
                 }
                 Err(err) => {
                     tracing::error!(cause = %err, version, "sessions not saved; will retry on the next change");
@@ -689,30 +699,79 @@ async fn run_writer(
         if wake.changed().await.is_err() {
             return; // unreachable: `inner` owns the sender
         }
+        settle(&inner, &mut wake, served).await;
     }
 }
 
-/// Serialises the sessions (sorted by chat guid, so equal maps give equal files) and writes
-/// them. Returns the number of sessions and bytes written.
-fn save(
-    path: &Path,
-    mut sessions: Vec<Arc<Session>>,
-    write: &(dyn Fn(&Path, &[u8]) -> io::Result<()> + Send + Sync),
-) -> Result<(usize, usize), SessionsError> {
+/// Waits [`SETTLE`] for more changes, or less when a flush or close asks.
+async fn settle(inner: &Inner, wake: &mut watch::Receiver<()>, served: u64) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        if inner.closed.load(Ordering::SeqCst)
+            || inner.flush_requests.load(Ordering::SeqCst) > served
+        {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            changed = wake.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// A SHA-256 of the bytes last written, so an unchanged file is not written again.
+type Digest = [u8; 32];
+
+/// What one save did.
+struct Saved {
+    count: usize,
+    bytes: usize,
+    /// Whether the bytes differed from the file's, so were written.
+    written: bool,
+    digest: Digest,
+}
+
+/// Serialises the sessions sorted by chat guid, so equal maps give equal bytes.
+fn serialise(path: &Path, sessions: &mut [Arc<Session>]) -> Result<Vec<u8>, SessionsError> {
     sessions.sort_by(|a, b| a.chat.guid.cmp(&b.chat.guid));
     let file = FileOut {
         version: FILE_VERSION,
         sessions: sessions.iter().map(|s| &**s).collect(),
     };
-    let bytes = serde_json::to_vec(&file).map_err(|source| SessionsError::Serialise {
+    serde_json::to_vec(&file).map_err(|source| SessionsError::Serialise {
         path: path.to_path_buf(),
         source: Arc::new(source),
-    })?;
-    write(path, &bytes).map_err(|source| SessionsError::Write {
-        path: path.to_path_buf(),
-        source: Arc::new(source),
-    })?;
-    Ok((sessions.len(), bytes.len()))
+    })
+}
+
+fn digest(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Serialises the sessions and writes them, unless the file already holds those bytes
+/// (`last`).
+fn save(
+    path: &Path,
+    mut sessions: Vec<Arc<Session>>,
+    write: &(dyn Fn(&Path, &[u8]) -> io::Result<()> + Send + Sync),
+    last: Option<Digest>,
+) -> Result<Saved, SessionsError> {
+    let bytes = serialise(path, &mut sessions)?;
+    let hash = digest(&bytes);
+    let written = last != Some(hash);
+    if written {
+        write(path, &bytes).map_err(|source| SessionsError::Write {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        })?;
+    }
+    Ok(Saved {
+        count: sessions.len(),
+        bytes: bytes.len(),
+        written,
+        digest: hash,
+    })
 }
 
 #[cfg(test)]
@@ -948,6 +1007,50 @@ mod tests {
             persist::write_atomic(path, bytes)
         });
         (write, writes)
+    }
+
+    /// Issue 8: a text handled within the settle time (its session made, then ended)
+    /// writes nothing when the file already holds the result; a flush does not wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_made_and_ended_within_the_settle_time_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        let tracker = TaskTracker::new();
+        let (write, writes) = recording_writer();
+        let (store, _) =
+            SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write.clone()).unwrap();
+        store.put(session(1, now()));
+        store.flush().await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 1, "a flush writes at once");
+        store.remove(&chat(1).guid);
+        store.flush().await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 2);
+        shut_down(store, tracker).await;
+
+        // Reopened: the file is known to hold exactly the map.
+        let tracker = TaskTracker::new();
+        let (store, _) =
+            SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write).unwrap();
+        // The writer starts and waits for a change, as it has long before the first text.
+        tokio::task::yield_now().await;
+        for n in 0..20 {
+            store.put(session(n, now()));
+            tokio::time::sleep(SETTLE / 100).await;
+            store.remove(&chat(n).guid);
+        }
+        tokio::time::sleep(SETTLE * 4).await;
+        store.flush().await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 2, "nothing new to write");
+        store.put(session(7, now()));
+        tokio::time::sleep(SETTLE * 2).await;
+        let written = writes.lock().unwrap().clone();
+        assert_eq!(
+            written.len(),
+            3,
+            "a change that stays is written after the settle time"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), written[2]);
+        shut_down(store, tracker).await;
     }
 
     #[tokio::test]

@@ -149,6 +149,31 @@ impl StateDb {
         Ok(out)
     }
 
+    /// Runs `step` in one transaction committed without its own fsync. In WAL mode such a
+    /// commit survives a crash of the process, and a power cut once any later full commit
+    /// (or checkpoint) has synced the log, which covers every frame before it ("WAL mode is
+    /// always consistent with synchronous=NORMAL, but WAL mode does lose durability":
+    /// <https://www.sqlite.org/pragma.html#pragma_synchronous>). For records whose loss on a
+    /// power cut is harmless because a full commit of the same text follows (a send's end,
+    /// the tokens spent).
+    pub fn write_relaxed<T>(
+        &self,
+        step: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result: rusqlite::Result<T> = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = step(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        let restored = conn.pragma_update(None, "synchronous", "FULL");
+        let out = result?;
+        restored?;
+        Ok(out)
+    }
+
     /// Runs `query` on the connection (no transaction: one statement reads consistently).
     pub fn read<T>(
         &self,
@@ -243,6 +268,25 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    #[test]
+    fn a_relaxed_step_is_kept_and_full_sync_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let (db, _) = StateDb::open(path.clone()).unwrap();
+        db.write_relaxed(|tx| tx.execute("INSERT INTO meta VALUES ('k', 'relaxed')", []))
+            .unwrap();
+        assert_eq!(journal(&db).1, 2, "FULL again for the next step");
+        let failed = db.write_relaxed(|tx| tx.execute("INSERT INTO meta VALUES ('k', 'x')", []));
+        assert!(failed.is_err());
+        assert_eq!(journal(&db).1, 2, "FULL again after a failed step too");
+        drop(db);
+        let (db, _) = StateDb::open(path).unwrap();
+        let value: String = db
+            .read(|c| c.query_row("SELECT value FROM meta WHERE key = 'k'", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(value, "relaxed");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! subscribers at once. `<data dir>/status.json` (for the CLI) is written by one writer
 //! thread of its own, never on the runtime's workers: it writes the latest snapshot whenever
 //! it is behind, so a burst of changes costs a few writes, not one each; each write is
-//! atomic ([`crate::persist::write_atomic`]), and [`StatusBoard::flush`] waits until the file
-//! shows every change made before it.
+//! atomic but not fsynced ([`crate::persist::replace`]: the file is derived from memory and
+//! rewritten at every start), and [`StatusBoard::flush`] waits until the file shows every
+//! change made before it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -398,7 +399,8 @@ fn write_file(path: &std::path::Path, rx: &watch::Receiver<Status>, progress: &P
         drop(counts);
         // Taken after `target` was read, so the snapshot holds every change counted in it.
         let bytes = serde_json::to_vec_pretty(&*rx.borrow()).expect("status serialises");
-        if let Err(err) = crate::persist::write_atomic(path, &bytes) {
+        // Derived from memory and rewritten at every start: atomic, not fsynced.
+        if let Err(err) = crate::persist::replace(path, &bytes) {
             tracing::warn!(cause = %err, file = ?path, "could not write status file");
         }
         counts = lock(&progress.counts);

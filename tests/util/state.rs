@@ -55,7 +55,9 @@ pub fn read(data_dir: &Path) -> Option<Snapshot> {
         .collect::<rusqlite::Result<_>>()
         .ok()?;
     let cursor: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .ok()?;
     let cursor = cursor.map(|json| {
