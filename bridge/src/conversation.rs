@@ -29,7 +29,7 @@ use crate::limits::{Budget, LimitsError, Rate, RateLimiter, Spend};
 use crate::outbox::Outbox;
 use crate::router::{Handler, Job};
 use crate::sessions::{Session, SessionState, SessionStore};
-use crate::status::StatusBoard;
+use crate::status::{ApiProblem, StatusBoard, VaultProblem};
 use crate::tools::{ToolRecord, Tools};
 use crate::vault::{Folder, NewNote, Vault};
 
@@ -185,7 +185,9 @@ impl Conversations {
         let (problem, outside) = match checked {
             Ok(layout) => (None, layout.outside),
             Err(err) => (
-                Some(format!("cannot write to the vault: {err}")),
+                Some(VaultProblem::NotWritable {
+                    reason: err.to_string(),
+                }),
                 Vec::new(),
             ),
         };
@@ -430,8 +432,11 @@ impl Conversations {
             Err(err) if err.is_auth() => {
                 error!(cause = %err, "the API rejected the key; texts go to Inbox until it is fixed");
                 // The message starts "API key rejected (HTTP 401): …".
-                self.status
-                    .update(|s| s.api_problem = Some(err.to_string()));
+                self.status.update(|s| {
+                    s.api_problem = Some(ApiProblem::KeyRejected {
+                        detail: err.to_string(),
+                    })
+                });
             }
             Err(_) => {}
         }

@@ -386,30 +386,8 @@ impl SessionStore {
         tracker: &TaskTracker,
         write: WriteFn,
     ) -> Result<(SessionStore, LoadReport), SessionsError> {
-        let read_error = |source| SessionsError::Read {
-            path: path.clone(),
-            source: Arc::new(source),
-        };
         let mut report = LoadReport::default();
-        let loaded = persist::load_json::<FileIn>(&path).map_err(read_error)?;
-        let restored = match loaded.value(StateFile::Sessions, &mut report.moved_aside) {
-            None => Vec::new(),
-            Some(file) if file.version == FILE_VERSION => file.sessions,
-            Some(file) => {
-                let reason = format!(
-                    "unsupported sessions file version {} (expected {FILE_VERSION})",
-                    file.version
-                );
-                let moved =
-                    persist::set_aside(&path, StateFile::Sessions, reason).map_err(read_error)?;
-                report.moved_aside = Some(moved);
-                Vec::new()
-            }
-        };
-        if report.moved_aside.is_some() {
-            tracing::warn!(path = ?path, "sessions file unreadable; starting without sessions");
-        }
-
+        let restored = read_file(&path, &mut report)?;
         let timeout = TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
         let mut sessions = HashMap::new();
         let mut repaired = 0;
@@ -634,6 +612,34 @@ impl SessionStore {
         }
         result
     }
+}
+
+/// Reads the sessions saved in `path`; an unreadable file (or one of another version) is
+/// moved aside and reported in `report`, and nothing is restored.
+fn read_file(path: &Path, report: &mut LoadReport) -> Result<Vec<Session>, SessionsError> {
+    let read_error = |source| SessionsError::Read {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
+    };
+    let loaded = persist::load_json::<FileIn>(path).map_err(read_error)?;
+    let restored = match loaded.value(StateFile::Sessions, &mut report.moved_aside) {
+        None => Vec::new(),
+        Some(file) if file.version == FILE_VERSION => file.sessions,
+        Some(file) => {
+            let reason = format!(
+                "unsupported sessions file version {} (expected {FILE_VERSION})",
+                file.version
+            );
+            let moved =
+                persist::set_aside(path, StateFile::Sessions, reason).map_err(read_error)?;
+            report.moved_aside = Some(moved);
+            Vec::new()
+        }
+    };
+    if report.moved_aside.is_some() {
+        tracing::warn!(path = ?path, "sessions file unreadable; starting without sessions");
+    }
+    Ok(restored)
 }
 
 /// How long the writer lets a burst of changes settle before saving (unless a flush or

@@ -78,15 +78,70 @@ impl std::fmt::Display for SetAside {
     }
 }
 
-impl Serialize for SetAside {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+/// Writes a problem as its sentence; reads any sentence back as `Other`, so a
+/// `status.json` keeps the shape the UI and the CLI read (a string).
+macro_rules! sentence_serde {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer).map($ty::Other)
+            }
+        }
+    };
+}
+
+sentence_serde!(SetAside);
+sentence_serde!(VaultProblem);
+sentence_serde!(ApiProblem);
+
+/// Why the vault cannot be written, while it cannot (texts wait meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultProblem {
+    /// The write check failed; `reason` is what the vault said.
+    NotWritable {
+        /// Why, from the vault check.
+        reason: String,
+    },
+    /// A sentence read back from a `status.json`.
+    Other(String),
+}
+
+impl std::fmt::Display for VaultProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VaultProblem::NotWritable { reason } => {
+                write!(f, "cannot write to the vault: {reason}")
+            }
+            VaultProblem::Other(sentence) => f.write_str(sentence),
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for SetAside {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(SetAside::Other)
+/// Why the API refuses the bridge, while it does (texts go to Inbox meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiProblem {
+    /// The API rejected the key (401/403); `detail` is the API's error, which starts
+    /// "API key rejected (HTTP 401)".
+    KeyRejected {
+        /// The error as the agent reported it.
+        detail: String,
+    },
+    /// A sentence read back from a `status.json`.
+    Other(String),
+}
+
+impl std::fmt::Display for ApiProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiProblem::KeyRejected { detail } => f.write_str(detail),
+            ApiProblem::Other(sentence) => f.write_str(sentence),
+        }
     }
 }
 
@@ -114,7 +169,7 @@ pub struct Status {
     pub moved_aside: Vec<SetAside>,
     /// Why the vault cannot be written, while it cannot: texts wait meanwhile.
     #[serde(default)]
-    pub vault_problem: Option<String>,
+    pub vault_problem: Option<VaultProblem>,
     /// Vault folders (`Projects`, `_system/logs`) that are links leaving the vault: nothing
     /// is written there or listed from there until they are real folders inside it.
     #[serde(default)]
@@ -124,7 +179,7 @@ pub struct Status {
     pub waiting: usize,
     /// Set while the API rejects the key (401/403); texts go to Inbox unprocessed meanwhile.
     #[serde(default)]
-    pub api_problem: Option<String>,
+    pub api_problem: Option<ApiProblem>,
     /// Texts that arrived while the bridge was down but are older than the catch-up window,
     /// so were not handled (since start).
     #[serde(default)]
@@ -420,9 +475,17 @@ mod tests {
         assert_eq!(board.get().line(), "Running · 0 sessions");
         board.update(|s| s.sessions = 1);
         assert_eq!(board.get().line(), "Running · 1 session");
-        board.update(|s| s.api_problem = Some("API key rejected (HTTP 401)".into()));
+        board.update(|s| {
+            s.api_problem = Some(ApiProblem::KeyRejected {
+                detail: "API key rejected (HTTP 401)".into(),
+            })
+        });
         assert_eq!(board.get().line(), "API key rejected · texts go to Inbox");
-        board.update(|s| s.vault_problem = Some("the vault does not exist".into()));
+        board.update(|s| {
+            s.vault_problem = Some(VaultProblem::NotWritable {
+                reason: "the vault does not exist".into(),
+            })
+        });
         assert_eq!(board.get().line(), "Vault unavailable");
         for (waiting, line) in [
             (1, "Vault unavailable · 1 text waiting"),
