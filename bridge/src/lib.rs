@@ -183,6 +183,15 @@ impl Bridge {
     /// Runs until `shutdown` completes, then stops intake, lets in-flight work finish (at
     /// most [`DRAIN_DEADLINE`]), saves everything and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        // Polled once before intake can log "ready": a signal handler that the future installs
+        // when first polled (as `supervisor::quit_signal`'s are) then exists before anyone is
+        // told the bridge is ready, so a SIGTERM right after "ready" stops it cleanly instead
+        // of ending the process by the signal's default action.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let stop_now = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
+        })
+        .await;
         let running = match self.prepare()? {
             Some(running) => running,
             None => {
@@ -193,7 +202,9 @@ impl Bridge {
                 warn!(missing = reason, "setup incomplete; not reading texts");
                 self.status
                     .update(|s| s.state = State::NeedsSetup(reason.to_string()));
-                shutdown.await;
+                if !stop_now {
+                    shutdown.await;
+                }
                 self.close().await;
                 return Ok(());
             }
@@ -202,7 +213,9 @@ impl Bridge {
         let tracker = TaskTracker::new();
         self.spawn_tasks(running, &tracker, &cancel)?;
 
-        shutdown.await;
+        if !stop_now {
+            shutdown.await;
+        }
         info!("stopping: no new texts; finishing work in hand");
         self.status.update(|s| s.state = State::Stopping);
         cancel.cancel();
