@@ -297,44 +297,154 @@ struct Pattern {
 
 async fn full_run() {
     let hz = clock_ticks();
-    let load_before = load_average();
-    let pressure_before = (pressure("cpu"), pressure("io"), Instant::now());
+    let before = MachineBefore::now();
     let world = new_world().await;
     let env = bridge_env();
     let env = env_refs(&env);
     let mut texts = Texts(0);
-    let mut rows = Vec::new();
+    let mut rows = vec![start_row(&world, &env).await];
 
-    // Start-up: spawn → the ready line, five times over the same data directory.
+    let mut bridge = world.start_with(&env).await;
+    let run = drive(&world, &mut bridge, &mut texts).await;
+    let log = bridge.stop().await;
+    eprintln!("e2e: idle measured");
+    let out = support::out_dir();
+    if let Err(err) = std::fs::write(out.join("e2e-bridge.log"), &log) {
+        eprintln!("bench: cannot keep the bridge's log: {err}");
+    }
+    let requests = world.api.requests();
+    let violations = world.api.violations();
+    assert!(
+        violations.is_empty(),
+        "the fake API refused requests: {violations:?}"
+    );
+    let all_calls = world.osascript.calls();
+    let captures: usize = run.patterns.iter().map(|p| p.sent.len()).sum();
+
+    rows.extend(latency_rows(&run.patterns, &all_calls, &requests, &log));
+    rows.extend(request_rows(&requests, &run.patterns));
+    let census = census(&world, &env, &mut texts).await;
+    rows.extend(census_rows(&census, all_calls.len(), captures));
+    rows.extend(cpu_rows(&run, hz, captures));
+    rows.extend(memory_rows(&run));
+    rows.extend(micro_rows());
+    rows.push(app_memory());
+    publish(&rows, &before, &out);
+}
+
+/// The machine's load and pressure when the run began.
+struct MachineBefore {
+    load: String,
+    cpu: Option<u64>,
+    io: Option<u64>,
+    at: Instant,
+}
+
+impl MachineBefore {
+    fn now() -> MachineBefore {
+        MachineBefore {
+            load: load_average(),
+            cpu: pressure("cpu"),
+            io: pressure("io"),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Start-up: spawn → the ready line, five times over the same data directory.
+async fn start_row(world: &World, env: &[(&str, &str)]) -> Row {
     let mut starts_ms = Vec::new();
     let mut stops_ms = Vec::new();
     for _ in 0..STARTS {
         let spawned = Instant::now();
-        let bridge = world.start_with(&env).await;
+        let bridge = world.start_with(env).await;
         starts_ms.push(spawned.elapsed().as_secs_f64() * 1e3);
         let stopping = Instant::now();
         bridge.stop().await;
         stops_ms.push(stopping.elapsed().as_secs_f64() * 1e3);
     }
     eprintln!("e2e: start-up measured");
+    let starts = Summary::of(&starts_ms).expect("starts");
+    Row::new(
+        format!("start-up: spawn → ready line (median of {STARTS})"),
+        format!(
+            "{} (min {}, max {})",
+            support::ms(starts.p50),
+            support::ms(starts_ms.iter().copied().fold(f64::MAX, f64::min)),
+            support::ms(starts.max)
+        ),
+    )
+    .target("≤ 100 ms", starts.p50 <= 100.0)
+    .original("0.6–0.7 s")
+    .json("starts_ms", json!(starts_ms))
+    .json("stops_ms", json!(stops_ms))
+}
 
-    let mut bridge = world.start_with(&env).await;
+/// What the load and the idle time after it showed.
+struct Run {
+    patterns: Vec<Pattern>,
+    cpu_before: Cpu,
+    cpu_after: Cpu,
+    load_secs: f64,
+    idle_before: Cpu,
+    idle_after: Cpu,
+    /// (VmRSS kB, threads) after start, after the load, and idle after it.
+    rss_start: (u64, u64),
+    rss_after: (u64, u64),
+    /// (VmHWM kB, threads) at the end of the load, and VmHWM after the 10-chat burst.
+    peak: (u64, u64),
+    peak_after_burst: u64,
+}
+
+fn rss(pid: u32, key: &str) -> (u64, u64) {
+    (
+        status_field(pid, key).unwrap_or(0),
+        status_field(pid, "Threads").unwrap_or(0),
+    )
+}
+
+/// The load (four patterns), then [`IDLE`] of idle time.
+async fn drive(world: &World, bridge: &mut Bridge, texts: &mut Texts) -> Run {
     let pid = bridge.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_start = status_field(pid, "VmRSS").unwrap_or(0);
-    let threads_start = status_field(pid, "Threads").unwrap_or(0);
-
+    let rss_start = rss(pid, "VmRSS");
     let cpu_before = read_cpu(pid);
     let load_started = Instant::now();
+    let (patterns, peak_after_burst) = load(world, bridge, texts).await;
+    let cpu_after = read_cpu(pid);
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let peak = rss(pid, "VmHWM");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_before = read_cpu(pid);
+    tokio::time::sleep(IDLE).await;
+    let idle_after = read_cpu(pid);
+    Run {
+        patterns,
+        cpu_before,
+        cpu_after,
+        load_secs,
+        idle_before,
+        idle_after,
+        rss_start,
+        rss_after: rss(pid, "VmRSS"),
+        peak,
+        peak_after_burst,
+    }
+}
+
+/// The four patterns of texts; returns them and VmHWM after the 10-chat burst.
+async fn load(world: &World, bridge: &mut Bridge, texts: &mut Texts) -> (Vec<Pattern>, u64) {
+    let pid = bridge.pid();
     let mut patterns = Vec::new();
     let mut calls = 0;
 
     // 10 isolated texts, each after the previous one was handled.
     let mut sent = Vec::new();
     for _ in 0..10 {
-        sent.push(send(&world, ME_CHAT, ME, texts.next()));
+        sent.push(send(world, ME_CHAT, ME, texts.next()));
         calls += 1;
-        await_replies(&world, &mut bridge, calls, 1).await;
+        await_replies(world, bridge, calls, 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     patterns.push(Pattern {
@@ -348,10 +458,10 @@ async fn full_run() {
     let paced = tokio::time::Instant::now();
     for i in 0..20 {
         tokio::time::sleep_until(paced + SPACING * i).await;
-        sent.push(send(&world, ME_CHAT, ME, texts.next()));
+        sent.push(send(world, ME_CHAT, ME, texts.next()));
     }
     calls += 20;
-    await_replies(&world, &mut bridge, calls, 20).await;
+    await_replies(world, bridge, calls, 20).await;
     patterns.push(Pattern {
         name: "20 texts 3 s apart",
         sent,
@@ -360,13 +470,14 @@ async fn full_run() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A burst of 10 texts in 10 conversations.
-    let mut sent = Vec::new();
-    for n in 0..OTHER_CHATS {
-        let (handle, chat) = other(n);
-        sent.push(send(&world, &chat, &handle, texts.next()));
-    }
+    let sent = (0..OTHER_CHATS)
+        .map(|n| {
+            let (handle, chat) = other(n);
+            send(world, &chat, &handle, texts.next())
+        })
+        .collect();
     calls += OTHER_CHATS;
-    await_replies(&world, &mut bridge, calls, OTHER_CHATS).await;
+    await_replies(world, bridge, calls, OTHER_CHATS).await;
     let peak_after_burst = status_field(pid, "VmHWM").unwrap_or(0);
     patterns.push(Pattern {
         name: "burst of 10 in 10 chats",
@@ -375,70 +486,34 @@ async fn full_run() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A burst of 10 texts in one conversation (handled in order, one at a time).
-    let mut sent = Vec::new();
-    for _ in 0..10 {
-        sent.push(send(&world, ME_CHAT, ME, texts.next()));
-    }
+    let sent = (0..10)
+        .map(|_| send(world, ME_CHAT, ME, texts.next()))
+        .collect();
     calls += 10;
-    await_replies(&world, &mut bridge, calls, 10).await;
+    await_replies(world, bridge, calls, 10).await;
     patterns.push(Pattern {
         name: "burst of 10 in one chat",
         sent,
     });
     eprintln!("e2e: bursts done");
+    (patterns, peak_after_burst)
+}
 
-    let cpu_after = read_cpu(pid);
-    let load_secs = load_started.elapsed().as_secs_f64();
-    let peak = status_field(pid, "VmHWM").unwrap_or(0);
-    let threads_peak = status_field(pid, "Threads").unwrap_or(0);
-
-    // Idle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_before = read_cpu(pid);
-    tokio::time::sleep(IDLE).await;
-    let idle_after = read_cpu(pid);
-    let rss_after = status_field(pid, "VmRSS").unwrap_or(0);
-    let threads_after = status_field(pid, "Threads").unwrap_or(0);
-    let log = bridge.stop().await;
-    eprintln!("e2e: idle measured");
-    let out = support::out_dir();
-    if let Err(err) = std::fs::write(out.join("e2e-bridge.log"), &log) {
-        eprintln!("bench: cannot keep the bridge's log: {err}");
-    }
-
-    let requests = world.api.requests();
-    let violations = world.api.violations();
-    assert!(
-        violations.is_empty(),
-        "the fake API refused requests: {violations:?}"
-    );
-    let all_calls = world.osascript.calls();
-
-    // ---- figures ----
-    let starts = Summary::of(&starts_ms).expect("starts");
-    rows.push(
-        Row::new(
-            format!("start-up: spawn → ready line (median of {STARTS})"),
-            format!(
-                "{} (min {}, max {})",
-                support::ms(starts.p50),
-                support::ms(starts_ms.iter().copied().fold(f64::MAX, f64::min)),
-                support::ms(starts.max)
-            ),
-        )
-        .target("≤ 100 ms", starts.p50 <= 100.0)
-        .original("0.6–0.7 s")
-        .json("starts_ms", json!(starts_ms))
-        .json("stops_ms", json!(stops_ms)),
-    );
-
+/// Reply latency per pattern, then detection (first API request, and the `claimed` line).
+fn latency_rows(
+    patterns: &[Pattern],
+    all_calls: &[util::osascript::Call],
+    requests: &[Recorded],
+    log: &str,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
     let by_reply: HashMap<&str, &util::osascript::Call> =
         all_calls.iter().map(|c| (c.text.as_str(), c)).collect();
-    let first_requests = first_requests(&requests);
-    let claimed = claimed_lines(&log);
+    let first_requests = first_requests(requests);
+    let claimed = claimed_lines(log);
     let mut detect_ms = Vec::new();
     let mut claim_ms = Vec::new();
-    for pattern in &patterns {
+    for pattern in patterns {
         let mut latencies = Vec::new();
         for s in &pattern.sent {
             let reply = reply_to(&s.text);
@@ -456,74 +531,65 @@ async fn full_run() {
         }
         rows.push(latency_row(pattern, &latencies));
     }
+    rows.push(detection_row(&detect_ms, log));
+    rows.extend(claim_row(&claim_ms));
+    rows
+}
 
-    let detect = Summary::of(&detect_ms).expect("every text reached the API");
+fn detection_row(detect_ms: &[f64], log: &str) -> Row {
+    let detect = Summary::of(detect_ms).expect("every text reached the API");
     let prompt = detect_ms.iter().filter(|ms| **ms <= 100.0).count();
     let early_reads = log
         .lines()
         .filter(|l| l.contains("no chat join yet"))
         .count();
-    rows.push(
-        Row::new(
-            format!("detection ≤ insert → first API request (n={})", detect.n),
-            format!(
-                "p50 {} · p95 {} · max {}; {prompt} of {} within 100 ms, the rest found by the \
+    Row::new(
+        format!("detection ≤ insert → first API request (n={})", detect.n),
+        format!(
+            "p50 {} · p95 {} · max {}; {prompt} of {} within 100 ms, the rest found by the \
                  {POLL_SECS} s poll; {early_reads} reads saw a message row before its chat join",
-                support::ms(detect.p50),
-                support::ms(detect.p95),
-                support::ms(detect.max),
-                detect.n,
+            support::ms(detect.p50),
+            support::ms(detect.p95),
+            support::ms(detect.max),
+            detect.n,
+        ),
+    )
+    .num("within_100ms", prompt as f64)
+    .num("reads_before_chat_join", early_reads as f64)
+    .target("p95 ≤ 20 ms", detect.p95 <= 20.0)
+    .original("414 ms p50")
+    .num("p50_ms", detect.p50)
+    .num("p95_ms", detect.p95)
+    .num("max_ms", detect.max)
+}
+
+/// The tighter bound on detection: insert → the bridge's `claimed` log line.
+fn claim_row(claim_ms: &[f64]) -> Option<Row> {
+    let claim = Summary::of(claim_ms)?;
+    Some(
+        Row::new(
+            format!(
+                "  tighter: insert → the bridge's `claimed` log line (n={})",
+                claim.n
+            ),
+            format!(
+                "p50 {} · p95 {} · max {}",
+                support::ms(claim.p50),
+                support::ms(claim.p95),
+                support::ms(claim.max)
             ),
         )
-        .num("within_100ms", prompt as f64)
-        .num("reads_before_chat_join", early_reads as f64)
-        .target("p95 ≤ 20 ms", detect.p95 <= 20.0)
-        .original("414 ms p50")
-        .num("p50_ms", detect.p50)
-        .num("p95_ms", detect.p95)
-        .num("max_ms", detect.max),
-    );
-    if let Some(claim) = Summary::of(&claim_ms) {
-        rows.push(
-            Row::new(
-                format!(
-                    "  tighter: insert → the bridge's `claimed` log line (n={})",
-                    claim.n
-                ),
-                format!(
-                    "p50 {} · p95 {} · max {}",
-                    support::ms(claim.p50),
-                    support::ms(claim.p95),
-                    support::ms(claim.max)
-                ),
-            )
-            .num("p50_ms", claim.p50)
-            .num("p95_ms", claim.p95)
-            .num("max_ms", claim.max),
-        );
-    }
+        .num("p50_ms", claim.p50)
+        .num("p95_ms", claim.p95)
+        .num("max_ms", claim.max),
+    )
+}
 
-    let captures: usize = patterns.iter().map(|p| p.sent.len()).sum();
-    rows.extend(request_rows(&requests, &patterns));
-
-    let (load_ticks, load_sched, load_children) = cpu_between(&cpu_before, &cpu_after, hz);
-    let cpu_per = if load_sched > 0.0 {
-        load_sched
-    } else {
-        load_ticks
-    } / captures as f64;
-    let (idle_ticks, idle_sched, _) = cpu_between(&idle_before, &idle_after, hz);
-    let idle_cpu = if idle_sched > 0.0 {
-        idle_sched
-    } else {
-        idle_ticks
-    };
-    let idle_pct = idle_cpu / IDLE.as_secs_f64() * 100.0;
-
-    // Processes.
-    let census = census(&world, &env, &mut texts).await;
-    let calls_per = all_calls.len() as f64 / captures as f64;
-    let (census_text, census_ok, census_data) = match &census {
+/// The processes the bridge started, and its fsyncs (strace only).
+fn census_rows(census: &Result<Census, String>, calls: usize, captures: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let calls_per = calls as f64 / captures as f64;
+    let (census_text, census_ok, census_data) = match census {
         Ok(c) => {
             let others: Vec<&String> = c
                 .children
@@ -533,7 +599,7 @@ async fn full_run() {
             let text = format!(
                 "{calls_per:.0} osascript per capture ({} calls / {captures} captures); {}: {} \
                  children in {} captures, all osascript: {}",
-                all_calls.len(),
+                calls,
                 c.method,
                 c.children.len(),
                 c.captures,
@@ -562,7 +628,7 @@ async fn full_run() {
             .num("osascript_calls_per_capture", calls_per)
             .json("census", census_data),
     );
-    if let Ok(c) = &census
+    if let Ok(c) = census
         && c.method == "strace -f"
     {
         let per = c.fsyncs as f64 / c.captures as f64;
@@ -587,6 +653,26 @@ async fn full_run() {
             .num("fsync_ms_per_capture", ms_per),
         );
     }
+    rows
+}
+
+/// CPU per capture and while idle.
+fn cpu_rows(run: &Run, hz: f64, captures: usize) -> Vec<Row> {
+    let (load_ticks, load_sched, load_children) = cpu_between(&run.cpu_before, &run.cpu_after, hz);
+    let cpu_per = if load_sched > 0.0 {
+        load_sched
+    } else {
+        load_ticks
+    } / captures as f64;
+    let (idle_ticks, idle_sched, _) = cpu_between(&run.idle_before, &run.idle_after, hz);
+    let idle_cpu = if idle_sched > 0.0 {
+        idle_sched
+    } else {
+        idle_ticks
+    };
+    let idle_pct = idle_cpu / IDLE.as_secs_f64() * 100.0;
+    let load_secs = run.load_secs;
+    let mut rows = Vec::new();
     rows.push(
         Row::new(
             format!("CPU per capture (bridge process, {captures} captures)"),
@@ -612,6 +698,29 @@ async fn full_run() {
         .num("load_secs", load_secs),
     );
 
+    rows.push(
+        Row::new(
+            format!("CPU while idle ({} s)", IDLE.as_secs()),
+            format!(
+                "{idle_pct:.4} % ({:.1} ms; /proc stat ticks: {:.0} ms)",
+                idle_cpu * 1e3,
+                idle_ticks * 1e3
+            ),
+        )
+        .target("≤ 0.02 %", idle_pct <= 0.02)
+        .num("percent", idle_pct)
+        .num("cpu_ms_schedstat", idle_sched * 1e3)
+        .num("cpu_ms_ticks", idle_ticks * 1e3),
+    );
+
+    rows
+}
+
+/// Memory after start, at the peak of the load, and idle after it.
+fn memory_rows(run: &Run) -> Vec<Row> {
+    let ((rss_start, threads_start), (rss_after, threads_after)) = (run.rss_start, run.rss_after);
+    let ((peak, threads_peak), peak_after_burst) = (run.peak, run.peak_after_burst);
+    let mut rows = Vec::new();
     rows.push(
         Row::new(
             "RSS idle after start (VmRSS)",
@@ -644,58 +753,48 @@ async fn full_run() {
         .original("147 MB (idle)")
         .num("kb", rss_after as f64),
     );
-    rows.push(
-        Row::new(
-            format!("CPU while idle ({} s)", IDLE.as_secs()),
-            format!(
-                "{idle_pct:.4} % ({:.1} ms; /proc stat ticks: {:.0} ms)",
-                idle_cpu * 1e3,
-                idle_ticks * 1e3
-            ),
-        )
-        .target("≤ 0.02 %", idle_pct <= 0.02)
-        .num("percent", idle_pct)
-        .num("cpu_ms_schedstat", idle_sched * 1e3)
-        .num("cpu_ms_ticks", idle_ticks * 1e3),
-    );
+    rows
+}
 
-    // The micro-benchmarks' rows, then the app.
+/// The micro-benchmarks' rows (`cargo bench --bench micro` leaves them).
+fn micro_rows() -> Vec<Row> {
     match std::fs::read(support::micro_rows_path())
         .ok()
         .and_then(|b| serde_json::from_slice::<Vec<Row>>(&b).ok())
     {
-        Some(micro) => rows.extend(micro),
-        None => rows.push(Row::new(
+        Some(micro) => micro,
+        None => vec![Row::new(
             "micro-benchmarks",
             "not run (`cargo bench --bench micro` writes them)",
-        )),
+        )],
     }
-    rows.push(app_memory());
+}
 
-    let stalled = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) => format!(
-            "{:.0} %",
-            (a.saturating_sub(b)) as f64 / 1e4 / pressure_before.2.elapsed().as_secs_f64()
-        ),
+/// Prints the table with the machine line and writes results.json and results.md.
+fn publish(rows: &[Row], before: &MachineBefore, out: &Path) {
+    let elapsed = before.at.elapsed().as_secs_f64();
+    let stalled = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(b), Some(a)) => format!("{:.0} %", (a.saturating_sub(b)) as f64 / 1e4 / elapsed),
         _ => "?".into(),
     };
     let machine = format!(
-        "{}; load average {load_before} before, {} after; some task stalled on CPU {} and on \
+        "{}; load average {} before, {} after; some task stalled on CPU {} and on \
          I/O {} of the run (PSI)",
         machine(),
+        before.load,
         load_average(),
-        stalled(pressure_before.0, pressure("cpu")),
-        stalled(pressure_before.1, pressure("io")),
+        stalled(before.cpu, pressure("cpu")),
+        stalled(before.io, pressure("io")),
     );
     let date = chrono::Local::now().format("%Y-%m-%d %H:%M").to_string();
-    println!("\n{date} · {machine}\n\n{}", support::render_text(&rows));
+    println!("\n{date} · {machine}\n\n{}", support::render_text(rows));
     support::write_json(
         &out.join("results.json"),
         &json!({ "date": date, "machine": machine, "rows": rows }),
     );
     let markdown = format!(
         "Measured {date} on {machine}.\n\n{}",
-        support::render_markdown(&rows)
+        support::render_markdown(rows)
     );
     if let Err(err) = std::fs::write(out.join("results.md"), markdown) {
         eprintln!("bench: cannot write results.md: {err}");

@@ -136,10 +136,8 @@ impl Outbox {
             Err(err) if is_certainly_unsent(err) => SendOutcome::NotSent,
             Err(_) => SendOutcome::Unknown,
         };
-        if recorded {
-            if let Err(err) = ledger.end_send(source, &digest, outcome).await {
-                tracing::warn!(chat = ?chat.guid, ?source, ?outcome, cause = %err, "could not record how the reply went");
-            }
+        if recorded && let Err(err) = ledger.end_send(source, &digest, outcome).await {
+            tracing::warn!(chat = ?chat.guid, ?source, ?outcome, cause = %err, "could not record how the reply went");
         }
         match (result, outcome) {
             (Ok(()), _) => Ok(Delivery::Sent),
