@@ -468,6 +468,29 @@ fn write_file(path: &std::path::Path, rx: &watch::Receiver<Status>, progress: &P
 mod tests {
     use super::*;
 
+    /// Updates racing on several threads: the file ends with the last snapshot, not one an
+    /// earlier writer renamed into place after a later one.
+    #[test]
+    fn the_file_ends_with_the_latest_snapshot_when_updates_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("status.json");
+        let board = StatusBoard::new(Some(file.clone()));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..40 {
+                        board.update(|s| s.handled += 1);
+                    }
+                });
+            }
+        });
+        board.blocking_flush();
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(board.get().handled, 160);
+        assert_eq!(on_disk["handled"], 160);
+    }
+
     #[test]
     fn lines() {
         let board = StatusBoard::new(None);
