@@ -295,3 +295,19 @@ async fn a_reply_in_flight_at_a_kill_is_not_sent_again() {
         .any(|r| r.body.to_string().contains("delivery unconfirmed"));
     assert!(told, "the model learned the reply was not resent");
 }
+
+/// Issue 8: a SIGTERM sent the moment the ready line appears stops the bridge cleanly (exit
+/// 0, "stopped" logged), start after start: the benchmark's start-up loop once saw the bridge
+/// end otherwise. `Bridge::run` now polls the shutdown future (which installs the signal
+/// handlers) before intake can log "ready"; the race it closes was not reproduced here, so
+/// this guards the clean stop rather than proving that fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_right_after_the_ready_line_is_a_clean_stop() {
+    let world = World::new(scripted(capture)).await;
+    for _ in 0..8 {
+        let bridge = world.start().await;
+        // `stop` sends SIGTERM at once and asserts a successful exit.
+        let log = bridge.stop().await;
+        assert!(log.contains("stopped"), "{log}");
+    }
+}
