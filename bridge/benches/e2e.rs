@@ -1155,10 +1155,11 @@ fn parse_strace(text: &str) -> Option<Census> {
                     .rsplit_once('<')
                     .and_then(|(_, t)| t.trim_end().strip_suffix('>')?.parse().ok())
                     .unwrap_or(0.0);
-                // `-y` names the descriptor's file: `fsync(7</path/state.db-wal>)`.
+                // `-y` names the descriptor's file: `fsync(7</path/state.db-wal>)` (the call may be
+                // split by `<unfinished ...>`, so only up to the first `>`).
                 let file = call
                     .split_once('<')
-                    .and_then(|(_, rest)| rest.split_once(">)"))
+                    .and_then(|(_, rest)| rest.split_once('>'))
                     .map_or_else(|| "?".to_string(), |(path, _)| kind_of_file(path));
                 syncs.push((pid, secs, file));
             }

@@ -4,7 +4,8 @@
 //! 1`) and once as received from your own address (`is_from_me = 0`, a new guid), and the
 //! copy is not byte for byte the reply: it may be in `attributedBody` only, with whitespace,
 //! quotes and invisible characters changed. So every reply is remembered before it is sent
-//! (chat, a SHA-256 digest of its [`normalise`]d text, time) in `echoes.json`, and a row of
+//! (chat, a SHA-256 digest of its [`normalise`]d text, time) in the state database
+//! ([`crate::state`]; older versions kept `echoes.json`, imported once), and a row of
 //! the same chat whose normalised text matches a reply sent in the last [`WINDOW`] is that
 //! reply's copy. Each reply accounts for at most one received and one sent copy, so the
 //! person repeating a reply's words later is still heard. The normal form follows the echo
@@ -12,23 +13,31 @@
 //! (`external_plugins/imessage/server.ts`, `echoKey`): drop zero-width joiners and variation
 //! selectors, fold typographic quotes to straight ones, trim and collapse whitespace.
 //!
-//! Invariants: a reply is on disk before it is sent (so a restart between sending and
-//! reading its copy still knows it); the file holds only the window's replies; it is written
-//! atomically ([`persist::write_atomic`]); an unreadable file is moved aside and the memory
-//! starts empty. All calls block (fsync): call them from blocking code or `spawn_blocking`.
+//! Invariants: a reply is in the database before it is sent (so a restart between sending
+//! and reading its copy still knows it), committed without its own fsync
+//! ([`StateDb::write_relaxed`]): a process crash loses nothing, and the text's finish commit,
+//! which follows, makes it durable (a power cut before that re-handles the text anyway); only
+//! the window's replies are kept; an unreadable old file is moved aside and the memory starts
+//! empty. All calls block: call them from blocking code or `spawn_blocking`.
 
 use std::io;
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::persist::{self, Loaded};
+use rusqlite::OptionalExtension;
 
-/// The file in the data directory.
+use crate::persist::{self, Loaded};
+use crate::state::StateDb;
+
+/// The file older versions kept the memory in, in the data directory (imported once).
 pub const FILE: &str = "echoes.json";
+
+/// Its key in the state database's `meta` table.
+const KEY: &str = "echoes";
 
 /// How long a reply's copies are expected.
 pub const WINDOW: TimeDelta = TimeDelta::minutes(10);
@@ -54,35 +63,55 @@ struct Reply {
     sent_seen: bool,
 }
 
-/// The replies of the last [`WINDOW`], saved in one file.
+/// The replies of the last [`WINDOW`], saved in the state database.
 #[derive(Debug)]
 pub struct Echoes {
-    path: Option<PathBuf>,
+    db: Option<Arc<StateDb>>,
     replies: Mutex<Vec<Reply>>,
 }
 
 impl Echoes {
-    /// Loads `path` (a missing file is an empty memory; an unreadable one is moved aside).
-    pub fn open(path: PathBuf) -> io::Result<Echoes> {
-        let replies = match persist::load_json::<Vec<Reply>>(&path)? {
-            Loaded::Ok(replies) => replies,
-            Loaded::Missing => Vec::new(),
+    /// Loads the memory from `db`; an `old_file` (`echoes.json` of an older version) is
+    /// imported when the database holds none, then kept aside (an unreadable one is moved
+    /// aside and the memory starts empty).
+    pub fn open(db: Arc<StateDb>, old_file: &Path) -> io::Result<Echoes> {
+        let stored: Option<String> = db
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [KEY], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(io::Error::other)?;
+        let mut replies: Vec<Reply> = stored
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default();
+        let old = match persist::load_json::<Vec<Reply>>(old_file)? {
+            Loaded::Ok(old) => Some(old),
+            Loaded::Missing => None,
             Loaded::MovedAside { moved_to, reason } => {
-                tracing::warn!(path = ?path, moved_to = ?moved_to, %reason,
+                tracing::warn!(path = ?old_file, moved_to = ?moved_to, %reason,
                     "echo memory unreadable; moved aside, starting empty");
-                Vec::new()
+                None
             }
         };
-        Ok(Echoes {
-            path: Some(path),
-            replies: Mutex::new(replies),
-        })
+        let echoes = Echoes {
+            db: Some(db),
+            replies: Mutex::new(Vec::new()),
+        };
+        if let Some(old) = old {
+            if replies.is_empty() {
+                replies = old;
+                echoes.save(&replies)?;
+            }
+            persist::rename_beside(old_file, "migrated")?;
+        }
+        *echoes.lock() = replies;
+        Ok(echoes)
     }
 
     /// A memory that is not saved (tests, and front ends that send nothing).
     pub fn in_memory() -> Echoes {
         Echoes {
-            path: None,
+            db: None,
             replies: Mutex::new(Vec::new()),
         }
     }
@@ -141,11 +170,16 @@ impl Echoes {
     }
 
     fn save(&self, replies: &[Reply]) -> io::Result<()> {
-        let Some(path) = &self.path else {
+        let Some(db) = &self.db else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec_pretty(replies).map_err(io::Error::other)?;
-        persist::write_atomic(path, &bytes)
+        let json = serde_json::to_string(replies).map_err(io::Error::other)?;
+        db.write_relaxed(|tx| {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute([KEY, &json])
+        })
+        .map(drop)
+        .map_err(io::Error::other)
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Reply>> {
@@ -215,26 +249,65 @@ mod tests {
         assert!(!echoes.take(CHAT, "Done.", Copy::Received, later));
     }
 
+    fn db(dir: &Path) -> Arc<StateDb> {
+        Arc::new(StateDb::open(dir.join(crate::state::FILE)).unwrap().0)
+    }
+
     #[test]
     fn the_memory_survives_a_restart_and_forgets_old_replies() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("echoes.json");
+        let old = dir.path().join(FILE);
         let now = Utc::now();
         {
-            let echoes = Echoes::open(path.clone()).unwrap();
+            let echoes = Echoes::open(db(dir.path()), &old).unwrap();
             echoes.remember(CHAT, "old", now - WINDOW * 2).unwrap();
             echoes.remember(CHAT, "Saved to Ideas.", now).unwrap();
             assert_eq!(echoes.len(), 1, "the old reply is pruned");
         }
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("Saved to Ideas"), "only a digest is stored");
-        let echoes = Echoes::open(path.clone()).unwrap();
+        let stored: String = db(dir.path())
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = 'echoes'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap();
+        assert!(
+            !stored.contains("Saved to Ideas"),
+            "only a digest is stored"
+        );
+        let echoes = Echoes::open(db(dir.path()), &old).unwrap();
         assert!(echoes.take(CHAT, "Saved to Ideas.", Copy::Received, now));
-        let reopened = Echoes::open(path.clone()).unwrap();
+        let reopened = Echoes::open(db(dir.path()), &old).unwrap();
         assert!(!reopened.take(CHAT, "Saved to Ideas.", Copy::Received, now));
+    }
 
-        std::fs::write(&path, b"{ not json").unwrap();
-        let fresh = Echoes::open(path).unwrap();
-        assert!(fresh.is_empty());
+    #[test]
+    fn an_old_echo_file_is_imported_then_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(FILE);
+        let now = Utc::now();
+        let reply = Reply {
+            chat: CHAT.into(),
+            digest: digest("Saved to Ideas."),
+            at: now,
+            received_seen: false,
+            sent_seen: false,
+        };
+        let bytes = serde_json::to_vec(&vec![reply]).unwrap();
+        std::fs::write(&old, &bytes).unwrap();
+        let echoes = Echoes::open(db(dir.path()), &old).unwrap();
+        assert!(!old.exists());
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("echoes.json.migrated-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), bytes);
+        assert!(echoes.take(CHAT, "Saved to Ideas.", Copy::Received, now));
+
+        std::fs::write(&old, b"{ not json").unwrap();
+        let fresh = Echoes::open(db(dir.path()), &old).unwrap();
+        assert!(!fresh.take(CHAT, "Saved to Ideas.", Copy::Sent, now + WINDOW * 2));
     }
 }

@@ -246,8 +246,8 @@ impl Bridge {
             ..anthropic::ClientConfig::new(auth)
         })?;
         let path = config.data_dir.join(echoes::FILE);
-        let echoes =
-            echoes::Echoes::open(path.clone()).map_err(|source| Error::Echoes { path, source })?;
+        let echoes = echoes::Echoes::open(Arc::clone(self.ledger.db()), &path)
+            .map_err(|source| Error::Echoes { path, source })?;
         let echoes = Arc::new(echoes);
         let outbox = outbox::Outbox::new(
             sender::Sender::default(),
