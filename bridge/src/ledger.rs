@@ -13,9 +13,11 @@
 //!
 //! Invariants: each step (claim, finish, a send's start or end, a cursor move) is one
 //! transaction, durable when it returns, so a crash can repeat work but never lose a claimed
-//! text, and a failed step changes nothing. The one exception is a send's end, committed
-//! without its own fsync ([`StateDb::write_relaxed`]): a power cut can only put the record
-//! back in flight, which counts as unconfirmed, so a reply is still never sent twice. The `blocking_*` methods block (SQLite, fsync;
+//! text, and a failed step changes nothing. Two steps are committed without their own fsync
+//! ([`StateDb::write_relaxed`]; a process crash still loses neither): a send's end, which a
+//! power cut can only put back in flight, which counts as unconfirmed, so a reply is still
+//! never sent twice; and a cursor move that claims nothing, which a power cut can only make
+//! read the same unclaimed rows again. The `blocking_*` methods block (SQLite, fsync;
 //! named like tokio's `blocking_recv`); async callers use the async methods, which run them
 //! on the blocking pool.
 
@@ -274,12 +276,19 @@ impl Ledger {
         Ok(fresh)
     }
 
-    /// Records `cursor` alone, for a read that found nothing to claim.
+    /// Records `cursor` alone, for a read that found nothing to claim (our own replies'
+    /// rows, strangers, history). Relaxed ([`StateDb::write_relaxed`]): lost to a power cut,
+    /// the same rows are read again and claim nothing again; the next claim syncs it.
     pub fn blocking_advance(&self, cursor: Cursor) -> Result<(), LedgerError> {
         if self.cursor().as_ref() == Some(&cursor) {
             return Ok(());
         }
-        self.write(|tx| store_cursor(tx, &cursor))?;
+        self.db
+            .write_relaxed(|tx| store_cursor(tx, &cursor))
+            .map_err(|source| LedgerError::Write {
+                path: self.db.path().to_path_buf(),
+                source,
+            })?;
         *crate::mutex::lock(&self.cursor) = Some(cursor);
         Ok(())
     }
