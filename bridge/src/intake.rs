@@ -467,6 +467,16 @@ fn claim_texts(
     next: &Cursor,
     admitted: &mut Admitted,
 ) -> bool {
+    if claim.is_empty() {
+        // Nothing to claim: the cursor alone, a step that needs no fsync of its own.
+        return match ledger.blocking_advance(next.clone()) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(cause = %err, "could not record the chat.db cursor");
+                false
+            }
+        };
+    }
     match ledger.blocking_claim(&claim, next.clone()) {
         Ok(fresh) => {
             debug!(
