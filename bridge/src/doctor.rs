@@ -1,5 +1,6 @@
 //! The setup checklist: what must be true before texts can be handled, each failing item
-//! with how to fix it. Used by `doctor` and by the app's setup window.
+//! with how to fix it. Used by `doctor` and by the app's setup window, which adds the two items
+//! only the app can know ([`startup_failed`], [`login_item_switched_off`]).
 
 use serde::Serialize;
 
@@ -19,6 +20,16 @@ pub enum Pane {
 }
 
 impl Pane {
+    /// Every pane a check can point at.
+    pub const ALL: [Pane; 2] = [Pane::FullDiskAccess, Pane::Automation];
+
+    /// The pane a page names, by the name a check serialises it with (`full_disk_access`).
+    pub fn named(name: &str) -> Option<Pane> {
+        Pane::ALL
+            .into_iter()
+            .find(|pane| serde_json::to_value(pane).is_ok_and(|value| value == name))
+    }
+
     /// The URL that opens the pane on macOS.
     pub fn url(self) -> &'static str {
         match self {
@@ -119,6 +130,28 @@ pub fn settings_invalid(detail: String) -> Check {
         "Settings valid",
         detail,
         "Correct it in Settings (or the environment variable it names).",
+        None,
+    )
+}
+
+/// The item shown first when the app could not start its bridge at all.
+pub fn startup_failed(reason: String) -> Check {
+    Check::fail(
+        "startup",
+        "Second Brain started",
+        reason,
+        "Quit Second Brain and open it again; the logs (Open Logs) say more.",
+        None,
+    )
+}
+
+/// The item shown when the user switched the login item off in System Settings.
+pub fn login_item_switched_off() -> Check {
+    Check::fail(
+        "login_item",
+        "Launch at Login allowed",
+        "switched off in System Settings › General › Login Items".to_owned(),
+        "Switch Second Brain on under Allow in the Background in System Settings › General › Login Items.",
         None,
     )
 }
@@ -279,5 +312,20 @@ mod tests {
     fn panes_open_the_privacy_settings() {
         assert!(Pane::FullDiskAccess.url().ends_with("?Privacy_AllFiles"));
         assert!(Pane::Automation.url().ends_with("?Privacy_Automation"));
+    }
+
+    #[test]
+    fn panes_are_found_by_the_name_checks_give_them() {
+        assert_eq!(Pane::named("full_disk_access"), Some(Pane::FullDiskAccess));
+        assert_eq!(Pane::named("automation"), Some(Pane::Automation));
+        for other in [
+            "",
+            "camera",
+            "Automation",
+            "automation ",
+            "\u{202e}automation",
+        ] {
+            assert_eq!(Pane::named(other), None, "{other:?}");
+        }
     }
 }

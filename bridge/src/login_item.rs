@@ -27,6 +27,12 @@ pub enum LoginItemError {
         /// Where this executable is.
         path: PathBuf,
     },
+    /// The user switched the item off in System Settings, where only they can switch it on.
+    #[error(
+        "Second Brain is switched off in System Settings › General › Login Items: switch it on \
+         under Allow in the Background."
+    )]
+    SwitchedOff,
     /// The plist could not be generated.
     #[error("could not generate the launch agent for {label}: {source}")]
     Encode {
@@ -57,6 +63,39 @@ pub enum State {
     SwitchedOff,
     /// The agent is installed, but whether launchd will run it could not be read.
     Unknown(String),
+}
+
+/// The app's login item: the agent `label` (the bundle id) under `home`, starting `program`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginItem {
+    /// The user's home folder (the agent is in its `Library/LaunchAgents`).
+    pub home: PathBuf,
+    /// The agent's label, the app's bundle identifier.
+    pub label: String,
+    /// The executable launchd starts.
+    pub program: PathBuf,
+}
+
+impl LoginItem {
+    /// Where the agent lives.
+    pub fn path(&self) -> PathBuf {
+        agent_path(&self.home, &self.label)
+    }
+
+    /// What launchd will do (see [`state`]).
+    pub fn state(&self, disabled: Option<Result<String, String>>) -> State {
+        state(&self.home, &self.label, disabled)
+    }
+
+    /// Flips the item from `now`: installs it when off, removes it when on or unknown (so the
+    /// user can always get out of an unknown state); refused when the user switched it off.
+    pub fn toggle(&self, now: &State) -> Result<(), LoginItemError> {
+        match now {
+            State::Off => enable(&self.home, &self.label, &self.program).map(drop),
+            State::On | State::Unknown(_) => disable(&self.home, &self.label),
+            State::SwitchedOff => Err(LoginItemError::SwitchedOff),
+        }
+    }
 }
 
 /// `KeepAlive` as a dictionary: restart only when the last exit was not successful.
@@ -388,6 +427,25 @@ mod tests {
             assert_eq!(back, agent, "{program}");
             assert_eq!(back.program_arguments, [program]);
         }
+    }
+
+    #[test]
+    fn toggling_follows_what_launchd_will_do() {
+        let home = tempfile::tempdir().unwrap();
+        let item = LoginItem {
+            home: home.path().to_path_buf(),
+            label: LABEL.to_owned(),
+            program: "/Applications/Second Brain.app/Contents/MacOS/second-brain".into(),
+        };
+        item.toggle(&State::Off).unwrap();
+        assert_eq!(item.state(None), State::On);
+        let err = item.toggle(&State::SwitchedOff).unwrap_err();
+        assert!(err.to_string().contains("Allow in the Background"), "{err}");
+        assert!(item.path().is_file(), "a refused toggle changes nothing");
+        item.toggle(&State::Unknown("launchctl failed".to_owned()))
+            .unwrap();
+        assert_eq!(item.state(None), State::Off);
+        assert!(!item.path().exists());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! forwarding tasks per generation, owned by the supervisor's tracker and stopped with the
 //! generation (no polling). Settings are validated and written by [`Settings::save`]; the
 //! supervisor applies an edit, then restarts the bridge so the change applies at once.
-//! Nothing here knows about windows: the app and any other front end drive the same calls.
+//! Nothing here knows about windows: the app and any other front end drive the same calls;
+//! [`pages`] holds the shapes the app's pages read and send.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ use crate::secrets::{KeyStore, SecretError, SystemKeychain};
 use crate::sender::Sender;
 use crate::sessions::{Session, SessionEvent, SessionStore};
 use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
+
+pub mod pages;
 
 /// How long a stop waits for the bridge's own bounded drain before giving up on it.
 const STOP_DEADLINE: Duration = Duration::from_secs(crate::DRAIN_DEADLINE.as_secs() + 5);

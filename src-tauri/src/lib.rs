@@ -26,11 +26,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bridge::login_item::LoginItem;
 use bridge::supervisor::{Change, Environment, Notify, Supervisor};
 use tauri::async_runtime::JoinHandle;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
 
-use crate::commands::{Attention, Hooks, Shell};
+use crate::commands::{Attention, Hooks};
 use crate::windows::WindowKind;
 
 /// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
@@ -39,8 +40,8 @@ pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
 /// How [`install`] sets the app up.
 #[derive(Clone)]
 pub struct Options {
-    /// Paths and names.
-    pub shell: Shell,
+    /// The LaunchAgent behind "Launch at Login".
+    pub login: LoginItem,
     /// What the bridge's configuration is resolved from.
     pub env: Environment,
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
@@ -50,13 +51,9 @@ pub struct Options {
 }
 
 impl Options {
-    /// The options of a real launch: the user's folders, the process environment and
-    /// keychain, `SECOND_BRAIN_OPEN_WINDOW`.
+    /// The options of a real launch: the user's home, this executable, the process
+    /// environment and keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
-        let home = dirs::home_dir().context("this user has no home folder")?;
-        let env = Environment::system();
-        let logs_dir = env.dirs().context("no folder for the app's data")?.logs;
-        let executable = std::env::current_exe().context("cannot find this executable")?;
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
             let kind = WindowKind::from_label(&label);
             if kind.is_none() {
@@ -64,15 +61,14 @@ impl Options {
             }
             kind
         });
-        let shell = Shell {
-            home,
-            logs_dir,
-            identifier: identifier.to_owned(),
-            executable,
+        let login = LoginItem {
+            home: dirs::home_dir().context("this user has no home folder")?,
+            label: identifier.to_owned(),
+            program: std::env::current_exe().context("cannot find this executable")?,
         };
         Ok(Self {
-            shell,
-            env,
+            login,
+            env: Environment::system(),
             tray: true,
             open_window,
         })
@@ -239,7 +235,7 @@ pub fn install<R: Runtime>(
     let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
     app.manage(bridge.clone());
     app.manage(hooks);
-    app.manage(options.shell);
+    app.manage(options.login);
     tray::build_menu(app).context("could not build the menu")?;
     if options.tray {
         tray::install(app).context("could not add the menu-bar icon")?;

@@ -183,11 +183,10 @@ fn harness(setup: Setup) -> Harness {
         },
     };
     let options = Options {
-        shell: Shell {
+        login: LoginItem {
             home: dir.path().to_path_buf(),
-            logs_dir: data.join("logs"),
-            identifier: IDENTIFIER.to_owned(),
-            executable: PathBuf::from("/Applications/Second Brain.app/Contents/MacOS/second-brain"),
+            label: IDENTIFIER.to_owned(),
+            program: PathBuf::from("/Applications/Second Brain.app/Contents/MacOS/second-brain"),
         },
         env,
         tray: false,

@@ -14,32 +14,23 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
+use bridge::login_item::{LoginItem, State};
 use bridge::supervisor::Supervisor;
 
-use bridge::login_item::{self, State};
-
-use crate::commands::{self, Hooks, Shell};
+use crate::commands::{self, Hooks};
 use crate::windows::{self, WindowKind};
 
-/// Id of the tray icon.
+// The menu's ids: the icon's, the (disabled) status line's, then one per item with an action
+// (`action_for`), in menu order.
 pub const TRAY_ID: &str = "second-brain";
-/// The disabled status line.
 pub const STATUS: &str = "status";
-/// Opens the sessions window.
 pub const SESSIONS: &str = "sessions";
-/// Opens the settings window.
 pub const SETTINGS: &str = "settings";
-/// Opens the setup checklist.
 pub const SETUP: &str = "setup";
-/// Pauses or resumes message handling.
 pub const PAUSE: &str = "pause";
-/// Launch at Login checkbox.
 pub const LOGIN: &str = "launch-at-login";
-/// Opens the vault folder.
 pub const OPEN_VAULT: &str = "open-vault";
-/// Opens the logs folder.
 pub const OPEN_LOGS: &str = "open-logs";
-/// Quits the app.
 pub const QUIT: &str = "quit";
 
 /// Every menu id, in menu order.
@@ -69,19 +60,21 @@ pub enum MenuAction {
     Quit,
 }
 
+/// What a click on each item does.
+const ACTIONS: [(&str, MenuAction); 8] = [
+    (SESSIONS, MenuAction::Show(WindowKind::Sessions)),
+    (SETTINGS, MenuAction::Show(WindowKind::Settings)),
+    (SETUP, MenuAction::Show(WindowKind::Setup)),
+    (PAUSE, MenuAction::TogglePause),
+    (LOGIN, MenuAction::ToggleLogin),
+    (OPEN_VAULT, MenuAction::OpenVault),
+    (OPEN_LOGS, MenuAction::OpenLogs),
+    (QUIT, MenuAction::Quit),
+];
+
 /// The action of a menu id; `None` for the status line and unknown ids.
 pub fn action_for(id: &str) -> Option<MenuAction> {
-    match id {
-        SESSIONS => Some(MenuAction::Show(WindowKind::Sessions)),
-        SETTINGS => Some(MenuAction::Show(WindowKind::Settings)),
-        SETUP => Some(MenuAction::Show(WindowKind::Setup)),
-        PAUSE => Some(MenuAction::TogglePause),
-        LOGIN => Some(MenuAction::ToggleLogin),
-        OPEN_VAULT => Some(MenuAction::OpenVault),
-        OPEN_LOGS => Some(MenuAction::OpenLogs),
-        QUIT => Some(MenuAction::Quit),
-        _ => None,
-    }
+    ACTIONS.into_iter().find(|(known, _)| *known == id).map(|(_, action)| action)
 }
 
 /// The menu items whose text or check mark changes.
@@ -170,19 +163,19 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
 /// Rewrites Launch at Login from what launchd will do; where that cannot be read, the item
 /// says so and shows no check mark.
 pub fn refresh_login<R: Runtime>(app: &AppHandle<R>) {
-    let (Some(menu), Some(shell)) = (app.try_state::<TrayMenu<R>>(), app.try_state::<Shell>())
+    let (Some(menu), Some(item)) = (app.try_state::<TrayMenu<R>>(), app.try_state::<LoginItem>())
     else {
         return;
     };
-    let state = commands::login_state(&shell);
+    let state = commands::login_state(&item);
     let text = match &state {
         State::Off | State::On => "Launch at Login",
         State::SwitchedOff => "Launch at Login (off in Login Items)",
-        State::Unknown(_) => "Launch at Login (state unknown)",
+        State::Unknown(reason) => {
+            tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
+            "Launch at Login (state unknown)"
+        }
     };
-    if let State::Unknown(reason) = &state {
-        tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
-    }
     let result = menu
         .login
         .set_text(text)
@@ -213,37 +206,25 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
             windows::show(app, kind)?;
         }
         MenuAction::TogglePause => {
-            let bridge = app.state::<Supervisor>();
+            let bridge = needed::<Supervisor, R>(app)?;
             bridge.set_paused(!bridge.status().paused);
             // The change feed refreshes the tray too; this makes it immediate.
             refresh(app);
         }
         MenuAction::ToggleLogin => {
-            let shell = app.state::<Shell>();
-            let result = match commands::login_state(&shell) {
-                State::Off => login_item::enable(&shell.home, &shell.identifier, &shell.executable)
-                    .map(drop)
-                    .map_err(anyhow::Error::from),
-                State::On | State::Unknown(_) => {
-                    login_item::disable(&shell.home, &shell.identifier).map_err(Into::into)
-                }
-                State::SwitchedOff => Err(anyhow::anyhow!(
-                    "Second Brain is switched off in System Settings › General › Login Items: \
-                     switch it on under Allow in the Background."
-                )),
-            };
+            let item = needed::<LoginItem, R>(app)?;
+            let result = item.toggle(&commands::login_state(&item));
             refresh_login(app);
             result?;
         }
         MenuAction::OpenVault => {
-            let vault = app
-                .state::<Supervisor>()
+            let vault = needed::<Supervisor, R>(app)?
                 .vault()
                 .ok_or_else(|| anyhow::anyhow!("no vault folder chosen yet"))?;
             open(app, &vault)?;
         }
         MenuAction::OpenLogs => {
-            let logs = app.state::<Shell>().logs_dir.clone();
+            let logs = needed::<Supervisor, R>(app)?.dirs().logs.clone();
             std::fs::create_dir_all(&logs)?;
             open(app, &logs)?;
         }
@@ -255,9 +236,17 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
     Ok(())
 }
 
+/// What a menu action needs from the app state; missing only when the app could not start.
+fn needed<T: Send + Sync + 'static, R: Runtime>(
+    app: &AppHandle<R>,
+) -> anyhow::Result<tauri::State<'_, T>> {
+    app.try_state::<T>()
+        .ok_or_else(|| anyhow::anyhow!("Second Brain could not start: the Setup Checklist says why"))
+}
+
 fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {
     let target = path.display().to_string();
-    (app.state::<Hooks>().open_url)(&target)
+    (needed::<Hooks, R>(app)?.open_url)(&target)
         .map_err(|reason| anyhow::anyhow!("could not open {target}: {reason}"))
 }
 

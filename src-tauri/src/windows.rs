@@ -42,29 +42,12 @@ impl WindowKind {
         Self::ALL.into_iter().find(|kind| kind.label() == label)
     }
 
-    /// The page in `ui/`.
-    fn page(self) -> &'static str {
+    /// The window's title and logical width and height; its page is `ui/<label>.html`.
+    fn looks(self) -> (&'static str, f64, f64) {
         match self {
-            WindowKind::Sessions => "sessions.html",
-            WindowKind::Settings => "settings.html",
-            WindowKind::Setup => "setup.html",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            WindowKind::Sessions => "Sessions — Second Brain",
-            WindowKind::Settings => "Settings — Second Brain",
-            WindowKind::Setup => "Set Up Second Brain",
-        }
-    }
-
-    /// Logical width and height.
-    fn size(self) -> (f64, f64) {
-        match self {
-            WindowKind::Sessions => (640.0, 460.0),
-            WindowKind::Settings => (560.0, 700.0),
-            WindowKind::Setup => (560.0, 560.0),
+            WindowKind::Sessions => ("Sessions — Second Brain", 640.0, 460.0),
+            WindowKind::Settings => ("Settings — Second Brain", 560.0, 700.0),
+            WindowKind::Setup => ("Set Up Second Brain", 560.0, 560.0),
         }
     }
 }
@@ -88,13 +71,10 @@ pub fn show<R: Runtime, M: Manager<R>>(
             window
         }
         None => {
-            let (width, height) = kind.size();
-            let window = WebviewWindowBuilder::new(
-                manager,
-                kind.label(),
-                WebviewUrl::App(kind.page().into()),
-            )
-            .title(kind.title())
+            let (title, width, height) = kind.looks();
+            let page = format!("{}.html", kind.label());
+            let window = WebviewWindowBuilder::new(manager, kind.label(), WebviewUrl::App(page.into()))
+            .title(title)
             .inner_size(width, height)
             .min_inner_size(420.0, 320.0)
             .center()
