@@ -4,8 +4,7 @@
 //! Invariants: every command returns `Result<T, CommandError>` and `CommandError` reaches the
 //! page as one plain sentence; validation is the bridge's (`Settings::save`), so a refused save
 //! writes nothing; the API key is write-only (the pages learn only whether one is set);
-//! changes reach the pages as the `sessions-changed` and `status-changed` events, sent from
-//! the supervisor's change feed. When the app could not start its bridge at all
+//! changes reach the pages as events (`pages::event`), sent from the supervisor's change feed. When the app could not start its bridge at all
 //! ([`Attention`]), the status and the checklist say why.
 
 use std::path::PathBuf;
@@ -18,11 +17,6 @@ use bridge::supervisor::pages::{SessionRow, SettingsForm, SettingsView, settings
 use bridge::supervisor::{StatusLine, Supervisor, SupervisorError};
 use serde::Serialize;
 use tauri::{AppHandle, Manager, Runtime};
-
-/// Event the pages listen to when sessions change; it has no payload, they re-fetch.
-pub const SESSIONS_CHANGED: &str = "sessions-changed";
-/// Event the pages listen to when the status line, the pause or the strangers change.
-pub const STATUS_CHANGED: &str = "status-changed";
 
 /// Why a command failed. Serialised as its message, so the page shows a sentence.
 #[derive(Debug, thiserror::Error)]
@@ -55,35 +49,18 @@ impl Serialize for CommandError {
     }
 }
 
-/// What launchd will do with the login item: on macOS it is asked whether the user switched
-/// the item off; elsewhere there is no launchd to disagree with the plist.
-pub fn login_state(item: &LoginItem) -> State {
-    #[cfg(target_os = "macos")]
-    let disabled = item.path().is_file().then(crate::macos::print_disabled);
-    #[cfg(not(target_os = "macos"))]
-    let disabled = None;
-    item.state(disabled)
-}
-
 /// Why the app could not start its bridge, when it could not; kept in the app state.
 #[derive(Debug, Clone)]
 pub struct Attention(pub String);
 
-/// Shows the native folder picker and blocks until the user chose (`Some`) or cancelled.
-pub type PickFolder = Arc<dyn Fn() -> Result<Option<PathBuf>, String> + Send + Sync>;
-/// Opens a folder or URL with the system; the error is a sentence.
-pub type OpenUrl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-/// Tells the user something went wrong (a native alert in the app).
-pub type Alert = Box<dyn Fn(&str) + Send + Sync>;
-
 /// What the shell lends the commands and the tray: set up once by `run_app`, fakes in tests.
 pub struct Hooks {
-    /// Shows the native folder picker; blocks until the user chose or cancelled.
-    pub pick_folder: PickFolder,
-    /// Opens a URL with the system (`open` on macOS).
-    pub open_url: OpenUrl,
+    /// Shows the native folder picker; blocks until the user chose (`Some`) or cancelled.
+    pub pick_folder: Arc<dyn Fn() -> Result<Option<PathBuf>, String> + Send + Sync>,
+    /// Opens a folder or URL with the system (`open` on macOS); the error is a sentence.
+    pub open_url: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
     /// Shows a sentence to the user (a menu action that failed).
-    pub alert: Alert,
+    pub alert: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 type Res<T> = Result<T, CommandError>;
@@ -186,7 +163,7 @@ pub async fn setup_checks<R: Runtime>(app: AppHandle<R>) -> Res<Vec<Check>> {
         checks.extend(bridge.setup_checks().await);
     }
     if let Some(item) = app.try_state::<LoginItem>()
-        && login_state(&item) == State::SwitchedOff
+        && item.launchd_state() == State::SwitchedOff
     {
         checks.push(doctor::login_item_switched_off());
     }

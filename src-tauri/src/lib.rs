@@ -5,7 +5,7 @@
 //! settings changes, drain on exit) and feeds its changes here; [`tray`] is the only thing
 //! visible at launch once setup is complete; [`windows`] creates the sessions, settings and
 //! setup windows on demand; [`commands`] answers the pages in `ui/`; `bridge::login_item`
-//! writes the LaunchAgent behind "Launch at Login"; `macos` holds the few macOS-only calls.
+//! writes (and asks launchd about) the LaunchAgent behind "Launch at Login".
 //!
 //! Invariants: closing the last window never quits (`ExitRequested` without an exit code is
 //! prevented), only Quit, logout or SIGTERM do, and each of them ends in `RunEvent::Exit`,
@@ -17,8 +17,6 @@
 //! the same code with `tauri::test::mock_builder()`.
 
 pub mod commands;
-#[cfg(target_os = "macos")]
-mod macos;
 pub mod tray;
 pub mod windows;
 
@@ -32,7 +30,7 @@ use tauri::async_runtime::JoinHandle;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
 
 use crate::commands::{Attention, Hooks};
-use crate::windows::WindowKind;
+use crate::windows::Page;
 
 /// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
 pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
@@ -47,7 +45,7 @@ pub struct Options {
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
     pub tray: bool,
     /// Open this window at launch instead of choosing (the e2e switch); `None` in normal use.
-    pub open_window: Option<WindowKind>,
+    pub open_window: Option<Page>,
 }
 
 impl Options {
@@ -55,19 +53,14 @@ impl Options {
     /// environment and keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
-            let kind = WindowKind::from_label(&label);
+            let kind = Page::from_label(&label);
             if kind.is_none() {
                 tracing::warn!(value = %label, "{OPEN_WINDOW_ENV} names no window; ignored");
             }
             kind
         });
-        let login = LoginItem {
-            home: dirs::home_dir().context("this user has no home folder")?,
-            label: identifier.to_owned(),
-            program: std::env::current_exe().context("cannot find this executable")?,
-        };
         Ok(Self {
-            login,
+            login: LoginItem::of_this_app(identifier)?,
             env: Environment::system(),
             tray: true,
             open_window,
@@ -84,9 +77,7 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
         // launch does not reach it: the system sends the running app a reopen instead.
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             tracing::info!("second launch: showing the sessions window");
-            if let Err(err) = windows::show(app, WindowKind::Sessions) {
-                tracing::error!(cause = %err, "could not show the sessions window");
-            }
+            windows::show_or_log(app, Page::Sessions);
         }))
         .plugin(tauri_plugin_dialog::init())
         .setup(move |app| {
@@ -182,21 +173,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub fn needs_attention<R: Runtime>(app: &AppHandle<R>, reason: String, tray: bool) {
     tracing::error!(%reason, "Second Brain cannot run its bridge");
     app.manage(Attention(reason));
-    if app.try_state::<tray::TrayMenu<R>>().is_none()
-        && let Err(err) = tray::build_menu(app)
-    {
-        tracing::error!(cause = %err, "could not build the menu");
+    if let Err(err) = tray::setup(app, tray) {
+        tracing::error!(cause = %err, "could not set up the menu-bar icon");
     }
-    if tray
-        && app.tray_by_id(tray::TRAY_ID).is_none()
-        && let Err(err) = tray::install(app)
-    {
-        tracing::error!(cause = %err, "could not add the menu-bar icon");
-    }
-    tray::refresh(app);
-    if let Err(err) = windows::show(app, WindowKind::Setup) {
-        tracing::error!(cause = %err, "could not show the setup checklist");
-    }
+    windows::show_or_log(app, Page::Setup);
 }
 
 /// Registers the commands and builds the app (without running it).
@@ -236,24 +216,17 @@ pub fn install<R: Runtime>(
     app.manage(bridge.clone());
     app.manage(hooks);
     app.manage(options.login);
-    tray::build_menu(app).context("could not build the menu")?;
-    if options.tray {
-        tray::install(app).context("could not add the menu-bar icon")?;
-    }
-    tray::refresh(app);
-    tray::refresh_login(app);
+    tray::setup(app, options.tray).context("could not set up the menu-bar icon")?;
     let launch = bridge.launch();
     let app = app.clone();
     Ok(tauri::async_runtime::spawn(async move {
         launch.await;
         let kind = match options.open_window {
             Some(kind) => Some(kind),
-            None => (!bridge.setup_complete().await).then_some(WindowKind::Setup),
+            None => (!bridge.setup_complete().await).then_some(Page::Setup),
         };
-        if let Some(kind) = kind
-            && let Err(err) = windows::show(&app, kind)
-        {
-            tracing::error!(cause = %err, window = kind.label(), "could not open the window");
+        if let Some(kind) = kind {
+            windows::show_or_log(&app, kind);
         }
     }))
 }
@@ -268,15 +241,13 @@ pub fn reopen<R: Runtime>(app: &AppHandle<R>) -> JoinHandle<()> {
             _ => false,
         };
         let kind = if complete {
-            WindowKind::Sessions
+            Page::Sessions
         } else {
-            WindowKind::Setup
+            Page::Setup
         };
         tracing::info!(window = kind.label(), "reopened: showing a window");
         tray::refresh_login(&app);
-        if let Err(err) = windows::show(&app, kind) {
-            tracing::error!(cause = %err, window = kind.label(), "could not show the window");
-        }
+        windows::show_or_log(&app, kind);
     })
 }
 
@@ -332,23 +303,22 @@ pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
 
 /// Emits the event the pages listen to for `change`.
 pub fn tell_pages<R: Runtime>(app: &AppHandle<R>, change: Change) {
-    let event = match change {
-        Change::Sessions => commands::SESSIONS_CHANGED,
-        Change::Status => commands::STATUS_CHANGED,
-    };
+    let event = bridge::supervisor::pages::event(change);
     if let Err(err) = app.emit(event, ()) {
         tracing::warn!(cause = %err, event, "could not notify the pages");
     }
 }
 
-/// Opens a folder or URL the way the platform does, without waiting for the viewer.
+/// Opens a folder or URL the way the platform does (`open`: Finder for folders, System
+/// Settings for `x-apple.systempreferences:` URLs), without waiting for the viewer.
 fn open_with_system(target: &str) -> std::io::Result<()> {
-    #[cfg(target_os = "macos")]
-    let child = macos::open(target)?;
-    #[cfg(not(target_os = "macos"))]
-    let child = std::process::Command::new("xdg-open").arg(target).spawn()?;
+    let opener = if cfg!(target_os = "macos") {
+        "/usr/bin/open"
+    } else {
+        "xdg-open"
+    };
+    let mut child = std::process::Command::new(opener).arg(target).spawn()?;
     // Reap the opener when it is done, so it does not linger as a zombie.
-    let mut child = child;
     std::thread::spawn(move || {
         if let Ok(status) = child.wait()
             && !status.success()

@@ -9,7 +9,8 @@ fn main() -> std::process::ExitCode {
         .map_err(|err| format!("no log files: {err}"))
         .and_then(|dirs| {
             let var = |name: &str| std::env::var(name).ok();
-            bridge::logging::init_lenient(var, &dirs.logs, "second-brain").map_err(|e| e.to_string())
+            bridge::logging::init_lenient(var, &dirs.logs, "second-brain")
+                .map_err(|e| e.to_string())
         });
     if let Err(err) = logged {
         eprintln!("second-brain: {err}");

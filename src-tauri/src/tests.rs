@@ -148,9 +148,12 @@ fn harness(setup: Setup) -> Harness {
 
     let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
     let (event_tx, events) = mpsc::channel();
-    app.listen_any(commands::SESSIONS_CHANGED, move |_| {
-        let _ = event_tx.send(());
-    });
+    app.listen_any(
+        bridge::supervisor::pages::event(Change::Sessions),
+        move |_| {
+            let _ = event_tx.send(());
+        },
+    );
     // The production notice also rewrites the tray through `run_on_main_thread`, which the
     // mock runtime runs inline on the calling thread: from the host's tasks that would touch
     // the (single-threaded) menu concurrently with the test. Tests refresh the tray on their
@@ -219,7 +222,7 @@ impl Harness {
     }
 
     fn window(&self) -> WebviewWindow<MockRuntime> {
-        windows::show(self.app.handle(), WindowKind::Sessions).unwrap()
+        windows::show(self.app.handle(), Page::Sessions).unwrap()
     }
 
     fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
@@ -744,7 +747,7 @@ fn windows_are_created_on_demand_and_focused_when_open() {
         ["setup"],
         "setup is incomplete: the checklist opens at launch"
     );
-    for kind in WindowKind::ALL {
+    for kind in Page::ALL {
         windows::show(h.app.handle(), kind).unwrap();
     }
     labels = h.app.webview_windows().into_keys().collect();
@@ -753,7 +756,7 @@ fn windows_are_created_on_demand_and_focused_when_open() {
     // Showing again reuses the open window. (Focus is asked for on every show; the mock
     // runtime's `set_focus` does nothing and `is_focused` is always false,
     // tauri-2.11.6/src/test/mock_runtime.rs:657,753, so it cannot be observed here.)
-    let again = windows::show(h.app.handle(), WindowKind::Settings).unwrap();
+    let again = windows::show(h.app.handle(), Page::Settings).unwrap();
     assert_eq!(again.label(), "settings");
     assert_eq!(h.app.webview_windows().len(), 3);
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::menu::{CheckMenuItem, Menu, MenuBuilder, MenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
@@ -18,7 +18,7 @@ use bridge::login_item::{LoginItem, State};
 use bridge::supervisor::Supervisor;
 
 use crate::commands::{self, Hooks};
-use crate::windows::{self, WindowKind};
+use crate::windows::{self, Page};
 
 // The menu's ids: the icon's, the (disabled) status line's, then one per item with an action
 // (`action_for`), in menu order.
@@ -47,7 +47,7 @@ pub const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MenuAction {
     /// Show (create or focus) a window.
-    Show(WindowKind),
+    Show(Page),
     /// Flip between paused and running.
     TogglePause,
     /// Flip Launch at Login.
@@ -62,9 +62,9 @@ pub enum MenuAction {
 
 /// What a click on each item does.
 const ACTIONS: [(&str, MenuAction); 8] = [
-    (SESSIONS, MenuAction::Show(WindowKind::Sessions)),
-    (SETTINGS, MenuAction::Show(WindowKind::Settings)),
-    (SETUP, MenuAction::Show(WindowKind::Setup)),
+    (SESSIONS, MenuAction::Show(Page::Sessions)),
+    (SETTINGS, MenuAction::Show(Page::Settings)),
+    (SETUP, MenuAction::Show(Page::Setup)),
     (PAUSE, MenuAction::TogglePause),
     (LOGIN, MenuAction::ToggleLogin),
     (OPEN_VAULT, MenuAction::OpenVault),
@@ -74,7 +74,10 @@ const ACTIONS: [(&str, MenuAction); 8] = [
 
 /// The action of a menu id; `None` for the status line and unknown ids.
 pub fn action_for(id: &str) -> Option<MenuAction> {
-    ACTIONS.into_iter().find(|(known, _)| *known == id).map(|(_, action)| action)
+    ACTIONS
+        .into_iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, action)| action)
 }
 
 /// The menu items whose text or check mark changes.
@@ -89,35 +92,41 @@ pub struct TrayMenu<R: Runtime> {
     pub login: CheckMenuItem<R>,
 }
 
+/// Builds the menu (once) and, when `icon`, puts the icon in the menu bar (once); then shows
+/// the current status and login item in it.
+pub fn setup<R: Runtime>(app: &AppHandle<R>, icon: bool) -> tauri::Result<()> {
+    if app.try_state::<TrayMenu<R>>().is_none() {
+        build_menu(app)?;
+    }
+    if icon && app.tray_by_id(TRAY_ID).is_none() {
+        install(app)?;
+    }
+    refresh(app);
+    refresh_login(app);
+    Ok(())
+}
+
 /// Builds the menu and keeps its handles in the app state.
-pub fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
     let status = MenuItem::with_id(app, STATUS, "Starting…", false, None::<&str>)?;
-    let sessions = MenuItem::with_id(app, SESSIONS, "Sessions…", true, None::<&str>)?;
     let settings = MenuItem::with_id(app, SETTINGS, "Settings…", true, Some("CmdOrCtrl+,"))?;
-    let setup = MenuItem::with_id(app, SETUP, "Setup Checklist…", true, None::<&str>)?;
     let pause = MenuItem::with_id(app, PAUSE, "Pause", true, None::<&str>)?;
     let login = CheckMenuItem::with_id(app, LOGIN, "Launch at Login", true, false, None::<&str>)?;
-    let vault = MenuItem::with_id(app, OPEN_VAULT, "Open Vault", true, None::<&str>)?;
-    let logs = MenuItem::with_id(app, OPEN_LOGS, "Open Logs", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, QUIT, "Quit Second Brain", true, Some("CmdOrCtrl+Q"))?;
-    let menu = Menu::with_items(
-        app,
-        &[
-            &status,
-            &PredefinedMenuItem::separator(app)?,
-            &sessions,
-            &settings,
-            &setup,
-            &PredefinedMenuItem::separator(app)?,
-            &pause,
-            &login,
-            &PredefinedMenuItem::separator(app)?,
-            &vault,
-            &logs,
-            &PredefinedMenuItem::separator(app)?,
-            &quit,
-        ],
-    )?;
+    let menu = MenuBuilder::new(app)
+        .items(&[&status])
+        .separator()
+        .text(SESSIONS, "Sessions…")
+        .items(&[&settings])
+        .text(SETUP, "Setup Checklist…")
+        .separator()
+        .items(&[&pause, &login])
+        .separator()
+        .text(OPEN_VAULT, "Open Vault")
+        .text(OPEN_LOGS, "Open Logs")
+        .separator()
+        .items(&[&quit])
+        .build()?;
     app.manage(TrayMenu {
         menu,
         status,
@@ -128,7 +137,7 @@ pub fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
 }
 
 /// Puts the icon in the menu bar, with the menu built by [`build_menu`].
-pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
+fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
     let menu = app.state::<TrayMenu<R>>();
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(Image::from_bytes(TEMPLATE_PNG)?)
@@ -167,7 +176,7 @@ pub fn refresh_login<R: Runtime>(app: &AppHandle<R>) {
     else {
         return;
     };
-    let state = commands::login_state(&item);
+    let state = item.launchd_state();
     let text = match &state {
         State::Off | State::On => "Launch at Login",
         State::SwitchedOff => "Launch at Login (off in Login Items)",
@@ -202,9 +211,7 @@ pub fn handle<R: Runtime>(app: &AppHandle<R>, id: &str) {
 /// Carries out one menu action.
 pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Result<()> {
     match action {
-        MenuAction::Show(kind) => {
-            windows::show(app, kind)?;
-        }
+        MenuAction::Show(kind) => drop(windows::show(app, kind)?),
         MenuAction::TogglePause => {
             let bridge = needed::<Supervisor, R>(app)?;
             bridge.set_paused(!bridge.status().paused);
@@ -213,7 +220,7 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
         }
         MenuAction::ToggleLogin => {
             let item = needed::<LoginItem, R>(app)?;
-            let result = item.toggle(&commands::login_state(&item));
+            let result = item.toggle(&item.launchd_state());
             refresh_login(app);
             result?;
         }
@@ -240,8 +247,9 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
 fn needed<T: Send + Sync + 'static, R: Runtime>(
     app: &AppHandle<R>,
 ) -> anyhow::Result<tauri::State<'_, T>> {
-    app.try_state::<T>()
-        .ok_or_else(|| anyhow::anyhow!("Second Brain could not start: the Setup Checklist says why"))
+    app.try_state::<T>().ok_or_else(|| {
+        anyhow::anyhow!("Second Brain could not start: the Setup Checklist says why")
+    })
 }
 
 fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {
@@ -257,9 +265,9 @@ mod tests {
     #[test]
     fn every_clickable_id_has_one_action() {
         let expected = [
-            (SESSIONS, MenuAction::Show(WindowKind::Sessions)),
-            (SETTINGS, MenuAction::Show(WindowKind::Settings)),
-            (SETUP, MenuAction::Show(WindowKind::Setup)),
+            (SESSIONS, MenuAction::Show(Page::Sessions)),
+            (SETTINGS, MenuAction::Show(Page::Settings)),
+            (SETUP, MenuAction::Show(Page::Setup)),
             (PAUSE, MenuAction::TogglePause),
             (LOGIN, MenuAction::ToggleLogin),
             (OPEN_VAULT, MenuAction::OpenVault),

@@ -1,5 +1,6 @@
-//! What the app's pages exchange with the supervisor, in the shapes the pages read: a session
-//! as a row of the sessions page, and the settings page's form in both directions.
+//! The app's pages and what they exchange with the supervisor, in the shapes the pages read:
+//! which pages there are ([`Page`]), the events they listen to ([`event`]), a session as a
+//! row of the sessions page, and the settings page's form in both directions.
 //!
 //! Invariants: the API key never appears here (the form only says whether one is set); a form
 //! becomes a settings file only through [`settings_from_form`], which normalises what the page
@@ -11,11 +12,59 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Effective;
+use super::{Change, Effective};
 use crate::allowlist::Handle;
 use crate::anthropic::DEFAULT_MODEL;
 use crate::config::{Config, ConfigError, Origin, Setting, Settings};
 use crate::sessions::{Session, StateKind};
+
+/// One of the app's pages, `ui/<label>.html`, each shown in a window of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The active conversations.
+    Sessions,
+    /// Vault, API key, model, allowed senders and groups, timeout, SMS.
+    Settings,
+    /// The setup checklist.
+    Setup,
+}
+
+impl Page {
+    /// Every page, in menu order.
+    pub const ALL: [Page; 3] = [Page::Sessions, Page::Settings, Page::Setup];
+
+    /// The page's name: its file, its window's label, what `SECOND_BRAIN_OPEN_WINDOW` and the
+    /// capabilities call it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Page::Sessions => "sessions",
+            Page::Settings => "settings",
+            Page::Setup => "setup",
+        }
+    }
+
+    /// The page with this label.
+    pub fn from_label(label: &str) -> Option<Page> {
+        Page::ALL.into_iter().find(|page| page.label() == label)
+    }
+
+    /// Its window's title and logical width and height.
+    pub fn looks(self) -> (&'static str, f64, f64) {
+        match self {
+            Page::Sessions => ("Sessions — Second Brain", 640.0, 460.0),
+            Page::Settings => ("Settings — Second Brain", 560.0, 700.0),
+            Page::Setup => ("Set Up Second Brain", 560.0, 560.0),
+        }
+    }
+}
+
+/// The event the pages listen to for `change`; it has no payload: they fetch again.
+pub fn event(change: Change) -> &'static str {
+    match change {
+        Change::Sessions => "sessions-changed",
+        Change::Status => "status-changed",
+    }
+}
 
 /// One row of the sessions page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -171,6 +220,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_round_trip() {
+        for page in Page::ALL {
+            assert_eq!(Page::from_label(page.label()), Some(page));
+        }
+        for other in ["", "Sessions", "main", "sessions ", "séssions"] {
+            assert_eq!(Page::from_label(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
     fn a_session_becomes_a_row_in_the_contract_shape() {
         let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
@@ -284,7 +343,11 @@ mod tests {
             ];
             let config = Config::resolve(
                 &crate::config::Overrides::default(),
-                |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()),
+                |name| {
+                    vars.iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.clone())
+                },
                 || None,
             )
             .unwrap();
