@@ -2,7 +2,7 @@
 //! with how to fix it. Used by `doctor` and by the app's setup window, which adds the two items
 //! only the app can know ([`startup_failed`], [`login_item_switched_off`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chatdb::{self, ChatDb};
 use crate::config::Config;
@@ -10,7 +10,7 @@ use crate::sender::{SendError, Sender};
 use crate::vault::Vault;
 
 /// A System Settings pane that fixes a failing check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pane {
     /// Privacy & Security › Full Disk Access.
@@ -20,16 +20,6 @@ pub enum Pane {
 }
 
 impl Pane {
-    /// Every pane a check can point at.
-    pub const ALL: [Pane; 2] = [Pane::FullDiskAccess, Pane::Automation];
-
-    /// The pane a page names, by the name a check serialises it with (`full_disk_access`).
-    pub fn named(name: &str) -> Option<Pane> {
-        Pane::ALL
-            .into_iter()
-            .find(|pane| serde_json::to_value(pane).is_ok_and(|value| value == name))
-    }
-
     /// The URL that opens the pane on macOS.
     pub fn url(self) -> &'static str {
         match self {
@@ -315,9 +305,15 @@ mod tests {
     }
 
     #[test]
-    fn panes_are_found_by_the_name_checks_give_them() {
-        assert_eq!(Pane::named("full_disk_access"), Some(Pane::FullDiskAccess));
-        assert_eq!(Pane::named("automation"), Some(Pane::Automation));
+    fn panes_are_read_by_the_name_checks_give_them() {
+        let named = |name: &str| serde_json::from_value::<Pane>(serde_json::json!(name)).ok();
+        for pane in [Pane::FullDiskAccess, Pane::Automation] {
+            assert_eq!(
+                named(serde_json::to_value(pane).unwrap().as_str().unwrap()),
+                Some(pane)
+            );
+        }
+        assert_eq!(named("full_disk_access"), Some(Pane::FullDiskAccess));
         for other in [
             "",
             "camera",
@@ -325,7 +321,7 @@ mod tests {
             "automation ",
             "\u{202e}automation",
         ] {
-            assert_eq!(Pane::named(other), None, "{other:?}");
+            assert_eq!(named(other), None, "{other:?}");
         }
     }
 }

@@ -27,12 +27,6 @@ pub enum CommandError {
     /// The folder picker could not be shown.
     #[error("the folder picker failed: {0}")]
     Picker(String),
-    /// The page named a System Settings pane that does not exist.
-    #[error("no System Settings pane called “{pane}”")]
-    UnknownPane {
-        /// What the page sent.
-        pane: String,
-    },
     /// System Settings could not be opened.
     #[error("could not open System Settings ({url}): {reason}")]
     OpenPane {
@@ -137,8 +131,7 @@ pub async fn allow_sender(bridge: Bridge<'_>, handle: String) -> Res<SettingsVie
     Ok(bridge.effective().into())
 }
 
-/// Group chats that texted recently but are not allowed, newest first, with name and
-/// members.
+/// Group chats that texted recently but are not allowed, newest first.
 #[tauri::command]
 pub fn recent_groups(bridge: Bridge<'_>) -> Res<Vec<SeenGroup>> {
     Ok(bridge.groups())
@@ -170,12 +163,11 @@ pub async fn setup_checks<R: Runtime>(app: AppHandle<R>) -> Res<Vec<Check>> {
     Ok(checks)
 }
 
-/// Opens the System Settings pane that fixes a failing check.
+/// Opens the System Settings pane that fixes a failing check (a pane of another name is
+/// refused when the arguments are read).
 #[tauri::command]
-pub fn open_settings_pane(hooks: tauri::State<'_, Hooks>, pane: String) -> Res<()> {
-    let url = Pane::named(&pane)
-        .ok_or(CommandError::UnknownPane { pane })?
-        .url();
+pub fn open_settings_pane(hooks: tauri::State<'_, Hooks>, pane: Pane) -> Res<()> {
+    let url = pane.url();
     (hooks.open_url)(url).map_err(|reason| CommandError::OpenPane {
         url: url.to_owned(),
         reason,
@@ -195,10 +187,8 @@ pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
         (Some(bridge), None) => return bridge.status(),
         (None, None) => "Starting…".to_owned(),
     };
-    StatusLine {
-        line,
-        paused: false,
-    }
+    let paused = false;
+    StatusLine { line, paused }
 }
 
 /// Pauses or resumes reading texts.

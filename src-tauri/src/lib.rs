@@ -1,11 +1,7 @@
-//! Second Brain's menu-bar shell: the tray, the windows and the commands the pages call, over
-//! the iMessage bridge it runs in-process.
-//!
-//! The shell is glue. `bridge::supervisor` owns the running bridge (start, restart on
-//! settings changes, drain on exit) and feeds its changes here; [`tray`] is the only thing
-//! visible at launch once setup is complete; [`windows`] creates the sessions, settings and
-//! setup windows on demand; [`commands`] answers the pages in `ui/`; `bridge::login_item`
-//! writes (and asks launchd about) the LaunchAgent behind "Launch at Login".
+//! Second Brain's menu-bar shell, glue over the bridge it runs in-process: `bridge::supervisor`
+//! owns the bridge (start, restart on settings changes, drain on exit) and feeds its changes
+//! here; [`tray`] is all that shows at launch once setup is complete; [`windows`] opens the
+//! pages on demand; [`commands`] answers them; `bridge::login_item` is "Launch at Login".
 //!
 //! Invariants: closing the last window never quits (`ExitRequested` without an exit code is
 //! prevented), only Quit, logout or SIGTERM do, and each of them ends in `RunEvent::Exit`,
@@ -53,11 +49,11 @@ impl Options {
     /// environment and keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
-            let kind = Page::from_label(&label);
-            if kind.is_none() {
+            let page = Page::from_label(&label);
+            page.or_else(|| {
                 tracing::warn!(value = %label, "{OPEN_WINDOW_ENV} names no window; ignored");
-            }
-            kind
+                None
+            })
         });
         Ok(Self {
             login: LoginItem::of_this_app(identifier)?,
@@ -264,15 +260,14 @@ fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
     let for_alert = app.clone();
     Hooks {
         pick_folder: Arc::new(move || {
-            match for_picker
-                .dialog()
-                .file()
+            let dialog = for_picker.dialog().file();
+            let picked = dialog
                 .set_title("Choose your Obsidian vault")
-                .blocking_pick_folder()
-            {
-                None => Ok(None),
-                Some(picked) => picked.into_path().map(Some).map_err(|err| err.to_string()),
-            }
+                .blocking_pick_folder();
+            picked
+                .map(|path| path.into_path())
+                .transpose()
+                .map_err(|e| e.to_string())
         }),
         open_url: Box::new(|target| open_with_system(target).map_err(|err| err.to_string())),
         alert: Box::new(move |text| {
