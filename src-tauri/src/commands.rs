@@ -4,8 +4,8 @@
 //! Invariants: every command returns `Result<T, CommandError>` and `CommandError` reaches the
 //! page as one plain sentence; validation is the bridge's (`Settings::save`), so a refused save
 //! writes nothing; the API key is write-only (the pages learn only whether one is set);
-//! changes reach the pages as events (`pages::event`), sent from the supervisor's change feed. When the app could not start its bridge at all
-//! ([`Attention`]), the status and the checklist say why.
+//! changes reach the pages as events (`pages::event`) from the supervisor's change feed. When
+//! the app could not start its bridge at all ([`Attention`]), the status and checklist say why.
 
 use std::path::PathBuf;
 use std::sync::Arc;

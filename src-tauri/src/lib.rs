@@ -34,9 +34,8 @@ pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
 /// How [`install`] sets the app up.
 #[derive(Clone)]
 pub struct Options {
-    /// The LaunchAgent behind "Launch at Login".
+    /// "Launch at Login", and what the bridge's configuration is resolved from.
     pub login: LoginItem,
-    /// What the bridge's configuration is resolved from.
     pub env: Environment,
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
     pub tray: bool,
@@ -108,10 +107,8 @@ fn on_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
     match event {
         RunEvent::ExitRequested { code, api, .. } if keeps_running(code) => api.prevent_exit(),
         // Every way out ends here (Quit and SIGTERM through `exit(0)`; on macOS, logout and
-        // Cmd-Q through `applicationWillTerminate`). The process exits when this returns, so
-        // the bridge is stopped synchronously: intake stops, in-flight work drains (bounded),
-        // sessions are saved. Log lines need no flushing: they are written unbuffered
-        // (`bridge::logging`).
+        // Cmd-Q through `applicationWillTerminate`), and the process exits when this returns:
+        // so the bridge drains and saves synchronously. Logs are unbuffered (`bridge::logging`).
         RunEvent::Exit => {
             if let Some(bridge) = app.try_state::<Supervisor>() {
                 tracing::info!("exiting: stopping the bridge");
@@ -129,10 +126,9 @@ fn on_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
 /// Sets the app up from the real environment. Never fails: a setup that fails or panics
 /// leaves the app up in "Needs attention", with the reason in the tray and the checklist.
 fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
+    app.manage(production_hooks(app));
     let installed = catch_unwind(AssertUnwindSafe(|| {
-        let options = Options::from_env(identifier)?;
-        let hooks = production_hooks(app);
-        install(app, options, hooks, production_notify(app)).map(drop)
+        install(app, Options::from_env(identifier)?, production_notify(app)).map(drop)
     }));
     let failure = match installed {
         Ok(Ok(())) => None,
@@ -140,9 +136,6 @@ fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
         Err(panic) => Some(panic_message(panic.as_ref())),
     };
     if let Some(reason) = failure {
-        if app.try_state::<Hooks>().is_none() {
-            app.manage(production_hooks(app));
-        }
         needs_attention(app, reason, true);
     }
     // SIGTERM (launchd, `kill`, logout on Linux) and SIGINT quit like the Quit item does.
@@ -199,18 +192,17 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
         .build(context)
 }
 
-/// Sets up a built app: the supervisor, state, menu, tray icon; then starts the bridge in the
-/// background. The returned task ends once the bridge has started and, while setup is
-/// incomplete, the Setup Checklist is open (or the e2e switch's window, when given).
+/// Sets up a built app (whose [`Hooks`] are managed): the supervisor, the login item, the
+/// menu and tray icon; then starts the bridge in the background. The returned task ends once
+/// the bridge has started and, while setup is incomplete, the Setup Checklist is open (or the
+/// e2e switch's window, when given).
 pub fn install<R: Runtime>(
     app: &AppHandle<R>,
     options: Options,
-    hooks: Hooks,
     notify: Notify,
 ) -> anyhow::Result<JoinHandle<()>> {
     let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
     app.manage(bridge.clone());
-    app.manage(hooks);
     app.manage(options.login);
     tray::setup(app, options.tray).context("could not set up the menu-bar icon")?;
     let launch = bridge.launch();

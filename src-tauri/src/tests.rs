@@ -195,7 +195,8 @@ fn harness(setup: Setup) -> Harness {
         tray: false,
         open_window: None,
     };
-    let launched = install(app.handle(), options, hooks, notify).unwrap();
+    app.manage(hooks);
+    let launched = install(app.handle(), options, notify).unwrap();
     tauri::async_runtime::block_on(launched).unwrap();
     let host = app.state::<Supervisor>().inner().clone();
     Harness {

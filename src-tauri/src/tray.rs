@@ -38,20 +38,15 @@ pub const QUIT: &str = "quit";
 /// scales any image to 18 pt high), so a Retina display shows it pixel for pixel.
 pub const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
 
-/// What a menu click does.
+/// What a menu click does: show (create or focus) a page's window, flip the pause or Launch
+/// at Login, open the vault or the logs folder (in Finder on macOS), quit for real.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MenuAction {
-    /// Show (create or focus) a window.
     Show(Page),
-    /// Flip between paused and running.
     TogglePause,
-    /// Flip Launch at Login.
     ToggleLogin,
-    /// Open the vault folder in Finder.
     OpenVault,
-    /// Open the logs folder in Finder.
     OpenLogs,
-    /// Quit for real.
     Quit,
 }
 
@@ -75,15 +70,12 @@ pub fn action_for(id: &str) -> Option<MenuAction> {
         .map(|(_, action)| action)
 }
 
-/// The menu items whose text or check mark changes.
+/// The menu, and its items whose text or check mark changes: the (disabled) status line
+/// ("Running · 2 sessions"), Pause/Resume, Launch at Login.
 pub struct TrayMenu<R: Runtime> {
-    /// The whole menu.
     pub menu: Menu<R>,
-    /// "Running · 2 sessions" and friends; disabled.
     pub status: MenuItem<R>,
-    /// "Pause" or "Resume".
     pub pause: MenuItem<R>,
-    /// Launch at Login.
     pub login: CheckMenuItem<R>,
 }
 

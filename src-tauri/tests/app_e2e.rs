@@ -807,6 +807,50 @@ fn settings_page_refuses_an_invalid_vault_and_allows_a_stranger() {
     );
 }
 
+/// The settings page lists the allowed group chats and removes one on Save; its group
+/// commands are granted to it (the page shows no error: a command left out of the app's ACL
+/// manifest is refused in a real window, tauri-2.11.6/src/webview/mod.rs:1823).
+#[test]
+fn settings_page_removes_an_allowed_group() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let group = "iMessage;+;chat424242";
+    let settings = json!({
+        "vault_path": world.vault(),
+        "allowed_senders": [ME],
+        "allowed_groups": [group]
+    });
+    std::fs::write(world.data_dir().join("settings.json"), settings.to_string())
+        .expect("write settings.json");
+    run(
+        |s| {
+            let row = format!("[data-test=allowed-group][data-guid='{group}']");
+            s.wait_until(&format!("document.querySelector(\"{row}\") !== null"))?;
+            s.screenshot("settings-allowed-group")?;
+            s.click(&format!("{row} [data-test=remove-group]"))?;
+            s.wait_until("document.getElementById('allowed-groups').hidden")?;
+            assert_eq!(
+                world.settings_file(),
+                Some(settings.to_string().into_bytes()),
+                "nothing is saved before Save"
+            );
+            s.click("#save")?;
+            s.wait_until("!document.getElementById('saved-note').hidden")?;
+            let saved: Value = serde_json::from_slice(&world.settings_file().unwrap_or_default())
+                .map_err(|e| format!("settings.json: {e}"))?;
+            assert_eq!(saved["allowed_groups"], json!([]));
+            assert_eq!(saved["allowed_senders"], json!([ME]));
+            let error = s.execute(
+                "const e = document.getElementById('page-error'); return e.hidden ? '' : e.textContent;",
+                json!([]),
+            )?;
+            assert_eq!(error, json!(""), "the page shows no error");
+            Ok(())
+        },
+        "settings",
+        &world.env(Senders::SettingsFile),
+    );
+}
+
 /// The key typed into Settings is kept by the system keychain (GNOME Keyring's Secret Service
 /// on the test's D-Bus session, started by `scripts/app-e2e.sh`): it is in the store, and a
 /// restarted app still says "Key set". The key is removed again at the end.
