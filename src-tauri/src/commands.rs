@@ -27,14 +27,6 @@ pub enum CommandError {
     /// The folder picker could not be shown.
     #[error("the folder picker failed: {0}")]
     Picker(String),
-    /// System Settings could not be opened.
-    #[error("could not open System Settings ({url}): {reason}")]
-    OpenPane {
-        /// The `x-apple.systempreferences:` URL.
-        url: String,
-        /// Why `open` failed.
-        reason: String,
-    },
 }
 
 impl Serialize for CommandError {
@@ -51,8 +43,6 @@ pub struct Attention(pub String);
 pub struct Hooks {
     /// Shows the native folder picker; blocks until the user chose (`Some`) or cancelled.
     pub pick_folder: Arc<dyn Fn() -> Result<Option<PathBuf>, String> + Send + Sync>,
-    /// Opens a folder or URL with the system (`open` on macOS); the error is a sentence.
-    pub open_url: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
     /// Shows a sentence to the user (a menu action that failed).
     pub alert: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -166,12 +156,8 @@ pub async fn setup_checks<R: Runtime>(app: AppHandle<R>) -> Res<Vec<Check>> {
 /// Opens the System Settings pane that fixes a failing check (a pane of another name is
 /// refused when the arguments are read).
 #[tauri::command]
-pub fn open_settings_pane(hooks: tauri::State<'_, Hooks>, pane: Pane) -> Res<()> {
-    let url = pane.url();
-    (hooks.open_url)(url).map_err(|reason| CommandError::OpenPane {
-        url: url.to_owned(),
-        reason,
-    })
+pub fn open_settings_pane(bridge: Bridge<'_>, pane: Pane) -> Res<()> {
+    Ok(bridge.open_pane(pane)?)
 }
 
 /// The status line and whether the bridge is paused.

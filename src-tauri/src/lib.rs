@@ -245,7 +245,7 @@ pub fn keeps_running(code: Option<i32>) -> bool {
     code.is_none()
 }
 
-/// The hooks of a real launch: the native folder picker and alerts, `open`.
+/// The hooks of a real launch: the native folder picker and alerts.
 fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
     use tauri_plugin_dialog::{DialogExt as _, MessageDialogKind};
     let for_picker = app.clone();
@@ -261,7 +261,6 @@ fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
                 .transpose()
                 .map_err(|e| e.to_string())
         }),
-        open_url: Box::new(|target| open_with_system(target).map_err(|err| err.to_string())),
         alert: Box::new(move |text| {
             for_alert
                 .dialog()
@@ -294,26 +293,6 @@ pub fn tell_pages<R: Runtime>(app: &AppHandle<R>, change: Change) {
     if let Err(err) = app.emit(event, ()) {
         tracing::warn!(cause = %err, event, "could not notify the pages");
     }
-}
-
-/// Opens a folder or URL the way the platform does (`open`: Finder for folders, System
-/// Settings for `x-apple.systempreferences:` URLs), without waiting for the viewer.
-fn open_with_system(target: &str) -> std::io::Result<()> {
-    let opener = if cfg!(target_os = "macos") {
-        "/usr/bin/open"
-    } else {
-        "xdg-open"
-    };
-    let mut child = std::process::Command::new(opener).arg(target).spawn()?;
-    // Reap the opener when it is done, so it does not linger as a zombie.
-    std::thread::spawn(move || {
-        if let Ok(status) = child.wait()
-            && !status.success()
-        {
-            tracing::warn!(%status, "the system opener failed");
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

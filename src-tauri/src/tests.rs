@@ -19,7 +19,7 @@ use bridge::config::Overrides;
 use bridge::secrets::{KeyStore, MemoryKeyStore};
 use bridge::sender::Sender;
 use bridge::sessions::{Session, SessionState, StateKind};
-use bridge::supervisor::Supervisor;
+use bridge::supervisor::{Supervisor, pages};
 use serde_json::{Value, json};
 use tauri::test::{
     INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
@@ -105,55 +105,47 @@ fn three_sessions() -> Vec<Session> {
     ]
 }
 
-fn harness(setup: Setup) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Writes the files `setup` asks for under `dir`; returns the bridge's variables and the
+/// fixture chat.db, when asked for.
+fn world(dir: &Path, setup: &Setup) -> (HashMap<String, String>, Option<chatdb::FixtureDb>) {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::create_dir_all(dir.path().join("vault")).unwrap();
+    std::fs::create_dir_all(dir.join("vault")).unwrap();
     if !setup.sessions.is_empty() {
         let file = json!({ "version": bridge::sessions::FILE_VERSION, "sessions": setup.sessions });
         std::fs::write(data.join("sessions.json"), file.to_string()).unwrap();
     }
     if let Some(settings) = setup.settings {
-        let settings = settings(&dir.path().join("vault"));
+        let settings = settings(&dir.join("vault"));
         std::fs::write(data.join("settings.json"), settings.to_string()).unwrap();
     }
-    let chat_db = dir.path().join("Messages/chat.db");
+    let chat_db = dir.join("Messages/chat.db");
     let db = setup.chat_db.then(|| {
         std::fs::create_dir_all(chat_db.parent().unwrap()).unwrap();
         chatdb::FixtureDb::create(&chat_db)
     });
-    let vars: HashMap<String, String> = [
+    let vars = [
         ("SECOND_BRAIN_DATA_DIR", data.display().to_string()),
         ("CHAT_DB_PATH", chat_db.display().to_string()),
         // Never contacted: no test here lets an allowed sender text.
         ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9".to_owned()),
         ("CHAT_DB_POLL_MS", "200".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let keychain = Arc::new(
-        setup
-            .api_key
-            .map_or_else(MemoryKeyStore::default, MemoryKeyStore::with_key),
-    );
-    let env = Environment {
-        overrides: Overrides::default(),
-        vars: Arc::new(move |name| vars.get(name).cloned()),
-        keys: Arc::clone(&keychain) as Arc<dyn KeyStore>,
-        // A program on PATH on Linux and macOS alike.
-        probe: Sender::with_program(setup.probe.unwrap_or("true")),
-    };
+    ];
+    let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    (vars, db)
+}
 
-    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
-    let (event_tx, events) = mpsc::channel();
-    app.listen_any(
-        bridge::supervisor::pages::event(Change::Sessions),
-        move |_| {
-            let _ = event_tx.send(());
-        },
-    );
+/// Hooks that record alerts and answer the folder picker with what `picked` holds.
+fn fake_hooks(alerts: &Arc<Mutex<Vec<String>>>, picked: &Arc<Mutex<Option<PathBuf>>>) -> Hooks {
+    let (alerts, picked) = (Arc::clone(alerts), Arc::clone(picked));
+    Hooks {
+        alert: Box::new(move |text| alerts.lock().unwrap().push(text.to_owned())),
+        pick_folder: Arc::new(move || Ok(picked.lock().unwrap().clone())),
+    }
+}
+
+/// Tells the pages, like the production notice, and the test; see [`harness`].
+fn test_notify(app: &App<MockRuntime>) -> (Notify, mpsc::Receiver<Change>) {
     // The production notice also rewrites the tray through `run_on_main_thread`, which the
     // mock runtime runs inline on the calling thread: from the host's tasks that would touch
     // the (single-threaded) menu concurrently with the test. Tests refresh the tray on their
@@ -165,26 +157,40 @@ fn harness(setup: Setup) -> Harness {
         tell_pages(&handle, change);
         let _ = change_tx.lock().unwrap().send(change);
     });
+    (notify, changes)
+}
+
+fn harness(setup: Setup) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (vars, db) = world(dir.path(), &setup);
+    let keychain = Arc::new(
+        setup
+            .api_key
+            .map_or_else(MemoryKeyStore::default, MemoryKeyStore::with_key),
+    );
     let opened = Arc::new(Mutex::new(Vec::new()));
-    let alerts = Arc::new(Mutex::new(Vec::new()));
-    let picked = Arc::new(Mutex::new(None));
-    let hooks = Hooks {
-        alert: {
-            let alerts = Arc::clone(&alerts);
-            Box::new(move |text| alerts.lock().unwrap().push(text.to_owned()))
-        },
-        pick_folder: {
-            let picked = Arc::clone(&picked);
-            Arc::new(move || Ok(picked.lock().unwrap().clone()))
-        },
-        open_url: {
+    let env = Environment {
+        overrides: Overrides::default(),
+        vars: Arc::new(move |name| vars.get(name).cloned()),
+        keys: Arc::clone(&keychain) as Arc<dyn KeyStore>,
+        // A program on PATH on Linux and macOS alike.
+        probe: Sender::with_program(setup.probe.unwrap_or("true")),
+        opener: {
             let opened = Arc::clone(&opened);
-            Box::new(move |target| {
+            Arc::new(move |target| {
                 opened.lock().unwrap().push(target.to_owned());
                 Ok(())
             })
         },
     };
+    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
+    let (event_tx, events) = mpsc::channel();
+    app.listen_any(pages::event(Change::Sessions), move |_| {
+        let _ = event_tx.send(());
+    });
+    let (notify, changes) = test_notify(&app);
+    let (alerts, picked) = (Arc::default(), Arc::default());
+    app.manage(fake_hooks(&alerts, &picked));
     let options = Options {
         login: LoginItem {
             home: dir.path().to_path_buf(),
@@ -195,7 +201,6 @@ fn harness(setup: Setup) -> Harness {
         tray: false,
         open_window: None,
     };
-    app.manage(hooks);
     let launched = install(app.handle(), options, notify).unwrap();
     tauri::async_runtime::block_on(launched).unwrap();
     let host = app.state::<Supervisor>().inner().clone();
@@ -815,7 +820,6 @@ fn a_start_that_cannot_run_stays_up_and_says_why() {
     let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
     app.manage(Hooks {
         pick_folder: Arc::new(|| Ok(None)),
-        open_url: Box::new(|_| Ok(())),
         alert: Box::new(|_| {}),
     });
     needs_attention(

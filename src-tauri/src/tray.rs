@@ -7,8 +7,6 @@
 //! Launch at Login by [`refresh_login`] from what launchd will do, never toggled blindly; the
 //! icon is a template image (black on transparent) so macOS tints it for light and dark.
 
-use std::path::Path;
-
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuBuilder, MenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
@@ -207,17 +205,8 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
             refresh_login(app);
             result?;
         }
-        MenuAction::OpenVault => {
-            let vault = needed::<Supervisor, R>(app)?
-                .vault()
-                .ok_or_else(|| anyhow::anyhow!("no vault folder chosen yet"))?;
-            open(app, &vault)?;
-        }
-        MenuAction::OpenLogs => {
-            let logs = needed::<Supervisor, R>(app)?.dirs().logs.clone();
-            std::fs::create_dir_all(&logs)?;
-            open(app, &logs)?;
-        }
+        MenuAction::OpenVault => needed::<Supervisor, R>(app)?.open_vault()?,
+        MenuAction::OpenLogs => needed::<Supervisor, R>(app)?.open_logs()?,
         MenuAction::Quit => {
             tracing::info!("quit from the menu");
             app.exit(0);
@@ -233,12 +222,6 @@ fn needed<T: Send + Sync + 'static, R: Runtime>(
     app.try_state::<T>().ok_or_else(|| {
         anyhow::anyhow!("Second Brain could not start: the Setup Checklist says why")
     })
-}
-
-fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {
-    let target = path.display().to_string();
-    (needed::<Hooks, R>(app)?.open_url)(&target)
-        .map_err(|reason| anyhow::anyhow!("could not open {target}: {reason}"))
 }
 
 #[cfg(test)]
