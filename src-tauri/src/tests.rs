@@ -435,7 +435,25 @@ fn invalid_settings_change_nothing_on_disk() {
         );
         assert_eq!(h.invoke("get_settings", json!({})).unwrap(), shown);
     }
+}
 
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn a_valid_save_is_written_whole_and_applied() {
+    let h = harness(Setup {
+        settings: Some(|vault| {
+            json!({
+                "vault_path": vault,
+                "allowed_senders": [ME],
+                "base_url": "http://127.0.0.1:9"
+            })
+        }),
+        ..Setup::default()
+    });
+    let good = h.settings_with_vault();
     // A valid save is written whole (the API base URL the page does not edit is kept) and
     // applied by a restarted bridge.
     let mut settings = good.clone();
@@ -872,7 +890,6 @@ fn a_start_that_cannot_run_stays_up_and_says_why() {
 fn menu_dispatch_of_each_id() {
     let h = harness(Setup::default());
     let app = h.app.handle();
-    let agent = bridge::login_item::agent_path(h.dir.path(), IDENTIFIER);
 
     let at_launch = h.app.webview_windows().len();
     tray::handle(app, tray::STATUS);
@@ -916,6 +933,21 @@ fn menu_dispatch_of_each_id() {
         json!(false)
     );
 
+    // Quit calls `AppHandle::exit(0)`, which the mock runtime cannot carry out; its contract
+    // is that the exit code it produces is never prevented.
+    assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
+    assert!(!keeps_running(Some(0)));
+}
+
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn the_login_item_is_flipped_from_the_menu() {
+    let h = harness(Setup::default());
+    let app = h.app.handle();
+    let agent = bridge::login_item::agent_path(h.dir.path(), IDENTIFIER);
     assert!(!h.menu().login.is_checked().unwrap());
     tray::handle(app, tray::LOGIN);
     assert!(h.menu().login.is_checked().unwrap());
@@ -928,7 +960,16 @@ fn menu_dispatch_of_each_id() {
     assert!(!h.menu().login.is_checked().unwrap());
     assert!(!agent.exists());
     assert!(h.alerts.lock().unwrap().is_empty(), "{:?}", h.alerts.lock());
+}
 
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn open_vault_and_open_logs_go_through_the_opener() {
+    let h = harness(Setup::default());
+    let app = h.app.handle();
     // No vault chosen: Open Vault opens nothing and says why; once saved, it opens the vault.
     tray::handle(app, tray::OPEN_VAULT);
     assert!(h.opened.lock().unwrap().is_empty());
@@ -950,11 +991,6 @@ fn menu_dispatch_of_each_id() {
         [h.vault().display().to_string(), logs.display().to_string()]
     );
     assert!(logs.is_dir(), "Open Logs creates the folder first");
-
-    // Quit calls `AppHandle::exit(0)`, which the mock runtime cannot carry out; its contract
-    // is that the exit code it produces is never prevented.
-    assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
-    assert!(!keeps_running(Some(0)));
 }
 
 #[test]
@@ -1015,4 +1051,47 @@ fn login_check_mark_reflects_the_disk() {
 fn the_bundle_identifier_is_the_bridge_s() {
     let config: Value = serde_json::from_str(include_str!("../tauri.conf.json")).unwrap();
     assert_eq!(config["identifier"], json!(bridge::config::BUNDLE_ID));
+}
+
+/// Every command the app registers is in the ACL manifest of `build.rs`, and granted to a
+/// page; every command a page is granted is registered. A command left out of the manifest is
+/// refused in a real window (tauri-2.11.6/src/webview/mod.rs:1823), which the mock runtime
+/// does not check: so the settings page's group commands once failed only in the real app.
+#[test]
+fn every_command_is_in_the_manifest_and_granted_to_a_page() {
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let from = text.find(start).expect(start) + start.len();
+        &text[from..from + text[from..].find(end).expect(end)]
+    }
+    let mut registered: Vec<String> = between(include_str!("lib.rs"), "generate_handler![", "]")
+        .split(',')
+        .filter_map(|name| name.trim().strip_prefix("commands::").map(str::to_owned))
+        .collect();
+    let mut manifest: Vec<String> =
+        between(include_str!("../build.rs"), "COMMANDS: &[&str] = &[", "];")
+            .split(',')
+            .map(|name| name.trim().trim_matches('"').to_owned())
+            .filter(|name| !name.is_empty())
+            .collect();
+    registered.sort();
+    manifest.sort();
+    assert_eq!(registered, manifest);
+    let mut granted: Vec<String> = [
+        include_str!("../capabilities/sessions.json"),
+        include_str!("../capabilities/settings.json"),
+        include_str!("../capabilities/setup.json"),
+    ]
+    .into_iter()
+    .flat_map(|file| {
+        let capability: Value = serde_json::from_str(file).unwrap();
+        let permissions = capability["permissions"].as_array().unwrap().clone();
+        permissions.into_iter().filter_map(|p| {
+            let command = p.as_str()?.strip_prefix("allow-")?.replace('-', "_");
+            Some(command)
+        })
+    })
+    .collect();
+    granted.sort();
+    granted.dedup();
+    assert_eq!(granted, manifest, "each command is granted to a page");
 }
