@@ -8,8 +8,20 @@
 //! by `tool_result` blocks at the start of the next user message. If an earlier run stopped
 //! half-way, the next run closes the gap before it adds the new input (see [`Agent::run`]).
 //! A 400 `invalid_request_error` that names the transcript is retried once, repaired. One run makes at most
-//! [`MAX_TURNS`] API calls. Tools are called one at a time, in the order the model listed
-//! them. Message text and tool inputs are logged only at `trace`.
+//! [`MAX_TURNS`] API calls.
+//!
+//! The tool calls of one model turn (several `tool_use` blocks, "parallel tool use") run in
+//! the fixed order of their [`Phase`] — reads together, then writes one at a time (a note
+//! before its reply), then replies, then records — and all their results go back in ONE
+//! user message, in the model's order, before any other block. The Messages API leaves the
+//! order to the caller: "Tool calls in a single assistant turn are unordered … run them
+//! concurrently, sequentially, or in any order", and wants "a `tool_result` for each
+//! `tool_use` block, all in the next user message"
+//! (https://platform.claude.com/docs/en/agents-and-tools/tool-use/parallel-tool-use).
+//! A run stops without another request once a turn's calls all succeeded and leave the text
+//! handled ([`ToolRunner::is_done`]): the results stay last in the transcript, and the next
+//! run's input joins their user message after them. Message text and tool inputs are logged
+//! only at `trace`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +44,40 @@ pub trait ToolRunner: Sync {
     fn definitions(&self) -> Vec<Value>;
     /// Carries out one tool call. Failures are returned as error outputs, never raised.
     fn call(&self, name: &str, input: &Value) -> impl Future<Output = ToolOutput> + Send;
+    /// When a call of tool `name` runs among the calls of one model turn.
+    fn phase(&self, _name: &str) -> Phase {
+        Phase::Write
+    }
+    /// Whether the run's work is done once a turn that called `tools` (by name) ended with
+    /// no tool error: then no further request is made. By default a run goes on until the
+    /// model ends its turn.
+    fn is_done(&self, _tools: &[&str]) -> bool {
+        false
+    }
+}
+
+/// When a tool call runs among the calls of one model turn: phase by phase in this order;
+/// [`Phase::Read`] calls all at once, the others one at a time in the model's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Changes nothing: run first, concurrently.
+    Read,
+    /// Writes (a note, and the reply it carries).
+    Write,
+    /// Replies of their own, after the writes they may speak of.
+    Reply,
+    /// Records of what was done: last.
+    Record,
+}
+
+/// How a successful run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The model ended its turn.
+    Finished,
+    /// The tool calls left the work done ([`ToolRunner::is_done`]); no further request was
+    /// made, and the transcript ends with their results.
+    Handled,
 }
 
 /// The result of one tool call, sent back to the model as a `tool_result` block.
@@ -68,8 +114,11 @@ pub struct RunReport {
     pub turns: u32,
     /// Tokens used by all of them.
     pub usage: Usage,
-    /// The text blocks of the last assistant message, joined.
+    /// The text blocks of the last assistant message, joined (empty after
+    /// [`RunEnd::Handled`]).
     pub final_text: String,
+    /// How it ended.
+    pub end: RunEnd,
 }
 
 /// Why a run ended without the model finishing its turn.
@@ -190,8 +239,16 @@ impl Agent {
             continuing = false;
             match response.stop_reason {
                 StopReason::ToolUse => {
-                    let results = self.call_tools(last_content(transcript), tools).await?;
-                    transcript.push(json!({ "role": "user", "content": results }));
+                    let turn_done = self.tool_turn(transcript, tools).await?;
+                    if turn_done {
+                        tracing::debug!(turns = turn, ?usage, "agent run handled its input");
+                        return Ok(RunReport {
+                            turns: turn,
+                            usage,
+                            final_text: String::new(),
+                            end: RunEnd::Handled,
+                        });
+                    }
                 }
                 StopReason::PauseTurn => continuing = true,
                 StopReason::EndTurn | StopReason::StopSequence => {
@@ -207,6 +264,7 @@ impl Agent {
                         turns: turn,
                         usage,
                         final_text,
+                        end: RunEnd::Finished,
                     });
                 }
                 StopReason::MaxTokens => return Err(AgentError::MaxTokens),
@@ -245,34 +303,71 @@ impl Agent {
         }
     }
 
-    /// Calls every `tool_use` block of `content` in order; returns the `tool_result` blocks.
-    async fn call_tools<T: ToolRunner>(
+    /// Carries out the last assistant message's tool calls and appends their results as one
+    /// user message; returns whether that left the work done (every call succeeded and the
+    /// runner says so).
+    async fn tool_turn<T: ToolRunner>(
         &self,
-        content: &[Value],
+        transcript: &mut Vec<Value>,
         tools: &T,
-    ) -> Result<Vec<Value>, AgentError> {
+    ) -> Result<bool, AgentError> {
+        let content = last_content(transcript);
         let calls = tool_calls(content)?;
         if calls.is_empty() {
             return Err(AgentError::Malformed(
                 "stop reason tool_use without a tool_use block".into(),
             ));
         }
-        let mut results = Vec::with_capacity(calls.len());
-        for (i, call) in calls.into_iter().enumerate() {
-            if i >= MAX_TOOL_CALLS_PER_TURN {
-                let refused = format!(
-                    "Not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls per turn are carried out."
-                );
-                results.push(tool_result(call.id, &refused, true));
-                continue;
-            }
-            tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
-            let output = tools.call(call.name, &call.input).await;
-            tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
-            results.push(tool_result(call.id, &output.content, output.is_error));
-        }
-        Ok(results)
+        let names: Vec<String> = calls.iter().map(|c| c.name.to_string()).collect();
+        let results = call_tools(calls, tools).await;
+        let failed = results.iter().any(|r| r.get("is_error") == Some(&Value::Bool(true)));
+        transcript.push(json!({ "role": "user", "content": results }));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(!failed && tools.is_done(&names))
     }
+}
+
+/// Carries out `calls` phase by phase ([`Phase`]): the reads of a phase concurrently, the
+/// rest one at a time in the model's order. Returns the `tool_result` blocks in the model's
+/// order; calls past [`MAX_TOOL_CALLS_PER_TURN`] get an error result and are not run.
+async fn call_tools<T: ToolRunner>(calls: Vec<ToolCall<'_>>, tools: &T) -> Vec<Value> {
+    let mut outputs: Vec<Option<ToolOutput>> = vec![None; calls.len()];
+    let mut order: Vec<(Phase, usize)> = calls
+        .iter()
+        .enumerate()
+        .take(MAX_TOOL_CALLS_PER_TURN)
+        .map(|(i, call)| (tools.phase(call.name), i))
+        .collect();
+    order.sort(); // stable by (phase, index): the model's order within a phase
+    let (reads, rest): (Vec<_>, Vec<_>) = order.into_iter().partition(|(p, _)| *p == Phase::Read);
+    let read = reads.iter().map(|&(_, i)| call_one(&calls[i], tools));
+    for ((_, i), output) in reads.iter().zip(futures_util::future::join_all(read).await) {
+        outputs[*i] = Some(output);
+    }
+    for (_, i) in rest {
+        outputs[i] = Some(call_one(&calls[i], tools).await);
+    }
+    calls
+        .iter()
+        .zip(outputs)
+        .map(|(call, output)| match output {
+            Some(output) => tool_result(call.id, &output.content, output.is_error),
+            None => tool_result(
+                call.id,
+                &format!(
+                    "Not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls per turn are carried out."
+                ),
+                true,
+            ),
+        })
+        .collect()
+}
+
+async fn call_one<T: ToolRunner>(call: &ToolCall<'_>, tools: &T) -> ToolOutput {
+    tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
+    let output = tools.call(call.name, &call.input).await;
+    tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
+    output
 }
 
 /// One `tool_use` block, read.
