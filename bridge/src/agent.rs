@@ -527,10 +527,15 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     /// A runner that records every call and answers from a fixed table by tool name.
+    /// With `phased`, it orders calls as the bridge's tools do, and is done once a
+    /// `send_message` was called in a turn that read nothing; `vault_read` calls wait for
+    /// each other (`reads`).
     #[derive(Default)]
     struct Recording {
         calls: Mutex<Vec<(String, Value)>>,
         failing: Vec<&'static str>,
+        phased: bool,
+        reads: Option<tokio::sync::Barrier>,
     }
 
     impl Recording {
@@ -544,6 +549,17 @@ mod tests {
         fn calls(&self) -> Vec<(String, Value)> {
             self.calls.lock().unwrap().clone()
         }
+
+        fn phased(failing: &[&'static str]) -> Recording {
+            Recording {
+                phased: true,
+                ..Recording::failing(failing)
+            }
+        }
+
+        fn names(&self) -> Vec<String> {
+            self.calls().into_iter().map(|(n, _)| n).collect()
+        }
     }
 
     impl ToolRunner for Recording {
@@ -554,11 +570,33 @@ mod tests {
                 .collect()
         }
 
+        fn phase(&self, name: &str) -> Phase {
+            match name {
+                _ if !self.phased => Phase::Write,
+                "vault_read" => Phase::Read,
+                "send_message" => Phase::Reply,
+                "log_interaction" => Phase::Record,
+                _ => Phase::Write,
+            }
+        }
+
+        fn is_done(&self, tools: &[&str]) -> bool {
+            self.phased
+                && !tools.contains(&"vault_read")
+                && self.calls().iter().any(|(n, _)| n == "send_message")
+        }
+
         async fn call(&self, name: &str, input: &Value) -> ToolOutput {
             self.calls
                 .lock()
                 .unwrap()
                 .push((name.to_string(), input.clone()));
+            if name == "vault_read"
+                && let Some(reads) = &self.reads
+            {
+                // Both reads must be under way at once, or this never returns.
+                reads.wait().await;
+            }
             match name {
                 _ if self.failing.contains(&name) => ToolOutput::error(format!("{name} failed")),
                 "vault_write" => ToolOutput::ok("Tasks/2025-01-01_call-sarah.md"),
@@ -1050,6 +1088,115 @@ mod tests {
         assert_strict(&fake);
     }
 
+    /// Issue 16: the calls of one turn run reads first (together), then the note, then the
+    /// reply, then the log, whatever the model's order; the results go back in ONE user
+    /// message, in the model's order, and the strict fake accepts it.
+    #[tokio::test]
+    async fn a_turn_runs_its_calls_in_a_safe_order_and_answers_them_in_one_message() {
+        let turn = fake::message(
+            vec![
+                json!({"type":"text","text":"On it."}),
+                fake::tool_use_block("toolu_log", "log_interaction", json!({"input": "x"})),
+                fake::tool_use_block("toolu_send", "send_message", json!({"message": "Saved"})),
+                fake::tool_use_block("toolu_write", "vault_write", json!({"folder": "Tasks"})),
+                fake::tool_use_block("toolu_r1", "vault_read", json!({"filepath": "a.md"})),
+                fake::tool_use_block("toolu_r2", "vault_read", json!({"filepath": "b.md"})),
+            ],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![turn, fake::text("Done.")]));
+        let tools = Recording {
+            reads: Some(tokio::sync::Barrier::new(2)),
+            ..Recording::phased(&[])
+        };
+        let mut transcript = Vec::new();
+        let agent = agent(&fake);
+        let run = agent.run(&mut transcript, "x", &tools);
+        let report = tokio::time::timeout(WAIT, run)
+            .await
+            .expect("the two reads ran at once")
+            .unwrap();
+        let names = tools.names();
+        assert_eq!(names[2..], ["vault_write", "send_message", "log_interaction"]);
+        assert_eq!(names[..2], ["vault_read", "vault_read"]);
+        let ids: Vec<&str> = transcript[2]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["tool_use_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["toolu_log", "toolu_send", "toolu_write", "toolu_r1", "toolu_r2"]);
+        // The turn read the vault: the model has not seen what it read, so the run goes on.
+        assert_eq!(report.end, RunEnd::Finished);
+        assert_eq!(fake.requests().len(), 2);
+        assert_strict(&fake);
+    }
+
+    /// Issue 16: once a turn's calls all succeed and leave the work done, the run stops
+    /// with no further request; the results stay last, and the next run's input joins their
+    /// user message after them, as the API accepts.
+    #[tokio::test]
+    async fn a_run_stops_once_done_and_the_next_input_follows_the_kept_results() {
+        let ask = fake::message(
+            vec![
+                fake::tool_use_block("toolu_l", "log_interaction", json!({"input": "sam"})),
+                fake::tool_use_block("toolu_s", "send_message", json!({"message": "Which?"})),
+            ],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![ask, fake::text("Filed.")]));
+        let tools = Recording::phased(&[]);
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "sam", &tools)
+            .await
+            .unwrap();
+        assert_eq!((report.turns, report.end), (1, RunEnd::Handled));
+        assert_eq!(report.final_text, "");
+        assert_eq!(fake.requests().len(), 1, "no request after the question");
+        assert_eq!(transcript.len(), 3);
+        assert_eq!(transcript[2]["content"][1]["tool_use_id"], "toolu_s");
+
+        let report = agent(&fake)
+            .run(&mut transcript, "the task", &Recording::default())
+            .await
+            .unwrap();
+        assert_eq!(report.final_text, "Filed.");
+        let sent = messages(&fake.requests()[1]);
+        assert_eq!(sent.len(), 3);
+        let content = sent[2]["content"].as_array().unwrap();
+        assert_eq!(content.len(), 3);
+        assert_eq!(content[0]["type"], "tool_result");
+        assert_eq!(content[1]["type"], "tool_result");
+        assert_eq!(content[2], json!({"type":"text","text":"the task"}));
+        assert_strict(&fake);
+    }
+
+    /// Issue 16: a tool error goes back to the model even when the rest of the turn left
+    /// the work done, so it can correct itself.
+    #[tokio::test]
+    async fn a_tool_error_goes_back_to_the_model_even_when_done() {
+        let both = fake::message(
+            vec![
+                fake::tool_use_block("toolu_w", "vault_write", json!({})),
+                fake::tool_use_block("toolu_s", "send_message", json!({"message": "Saved"})),
+            ],
+            "tool_use",
+        );
+        let retry = fake::tool_use("toolu_w2", "log_interaction", json!({"input": "x"}));
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![both, retry]));
+        let tools = Recording::phased(&["vault_write"]);
+        let report = agent(&fake)
+            .run(&mut Vec::new(), "x", &tools)
+            .await
+            .unwrap();
+        assert_eq!((report.turns, report.end), (2, RunEnd::Handled));
+        let second = messages(&fake.requests()[1]);
+        assert_eq!(second[2]["content"][0]["is_error"], true);
+        assert_eq!(tools.names(), ["vault_write", "send_message", "log_interaction"]);
+        assert_strict(&fake);
+    }
+
     #[test]
     fn the_run_future_is_send() {
         fn assert_send<F: Future + Send>(_: F) {}
@@ -1240,6 +1387,29 @@ mod tests {
             (
                 "/v1/messages",
                 ok_headers,
+                with(
+                    "tool_choice",
+                    json!({"type": "auto", "disable_parallel_tool_use": true}),
+                ),
+                "disable_parallel_tool_use",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("tool_choice", json!({"type": "sometimes"})),
+                "tool_choice.type",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(
+                    json!([user("a"), {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"t","input":{}},{"type":"tool_use","id":"t2","name":"t","input":{}}]}, {"role":"user","content":[result("t2")]}]),
+                ),
+                "`tool_use` ids were found without `tool_result` blocks immediately after: t1",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
                 body(json!([user("a"), assistant_uses("t1"), user("b")])),
                 "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: t1",
             ),
@@ -1286,6 +1456,8 @@ mod tests {
         // (merged, not refused); an empty final assistant message.
         let valid = [
             json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), {"type":"text","text":"b"}]}]),
+            // Parallel calls: both results in one user message, in any order.
+            json!([user("a"), {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"t","input":{}},{"type":"tool_use","id":"t2","name":"t","input":{}}]}, {"role":"user","content":[result("t2"), result("t1")]}]),
             json!([user("a"), user("b")]),
             json!([user("a"), {"role":"assistant","content":[]}]),
         ];

@@ -1119,6 +1119,106 @@ mod tests {
         );
     }
 
+    fn write_with_reply(title: &str, reply: Value) -> Value {
+        json!({"folder": "Tasks", "title": title, "content": "c", "confidence": 90, "reply": reply})
+    }
+
+    /// Issue 16: `vault_write` carries its reply: sent once the note is on disk (the fake
+    /// osascript finds it there), `{path}` replaced by the note's path, and counted in the
+    /// per-text cap with `send_message`.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn vault_write_sends_its_reply_naming_the_path_after_the_note_is_written() {
+        let scripts = tempfile::tempdir().unwrap();
+        let sent = scripts.path().join("sent");
+        let f = Fixture::new();
+        let note = format!("{}/Tasks/{}_call-sarah.md", f.root().display(), today());
+        // The reply's osascript records its text only if the note is already there.
+        let body = format!(
+            "[ -f '{}' ] && printf '%s\\n' \"$4\" >> '{}'",
+            note,
+            sent.display()
+        );
+        let f = Fixture {
+            tools: Tools::new(
+                f.tools.vault.clone(),
+                Sender::with_program(fake_osascript(scripts.path(), &body)),
+                chat(),
+                Some("GUID-1".into()),
+            ),
+            ..f
+        };
+        let out = f
+            .call(
+                "vault_write",
+                write_with_reply("Call Sarah", json!("Saved to {path} ✅ ({path})")),
+            )
+            .await;
+        let path = format!("Tasks/{}_call-sarah.md", today());
+        assert_eq!(out, ToolOutput::ok(format!("{path}\nreply: sent")));
+        let want = format!("Saved to {path} ✅ ({path})\n");
+        assert_eq!(fs::read_to_string(&sent).unwrap(), want);
+        let record = f.tools.record();
+        assert_eq!(record.notes_written, [path.clone()]);
+        assert_eq!(record.messages_sent, [want.trim_end()]);
+        assert!(f.tools.is_done(&["vault_write", "log_interaction"]));
+        assert!(!f.tools.is_done(&["vault_write", "vault_read"]));
+
+        // Two more replies fit in the cap of three; the fourth is refused before any note.
+        for title in ["Two", "Three"] {
+            let out = f.call("vault_write", write_with_reply(title, json!("ok"))).await;
+            assert!(!out.is_error, "{out:?}");
+        }
+        let out = f.call("vault_write", write_with_reply("Four", json!("ok"))).await;
+        assert!(out.is_error && out.content.contains("at most 3 replies"), "{out:?}");
+        assert_eq!(f.files().len(), 3, "{:?}", f.files());
+    }
+
+    /// Issue 16: a `vault_write` that fails sends no reply and frees its place in the cap;
+    /// a bad reply is refused before anything is written.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_failing_vault_write_sends_no_reply() {
+        let scripts = tempfile::tempdir().unwrap();
+        let (sender, argv) = recording_sender(scripts.path());
+        let f = Fixture::with_sender(sender);
+        let bad_folder = json!({"folder": "Taks", "title": "t", "content": "c", "confidence": 90, "reply": "Saved"});
+        for input in [
+            bad_folder,
+            write_with_reply("t", json!("")),
+            write_with_reply("t", json!("a\u{0}b")),
+            write_with_reply("t", json!("x".repeat(MAX_MESSAGE_BYTES + 1))),
+            write_with_reply("t", json!(5)),
+        ] {
+            let out = f.call("vault_write", input.clone()).await;
+            assert!(out.is_error, "{input}: {out:?}");
+        }
+        assert!(!argv.exists(), "nothing sent");
+        assert!(f.files().is_empty(), "{:?}", f.files());
+        assert_eq!(f.tools.record(), ToolRecord::default());
+        assert!(!f.tools.is_done(&["vault_write"]));
+        for i in 0..3 {
+            let out = f.call("send_message", json!({"message": format!("r{i}")})).await;
+            assert!(!out.is_error, "the cap is whole: {out:?}");
+        }
+    }
+
+    /// Issue 16: the note is kept when its reply cannot be sent; the model is told not to
+    /// write it again.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_reply_that_cannot_be_sent_keeps_the_note_and_says_so() {
+        let f = Fixture::new();
+        let out = f
+            .call("vault_write", write_with_reply("Call Sarah", json!("Saved")))
+            .await;
+        assert!(out.is_error, "{out:?}");
+        assert!(out.content.contains("the note was written to Tasks/"), "{}", out.content);
+        assert!(out.content.contains("do not write the note again"), "{}", out.content);
+        assert_eq!(f.tools.record().notes_written.len(), 1);
+        assert!(f.tools.record().messages_sent.is_empty());
+    }
+
     /// 10,000 cases; a failure is reported with its minimal input rather than saved.
     fn config() -> ProptestConfig {
         ProptestConfig {
