@@ -66,7 +66,12 @@ async fn a_capture_in_one_turn_writes_replies_with_the_path_and_logs_in_one_requ
     let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "call the dentist on friday");
     let status = world.wait_status("captured", |s| s["captured"] == 1).await;
+    let shown = world.cli(&["status"]).await;
     let log = bridge.stop().await;
+    assert!(
+        shown.contains("model requests per text: 1.0; the last text took 1"),
+        "{shown}"
+    );
 
     let path = dentist_path();
     let calls = world.osascript.calls();
@@ -77,13 +82,14 @@ async fn a_capture_in_one_turn_writes_replies_with_the_path_and_logs_in_one_requ
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].0, path);
     assert!(
-        notes[0].1.ends_with("# Call the dentist\n\ncall the dentist on friday\n"),
+        notes[0]
+            .1
+            .ends_with("# Call the dentist\n\ncall the dentist on friday\n"),
         "{}",
         notes[0].1
     );
-    let day_log = crate::util::bridge::read(
-        &world.vault().join(format!("_system/logs/{}.md", today())),
-    );
+    let day_log =
+        crate::util::bridge::read(&world.vault().join(format!("_system/logs/{}.md", today())));
     assert!(day_log.contains("call the dentist on friday"), "{day_log}");
 
     let requests = world.api.requests();
@@ -135,7 +141,11 @@ async fn a_failing_vault_write_sends_no_reply_and_the_corrected_one_does() {
     bridge.stop().await;
 
     let requests = world.api.requests();
-    assert_eq!(requests.len(), 2, "the error went back once, then the run ended");
+    assert_eq!(
+        requests.len(),
+        2,
+        "the error went back once, then the run ended"
+    );
     assert_strict(&world);
     let results = last_results(&requests[1].body);
     assert_eq!(results.len(), 2, "{results:?}");
@@ -145,7 +155,11 @@ async fn a_failing_vault_write_sends_no_reply_and_the_corrected_one_does() {
         results[0]["content"].as_str().unwrap().contains("Taks"),
         "{results:?}"
     );
-    assert_eq!(results[1]["is_error"], Value::Null, "the log call succeeded");
+    assert_eq!(
+        results[1]["is_error"],
+        Value::Null,
+        "the log call succeeded"
+    );
 
     let calls = world.osascript.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
@@ -186,7 +200,10 @@ async fn a_question_in_one_turn_keeps_its_results_and_the_answer_follows_them() 
     let answer = requests[1].body["messages"].as_array().unwrap();
     assert_eq!(answer.len(), 3, "{answer:?}");
     let content = answer[2]["content"].as_array().unwrap();
-    let kinds: Vec<&str> = content.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = content
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["tool_result", "tool_result", "text"]);
     assert_eq!(content[2]["text"], "task");
     let asked: Vec<&Value> = answer[1]["content"].as_array().unwrap().iter().collect();
@@ -242,7 +259,9 @@ fn hanging_at(hang_at: usize) -> impl Fn(&Value) -> Reply + Send + Sync + 'stati
 async fn a_kill_between_the_note_and_its_reply_sends_the_reply_once_after_restart() {
     let world = World::new(hanging_at(1)).await;
     let bridge = world.start().await;
-    world.osascript.fail_always(1, "execution error: Messages got an error (-1708)");
+    world
+        .osascript
+        .fail_always(1, "execution error: Messages got an error (-1708)");
     world.db.incoming(ME_CHAT, ME, "call the dentist");
     world.api.wait_for_requests(2, WITHIN).await;
     assert_eq!(world.notes("Tasks").len(), 1, "the note is on disk");
@@ -260,7 +279,11 @@ async fn a_kill_between_the_note_and_its_reply_sends_the_reply_once_after_restar
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls.iter().all(|c| c.text == text), "{calls:?}");
     assert_eq!(world.status()["unconfirmed_sends"], 0);
-    assert_eq!(world.notes("Tasks").len(), 1, "the note was not written twice");
+    assert_eq!(
+        world.notes("Tasks").len(),
+        1,
+        "the note was not written twice"
+    );
     let requests = world.api.requests();
     let told = last_results(&requests[1].body);
     assert!(
@@ -296,7 +319,10 @@ async fn a_kill_while_the_reply_is_in_flight_reports_it_unconfirmed_never_twice(
 
     assert_eq!(world.osascript.calls().len(), 1, "never sent twice");
     assert_eq!(world.notes("Tasks").len(), 1);
-    assert_eq!(status["last_text_requests"], 1, "the re-run stopped after its turn");
+    assert_eq!(
+        status["last_text_requests"], 1,
+        "the re-run stopped after its turn"
+    );
     assert_eq!(world.api.requests().len(), 2, "one request per run");
     let results = last_results(&world.api.requests()[1].body);
     assert!(results.is_empty(), "the re-run began afresh");

@@ -72,7 +72,10 @@ fn main() {
     println!(
         "\nmodel turns per text (fake model {} s a request; load {})\n\n{}",
         latency.as_secs_f64(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         support::render_text(&rows)
     );
     let out = support::out_dir();
@@ -99,7 +102,8 @@ impl Script {
     }
 
     fn responder(self) -> Box<dyn Fn(&Value) -> Reply + Send + Sync> {
-        let one_turn = || fake::one_turn_capture("Tasks", "Benchmark task", TAGS, "Saved to {path}");
+        let one_turn =
+            || fake::one_turn_capture("Tasks", "Benchmark task", TAGS, "Saved to {path}");
         match self {
             Script::OneTurn => Box::new(one_turn()),
             Script::OneToolPerTurn => Box::new(fake::capture_flow(
@@ -146,7 +150,11 @@ fn metered(
                 cached: prefix,
                 output: size(&message["content"]),
             };
-            let (written, read) = if replies.is_empty() { (prefix, 0) } else { (0, prefix) };
+            let (written, read) = if replies.is_empty() {
+                (prefix, 0)
+            } else {
+                (0, prefix)
+            };
             message["usage"] = json!({
                 "input_tokens": tokens.input,
                 "output_tokens": tokens.output,
@@ -202,7 +210,10 @@ async fn measure(script: Script, latency: Duration, texts: usize) -> Measured {
     }
     bridge.stop().await;
     let violations = world.api.violations();
-    assert!(violations.is_empty(), "the fake API refused requests: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "the fake API refused requests: {violations:?}"
+    );
     measured
 }
 
@@ -220,7 +231,10 @@ async fn one_text(world: &World, meter: &Meter, run: usize, text: &str) -> Text 
         .wait_status("the text's run ended", |s| s["model_runs"] == run)
         .await;
     let requests = world.api.requests().len() - requests_before;
-    assert_eq!(status["last_text_requests"], requests, "the status counts what the fake saw");
+    assert_eq!(
+        status["last_text_requests"], requests,
+        "the status counts what the fake saw"
+    );
     let tokens = meter
         .replies
         .lock()
@@ -244,7 +258,12 @@ impl Measured {
         let model_s = latency.as_secs_f64();
         let mut rows = text_rows(script.name(), &self.texts, script, model_s);
         if !self.answers.is_empty() {
-            rows.extend(text_rows("its answer, filed in one turn", &self.answers, Script::OneTurn, model_s));
+            rows.extend(text_rows(
+                "its answer, filed in one turn",
+                &self.answers,
+                Script::OneTurn,
+                model_s,
+            ));
         }
         rows
     }
@@ -261,11 +280,16 @@ fn text_rows(name: &str, texts: &[Text], script: Script, model_s: f64) -> Vec<Ro
         Script::OneToolPerTurn => 3.0,
         Script::OneTurn | Script::Question => 1.0,
     };
-    let mean = |f: fn(&Tokens) -> u64| texts.iter().map(|t| f(&t.tokens)).sum::<u64>() as f64 / n as f64;
+    let mean =
+        |f: fn(&Tokens) -> u64| texts.iter().map(|t| f(&t.tokens)).sum::<u64>() as f64 / n as f64;
     let (input, cached, output) = (mean(|t| t.input), mean(|t| t.cached), mean(|t| t.output));
     let mut latency_row = Row::new(
         format!("{name}: text → reply (n={n})"),
-        format!("p50 {} · max {}", support::ms(latency.p50), support::ms(latency.max)),
+        format!(
+            "p50 {} · max {}",
+            support::ms(latency.p50),
+            support::ms(latency.max)
+        ),
     )
     .num("p50_ms", latency.p50)
     .num("max_ms", latency.max);
@@ -278,7 +302,10 @@ fn text_rows(name: &str, texts: &[Text], script: Script, model_s: f64) -> Vec<Ro
             format!("{name}: model requests per text (n={n})"),
             format!("{} (max {})", requests.mean, requests.max),
         )
-        .target(format!("{want_requests}, no more"), requests.max == want_requests && requests.p50 == want_requests)
+        .target(
+            format!("{want_requests}, no more"),
+            requests.max == want_requests && requests.p50 == want_requests,
+        )
         .num("mean", requests.mean)
         .num("max", requests.max),
         latency_row,

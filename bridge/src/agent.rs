@@ -320,7 +320,9 @@ impl Agent {
         }
         let names: Vec<String> = calls.iter().map(|c| c.name.to_string()).collect();
         let results = call_tools(calls, tools).await;
-        let failed = results.iter().any(|r| r.get("is_error") == Some(&Value::Bool(true)));
+        let failed = results
+            .iter()
+            .any(|r| r.get("is_error") == Some(&Value::Bool(true)));
         transcript.push(json!({ "role": "user", "content": results }));
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         Ok(!failed && tools.is_done(&names))
@@ -1117,7 +1119,10 @@ mod tests {
             .expect("the two reads ran at once")
             .unwrap();
         let names = tools.names();
-        assert_eq!(names[2..], ["vault_write", "send_message", "log_interaction"]);
+        assert_eq!(
+            names[2..],
+            ["vault_write", "send_message", "log_interaction"]
+        );
         assert_eq!(names[..2], ["vault_read", "vault_read"]);
         let ids: Vec<&str> = transcript[2]["content"]
             .as_array()
@@ -1125,7 +1130,16 @@ mod tests {
             .iter()
             .map(|b| b["tool_use_id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["toolu_log", "toolu_send", "toolu_write", "toolu_r1", "toolu_r2"]);
+        assert_eq!(
+            ids,
+            [
+                "toolu_log",
+                "toolu_send",
+                "toolu_write",
+                "toolu_r1",
+                "toolu_r2"
+            ]
+        );
         // The turn read the vault: the model has not seen what it read, so the run goes on.
         assert_eq!(report.end, RunEnd::Finished);
         assert_eq!(fake.requests().len(), 2);
@@ -1193,7 +1207,10 @@ mod tests {
         assert_eq!((report.turns, report.end), (2, RunEnd::Handled));
         let second = messages(&fake.requests()[1]);
         assert_eq!(second[2]["content"][0]["is_error"], true);
-        assert_eq!(tools.names(), ["vault_write", "send_message", "log_interaction"]);
+        assert_eq!(
+            tools.names(),
+            ["vault_write", "send_message", "log_interaction"]
+        );
         assert_strict(&fake);
     }
 

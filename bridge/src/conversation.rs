@@ -396,7 +396,9 @@ impl Conversations {
             Some(turns) => {
                 info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), turns, "text handled")
             }
-            None => info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled"),
+            None => {
+                info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled")
+            }
         }
     }
 

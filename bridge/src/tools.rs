@@ -391,9 +391,7 @@ impl ToolRunner for Tools {
     /// The text is handled once a reply went out (a note's confirmation, or a question),
     /// unless the last turn also read the vault: the model has not seen what it read.
     fn is_done(&self, tools: &[&str]) -> bool {
-        let read = tools
-            .iter()
-            .any(|name| self.phase(name) == Phase::Read);
+        let read = tools.iter().any(|name| self.phase(name) == Phase::Read);
         !read && !self.record_mut().messages_sent.is_empty()
     }
 
@@ -1166,11 +1164,18 @@ mod tests {
 
         // Two more replies fit in the cap of three; the fourth is refused before any note.
         for title in ["Two", "Three"] {
-            let out = f.call("vault_write", write_with_reply(title, json!("ok"))).await;
+            let out = f
+                .call("vault_write", write_with_reply(title, json!("ok")))
+                .await;
             assert!(!out.is_error, "{out:?}");
         }
-        let out = f.call("vault_write", write_with_reply("Four", json!("ok"))).await;
-        assert!(out.is_error && out.content.contains("at most 3 replies"), "{out:?}");
+        let out = f
+            .call("vault_write", write_with_reply("Four", json!("ok")))
+            .await;
+        assert!(
+            out.is_error && out.content.contains("at most 3 replies"),
+            "{out:?}"
+        );
         assert_eq!(f.files().len(), 3, "{:?}", f.files());
     }
 
@@ -1198,7 +1203,9 @@ mod tests {
         assert_eq!(f.tools.record(), ToolRecord::default());
         assert!(!f.tools.is_done(&["vault_write"]));
         for i in 0..3 {
-            let out = f.call("send_message", json!({"message": format!("r{i}")})).await;
+            let out = f
+                .call("send_message", json!({"message": format!("r{i}")}))
+                .await;
             assert!(!out.is_error, "the cap is whole: {out:?}");
         }
     }
@@ -1210,11 +1217,22 @@ mod tests {
     async fn a_reply_that_cannot_be_sent_keeps_the_note_and_says_so() {
         let f = Fixture::new();
         let out = f
-            .call("vault_write", write_with_reply("Call Sarah", json!("Saved")))
+            .call(
+                "vault_write",
+                write_with_reply("Call Sarah", json!("Saved")),
+            )
             .await;
         assert!(out.is_error, "{out:?}");
-        assert!(out.content.contains("the note was written to Tasks/"), "{}", out.content);
-        assert!(out.content.contains("do not write the note again"), "{}", out.content);
+        assert!(
+            out.content.contains("the note was written to Tasks/"),
+            "{}",
+            out.content
+        );
+        assert!(
+            out.content.contains("do not write the note again"),
+            "{}",
+            out.content
+        );
         assert_eq!(f.tools.record().notes_written.len(), 1);
         assert!(f.tools.record().messages_sent.is_empty());
     }

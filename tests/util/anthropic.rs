@@ -894,10 +894,9 @@ pub fn one_turn_capture(
                 ],
                 "tool_use",
             ),
-            Step::After { .. } if last_results_failed(body) => message(
-                vec![write(&tool_id(body, "vault_write"))],
-                "tool_use",
-            ),
+            Step::After { .. } if last_results_failed(body) => {
+                message(vec![write(&tool_id(body, "vault_write"))], "tool_use")
+            }
             Step::After { .. } => text("Filed."),
         };
         Reply::Message(reply)
