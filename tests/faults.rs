@@ -41,7 +41,7 @@ async fn text_goes_to_inbox(
     world.db.incoming(ME_CHAT, ME, text);
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     let status = world
-        .wait_status("the failure counted", |s| s["failed"] == 1)
+        .wait_status_of(&bridge, "the failure counted", |s| s["failed"] == 1)
         .await;
     bridge.stop().await;
 
