@@ -503,6 +503,19 @@ impl World {
         chats
     }
 
+    /// Waits, on file events in the data folder, until `sessions.json` holds exactly `chats`.
+    fn wait_for_chats_on_disk(&self, chats: &[&str]) -> Result<()> {
+        wait_for_file_event(&self.data_dir(), Duration::from_secs(20), || {
+            self.chats_on_disk() == chats
+        })
+        .map_err(|()| {
+            format!(
+                "sessions.json never held {chats:?}: {:?}",
+                self.chats_on_disk()
+            )
+        })
+    }
+
     fn settings_file(&self) -> Option<Vec<u8>> {
         std::fs::read(self.data_dir().join("settings.json")).ok()
     }
@@ -668,11 +681,8 @@ fn the_idle_one_is_cleared(s: &Session<'_>, world: &World) -> Result<()> {
     s.wait_until(&rows_are(2))?;
     assert_eq!(s.count(idle)?, 0, "the cleared row is gone");
     assert_eq!(s.text("#session-count")?, "2 conversations active");
-    assert_eq!(
-        world.chats_on_disk(),
-        [ME_CHAT, "iMessage;-;sarah@example.com"],
-        "sessions.json has the other two"
-    );
+    // The row may go on the change event, before the command has saved: wait for the file.
+    world.wait_for_chats_on_disk(&[ME_CHAT, "iMessage;-;sarah@example.com"])?;
     Ok(())
 }
 
@@ -696,7 +706,7 @@ fn clear_all_asks_then_clears(s: &Session<'_>, world: &World) -> Result<()> {
     s.wait_until("!document.getElementById('empty-state').hidden")?;
     assert_eq!(s.count("[data-test=session-row]")?, 0);
     assert_eq!(s.text("#empty-state h2")?, "No active conversations");
-    assert!(world.chats_on_disk().is_empty(), "sessions.json is empty");
+    world.wait_for_chats_on_disk(&[])?;
     s.wait_until("document.getElementById('status-text').textContent === 'Running · 0 sessions'")?;
     s.screenshot("sessions-empty")?;
     Ok(())
