@@ -219,6 +219,17 @@ pub struct Status {
     /// start).
     #[serde(default)]
     pub oversized: u64,
+    /// Model requests made for texts whose agent run ended (since start); with
+    /// [`Status::model_runs`], the requests per text.
+    #[serde(default)]
+    pub model_requests: u64,
+    /// Texts whose agent run ended, so whose requests are in [`Status::model_requests`]
+    /// (since start).
+    #[serde(default)]
+    pub model_runs: u64,
+    /// Model requests of the last text whose agent run ended.
+    #[serde(default)]
+    pub last_text_requests: Option<u32>,
     /// Recent group chats that are not allowed, newest first (at most 20).
     #[serde(default)]
     pub groups: Vec<SeenGroup>,
@@ -252,6 +263,9 @@ impl Status {
             echoes_ignored: 0,
             sms_ignored: 0,
             oversized: 0,
+            model_requests: 0,
+            model_runs: 0,
+            last_text_requests: None,
             groups: Vec::new(),
             updated: Utc::now(),
         }
