@@ -51,10 +51,12 @@ fn last_results(request: &Value) -> Vec<Value> {
 
 /// Waits until the ledger has no claimed (unfinished) text.
 async fn wait_finished(world: &World) {
-    let ledger = world.data_dir().join("ledger.json");
+    let data_dir = world.data_dir();
     wait::until(&[world.data_dir()], WITHIN, || {
-        let ledger: Value = serde_json::from_slice(&std::fs::read(&ledger).ok()?).ok()?;
-        ledger["claimed"].as_array()?.is_empty().then_some(())
+        crate::util::state::read(&data_dir)?
+            .claimed
+            .is_empty()
+            .then_some(())
     })
     .await
     .expect("the text is finished");
