@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod persist;
 pub mod prompt;
 pub mod router;
+pub mod search;
 pub mod secrets;
 pub mod sender;
 pub mod sessions;
@@ -240,7 +241,7 @@ impl Bridge {
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt())
                 .with_deadline(config.run_deadline),
-            vault: vault::Vault::new(vault),
+            vault: vault::Vault::new(vault.clone()),
             outbox,
             sessions: sessions.clone(),
             ledger: Arc::clone(&ledger),
@@ -250,6 +251,7 @@ impl Bridge {
             budget,
             waiting: Waiting::default(),
         });
+        let index = search::Index::new(&vault, &config.data_dir);
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");
         }
@@ -288,6 +290,7 @@ impl Bridge {
             paused: paused.subscribe(),
         };
         tracker.spawn(intake.run(cancel.clone()));
+        tracker.spawn(search::follow::run(index, cancel.clone()));
         tracker.spawn(count_sessions(
             sessions.clone(),
             status.clone(),

@@ -202,6 +202,7 @@ impl Tools {
             "vault_list" => self.vault_list(input).await,
             "log_interaction" => self.log_interaction(input).await,
             "send_message" => self.send_message(input).await,
+            crate::search::tool::NAME => crate::search::tool::call(&self.vault, input).await,
             _ => Err(Error::UnknownTool {
                 name: name.chars().take(60).collect(),
             }),
@@ -428,6 +429,7 @@ pub fn definitions() -> Vec<Value> {
                 "additionalProperties": false,
             },
         }),
+        crate::search::tool::definition(),
     ]
 }
 
