@@ -548,7 +548,8 @@ mod tests {
                 "vault_read",
                 "vault_list",
                 "log_interaction",
-                "send_message"
+                "send_message",
+                "vault_search"
             ]
         );
         for def in &defs {

@@ -63,6 +63,7 @@ impl Index {
                     Ok(Some(live)) => {
                         *lock(&self.inner.state) = State::Ready(live);
                         last_sweep = Instant::now();
+                        self.inner.progress.send_modify(|p| p.builds += 1);
                     }
                     Ok(None) => return,
                     Err(err) => {
@@ -109,7 +110,10 @@ impl Index {
             match &mut *state {
                 State::Ready(live) => {
                     live.store.check_still_there()?;
-                    live.sync(&self.inner.root, &rel, &disk)?;
+                    let n = live.sync(&self.inner.root, &rel, &disk)? as u64;
+                    if n > 0 {
+                        self.inner.progress.send_modify(|p| p.followed += n);
+                    }
                 }
                 State::Building => return Ok(()),
             }

@@ -100,6 +100,17 @@ struct Inner {
     dirty: Mutex<Dirty>,
     /// Wakes the follower: something is dirty, the index broke, or it must stop.
     wake: Condvar,
+    /// What the follower has done so far (tests and the bench wait on it).
+    progress: tokio::sync::watch::Sender<Progress>,
+}
+
+/// What the follower has done, counted since the index was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Builds finished (the first, and one per rebuild).
+    pub builds: u64,
+    /// Notes put or removed after a build, as the vault changed.
+    pub followed: u64,
 }
 
 #[derive(Default)]
@@ -142,6 +153,7 @@ impl Index {
                 state: Mutex::new(State::Building),
                 dirty: Mutex::default(),
                 wake: Condvar::new(),
+                progress: tokio::sync::watch::Sender::default(),
             }),
         }
     }
@@ -159,6 +171,11 @@ impl Index {
     /// The index file.
     pub fn file(&self) -> &Path {
         &self.inner.file
+    }
+
+    /// What the follower has done; changes as it builds and follows.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<Progress> {
+        self.inner.progress.subscribe()
     }
 
     /// Whether queries are answered from the index now.
@@ -218,7 +235,7 @@ impl Index {
                     .map(|text| note::parse(&row.path, &text).body)
                     .unwrap_or_default();
                 Hit {
-                    snippet: text::snippet(&without_title(&body, &row.title), terms),
+                    snippet: text::snippet(&body, terms),
                     path: row.path,
                     title: row.title,
                     tags: row.tags,
@@ -242,7 +259,12 @@ impl Index {
 
 impl Live {
     /// Makes the index agree with `disk` (the notes now under `rel`), in batches.
-    fn sync(&mut self, root: &Path, rel: &str, disk: &[(String, Stamp)]) -> Result<usize, StoreError> {
+    fn sync(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        disk: &[(String, Stamp)],
+    ) -> Result<usize, StoreError> {
         let changes = self.changes(rel, disk);
         let n = changes.len();
         for batch in changes.chunks(BATCH) {
@@ -318,17 +340,5 @@ pub(crate) fn read_note(abs: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The body without its title heading line (the title is shown on its own).
-fn without_title(body: &str, title: &str) -> String {
-    let heading = format!("# {title}");
-    match body.lines().position(|l| l.trim_end() == heading) {
-        Some(i) => body
-            .lines()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, l)| l)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        None => body.to_string(),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ pub struct Parsed {
     pub tags: Vec<String>,
     /// The frontmatter `created`, as written.
     pub created: Option<String>,
-    /// Everything after the frontmatter, line ends as LF.
+    /// Everything after the frontmatter but the title's heading line, line ends as LF.
     pub body: String,
 }
 
@@ -24,15 +24,26 @@ pub fn parse(rel: &str, text: &str) -> Parsed {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let text = text.replace("\r\n", "\n");
     let (yaml, body) = split_frontmatter(&text);
-    let mut parsed = Parsed {
-        body: body.to_string(),
-        ..Parsed::default()
-    };
+    let mut parsed = Parsed::default();
     if let Some(value) = yaml.and_then(|y| serde_yaml_ng::from_str::<Yaml>(y).ok()) {
         parsed.tags = tags(value.get("tags"));
         parsed.created = value.get("created").and_then(scalar);
     }
-    parsed.title = heading(body).unwrap_or_else(|| stem(rel));
+    match heading(body) {
+        Some((line, title)) => {
+            parsed.title = title;
+            parsed.body = body
+                .split_inclusive('\n')
+                .enumerate()
+                .filter(|(i, _)| *i != line)
+                .map(|(_, l)| l)
+                .collect();
+        }
+        None => {
+            parsed.title = stem(rel);
+            parsed.body = body.to_string();
+        }
+    }
     parsed
 }
 
@@ -51,15 +62,16 @@ fn split_frontmatter(text: &str) -> (Option<&str>, &str) {
     (None, text)
 }
 
-fn heading(body: &str) -> Option<String> {
+/// The first `# ` heading outside a code fence: its line number and its text.
+fn heading(body: &str) -> Option<(usize, String)> {
     let mut fenced = false;
-    for line in body.lines() {
+    for (i, line) in body.lines().enumerate() {
         if line.starts_with("```") || line.starts_with("~~~") {
             fenced = !fenced;
         } else if !fenced && let Some(title) = line.strip_prefix("# ") {
             let title = title.trim();
             if !title.is_empty() {
-                return Some(title.to_string());
+                return Some((i, title.to_string()));
             }
         }
     }
@@ -113,7 +125,7 @@ mod tests {
                     title: "Call Sarah".into(),
                     tags: vec!["person/sarah".into(), "Work".into()],
                     created: Some("2026-01-02T09:00:00+01:00".into()),
-                    body: "# Call Sarah\n\nAbout the offsite.\n".into(),
+                    body: "\nAbout the offsite.\n".into(),
                 },
             ),
             (
@@ -132,7 +144,7 @@ mod tests {
                     title: "東京の本".into(),
                     tags: vec!["books".into(), "topic/reading".into()],
                     created: None,
-                    body: "```\n# not a title\n```\n# 東京の本\n".into(),
+                    body: "```\n# not a title\n```\n".into(),
                 },
             ),
             (
@@ -140,7 +152,7 @@ mod tests {
                 "---\ntags: [unclosed\n# Title\n",
                 Parsed {
                     title: "Title".into(),
-                    body: "---\ntags: [unclosed\n# Title\n".into(),
+                    body: "---\ntags: [unclosed\n".into(),
                     ..Parsed::default()
                 },
             ),
@@ -153,7 +165,14 @@ mod tests {
                     ..Parsed::default()
                 },
             ),
-            ("Inbox/empty.md", "", Parsed { title: "empty".into(), ..Parsed::default() }),
+            (
+                "Inbox/empty.md",
+                "",
+                Parsed {
+                    title: "empty".into(),
+                    ..Parsed::default()
+                },
+            ),
         ];
         for (rel, text, want) in cases {
             assert_eq!(&parse(rel, text), want, "{rel}");

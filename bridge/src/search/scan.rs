@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::store::sort_time;
 use super::text::{self, Terms};
-use super::{Hit, Query, note, read_note, walk, without_title};
+use super::{Hit, Query, note, read_note, walk};
 
 struct Scored {
     all: bool,
@@ -50,13 +50,12 @@ pub fn search(root: &Path, terms: &Terms, q: &Query) -> Vec<Hit> {
             if matched == 0 {
                 return None;
             }
-            let body = without_title(&parsed.body, &parsed.title);
             Some(Scored {
                 all: matched == terms.0.len(),
                 score: per_field[0] * 10 + per_field[1] * 5 + per_field[2],
                 when: sort_time(parsed.created.as_deref(), &stamp),
                 hit: Hit {
-                    snippet: text::snippet(&body, terms),
+                    snippet: text::snippet(&parsed.body, terms),
                     path: rel,
                     title: parsed.title,
                     tags: parsed.tags,

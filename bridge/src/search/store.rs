@@ -125,8 +125,10 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(sqlite)?;
@@ -211,9 +213,11 @@ impl Store {
         let tx = self.conn.transaction().map_err(sqlite)?;
         for change in changes {
             let old: Option<i64> = tx
-                .query_row("SELECT id FROM notes WHERE path = ?1", [&change.path], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT id FROM notes WHERE path = ?1",
+                    [&change.path],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(sqlite)?;
             if let Some(id) = old {
@@ -254,7 +258,12 @@ impl Store {
 
     /// The best `limit` notes for `terms` under `filter`: all phrases required, and when
     /// none has them all, any one.
-    pub fn search(&self, terms: &Terms, filter: &Filter, limit: usize) -> Result<Vec<Row>, StoreError> {
+    pub fn search(
+        &self,
+        terms: &Terms,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         let rows = self.ranked(&terms.to_fts(true), filter, limit)?;
         if !rows.is_empty() || terms.0.len() < 2 {
             return Ok(rows);
@@ -276,7 +285,9 @@ impl Store {
             sql.push_str(" AND instr(n.tag_key, ?) > 0");
             args.push(format!("\n{}\n", tag.to_lowercase()));
         }
-        sql.push_str(&format!(" ORDER BY {RANKING}, n.sort_time DESC LIMIT {limit}"));
+        sql.push_str(&format!(
+            " ORDER BY {RANKING}, n.sort_time DESC LIMIT {limit}"
+        ));
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params_from_iter(args.iter()), |r| {
@@ -284,7 +295,11 @@ impl Store {
                 Ok(Row {
                     path: r.get(0)?,
                     title: r.get(1)?,
-                    tags: tags.split('\n').filter(|t| !t.is_empty()).map(String::from).collect(),
+                    tags: tags
+                        .split('\n')
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect(),
                     created: r.get(3)?,
                 })
             })

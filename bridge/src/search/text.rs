@@ -195,8 +195,14 @@ mod tests {
     #[test]
     fn queries_fold_case_and_accents_and_keep_phrases() {
         assert_eq!(terms("Café OFFSITE"), [vec!["cafe"], vec!["offsite"]]);
-        assert_eq!(terms("\"board game\" night"), [vec!["board", "game"], vec!["night"]]);
-        assert_eq!(terms("naïve Zoë ﬁle"), [vec!["naive"], vec!["zoe"], vec!["file"]]);
+        assert_eq!(
+            terms("\"board game\" night"),
+            [vec!["board", "game"], vec!["night"]]
+        );
+        assert_eq!(
+            terms("naïve Zoë ﬁle"),
+            [vec!["naive"], vec!["zoe"], vec!["file"]]
+        );
         assert_eq!(terms("東京"), [vec!["東", "京"]]);
         assert_eq!(terms("Москва привет"), [vec!["москва"], vec!["привет"]]);
         assert_eq!(terms("مرحبا"), [vec!["مرحبا"]]);
@@ -223,7 +229,11 @@ mod tests {
     fn snippets_centre_on_the_match_and_stay_short() {
         let t = Terms::parse("offsite");
         assert_eq!(snippet("Plan the\n\noffsite.", &t), "Plan the offsite.");
-        let long = format!("{} the Offsite is in Lisbon {}", "word ".repeat(100), "tail ".repeat(100));
+        let long = format!(
+            "{} the Offsite is in Lisbon {}",
+            "word ".repeat(100),
+            "tail ".repeat(100)
+        );
         let s = snippet(&long, &t);
         assert!(s.chars().count() <= SNIPPET_CHARS, "{s}");
         assert!(s.starts_with('…') && s.ends_with('…'), "{s}");
@@ -233,7 +243,8 @@ mod tests {
         assert!(none.starts_with("éé") && none.ends_with('…'));
         let phrase = snippet("a b c. then b c", &Terms::parse("\"b c\" then"));
         assert_eq!(phrase, "a b c. then b c");
-        for hostile in ["", "\u{2028}", "\r\n\r\n", "👩‍👩‍👧 emoji", "שלום עולם"] {
+        for hostile in ["", "\u{2028}", "\r\n\r\n", "👩‍👩‍👧 emoji", "שלום עולם"]
+        {
             assert!(snippet(hostile, &t).chars().count() <= SNIPPET_CHARS);
         }
     }

@@ -89,17 +89,67 @@ pub fn definition() -> Value {
     let folders: Vec<&str> = Folder::ALL.iter().map(|f| f.as_str()).collect();
     json!({
         "name": NAME,
-        "description": "Full-text search of notes, best first: path, title, tags, created, snippet. \"quotes\" keep a phrase.",
+        "description": "Search notes by words (\"quoted\" = phrase), best first.",
         "input_schema": {
             "type": "object",
             "properties": {
                 "query": {"type": "string"},
                 "folder": {"type": "string", "enum": folders},
-                "tags": {"type": "array", "items": {"type": "string"}, "description": "All must match"},
+                "tags": {"type": "array", "items": {"type": "string"}},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
             },
             "required": ["query"],
             "additionalProperties": false,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn input_is_checked_and_hits_come_back_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Ideas")).unwrap();
+        std::fs::write(
+            dir.path().join("Ideas/a.md"),
+            "---\ntags: [topic/food]\ncreated: 2026-01-01\n---\n# Ramen place\n\nTry the shop near the station.\n",
+        )
+        .unwrap();
+        let vault = Vault::new(dir.path());
+        let out = call(
+            &vault,
+            &json!({"query": "RAMEN", "folder": "Ideas", "limit": 50}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!([{"path": "Ideas/a.md", "title": "Ramen place", "tags": ["topic/food"],
+                    "created": "2026-01-01", "snippet": "Try the shop near the station."}])
+        );
+        let none = call(&vault, &json!({"query": "ramen", "tags": ["topic/travel"]})).await;
+        assert_eq!(none.unwrap(), "[]");
+        for (input, why) in [
+            (json!({}), "missing field `query`"),
+            (json!({"query": " "}), "query is empty"),
+            (
+                json!({"query": "a", "limit": 0}),
+                "limit must be from 1 to 50",
+            ),
+            (
+                json!({"query": "a", "limit": 51}),
+                "limit must be from 1 to 50",
+            ),
+            (json!({"query": "a", "folder": "_system"}), "unknown folder"),
+            (json!({"query": "a", "tags": ["123"]}), "tag"),
+            (json!({"query": "a", "sort": "new"}), "unknown field `sort`"),
+            (json!({"query": "a\u{0}"}), "without NUL"),
+            (json!(["query"]), "JSON object"),
+        ] {
+            let err = call(&vault, &input).await.unwrap_err().to_string();
+            assert!(err.contains(why), "{input}: {err}");
+        }
+    }
 }

@@ -171,7 +171,10 @@ mod tests {
         paths.sort();
         assert_eq!(
             paths,
-            [("Tasks/a.md".to_string(), 1), ("Tasks/deep/b.md".to_string(), 2)]
+            [
+                ("Tasks/a.md".to_string(), 1),
+                ("Tasks/deep/b.md".to_string(), 2)
+            ]
         );
         let mut one = Vec::new();
         under(root, "Tasks/deep/b.md", &mut one);
