@@ -18,6 +18,7 @@ pub mod anthropic;
 pub mod chatdb;
 pub mod config;
 pub mod conversation;
+pub mod digest;
 pub mod doctor;
 pub mod echoes;
 pub mod intake;

@@ -15,8 +15,19 @@ pub struct Parsed {
     pub tags: Vec<String>,
     /// The frontmatter `created`, as written.
     pub created: Option<String>,
+    /// The frontmatter `reminder: {due, sent}` (set by `vault_set_reminder`), when it has a due.
+    pub reminder: Option<Reminder>,
     /// Everything after the frontmatter but the title's heading line, line ends as LF.
     pub body: String,
+}
+
+/// A note's reminder, as its frontmatter has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reminder {
+    /// When, as written (ISO 8601).
+    pub due: String,
+    /// Whether it was texted already.
+    pub sent: bool,
 }
 
 /// Parses `text`, the note at vault-relative `rel`.
@@ -28,6 +39,12 @@ pub fn parse(rel: &str, text: &str) -> Parsed {
     if let Some(value) = yaml.and_then(|y| serde_yaml_ng::from_str::<Yaml>(y).ok()) {
         parsed.tags = tags(value.get("tags"));
         parsed.created = value.get("created").and_then(scalar);
+        parsed.reminder = value.get("reminder").and_then(|r| {
+            Some(Reminder {
+                due: r.get("due").and_then(scalar)?,
+                sent: r.get("sent").and_then(Yaml::as_bool).unwrap_or(false),
+            })
+        });
     }
     match heading(body) {
         Some((line, title)) => {
@@ -120,8 +137,12 @@ mod tests {
         let cases: &[(&str, &str, Parsed)] = &[
             (
                 "Tasks/a.md",
-                "---\ncreated: 2026-01-02T09:00:00+01:00\ntags:\n  - person/sarah\n  - \"#Work\"\n---\n# Call Sarah\n\nAbout the offsite.\n",
+                "---\ncreated: 2026-01-02T09:00:00+01:00\ntags:\n  - person/sarah\n  - \"#Work\"\nreminder:\n  due: 2026-01-03T09:00:00+01:00\n  sent: false\n---\n# Call Sarah\n\nAbout the offsite.\n",
                 Parsed {
+                    reminder: Some(Reminder {
+                        due: "2026-01-03T09:00:00+01:00".into(),
+                        sent: false,
+                    }),
                     title: "Call Sarah".into(),
                     tags: vec!["person/sarah".into(), "Work".into()],
                     created: Some("2026-01-02T09:00:00+01:00".into()),
@@ -143,8 +164,8 @@ mod tests {
                 Parsed {
                     title: "東京の本".into(),
                     tags: vec!["books".into(), "topic/reading".into()],
-                    created: None,
                     body: "```\n# not a title\n```\n".into(),
+                    ..Parsed::default()
                 },
             ),
             (
