@@ -71,6 +71,10 @@ pub enum Setting {
     AllowedGroups(Origin),
     /// The longest one agent run may take (`RUN_DEADLINE_MS`).
     RunDeadline,
+    /// When the morning digest goes out (`digest.time`, `HH:MM`).
+    DigestTime,
+    /// Who gets the morning digest (`digest.recipient`, an allowed sender).
+    DigestRecipient,
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -111,6 +115,8 @@ impl Setting {
             Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
             Setting::AllowedGroups(File) => "allowed_groups",
             Setting::RunDeadline => "RUN_DEADLINE_MS",
+            Setting::DigestTime => "digest.time",
+            Setting::DigestRecipient => "digest.recipient",
         }
     }
 
@@ -123,6 +129,8 @@ impl Setting {
             Setting::BaseUrl(_) => "API base URL",
             Setting::AllowedSenders(_) => "Allowed senders",
             Setting::SessionTimeout(_) => "Session timeout",
+            Setting::DigestTime => "Digest time",
+            Setting::DigestRecipient => "Digest recipient",
             other => other.name(),
         }
     }
@@ -183,6 +191,8 @@ pub struct Settings {
     /// Group chats (`chat.guid`, like `iMessage;+;chat123…`) whose allowed members' texts
     /// reach the agent; other groups are ignored.
     pub allowed_groups: Vec<String>,
+    /// The morning digest: off, or when and to whom.
+    pub digest: crate::digest::DigestSettings,
 }
 
 impl Settings {
@@ -231,8 +241,25 @@ impl Settings {
             validate_url(url, Setting::BaseUrl(File))?;
         }
         validate_groups(&self.allowed_groups, Setting::AllowedGroups(File))?;
+        let senders = allowlist(&self.allowed_senders, Setting::AllowedSenders(File))?;
+        digest_schedule(&self.digest, &senders)?;
         Ok(())
     }
+}
+
+/// The morning digest's schedule, `None` when it is off.
+fn digest_schedule(
+    settings: &crate::digest::DigestSettings,
+    senders: &Allowlist,
+) -> Result<Option<crate::digest::Schedule>, ConfigError> {
+    use crate::digest::ScheduleError;
+    settings.schedule(senders).map_err(|e| {
+        let setting = match e {
+            ScheduleError::Time(_) => Setting::DigestTime,
+            ScheduleError::NoRecipient | ScheduleError::NotAllowed(_) => Setting::DigestRecipient,
+        };
+        invalid(setting, e.to_string())
+    })
 }
 
 /// `ALLOW_SMS` and `ALLOWED_GROUPS` (the environment wins), else the settings file's.
@@ -377,6 +404,8 @@ pub struct Config {
     pub daily_token_budget: u64,
     /// How long one agent run may take; a text whose run passes it goes to Inbox.
     pub run_deadline: Duration,
+    /// The morning digest's schedule; `None` when it is off.
+    pub digest: Option<crate::digest::Schedule>,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -435,6 +464,7 @@ impl Config {
             .map_err(|e| invalid(Setting::LogLevel, format!("{log_level:?}: {e}")))?;
         let api = Api::resolve(&env, &settings)?;
         let pace = Pace::resolve(&env, &settings)?;
+        let digest = digest_schedule(&settings.digest, &pace.allowed_senders)?;
         Ok(Config {
             data_dir: dirs.data,
             log_dir: dirs.logs,
@@ -456,6 +486,7 @@ impl Config {
             rate_limit_per_minute: pace.rate_limit_per_minute,
             daily_token_budget: pace.daily_token_budget,
             run_deadline: pace.run_deadline,
+            digest,
             log_level,
             settings_problem,
         })

@@ -309,6 +309,27 @@ pub async fn on_schedule<F, Fut>(
     }
 }
 
+/// Starts the digest on `tracker` when the configuration has it on.
+pub fn start(
+    config: &crate::config::Config,
+    outbox: &Outbox,
+    ledger: &Arc<Ledger>,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let (Some(schedule), Some(vault)) = (config.digest.clone(), config.vault.clone()) else {
+        return;
+    };
+    let digests = Digests {
+        schedule,
+        vault,
+        outbox: outbox.clone(),
+        ledger: Arc::clone(ledger),
+        clock: SystemClock,
+    };
+    tracker.spawn(digests.run(cancel.clone()));
+}
+
 /// What sending one day's digest came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sent {

@@ -275,6 +275,7 @@ impl Bridge {
         for message in unfinished {
             router.dispatch(Job::Message(message));
         }
+        digest::start(&config, &conversations.outbox, &ledger, &tracker, &cancel);
         let intake = Intake {
             chat_db: config.chat_db.clone(),
             poll: config.poll_interval,
