@@ -866,9 +866,46 @@ mod tests {
             base_url: None,
             allow_sms: false,
             allowed_groups: vec!["iMessage;+;chat42".into()],
+            digest: crate::digest::DigestSettings {
+                enabled: true,
+                time: Some("07:30".into()),
+                recipient: None,
+            },
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
+        let digest = c.digest.clone().expect("the digest is on");
+        assert_eq!(digest.time.format("%H:%M").to_string(), "07:30");
+        assert_eq!(
+            digest.recipient.as_str(),
+            "+442079460958",
+            "the only allowed sender"
+        );
+        let mut late = settings.clone();
+        late.digest.time = Some("7.30".into());
+        let err = late.save(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: Setting::DigestTime,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        late.digest.time = None;
+        late.digest.recipient = Some("+15550000000".into());
+        let err = late.save(dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "digest.recipient: \"+15550000000\" is not one of the allowed senders"
+        );
+        assert_eq!(
+            Settings::load(dir.path()).unwrap().0,
+            settings,
+            "nothing half-saved"
+        );
         assert_eq!(c.model, "claude-opus-4-1");
         assert_eq!(c.session_timeout, Duration::from_secs(300));
         assert!(c.allowed_senders.is_allowed("+442079460958"));
