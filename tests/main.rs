@@ -13,6 +13,7 @@ mod crash;
 mod disk;
 mod faults;
 mod messages;
+mod search;
 
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};

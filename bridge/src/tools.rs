@@ -83,6 +83,9 @@ pub struct ToolRecord {
     pub messages_sent: Vec<String>,
     /// Number of successful `log_interaction` calls.
     pub logged: usize,
+    /// Whether the text was logged as a question about the vault (category `query`):
+    /// answered, nothing to capture.
+    pub answered: bool,
 }
 
 /// The tools for one agent run, bound to one conversation.
@@ -280,6 +283,7 @@ impl Tools {
         const TOOL: &str = "log_interaction";
         let input: LogInput = parse(TOOL, input)?;
         let confidence = parse_confidence(TOOL, input.confidence)?;
+        let query = input.category.as_deref().map(str::trim) == Some("query");
         let path = self
             .blocking(TOOL, move |vault| {
                 let entry = LogEntry {
@@ -295,7 +299,9 @@ impl Tools {
                 vault.log_interaction(&entry, Local::now())
             })
             .await?;
-        self.record_mut().logged += 1;
+        let mut record = self.record_mut();
+        record.logged += 1;
+        record.answered |= query;
         Ok(format!("logged to {path}"))
     }
 
