@@ -49,8 +49,9 @@ run-bridge: rust-deps
 # it to $(TARGET_DIR)/bench/results.json (and results.md). The app is not built here.
 bench: rust-deps bench-deps
 	@rm -f "$(TARGET_DIR)/bench/micro.json"
-	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench e2e --no-run
+	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench search --bench e2e --no-run
 	CRITERION_HOME="$(TARGET_DIR)/criterion" $(CARGO) bench --locked -p second-brain-bridge --bench micro
+	$(CARGO) bench --locked -p second-brain-bridge --bench search
 	$(CARGO) bench --locked -p second-brain-bridge --bench e2e
 
 # strace lets the benchmark list every process the bridge starts (it samples /proc without it).
