@@ -191,7 +191,8 @@ pub struct Settings {
     /// Group chats (`chat.guid`, like `iMessage;+;chat123…`) whose allowed members' texts
     /// reach the agent; other groups are ignored.
     pub allowed_groups: Vec<String>,
-    /// The morning digest: off, or when and to whom.
+    /// The morning digest: off, or when and to whom (left out of the file while unset).
+    #[serde(skip_serializing_if = "crate::digest::DigestSettings::is_unset")]
     pub digest: crate::digest::DigestSettings,
 }
 

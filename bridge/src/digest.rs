@@ -57,6 +57,17 @@ pub struct Schedule {
     pub recipient: Handle,
 }
 
+impl From<&Schedule> for DigestSettings {
+    /// The settings of a digest that is on.
+    fn from(schedule: &Schedule) -> DigestSettings {
+        DigestSettings {
+            enabled: true,
+            time: Some(schedule.time.format("%H:%M").to_string()),
+            recipient: Some(schedule.recipient.as_str().to_string()),
+        }
+    }
+}
+
 /// Why the digest settings are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -72,6 +83,11 @@ pub enum ScheduleError {
 }
 
 impl DigestSettings {
+    /// Whether nothing is set (the file then says nothing about the digest).
+    pub fn is_unset(&self) -> bool {
+        *self == DigestSettings::default()
+    }
+
     /// The schedule, `None` when the digest is off.
     pub fn schedule(
         &self,

@@ -109,6 +109,9 @@ pub struct SettingsForm {
     /// Whether SMS/RCS texts count too (off: an SMS sender's number is easy to fake).
     #[serde(default)]
     pub allow_sms: bool,
+    /// The morning digest: the switch, the time (`HH:MM`) and the recipient.
+    #[serde(default)]
+    pub digest: bridge::digest::DigestSettings,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -140,6 +143,7 @@ impl From<Effective> for SettingsView {
                         .session_timeout_minutes
                         .map_or(60, |m| u32::try_from(m).unwrap_or(u32::MAX)),
                     allow_sms: file.allow_sms,
+                    digest: file.digest,
                 },
                 api_key_set,
             },
@@ -170,6 +174,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         allowed_senders: senders,
         session_timeout_minutes: Some(u64::from(form.session_timeout_minutes)),
         allow_sms: form.allow_sms,
+        digest: form.digest,
         ..file
     })
 }
@@ -194,6 +199,11 @@ fn view_of_config(config: &Config) -> SettingsView {
             .unwrap_or(u32::MAX)
             .max(1),
             allow_sms: config.allow_sms,
+            digest: config
+                .digest
+                .as_ref()
+                .map(bridge::digest::DigestSettings::from)
+                .unwrap_or_default(),
         },
         api_key_set: config.auth.is_some(),
     }
@@ -513,6 +523,7 @@ mod tests {
             ],
             session_timeout_minutes: 30,
             allow_sms: false,
+            digest: Default::default(),
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
