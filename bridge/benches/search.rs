@@ -39,10 +39,10 @@ impl Rng {
     }
 
     /// A word of the vocabulary, common ones far more often.
-    fn word(&mut self, vocab: &[String]) -> &'static str {
+    fn word<'v>(&mut self, vocab: &'v [String]) -> &'v str {
         let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         let i = ((u * u * u) * vocab.len() as f64) as usize;
-        Box::leak(vocab[i.min(vocab.len() - 1)].clone().into_boxed_str())
+        &vocab[i.min(vocab.len() - 1)]
     }
 }
 

@@ -174,6 +174,9 @@ impl Index {
             let mut dirty = lock(&index.inner.dirty);
             match res {
                 Ok(event) if event.need_rescan() => dirty.everything = true,
+                // Reads (our own included: the walk opens folders, a snippet reads a note)
+                // change nothing; following them would loop.
+                Ok(event) if event.kind.is_access() => return,
                 Ok(event) => {
                     for path in &event.paths {
                         if let Some(rel) = index.relative(path) {

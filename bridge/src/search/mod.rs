@@ -281,6 +281,10 @@ impl Live {
             .filter(|(p, s)| self.stamps.get(p) != Some(s))
             .map(|(p, s)| (p.clone(), Some(*s)))
             .collect();
+        if walk::is_covered(rel) && !on_disk.is_empty() {
+            // A note that is still there: nothing under it to remove.
+            return changes;
+        }
         let prefix = format!("{rel}/");
         changes.extend(
             self.stamps

@@ -26,6 +26,9 @@ const VERSION: i64 = 1;
 /// values (<https://sqlite.org/fts5.html#the_bm25_function>).
 const RANKING: &str = "bm25(fts, 10.0, 5.0, 1.0)";
 
+/// Extra candidates ranked before recency breaks ties among the best.
+const TIE_ROOM: usize = 50;
+
 const SCHEMA: &str = "
     CREATE TABLE notes (
         id INTEGER PRIMARY KEY,
@@ -272,22 +275,34 @@ impl Store {
     }
 
     fn ranked(&self, fts: &str, filter: &Filter, limit: usize) -> Result<Vec<Row>, StoreError> {
-        let mut sql = String::from(
-            "SELECT n.path, n.title, n.tags, n.created FROM fts JOIN notes n ON n.id = fts.rowid \
-             WHERE fts MATCH ?",
-        );
         let mut args: Vec<String> = vec![fts.to_string()];
-        if let Some(folder) = filter.folder {
-            sql.push_str(" AND n.folder = ?");
-            args.push(folder.as_str().to_string());
-        }
-        for tag in &filter.tags {
-            sql.push_str(" AND instr(n.tag_key, ?) > 0");
-            args.push(format!("\n{}\n", tag.to_lowercase()));
-        }
-        sql.push_str(&format!(
-            " ORDER BY {RANKING}, n.sort_time DESC LIMIT {limit}"
-        ));
+        let sql = if filter.folder.is_none() && filter.tags.is_empty() {
+            // Unfiltered: rank inside FTS5 and join only the best few (plus room for ties
+            // that recency breaks), not every match.
+            format!(
+                "SELECT n.path, n.title, n.tags, n.created FROM (SELECT rowid AS id, {RANKING} \
+                 AS score FROM fts WHERE fts MATCH ? ORDER BY score LIMIT {}) AS top JOIN notes \
+                 n ON n.id = top.id ORDER BY top.score, n.sort_time DESC LIMIT {limit}",
+                limit + TIE_ROOM
+            )
+        } else {
+            let mut sql = String::from(
+                "SELECT n.path, n.title, n.tags, n.created FROM fts JOIN notes n ON n.id = \
+                 fts.rowid WHERE fts MATCH ?",
+            );
+            if let Some(folder) = filter.folder {
+                sql.push_str(" AND n.folder = ?");
+                args.push(folder.as_str().to_string());
+            }
+            for tag in &filter.tags {
+                sql.push_str(" AND instr(n.tag_key, ?) > 0");
+                args.push(format!("\n{}\n", tag.to_lowercase()));
+            }
+            sql.push_str(&format!(
+                " ORDER BY {RANKING}, n.sort_time DESC LIMIT {limit}"
+            ));
+            sql
+        };
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params_from_iter(args.iter()), |r| {
