@@ -46,13 +46,16 @@ run-bridge: rust-deps
 
 # The micro-benchmarks run first and leave their rows in $(TARGET_DIR)/bench/micro.json; the
 # end-to-end driver then times the release binary from outside, prints the one table and writes
-# it to $(TARGET_DIR)/bench/results.json (and results.md). The app is not built here.
+# it to $(TARGET_DIR)/bench/results.json (and results.md); the turns benchmark (a model taking
+# 1.5 s a request) writes its own table to $(TARGET_DIR)/bench/turns.json (and turns.md). The app
+# is not built here.
 bench: rust-deps bench-deps
 	@rm -f "$(TARGET_DIR)/bench/micro.json"
-	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench search --bench e2e --no-run
+	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench search --bench e2e --bench turns --no-run
 	CRITERION_HOME="$(TARGET_DIR)/criterion" $(CARGO) bench --locked -p second-brain-bridge --bench micro
 	$(CARGO) bench --locked -p second-brain-bridge --bench search
 	$(CARGO) bench --locked -p second-brain-bridge --bench e2e
+	$(CARGO) bench --locked -p second-brain-bridge --bench turns
 
 # strace lets the benchmark list every process the bridge starts (it samples /proc without it).
 bench-deps:

@@ -99,7 +99,7 @@ async fn wal_checkpoints_and_a_replaced_file_mid_run_lose_and_repeat_nothing() {
         ])
     );
     assert_eq!(world.notes("Tasks").len(), 3);
-    assert_eq!(world.api.requests().len(), 12);
+    assert_eq!(world.api.requests().len(), 9);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,7 +178,7 @@ async fn three_thousand_backfilled_rows_with_old_dates_are_not_handled() {
     bridge.stop().await;
 
     assert_eq!(texts(&world), saved(&["Before the sync", "After the sync"]));
-    assert_eq!(world.api.requests().len(), 8, "only the two real texts");
+    assert_eq!(world.api.requests().len(), 6, "only the two real texts");
     assert_eq!(status["handled"], 2);
     assert_eq!(status["skipped_old"], 0);
 }

@@ -14,6 +14,7 @@ mod disk;
 mod faults;
 mod messages;
 mod search;
+mod turns;
 
 use serde_json::{Value, json};
 use util::anthropic::{self as fake, Reply};
@@ -143,7 +144,7 @@ async fn clear_capture_writes_the_note_logs_replies_and_ends_the_session() {
 
     assert_eq!(world.sessions_file()["sessions"], json!([]));
     let requests = world.api.requests();
-    assert_eq!(requests.len(), 4);
+    assert_eq!(requests.len(), 3, "no request after the reply (issue 16)");
     assert!(
         world.api.violations().is_empty(),
         "{:?}",
@@ -190,14 +191,17 @@ async fn clarification_keeps_the_session_and_the_answer_resumes_the_transcript()
     world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
 
-    // The answer's first request carries the whole earlier exchange, byte-equal.
+    // The answer's first request carries the whole earlier exchange, byte-equal; the first
+    // run ended with its question's results (issue 16), and the answer follows them.
     let requests = world.api.requests();
-    let first_run = &requests[2].body["messages"];
-    let answer_run = &requests[3].body["messages"];
-    let earlier = first_run.as_array().unwrap().len() + 1; // + the assistant's last turn
-    assert_eq!(answer_run[0], first_run[0]);
+    let first_run = requests[1].body["messages"].as_array().unwrap();
+    let answer_run = requests[2].body["messages"].as_array().unwrap();
+    assert_eq!(answer_run[..first_run.len()], first_run[..]);
     assert_eq!(answer_run[0]["content"][0]["text"], "dinner with sam");
-    assert_eq!(answer_run[earlier]["content"][0]["text"], "Tuesday");
+    let last = answer_run.last().unwrap()["content"].as_array().unwrap();
+    assert_eq!(last[0]["type"], "tool_result");
+    assert_eq!(last[1]["text"], "Tuesday");
+    assert_eq!(answer_run.len(), first_run.len() + 2);
     assert_eq!(world.notes("Tasks").len(), 1);
     assert_eq!(world.sessions_file()["sessions"], json!([]));
 }
@@ -216,7 +220,7 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     assert_eq!(session["chat"]["guid"], ME_CHAT);
     assert_eq!(session["pending_input"], "dinner with sam");
     assert_eq!(session["state"], "waiting");
-    assert_eq!(session["transcript"].as_array().unwrap().len(), 6);
+    assert_eq!(session["transcript"].as_array().unwrap().len(), 5);
 
     let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, "Tuesday");
@@ -225,12 +229,12 @@ async fn restart_during_a_clarification_continues_the_same_conversation() {
     world.wait_status("captured", |s| s["captured"] == 1).await;
     bridge.stop().await;
     let requests = world.api.requests();
-    let resumed = &requests[3].body["messages"];
+    let resumed = &requests[2].body["messages"];
     assert_eq!(
         resumed[0]["content"][0]["text"], "dinner with sam",
         "the transcript was restored"
     );
-    assert_eq!(resumed.as_array().unwrap().len(), 7);
+    assert_eq!(resumed.as_array().unwrap().len(), 5);
 }
 
 /// On a timeout notice, files the original to Inbox and says so.
@@ -270,13 +274,19 @@ async fn unanswered_question_times_out_into_the_inbox_with_a_reply() {
     let inbox = world.notes("Inbox");
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert!(inbox[0].1.contains("no clarification received"));
-    let notice = world.api.requests()[3].body["messages"]
+    // The question's run ended with its results (issue 16); the notice follows them.
+    let notice = world.api.requests()[2].body["messages"]
         .as_array()
         .unwrap()
         .last()
         .unwrap()
         .clone();
-    let notice = notice["content"][0]["text"].as_str().unwrap();
+    let notice = notice["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| b["text"].as_str())
+        .unwrap();
     assert!(
         notice.starts_with("[System notice]") && notice.ends_with("\ndinner with sam"),
         "{notice}"
@@ -331,7 +341,7 @@ async fn strangers_are_ignored_and_never_answered() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].target, ME_CHAT);
     let requests = world.api.requests();
-    assert_eq!(requests.len(), 4);
+    assert_eq!(requests.len(), 3);
     assert!(
         requests
             .iter()
@@ -411,10 +421,10 @@ async fn two_quick_texts_in_one_chat_are_handled_in_order() {
     );
     // The second run began only after the first one ended.
     let requests = world.api.requests();
-    assert_eq!(requests.len(), 8);
+    assert_eq!(requests.len(), 6);
     let inputs: Vec<_> = requests.iter().map(|r| run_step(&r.body).0).collect();
-    assert_eq!(inputs[..4], ["First thing"; 4]);
-    assert_eq!(inputs[4..], ["Second thing"; 4]);
+    assert_eq!(inputs[..3], ["First thing"; 3]);
+    assert_eq!(inputs[3..], ["Second thing"; 3]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,8 +8,20 @@
 //! by `tool_result` blocks at the start of the next user message. If an earlier run stopped
 //! half-way, the next run closes the gap before it adds the new input (see [`Agent::run`]).
 //! A 400 `invalid_request_error` that names the transcript is retried once, repaired. One run makes at most
-//! [`MAX_TURNS`] API calls. Tools are called one at a time, in the order the model listed
-//! them. Message text and tool inputs are logged only at `trace`.
+//! [`MAX_TURNS`] API calls.
+//!
+//! The tool calls of one model turn (several `tool_use` blocks, "parallel tool use") run in
+//! the fixed order of their [`Phase`] — reads together, then writes one at a time (a note
+//! before its reply), then replies, then records — and all their results go back in ONE
+//! user message, in the model's order, before any other block. The Messages API leaves the
+//! order to the caller: "Tool calls in a single assistant turn are unordered … run them
+//! concurrently, sequentially, or in any order", and wants "a `tool_result` for each
+//! `tool_use` block, all in the next user message"
+//! (https://platform.claude.com/docs/en/agents-and-tools/tool-use/parallel-tool-use).
+//! A run stops without another request once a turn's calls all succeeded and leave the text
+//! handled ([`ToolRunner::is_done`]): the results stay last in the transcript, and the next
+//! run's input joins their user message after them. Message text and tool inputs are logged
+//! only at `trace`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +44,40 @@ pub trait ToolRunner: Sync {
     fn definitions(&self) -> Vec<Value>;
     /// Carries out one tool call. Failures are returned as error outputs, never raised.
     fn call(&self, name: &str, input: &Value) -> impl Future<Output = ToolOutput> + Send;
+    /// When a call of tool `name` runs among the calls of one model turn.
+    fn phase(&self, _name: &str) -> Phase {
+        Phase::Write
+    }
+    /// Whether the run's work is done once a turn that called `tools` (by name) ended with
+    /// no tool error: then no further request is made. By default a run goes on until the
+    /// model ends its turn.
+    fn is_done(&self, _tools: &[&str]) -> bool {
+        false
+    }
+}
+
+/// When a tool call runs among the calls of one model turn: phase by phase in this order;
+/// [`Phase::Read`] calls all at once, the others one at a time in the model's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Changes nothing: run first, concurrently.
+    Read,
+    /// Writes (a note, and the reply it carries).
+    Write,
+    /// Replies of their own, after the writes they may speak of.
+    Reply,
+    /// Records of what was done: last.
+    Record,
+}
+
+/// How a successful run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The model ended its turn.
+    Finished,
+    /// The tool calls left the work done ([`ToolRunner::is_done`]); no further request was
+    /// made, and the transcript ends with their results.
+    Handled,
 }
 
 /// The result of one tool call, sent back to the model as a `tool_result` block.
@@ -68,8 +114,11 @@ pub struct RunReport {
     pub turns: u32,
     /// Tokens used by all of them.
     pub usage: Usage,
-    /// The text blocks of the last assistant message, joined.
+    /// The text blocks of the last assistant message, joined (empty after
+    /// [`RunEnd::Handled`]).
     pub final_text: String,
+    /// How it ended.
+    pub end: RunEnd,
 }
 
 /// Why a run ended without the model finishing its turn.
@@ -190,8 +239,16 @@ impl Agent {
             continuing = false;
             match response.stop_reason {
                 StopReason::ToolUse => {
-                    let results = self.call_tools(last_content(transcript), tools).await?;
-                    transcript.push(json!({ "role": "user", "content": results }));
+                    let turn_done = self.tool_turn(transcript, tools).await?;
+                    if turn_done {
+                        tracing::debug!(turns = turn, ?usage, "agent run handled its input");
+                        return Ok(RunReport {
+                            turns: turn,
+                            usage,
+                            final_text: String::new(),
+                            end: RunEnd::Handled,
+                        });
+                    }
                 }
                 StopReason::PauseTurn => continuing = true,
                 StopReason::EndTurn | StopReason::StopSequence => {
@@ -207,6 +264,7 @@ impl Agent {
                         turns: turn,
                         usage,
                         final_text,
+                        end: RunEnd::Finished,
                     });
                 }
                 StopReason::MaxTokens => return Err(AgentError::MaxTokens),
@@ -245,34 +303,73 @@ impl Agent {
         }
     }
 
-    /// Calls every `tool_use` block of `content` in order; returns the `tool_result` blocks.
-    async fn call_tools<T: ToolRunner>(
+    /// Carries out the last assistant message's tool calls and appends their results as one
+    /// user message; returns whether that left the work done (every call succeeded and the
+    /// runner says so).
+    async fn tool_turn<T: ToolRunner>(
         &self,
-        content: &[Value],
+        transcript: &mut Vec<Value>,
         tools: &T,
-    ) -> Result<Vec<Value>, AgentError> {
+    ) -> Result<bool, AgentError> {
+        let content = last_content(transcript);
         let calls = tool_calls(content)?;
         if calls.is_empty() {
             return Err(AgentError::Malformed(
                 "stop reason tool_use without a tool_use block".into(),
             ));
         }
-        let mut results = Vec::with_capacity(calls.len());
-        for (i, call) in calls.into_iter().enumerate() {
-            if i >= MAX_TOOL_CALLS_PER_TURN {
-                let refused = format!(
-                    "Not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls per turn are carried out."
-                );
-                results.push(tool_result(call.id, &refused, true));
-                continue;
-            }
-            tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
-            let output = tools.call(call.name, &call.input).await;
-            tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
-            results.push(tool_result(call.id, &output.content, output.is_error));
-        }
-        Ok(results)
+        let names: Vec<String> = calls.iter().map(|c| c.name.to_string()).collect();
+        let results = call_tools(calls, tools).await;
+        let failed = results
+            .iter()
+            .any(|r| r.get("is_error") == Some(&Value::Bool(true)));
+        transcript.push(json!({ "role": "user", "content": results }));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(!failed && tools.is_done(&names))
     }
+}
+
+/// Carries out `calls` phase by phase ([`Phase`]): the reads of a phase concurrently, the
+/// rest one at a time in the model's order. Returns the `tool_result` blocks in the model's
+/// order; calls past [`MAX_TOOL_CALLS_PER_TURN`] get an error result and are not run.
+async fn call_tools<T: ToolRunner>(calls: Vec<ToolCall<'_>>, tools: &T) -> Vec<Value> {
+    let mut outputs: Vec<Option<ToolOutput>> = vec![None; calls.len()];
+    let mut order: Vec<(Phase, usize)> = calls
+        .iter()
+        .enumerate()
+        .take(MAX_TOOL_CALLS_PER_TURN)
+        .map(|(i, call)| (tools.phase(call.name), i))
+        .collect();
+    order.sort(); // stable by (phase, index): the model's order within a phase
+    let (reads, rest): (Vec<_>, Vec<_>) = order.into_iter().partition(|(p, _)| *p == Phase::Read);
+    let read = reads.iter().map(|&(_, i)| call_one(&calls[i], tools));
+    for ((_, i), output) in reads.iter().zip(futures_util::future::join_all(read).await) {
+        outputs[*i] = Some(output);
+    }
+    for (_, i) in rest {
+        outputs[i] = Some(call_one(&calls[i], tools).await);
+    }
+    calls
+        .iter()
+        .zip(outputs)
+        .map(|(call, output)| match output {
+            Some(output) => tool_result(call.id, &output.content, output.is_error),
+            None => tool_result(
+                call.id,
+                &format!(
+                    "Not run: at most {MAX_TOOL_CALLS_PER_TURN} tool calls per turn are carried out."
+                ),
+                true,
+            ),
+        })
+        .collect()
+}
+
+async fn call_one<T: ToolRunner>(call: &ToolCall<'_>, tools: &T) -> ToolOutput {
+    tracing::trace!(tool = call.name, id = call.id, input = %call.input, "tool call");
+    let output = tools.call(call.name, &call.input).await;
+    tracing::debug!(tool = call.name, is_error = output.is_error, "tool called");
+    output
 }
 
 /// One `tool_use` block, read.
@@ -432,10 +529,15 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     /// A runner that records every call and answers from a fixed table by tool name.
+    /// With `phased`, it orders calls as the bridge's tools do, and is done once a
+    /// `send_message` was called in a turn that read nothing; `vault_read` calls wait for
+    /// each other (`reads`).
     #[derive(Default)]
     struct Recording {
         calls: Mutex<Vec<(String, Value)>>,
         failing: Vec<&'static str>,
+        phased: bool,
+        reads: Option<tokio::sync::Barrier>,
     }
 
     impl Recording {
@@ -449,6 +551,17 @@ mod tests {
         fn calls(&self) -> Vec<(String, Value)> {
             self.calls.lock().unwrap().clone()
         }
+
+        fn phased(failing: &[&'static str]) -> Recording {
+            Recording {
+                phased: true,
+                ..Recording::failing(failing)
+            }
+        }
+
+        fn names(&self) -> Vec<String> {
+            self.calls().into_iter().map(|(n, _)| n).collect()
+        }
     }
 
     impl ToolRunner for Recording {
@@ -459,11 +572,33 @@ mod tests {
                 .collect()
         }
 
+        fn phase(&self, name: &str) -> Phase {
+            match name {
+                _ if !self.phased => Phase::Write,
+                "vault_read" => Phase::Read,
+                "send_message" => Phase::Reply,
+                "log_interaction" => Phase::Record,
+                _ => Phase::Write,
+            }
+        }
+
+        fn is_done(&self, tools: &[&str]) -> bool {
+            self.phased
+                && !tools.contains(&"vault_read")
+                && self.calls().iter().any(|(n, _)| n == "send_message")
+        }
+
         async fn call(&self, name: &str, input: &Value) -> ToolOutput {
             self.calls
                 .lock()
                 .unwrap()
                 .push((name.to_string(), input.clone()));
+            if name == "vault_read"
+                && let Some(reads) = &self.reads
+            {
+                // Both reads must be under way at once, or this never returns.
+                reads.wait().await;
+            }
             match name {
                 _ if self.failing.contains(&name) => ToolOutput::error(format!("{name} failed")),
                 "vault_write" => ToolOutput::ok("Tasks/2025-01-01_call-sarah.md"),
@@ -955,6 +1090,130 @@ mod tests {
         assert_strict(&fake);
     }
 
+    /// Issue 16: the calls of one turn run reads first (together), then the note, then the
+    /// reply, then the log, whatever the model's order; the results go back in ONE user
+    /// message, in the model's order, and the strict fake accepts it.
+    #[tokio::test]
+    async fn a_turn_runs_its_calls_in_a_safe_order_and_answers_them_in_one_message() {
+        let turn = fake::message(
+            vec![
+                json!({"type":"text","text":"On it."}),
+                fake::tool_use_block("toolu_log", "log_interaction", json!({"input": "x"})),
+                fake::tool_use_block("toolu_send", "send_message", json!({"message": "Saved"})),
+                fake::tool_use_block("toolu_write", "vault_write", json!({"folder": "Tasks"})),
+                fake::tool_use_block("toolu_r1", "vault_read", json!({"filepath": "a.md"})),
+                fake::tool_use_block("toolu_r2", "vault_read", json!({"filepath": "b.md"})),
+            ],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![turn, fake::text("Done.")]));
+        let tools = Recording {
+            reads: Some(tokio::sync::Barrier::new(2)),
+            ..Recording::phased(&[])
+        };
+        let mut transcript = Vec::new();
+        let agent = agent(&fake);
+        let run = agent.run(&mut transcript, "x", &tools);
+        let report = tokio::time::timeout(WAIT, run)
+            .await
+            .expect("the two reads ran at once")
+            .unwrap();
+        let names = tools.names();
+        assert_eq!(
+            names[2..],
+            ["vault_write", "send_message", "log_interaction"]
+        );
+        assert_eq!(names[..2], ["vault_read", "vault_read"]);
+        let ids: Vec<&str> = transcript[2]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["tool_use_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "toolu_log",
+                "toolu_send",
+                "toolu_write",
+                "toolu_r1",
+                "toolu_r2"
+            ]
+        );
+        // The turn read the vault: the model has not seen what it read, so the run goes on.
+        assert_eq!(report.end, RunEnd::Finished);
+        assert_eq!(fake.requests().len(), 2);
+        assert_strict(&fake);
+    }
+
+    /// Issue 16: once a turn's calls all succeed and leave the work done, the run stops
+    /// with no further request; the results stay last, and the next run's input joins their
+    /// user message after them, as the API accepts.
+    #[tokio::test]
+    async fn a_run_stops_once_done_and_the_next_input_follows_the_kept_results() {
+        let ask = fake::message(
+            vec![
+                fake::tool_use_block("toolu_l", "log_interaction", json!({"input": "sam"})),
+                fake::tool_use_block("toolu_s", "send_message", json!({"message": "Which?"})),
+            ],
+            "tool_use",
+        );
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![ask, fake::text("Filed.")]));
+        let tools = Recording::phased(&[]);
+        let mut transcript = Vec::new();
+        let report = agent(&fake)
+            .run(&mut transcript, "sam", &tools)
+            .await
+            .unwrap();
+        assert_eq!((report.turns, report.end), (1, RunEnd::Handled));
+        assert_eq!(report.final_text, "");
+        assert_eq!(fake.requests().len(), 1, "no request after the question");
+        assert_eq!(transcript.len(), 3);
+        assert_eq!(transcript[2]["content"][1]["tool_use_id"], "toolu_s");
+
+        let report = agent(&fake)
+            .run(&mut transcript, "the task", &Recording::default())
+            .await
+            .unwrap();
+        assert_eq!(report.final_text, "Filed.");
+        let sent = messages(&fake.requests()[1]);
+        assert_eq!(sent.len(), 3);
+        let content = sent[2]["content"].as_array().unwrap();
+        assert_eq!(content.len(), 3);
+        assert_eq!(content[0]["type"], "tool_result");
+        assert_eq!(content[1]["type"], "tool_result");
+        assert_eq!(content[2], json!({"type":"text","text":"the task"}));
+        assert_strict(&fake);
+    }
+
+    /// Issue 16: a tool error goes back to the model even when the rest of the turn left
+    /// the work done, so it can correct itself.
+    #[tokio::test]
+    async fn a_tool_error_goes_back_to_the_model_even_when_done() {
+        let both = fake::message(
+            vec![
+                fake::tool_use_block("toolu_w", "vault_write", json!({})),
+                fake::tool_use_block("toolu_s", "send_message", json!({"message": "Saved"})),
+            ],
+            "tool_use",
+        );
+        let retry = fake::tool_use("toolu_w2", "log_interaction", json!({"input": "x"}));
+        let fake = FakeAnthropic::start(KEY, fake::scripted(vec![both, retry]));
+        let tools = Recording::phased(&["vault_write"]);
+        let report = agent(&fake)
+            .run(&mut Vec::new(), "x", &tools)
+            .await
+            .unwrap();
+        assert_eq!((report.turns, report.end), (2, RunEnd::Handled));
+        let second = messages(&fake.requests()[1]);
+        assert_eq!(second[2]["content"][0]["is_error"], true);
+        assert_eq!(
+            tools.names(),
+            ["vault_write", "send_message", "log_interaction"]
+        );
+        assert_strict(&fake);
+    }
+
     #[test]
     fn the_run_future_is_send() {
         fn assert_send<F: Future + Send>(_: F) {}
@@ -1145,6 +1404,29 @@ mod tests {
             (
                 "/v1/messages",
                 ok_headers,
+                with(
+                    "tool_choice",
+                    json!({"type": "auto", "disable_parallel_tool_use": true}),
+                ),
+                "disable_parallel_tool_use",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                with("tool_choice", json!({"type": "sometimes"})),
+                "tool_choice.type",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
+                body(
+                    json!([user("a"), {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"t","input":{}},{"type":"tool_use","id":"t2","name":"t","input":{}}]}, {"role":"user","content":[result("t2")]}]),
+                ),
+                "`tool_use` ids were found without `tool_result` blocks immediately after: t1",
+            ),
+            (
+                "/v1/messages",
+                ok_headers,
                 body(json!([user("a"), assistant_uses("t1"), user("b")])),
                 "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: t1",
             ),
@@ -1191,6 +1473,8 @@ mod tests {
         // (merged, not refused); an empty final assistant message.
         let valid = [
             json!([user("a"), assistant_uses("t1"), {"role":"user","content":[result("t1"), {"type":"text","text":"b"}]}]),
+            // Parallel calls: both results in one user message, in any order.
+            json!([user("a"), {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"t","input":{}},{"type":"tool_use","id":"t2","name":"t","input":{}}]}, {"role":"user","content":[result("t2"), result("t1")]}]),
             json!([user("a"), user("b")]),
             json!([user("a"), {"role":"assistant","content":[]}]),
         ];

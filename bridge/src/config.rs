@@ -131,6 +131,7 @@ impl Setting {
             Setting::SessionTimeout(_) => "Session timeout",
             Setting::DigestTime => "Digest time",
             Setting::DigestRecipient => "Digest recipient",
+            Setting::AllowedGroups(_) => "Allowed groups",
             other => other.name(),
         }
     }

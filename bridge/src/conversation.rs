@@ -206,14 +206,14 @@ impl Conversations {
 
     /// One text, from limits to outcome; the text is finished at the end.
     async fn handle_text(&self, message: IncomingMessage) {
-        let (outcome, session) = match self.limits(&message).await {
-            Some(outcome) => (outcome, None),
+        let (outcome, session, requests) = match self.limits(&message).await {
+            Some(outcome) => (outcome, None, None),
             None => {
-                let (outcome, session) = self.run_agent(&message).await;
-                (outcome, Some(session))
+                let (outcome, session, requests) = self.run_agent(&message).await;
+                (outcome, Some(session), requests)
             }
         };
-        self.apply(&message, outcome, session).await;
+        self.apply(&message, outcome, session, requests).await;
     }
 
     /// The rate limit and the token budget: `Some` when the text is not given to the agent.
@@ -237,7 +237,8 @@ impl Conversations {
 
     /// Runs the agent on the text inside its session and decides the outcome. A text over
     /// [`MODEL_TEXT_LIMIT`] is saved whole to Inbox first and the agent gets its start.
-    async fn run_agent(&self, message: &IncomingMessage) -> (Outcome, Session) {
+    /// Also returns the model requests the run made, when it ended well enough to say.
+    async fn run_agent(&self, message: &IncomingMessage) -> (Outcome, Session, Option<u32>) {
         let now = Utc::now();
         let mut session = self
             .sessions
@@ -266,6 +267,7 @@ impl Conversations {
             .run(&mut session.transcript, &input.text, &tools)
             .await;
         self.after_run(&result).await;
+        let requests = result.as_ref().ok().map(|report| report.turns);
         let record = tools.record();
         let source = Some(message.guid.as_str());
         let captured = !record.notes_written.is_empty();
@@ -290,7 +292,7 @@ impl Conversations {
                 Outcome::FiledToInbox
             }
         };
-        (outcome, session)
+        (outcome, session, requests)
     }
 
     /// What the model is given for a text: the text itself, or, over
@@ -348,8 +350,15 @@ impl Conversations {
     }
 
     /// Applies an outcome, in one place: the session ends or waits, the text is finished
-    /// in the ledger, the status counts it, and one line is logged.
-    async fn apply(&self, message: &IncomingMessage, outcome: Outcome, session: Option<Session>) {
+    /// in the ledger, the status counts it (with the model requests it took), and one line
+    /// is logged.
+    async fn apply(
+        &self,
+        message: &IncomingMessage,
+        outcome: Outcome,
+        session: Option<Session>,
+        requests: Option<u32>,
+    ) {
         let chat = &message.chat.guid;
         match (&outcome, session) {
             (Outcome::RateLimited, _) => {}
@@ -378,9 +387,21 @@ impl Conversations {
             if outcome.ran_the_agent() {
                 s.handled += 1;
             }
+            if let Some(requests) = requests {
+                s.model_requests += u64::from(requests);
+                s.model_runs += 1;
+                s.last_text_requests = Some(requests);
+            }
             s.sessions = self.sessions.len();
         });
-        info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled");
+        match requests {
+            Some(turns) => {
+                info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), turns, "text handled")
+            }
+            None => {
+                info!(chat = ?chat, rowid = message.rowid, outcome = outcome.name(), "text handled")
+            }
+        }
     }
 
     /// Marks the text finished in the ledger.

@@ -66,6 +66,10 @@ mod tests {
             "always reply",
             SYSTEM_NOTICE_PREFIX,
             "clarification was not received",
+            // issue 16: a capture in one turn, its reply carried by the note
+            "ONE turn",
+            "reply = ",
+            "{path}",
         ];
         let missing: Vec<&str> = required
             .iter()

@@ -4,7 +4,7 @@
 //! subscribers at once and written to `<data dir>/status.json` (atomically) for the CLI.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,17 @@ pub struct Status {
     /// start).
     #[serde(default)]
     pub oversized: u64,
+    /// Model requests made for texts whose agent run ended (since start); with
+    /// [`Status::model_runs`], the requests per text.
+    #[serde(default)]
+    pub model_requests: u64,
+    /// Texts whose agent run ended, so whose requests are in [`Status::model_requests`]
+    /// (since start).
+    #[serde(default)]
+    pub model_runs: u64,
+    /// Model requests of the last text whose agent run ended.
+    #[serde(default)]
+    pub last_text_requests: Option<u32>,
     /// Recent group chats that are not allowed, newest first (at most 20).
     #[serde(default)]
     pub groups: Vec<SeenGroup>,
@@ -171,7 +182,8 @@ impl Status {
 #[derive(Clone, Debug)]
 pub struct StatusBoard {
     tx: Arc<watch::Sender<Status>>,
-    file: Option<PathBuf>,
+    /// The status file, and the lock its writes take turns on.
+    file: Option<(PathBuf, Arc<Mutex<()>>)>,
 }
 
 impl StatusBoard {
@@ -201,12 +213,15 @@ impl StatusBoard {
             echoes_ignored: 0,
             sms_ignored: 0,
             oversized: 0,
+            model_requests: 0,
+            model_runs: 0,
+            last_text_requests: None,
             groups: Vec::new(),
             updated: Utc::now(),
         };
         StatusBoard {
             tx: Arc::new(watch::Sender::new(status)),
-            file,
+            file: file.map(|f| (f, Arc::new(Mutex::new(())))),
         }
     }
 
@@ -231,9 +246,12 @@ impl StatusBoard {
             }
             changed
         });
-        if changed && let Some(file) = &self.file {
+        if changed && let Some((file, writing)) = &self.file {
+            // One write at a time, each of the snapshot current when it starts: two updates
+            // racing could otherwise rename their files in the other order, and the file
+            // would keep the older snapshot for good.
+            let _one_at_a_time = writing.lock().unwrap_or_else(PoisonError::into_inner);
             let bytes = serde_json::to_vec_pretty(&*self.tx.borrow()).expect("status serialises");
-            // Small and rare; written inline so the file never lags behind a state change.
             if let Err(err) = crate::persist::write_atomic(file, &bytes) {
                 tracing::warn!(cause = %err, file = ?file, "could not write status file");
             }
@@ -278,6 +296,28 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Updates racing on several threads: the file ends with the last snapshot, not one an
+    /// earlier writer renamed into place after a later one.
+    #[test]
+    fn the_file_ends_with_the_latest_snapshot_when_updates_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("status.json");
+        let board = StatusBoard::new(Some(file.clone()));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..40 {
+                        board.update(|s| s.handled += 1);
+                    }
+                });
+            }
+        });
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(board.get().handled, 160);
+        assert_eq!(on_disk["handled"], 160);
+    }
 
     #[test]
     fn lines() {

@@ -6,7 +6,9 @@
 //! replies go only to the chat the [`Tools`] were built for (the agent cannot name a
 //! recipient); vault work runs on the blocking pool; [`Tools::record`] tells what the run
 //! actually did. Replies go through the [`Outbox`], so a text handled again after a crash
-//! never gets the same reply twice.
+//! never gets the same reply twice. A `vault_write` may carry its `reply`, sent (through the
+//! same outbox, counted in the same cap) only once the note is on disk, with `{path}` in it
+//! replaced by the note's vault path: a whole capture in one model turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -16,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::agent::{ToolOutput, ToolRunner};
+use crate::agent::{Phase, ToolOutput, ToolRunner};
 use crate::chatdb::Chat;
 use crate::outbox::Outbox;
 use crate::vault::{self, Folder, ListQuery, LogEntry, NewNote, Vault};
@@ -27,6 +29,8 @@ pub const MAX_MESSAGE_BYTES: usize = 20_000;
 pub const MAX_LIST_LIMIT: usize = 100;
 /// Most `send_message` calls one text may make; more get a tool error.
 pub const MAX_REPLIES_PER_TEXT: usize = 3;
+/// What a `vault_write` reply has replaced by the note's vault path.
+pub const PATH_PLACEHOLDER: &str = "{path}";
 /// Longest `filepath` `vault_read` accepts, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -63,6 +67,17 @@ pub enum Error {
          had them; end your turn"
     )]
     TooManyReplies,
+    /// The note was written, but the reply it carried could not be sent.
+    #[error(
+        "the note was written to {path}, but its reply could not be sent ({source}); do not \
+         write the note again"
+    )]
+    ReplyFailed {
+        /// The note's vault path.
+        path: String,
+        /// The sender's error.
+        source: crate::sender::SendError,
+    },
     /// The reply could not be sent.
     #[error("send_message failed: {source}")]
     Send {
@@ -109,6 +124,9 @@ struct WriteInput {
     #[serde(default)]
     tags: Option<Vec<String>>,
     confidence: i64,
+    /// Sent once the note is written, `{path}` replaced by its path.
+    #[serde(default)]
+    reply: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,11 +232,16 @@ impl Tools {
 
     async fn vault_write(&self, input: &Value) -> Result<String, Error> {
         const TOOL: &str = "vault_write";
-        let input: WriteInput = parse(TOOL, input)?;
+        let mut input: WriteInput = parse(TOOL, input)?;
         let folder = parse_folder(TOOL, &input.folder)?;
         let confidence = parse_confidence(TOOL, Some(input.confidence))?.unwrap_or_default();
+        let reply = input.reply.take();
+        if let Some(reply) = &reply {
+            check_message(TOOL, "reply", reply)?;
+            self.take_reply_slot()?;
+        }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
-        let path = self
+        let written = self
             .blocking(TOOL, move |vault| {
                 let tags = input.tags.unwrap_or_default();
                 let note = NewNote {
@@ -231,10 +254,41 @@ impl Tools {
                 };
                 vault.write_note(&note, Local::now())
             })
-            .await?;
+            .await;
+        let path = match written {
+            Ok(path) => path,
+            Err(err) => {
+                if reply.is_some() {
+                    self.replies.fetch_sub(1, Ordering::Relaxed); // no reply went out
+                }
+                return Err(err);
+            }
+        };
         tracing::debug!(chat = ?self.chat.guid, path = ?path, "note written");
         self.record_mut().notes_written.push(path.clone());
-        Ok(path)
+        let Some(reply) = reply else {
+            return Ok(path);
+        };
+        let message = reply.replace(PATH_PLACEHOLDER, &path);
+        let delivery = self
+            .outbox
+            .send(&self.chat, self.source.as_deref(), &message)
+            .await
+            .map_err(|source| Error::ReplyFailed {
+                path: path.clone(),
+                source,
+            })?;
+        tracing::debug!(chat = ?self.chat.guid, ?delivery, "note's reply handled");
+        self.record_mut().messages_sent.push(message);
+        Ok(format!("{path}\nreply: {}", delivery.for_model()))
+    }
+
+    /// Counts one reply against [`MAX_REPLIES_PER_TEXT`], or refuses it.
+    fn take_reply_slot(&self) -> Result<(), Error> {
+        if self.replies.fetch_add(1, Ordering::Relaxed) >= MAX_REPLIES_PER_TEXT {
+            return Err(Error::TooManyReplies);
+        }
+        Ok(())
     }
 
     async fn vault_read(&self, input: &Value) -> Result<String, Error> {
@@ -309,21 +363,8 @@ impl Tools {
         const TOOL: &str = "send_message";
         let input: SendInput = parse(TOOL, input)?;
         let message = input.message;
-        if message.trim().is_empty() {
-            return Err(invalid(TOOL, "message is empty"));
-        }
-        if message.len() > MAX_MESSAGE_BYTES {
-            return Err(invalid(
-                TOOL,
-                format!("message is longer than {MAX_MESSAGE_BYTES} bytes"),
-            ));
-        }
-        if message.contains('\0') {
-            return Err(invalid(TOOL, "message contains a NUL byte"));
-        }
-        if self.replies.fetch_add(1, Ordering::Relaxed) >= MAX_REPLIES_PER_TEXT {
-            return Err(Error::TooManyReplies);
-        }
+        check_message(TOOL, "message", &message)?;
+        self.take_reply_slot()?;
         let delivery = self
             .outbox
             .send(&self.chat, self.source.as_deref(), &message)
@@ -341,6 +382,24 @@ impl Tools {
 impl ToolRunner for Tools {
     fn definitions(&self) -> Vec<Value> {
         definitions()
+    }
+
+    /// Reads first and together, then notes (each before its reply), then replies, then the
+    /// log, so a reply never names a note not yet on disk and the log comes last.
+    fn phase(&self, name: &str) -> Phase {
+        match name {
+            "vault_read" | "vault_list" | crate::search::tool::NAME => Phase::Read,
+            "send_message" => Phase::Reply,
+            "log_interaction" => Phase::Record,
+            _ => Phase::Write,
+        }
+    }
+
+    /// The text is handled once a reply went out (a note's confirmation, or a question),
+    /// unless the last turn also read the vault: the model has not seen what it read.
+    fn is_done(&self, tools: &[&str]) -> bool {
+        let read = tools.iter().any(|name| self.phase(name) == Phase::Read);
+        !read && !self.record_mut().messages_sent.is_empty()
     }
 
     async fn call(&self, name: &str, input: &Value) -> ToolOutput {
@@ -376,6 +435,7 @@ pub fn definitions() -> Vec<Value> {
                     "content": {"type": "string", "description": "Markdown body, no frontmatter"},
                     "tags": tags,
                     "confidence": confidence,
+                    "reply": {"type": "string", "description": "Texted to the user once the note is saved; {path} becomes its path"},
                 },
                 "required": ["folder", "title", "content", "confidence"],
                 "additionalProperties": false,
@@ -437,6 +497,23 @@ pub fn definitions() -> Vec<Value> {
         }),
         crate::search::tool::definition(),
     ]
+}
+
+/// A reply's text (`field` of `tool`): not blank, not over [`MAX_MESSAGE_BYTES`], no NUL.
+fn check_message(tool: &'static str, field: &str, message: &str) -> Result<(), Error> {
+    if message.trim().is_empty() {
+        return Err(invalid(tool, format!("{field} is empty")));
+    }
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(invalid(
+            tool,
+            format!("{field} is longer than {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    if message.contains('\0') {
+        return Err(invalid(tool, format!("{field} contains a NUL byte")));
+    }
+    Ok(())
 }
 
 fn invalid(tool: &'static str, reason: impl Into<String>) -> Error {
@@ -587,9 +664,9 @@ mod tests {
         let send = &defs[4]["input_schema"];
         assert_eq!(send["properties"], json!({"message": {"type": "string"}}));
         assert_eq!(send["required"], json!(["message"]));
-        // They are sent with every request: keep them small.
+        // They are sent with every request: keep them small (six tools since vault_search).
         let bytes = serde_json::to_string(&defs).unwrap().len();
-        assert!(bytes < 2_500, "tool definitions grew to {bytes} bytes");
+        assert!(bytes < 2_700, "tool definitions grew to {bytes} bytes");
     }
 
     #[tokio::test]
@@ -1047,6 +1124,126 @@ mod tests {
             out.is_error && out.content.contains("could not run"),
             "{out:?}"
         );
+    }
+
+    fn write_with_reply(title: &str, reply: Value) -> Value {
+        json!({"folder": "Tasks", "title": title, "content": "c", "confidence": 90, "reply": reply})
+    }
+
+    /// Issue 16: `vault_write` carries its reply: sent once the note is on disk (the fake
+    /// osascript finds it there), `{path}` replaced by the note's path, and counted in the
+    /// per-text cap with `send_message`.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn vault_write_sends_its_reply_naming_the_path_after_the_note_is_written() {
+        let scripts = tempfile::tempdir().unwrap();
+        let sent = scripts.path().join("sent");
+        let f = Fixture::new();
+        let note = format!("{}/Tasks/{}_call-sarah.md", f.root().display(), today());
+        // The reply's osascript records its text only if the note is already there.
+        let body = format!(
+            "[ -f '{}' ] && printf '%s\\n' \"$4\" >> '{}'",
+            note,
+            sent.display()
+        );
+        let f = Fixture {
+            tools: Tools::new(
+                f.tools.vault.clone(),
+                Sender::with_program(fake_osascript(scripts.path(), &body)),
+                chat(),
+                Some("GUID-1".into()),
+            ),
+            ..f
+        };
+        let out = f
+            .call(
+                "vault_write",
+                write_with_reply("Call Sarah", json!("Saved to {path} ✅ ({path})")),
+            )
+            .await;
+        let path = format!("Tasks/{}_call-sarah.md", today());
+        assert_eq!(out, ToolOutput::ok(format!("{path}\nreply: sent")));
+        let want = format!("Saved to {path} ✅ ({path})\n");
+        assert_eq!(fs::read_to_string(&sent).unwrap(), want);
+        let record = f.tools.record();
+        assert_eq!(record.notes_written, [path]);
+        assert_eq!(record.messages_sent, [want.trim_end()]);
+        assert!(f.tools.is_done(&["vault_write", "log_interaction"]));
+        assert!(!f.tools.is_done(&["vault_write", "vault_read"]));
+
+        // Two more replies fit in the cap of three; the fourth is refused before any note.
+        for title in ["Two", "Three"] {
+            let out = f
+                .call("vault_write", write_with_reply(title, json!("ok")))
+                .await;
+            assert!(!out.is_error, "{out:?}");
+        }
+        let out = f
+            .call("vault_write", write_with_reply("Four", json!("ok")))
+            .await;
+        assert!(
+            out.is_error && out.content.contains("at most 3 replies"),
+            "{out:?}"
+        );
+        assert_eq!(f.files().len(), 3, "{:?}", f.files());
+    }
+
+    /// Issue 16: a `vault_write` that fails sends no reply and frees its place in the cap;
+    /// a bad reply is refused before anything is written.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_failing_vault_write_sends_no_reply() {
+        let scripts = tempfile::tempdir().unwrap();
+        let (sender, argv) = recording_sender(scripts.path());
+        let f = Fixture::with_sender(sender);
+        let bad_folder = json!({"folder": "Taks", "title": "t", "content": "c", "confidence": 90, "reply": "Saved"});
+        for input in [
+            bad_folder,
+            write_with_reply("t", json!("")),
+            write_with_reply("t", json!("a\u{0}b")),
+            write_with_reply("t", json!("x".repeat(MAX_MESSAGE_BYTES + 1))),
+            write_with_reply("t", json!(5)),
+        ] {
+            let out = f.call("vault_write", input.clone()).await;
+            assert!(out.is_error, "{input}: {out:?}");
+        }
+        assert!(!argv.exists(), "nothing sent");
+        assert!(f.files().is_empty(), "{:?}", f.files());
+        assert_eq!(f.tools.record(), ToolRecord::default());
+        assert!(!f.tools.is_done(&["vault_write"]));
+        for i in 0..3 {
+            let out = f
+                .call("send_message", json!({"message": format!("r{i}")}))
+                .await;
+            assert!(!out.is_error, "the cap is whole: {out:?}");
+        }
+    }
+
+    /// Issue 16: the note is kept when its reply cannot be sent; the model is told not to
+    /// write it again.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_reply_that_cannot_be_sent_keeps_the_note_and_says_so() {
+        let f = Fixture::new();
+        let out = f
+            .call(
+                "vault_write",
+                write_with_reply("Call Sarah", json!("Saved")),
+            )
+            .await;
+        assert!(out.is_error, "{out:?}");
+        assert!(
+            out.content.contains("the note was written to Tasks/"),
+            "{}",
+            out.content
+        );
+        assert!(
+            out.content.contains("do not write the note again"),
+            "{}",
+            out.content
+        );
+        assert_eq!(f.tools.record().notes_written.len(), 1);
+        assert!(f.tools.record().messages_sent.is_empty());
     }
 
     /// 10,000 cases; a failure is reported with its minimal input rather than saved.

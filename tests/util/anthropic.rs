@@ -45,6 +45,8 @@ pub enum Reply {
     },
     /// Never answers, for client timeouts. Ends when the fake is dropped.
     Hang,
+    /// Answers with the reply after a delay: the benchmarks' model that takes its time.
+    Later(Duration, Box<Reply>),
 }
 
 impl From<Value> for Reply {
@@ -304,7 +306,19 @@ async fn reply(answer: Reply, inner: &Inner) -> Response {
             let _ = closed.wait_for(|c| *c).await;
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+        Reply::Later(delay, answer) => {
+            tokio::time::sleep(delay).await;
+            Box::pin(reply(*answer, inner)).await
+        }
     }
+}
+
+/// `responder`, answering each request only after `latency`, as a real model takes its time.
+pub fn slow(
+    latency: Duration,
+    responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    move |body| Reply::Later(latency, Box::new(responder(body)))
 }
 
 // ---- the checks ----
@@ -362,7 +376,33 @@ fn check(
     };
     check_system(body.get("system"))?;
     check_tools(body.get("tools"))?;
+    check_tool_choice(body.get("tool_choice"))?;
     check_messages(messages)
+}
+
+/// `tool_choice`, when sent, is an object with a known `type`; stricter than the API, it must
+/// not set `disable_parallel_tool_use`: the bridge relies on several tool calls per turn
+/// (https://platform.claude.com/docs/en/agents-and-tools/tool-use/parallel-tool-use: "By
+/// default, Claude may use multiple tools … You can disable this behavior by setting
+/// `disable_parallel_tool_use=true`").
+fn check_tool_choice(choice: Option<&Value>) -> Result<(), String> {
+    let Some(choice) = choice else {
+        return Ok(());
+    };
+    let kind = choice.get("type").and_then(Value::as_str);
+    if !matches!(kind, Some("auto" | "any" | "tool" | "none")) {
+        return Err(format!(
+            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', got {kind:?}"
+        ));
+    }
+    if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
+        return Err(
+            "tool_choice.disable_parallel_tool_use: this bridge must never turn parallel tool \
+             use off"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn is_cached(block: &Value) -> bool {
@@ -427,7 +467,11 @@ fn block_type(block: &Value) -> Option<&str> {
 /// `tool_use_id` found in `tool_result` blocks: … Each `tool_result` block must have a
 /// corresponding `tool_use` block in the previous message." (#13460), "`tool_use` ids were
 /// found without `tool_result` blocks immediately after: … Each `tool_use` block must have a
-/// corresponding `tool_result` block in the next message." (#5060). Checked after merging
+/// corresponding `tool_result` block in the next message." (#5060). For several calls in one
+/// turn, the tool-use guides: "return one `tool_result` for each `tool_use` block, all in the
+/// next user message" (https://platform.claude.com/docs/en/agents-and-tools/tool-use/parallel-tool-use)
+/// and "tool result blocks must immediately follow their corresponding tool use blocks …
+/// must come FIRST in the content array" (…/tool-use/handle-tool-calls). Checked after merging
 /// consecutive same-role turns, as the API does; indices are those of the request.
 fn check_messages(messages: &[Value]) -> Result<(), String> {
     // (role, index of the turn's first message, merged content)
@@ -793,5 +837,103 @@ pub fn clarify_flow(question: &str) -> impl Fn(&Value) -> Reply + Send + Sync + 
             Step::After { .. } => text("Asked."),
         };
         Reply::Message(reply)
+    }
+}
+
+/// Whether the last user message carries an error result: a call of the turn before failed.
+fn last_results_failed(body: &Value) -> bool {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| blocks(m).ok())
+        .is_some_and(|b| {
+            b.iter().any(|b| {
+                block_type(b) == Some("tool_result")
+                    && b.get("is_error").and_then(Value::as_bool) == Some(true)
+            })
+        })
+}
+
+/// A model that files every input in ONE turn, as the system prompt asks: `vault_write` with
+/// its `reply` (`reply_template`, `{path}` left for the bridge to fill) and `log_interaction`
+/// as two `tool_use` blocks of one message. Should a call fail, it writes the note again
+/// alone; after results with no error it ends its turn (a request the bridge should not make).
+pub fn one_turn_capture(
+    folder: &str,
+    title: &str,
+    tags: &[&str],
+    reply_template: &str,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    let (folder, title, reply_template) = (
+        folder.to_string(),
+        title.to_string(),
+        reply_template.to_string(),
+    );
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    move |body| {
+        let input = input_text(body);
+        let write = |id: &str| {
+            tool_use_block(
+                id,
+                "vault_write",
+                json!({ "folder": folder, "title": title, "content": input, "tags": tags,
+                        "confidence": 92, "reply": reply_template }),
+            )
+        };
+        let reply = match step(body) {
+            Step::Input => message(
+                vec![
+                    json!({ "type": "text", "text": "Filing it." }),
+                    write(&tool_id(body, "vault_write")),
+                    tool_use_block(
+                        &tool_id(body, "log_interaction"),
+                        "log_interaction",
+                        json!({ "input": input, "category": folder, "confidence": 92,
+                                "tags": tags, "reasoning": "clear intent" }),
+                    ),
+                ],
+                "tool_use",
+            ),
+            Step::After { .. } if last_results_failed(body) => {
+                message(vec![write(&tool_id(body, "vault_write"))], "tool_use")
+            }
+            Step::After { .. } => text("Filed."),
+        };
+        Reply::Message(reply)
+    }
+}
+
+/// A model that asks `question` about a text in ONE turn (`log_interaction` and
+/// `send_message` together); every later request of the conversation (the answer, whose user
+/// message starts with the question's results, kept by the bridge) goes to `capture`.
+pub fn one_turn_question(
+    question: &str,
+    capture: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    let question = question.to_string();
+    move |body| {
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        if messages.len() > 1 {
+            return capture(body);
+        }
+        let input = input_text(body);
+        Reply::Message(message(
+            vec![
+                tool_use_block(
+                    &tool_id(body, "log_interaction"),
+                    "log_interaction",
+                    json!({ "input": input, "confidence": 40, "clarification": question }),
+                ),
+                tool_use_block(
+                    &tool_id(body, "send_message"),
+                    "send_message",
+                    json!({ "message": question }),
+                ),
+            ],
+            "tool_use",
+        ))
     }
 }

@@ -156,6 +156,53 @@ impl World {
         what: &str,
         ready: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.try_wait_status(ready).await.unwrap_or_else(|last| {
+            panic!(
+                "status never showed {what}; last status: {last:#}\nlogs:\n{}",
+                self.log_files()
+            )
+        })
+    }
+
+    /// The bridge's log files in the data dir, for a failure message.
+    fn log_files(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.data_dir().join("logs")) else {
+            return "(no log folder)".into();
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                format!(
+                    "== {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// [`World::wait_status`] for a running `bridge`: a failure also shows what it logged.
+    pub async fn wait_status_of(
+        &self,
+        bridge: &Bridge,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.try_wait_status(ready).await.unwrap_or_else(|last| {
+            panic!(
+                "status never showed {what}; last status: {last:#}\nlog:\n{}",
+                bridge.log()
+            )
+        })
+    }
+
+    /// Waits until the status file satisfies `ready`; `Err` holds the last status seen.
+    async fn try_wait_status(
+        &self,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, serde_json::Value> {
         let file = self.data_dir().join("status.json");
         let mut last = serde_json::Value::Null;
         let found = super::wait::until(&[self.data_dir()], WITHIN, || {
@@ -166,7 +213,7 @@ impl World {
             ready(&status).then_some(status)
         })
         .await;
-        found.unwrap_or_else(|| panic!("status never showed {what}; last status: {last:#}"))
+        found.ok_or(last)
     }
 
     /// Starts the bridge with extra environment variables.

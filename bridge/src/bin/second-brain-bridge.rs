@@ -194,6 +194,13 @@ fn print_status(config: &Config) -> anyhow::Result<()> {
         println!("API: {problem}");
     }
     println!("tokens today: {}", status.tokens_today);
+    if status.model_runs > 0 {
+        println!(
+            "model requests per text: {:.1}; the last text took {}",
+            status.model_requests as f64 / status.model_runs as f64,
+            status.last_text_requests.unwrap_or_default()
+        );
+    }
     for (count, what) in [
         (
             status.skipped_old,

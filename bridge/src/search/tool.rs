@@ -96,7 +96,7 @@ pub fn definition() -> Value {
                 "query": {"type": "string"},
                 "folder": {"type": "string", "enum": folders},
                 "tags": {"type": "array", "items": {"type": "string"}},
-                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
             },
             "required": ["query"],
             "additionalProperties": false,
