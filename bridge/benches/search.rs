@@ -77,7 +77,11 @@ fn write_vault(root: &Path, count: usize) {
         let mut body = String::with_capacity(2100);
         while body.len() < 1900 {
             body.push_str(rng.word(&vocab));
-            body.push(if rng.next() % 12 == 0 { '\n' } else { ' ' });
+            body.push(if rng.next().is_multiple_of(12) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         let text = format!(
             "---\ncreated: 2026-{:02}-{:02}T09:00:00Z\ntags:\n  - topic/{}\n  - priority/normal\n---\n# {}\n\n{body}\n",

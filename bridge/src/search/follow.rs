@@ -61,7 +61,7 @@ impl Index {
             if building {
                 match self.build() {
                     Ok(Some(live)) => {
-                        *lock(&self.inner.state) = State::Ready(live);
+                        *lock(&self.inner.state) = State::Ready(Box::new(live));
                         last_sweep = Instant::now();
                         self.inner.progress.send_modify(|p| p.builds += 1);
                     }

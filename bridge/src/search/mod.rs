@@ -127,7 +127,7 @@ enum State {
     /// Being built (or rebuilt): queries scan.
     Building,
     /// In use.
-    Ready(Live),
+    Ready(Box<Live>),
 }
 
 /// The open index and what it holds, kept in memory for the freshness checks.
