@@ -18,6 +18,7 @@ pub mod anthropic;
 pub mod chatdb;
 pub mod config;
 pub mod conversation;
+pub mod digest;
 pub mod doctor;
 pub mod echoes;
 pub mod intake;
@@ -32,6 +33,7 @@ pub mod outbox;
 pub mod persist;
 pub mod prompt;
 pub mod router;
+pub mod search;
 pub mod secrets;
 pub mod sender;
 pub mod sessions;
@@ -118,6 +120,7 @@ pub struct Bridge {
 struct Running {
     conversations: Arc<Conversations>,
     echoes: Arc<echoes::Echoes>,
+    index: search::Index,
 }
 
 impl Bridge {
@@ -258,7 +261,7 @@ impl Bridge {
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt())
                 .with_deadline(config.run_deadline),
-            vault: vault::Vault::new(vault),
+            vault: vault::Vault::new(vault.clone()),
             outbox,
             sessions: self.sessions.clone(),
             ledger: Arc::clone(&self.ledger),
@@ -268,12 +271,14 @@ impl Bridge {
             budget: Arc::clone(&self.budget),
             waiting: Waiting::default(),
         });
+        let index = search::Index::new(&vault, &config.data_dir);
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");
         }
         Ok(Some(Running {
             conversations,
             echoes,
+            index,
         }))
     }
 
@@ -288,6 +293,7 @@ impl Bridge {
         let Running {
             conversations,
             echoes,
+            index,
         } = running;
         let router = Router::new(
             Arc::clone(&conversations),
@@ -305,7 +311,9 @@ impl Bridge {
         for message in unfinished {
             router.dispatch(Job::Message(message));
         }
+        digest::start(config, &conversations.outbox, &self.ledger, tracker, cancel);
         tracker.spawn(self.intake(echoes, router.clone()).run(cancel.clone()));
+        tracker.spawn(search::follow::run(index, cancel.clone()));
         tracker.spawn(count_sessions(
             self.sessions.clone(),
             self.status.clone(),
