@@ -51,6 +51,9 @@ pub struct IncomingMessage {
     /// Where it came from: service, and whether it is a row of a chat with yourself.
     #[serde(default)]
     pub origin: Origin,
+    /// The files sent with it (photos, PDFs, …), in Messages' order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attachments::Attachment>,
 }
 
 /// `message.service`: how a text travelled.
@@ -152,6 +155,8 @@ mod names {
     pub const CHAT_HANDLE_JOIN: &str = "chat_handle_join";
     /// `chat_handle_join.handle_id`.
     pub const JOIN_HANDLE_ID: &str = "handle_id";
+    /// `message.cache_has_attachments`: 1 when attachment rows are joined to it.
+    pub const CACHE_HAS_ATTACHMENTS: &str = "cache_has_attachments";
 }
 
 /// `chat.style` of a group conversation.
@@ -382,7 +387,17 @@ impl ChatDb {
                 self.own.borrow_mut().extend(account_address(account));
             }
             match classify_row(row, rowid, now, &self.own.borrow()) {
-                Verdict::Deliver(message) => batch.messages.push(message),
+                Verdict::Deliver(mut message) => {
+                    if integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0 {
+                        message.attachments = self.attachments(rowid)?;
+                    }
+                    if message.text.is_empty() && message.attachments.is_empty() {
+                        debug!(rowid, "skipping chat.db row: no text and no attachments");
+                        batch.skipped += 1;
+                    } else {
+                        batch.messages.push(message);
+                    }
+                }
                 Verdict::Skip(reason) => {
                     debug!(rowid, reason, "skipping chat.db row");
                     batch.skipped += 1;
@@ -408,6 +423,13 @@ impl ChatDb {
 
     fn error(&self, source: rusqlite::Error) -> Error {
         classify(&self.path, source)
+    }
+
+    /// The visible attachments of message `rowid` (see [`crate::attachments::rows`]).
+    fn attachments(&self, rowid: i64) -> Result<Vec<crate::attachments::Attachment>, Error> {
+        let home = dirs::home_dir();
+        crate::attachments::rows::read(&self.conn, rowid, home.as_deref())
+            .map_err(|e| self.error(e))
     }
 }
 
@@ -436,6 +458,7 @@ mod col {
     pub const ACCOUNT: usize = 12;
     pub const DESTINATION_CALLER_ID: usize = 13;
     pub const CHAT_NAME: usize = 14;
+    pub const HAS_ATTACHMENTS: usize = 15;
 }
 
 /// The batch query: message columns by ROWID range (the primary key), the sender through
@@ -447,7 +470,7 @@ fn read_after_sql() -> String {
         "SELECT m.{ROWID}, m.{GUID}, m.{TEXT}, m.{ATTRIBUTED_BODY}, m.{IS_FROM_ME}, \
          m.{ASSOCIATED_MESSAGE_TYPE}, m.{DATE}, h.{HANDLE_ADDRESS}, c.{GUID}, \
          c.{CHAT_IDENTIFIER}, c.{STYLE}, m.{SERVICE}, m.{ACCOUNT}, m.{DESTINATION_CALLER_ID}, \
-         c.{DISPLAY_NAME} \
+         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS} \
          FROM {MESSAGE} AS m \
          LEFT JOIN {HANDLE} AS h ON h.{ROWID} = m.{HANDLE_ID} \
          LEFT JOIN {CHAT} AS c ON c.{ROWID} = (\
@@ -495,8 +518,13 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         Some(text) if !text.is_empty() => Some(text.to_owned()),
         _ => bytes(row, col::ATTRIBUTED_BODY).and_then(typedstream::decode_text),
     };
-    let Some(body) = raw_body.as_deref().and_then(clean_body) else {
-        return Verdict::Skip("no text");
+    // A body of attachment placeholders only is delivered empty when the row has
+    // attachments; `read_after` skips it if none are found.
+    let has_attachments = integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0;
+    let body = match raw_body.as_deref().and_then(clean_body) {
+        Some(body) => body,
+        None if has_attachments => String::new(),
+        None => return Verdict::Skip("no text"),
     };
     let date = apple_time(integer(row, col::DATE).unwrap_or(0));
     let Some(chat_guid) = text(row, col::CHAT_GUID) else {
@@ -529,6 +557,7 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         text: body,
         date,
         origin,
+        attachments: Vec::new(),
     })
 }
 

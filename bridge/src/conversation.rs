@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::{Local, Utc};
 use tracing::{debug, error, info, warn};
 
+use crate::attachments;
 use crate::agent::{Agent, AgentError, RunReport};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
@@ -255,17 +256,23 @@ impl Conversations {
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
-        let original = earlier.unwrap_or_else(|| input.original.clone());
+        let attached =
+            attachments::prepare_off_runtime(&self.vault, message.attachments.clone()).await;
+        let original = earlier.unwrap_or_else(|| attached.input(&input.original));
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
             message.chat.clone(),
             Some(message.guid.clone()),
-        );
+        )
+        .with_embeds(attached.embeds());
+        let text = attached.input(&input.text);
         let result = self
             .agent
-            .run(&mut session.transcript, &input.text, &tools)
+            .run_with(&mut session.transcript, &text, attached.blocks, &tools)
             .await;
+        // sessions.json never holds image bytes.
+        attachments::strip_media(&mut session.transcript);
         self.after_run(&result).await;
         let requests = result.as_ref().ok().map(|report| report.turns);
         let record = tools.record();

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod allowlist;
+pub mod attachments;
 pub mod anthropic;
 pub mod chatdb;
 pub mod config;

@@ -110,6 +110,8 @@ pub struct Tools {
     record: Mutex<ToolRecord>,
     /// `send_message` calls that reached the outbox.
     replies: AtomicUsize,
+    /// Embeds of the text's attachments, added to the note where the model left them out.
+    embeds: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,7 +189,15 @@ impl Tools {
             source,
             record: Mutex::default(),
             replies: AtomicUsize::new(0),
+            embeds: Vec::new(),
         }
+    }
+
+    /// These tools with `embeds` (of the text's attachments) added to the note
+    /// `vault_write` writes, each unless the model's content already holds it.
+    pub fn with_embeds(mut self, embeds: Vec<String>) -> Tools {
+        self.embeds = embeds;
+        self
     }
 
     /// What this run's tool calls have done so far.
@@ -237,6 +247,7 @@ impl Tools {
             self.take_reply_slot()?;
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
+        input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
         let written = self
             .blocking(TOOL, move |vault| {
                 let tags = input.tags.unwrap_or_default();

@@ -1,0 +1,21 @@
+//! Photos, screenshots and other files sent with a text: their rows in `chat.db`
+//! ([`rows`]), what kind each is ([`kind`]), images made ready for the model ([`picture`],
+//! HEIC through [`heif`]), where Obsidian wants the copies ([`folder`]) and the whole of it
+//! for one text ([`prepare`]).
+//!
+//! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
+//! the vault at most once per handling of its text; image bytes reach the model's request
+//! but never `sessions.json` ([`strip_media`]).
+
+pub mod folder;
+pub mod heif;
+pub mod kind;
+pub mod picture;
+pub mod prepare;
+pub mod rows;
+
+pub use folder::AttachmentSettings;
+pub use prepare::{
+    Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
+};
+pub use rows::Attachment;
