@@ -833,6 +833,7 @@ mod tests {
             text: format!("text {rowid}"),
             date: chrono::Utc::now(),
             origin: Default::default(),
+            attachments: Vec::new(),
         }
     }
 

@@ -248,6 +248,7 @@ mod tests {
                     text: "call mom".into(),
                     date: chrono::Utc::now(),
                     origin: Default::default(),
+                    attachments: Vec::new(),
                 };
                 let cursor = Cursor {
                     rowid: 1,

@@ -345,13 +345,13 @@ mod tests {
         let now = Local::now();
         let p = prepare(&vault, &settings, None, &list, now);
         let day = now.format("%Y-%m-%d");
-        let saved = format!("Attachments/{day}_img-0001.png");
+        let saved = format!("Attachments/{day}_img0001.png");
         assert_eq!(p.handled[0].saved.as_deref(), Some(saved.as_str()));
         assert_eq!(std::fs::read(vault.root().join(&saved)).unwrap(), std::fs::read(&photo).unwrap());
         assert_eq!(p.handled[0].handling, Handling::Shown);
         assert!(matches!(p.handled[1].handling, Handling::Unreadable(ref w) if w.contains("iCloud")));
         assert!(matches!(p.handled[2].handling, Handling::Unreadable(_)));
-        assert_eq!(p.embeds(), [format!("![[{day}_img-0001.png]]")]);
+        assert_eq!(p.embeds(), [format!("![[{day}_img0001.png]]")]);
         assert_eq!(p.blocks.len(), 2);
         assert_eq!(p.blocks[1]["source"]["media_type"], "image/jpeg");
         let summary = p.summary();

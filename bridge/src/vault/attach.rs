@@ -53,8 +53,8 @@ mod tests {
         let a = vault.store_attachment("Attachments", "IMG_0001", "JPG", b"one", now).unwrap();
         let b = vault.store_attachment("Attachments", "IMG_0001", "jpg", b"two", now).unwrap();
         let c = vault.store_attachment("", "scan", "pdf", b"three", now).unwrap();
-        assert_eq!(a, "Attachments/2026-12-02_img-0001.jpg");
-        assert_eq!(b, "Attachments/2026-12-02_img-0001-1.jpg");
+        assert_eq!(a, "Attachments/2026-12-02_img0001.jpg");
+        assert_eq!(b, "Attachments/2026-12-02_img0001-1.jpg");
         assert_eq!(c, "2026-12-02_scan.pdf");
         assert_eq!(std::fs::read(vault.root().join(&a)).unwrap(), b"one");
         assert_eq!(std::fs::read(vault.root().join(&b)).unwrap(), b"two");
