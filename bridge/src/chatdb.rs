@@ -409,7 +409,7 @@ impl ChatDb {
                 Verdict::Wait => {
                     debug!(
                         rowid,
-                        "chat.db row has no chat join yet; reading it next time"
+                        "chat.db row not complete yet (chat join or attachment rows); reading it next time"
                     );
                     batch.next_after = rowid - 1;
                     return Ok(batch);
@@ -521,12 +521,19 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
     // A body of attachment placeholders only is delivered empty when the row has
     // attachments; `read_after` skips it if none are found.
     let has_attachments = integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0;
+    let date = apple_time(integer(row, col::DATE).unwrap_or(0));
     let body = match raw_body.as_deref().and_then(clean_body) {
         Some(body) => body,
         None if has_attachments => String::new(),
+        // Placeholders whose attachment rows are not committed yet: read it again, as
+        // for a missing chat join.
+        None if raw_body.as_deref().is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
+            && (now - date).abs() <= JOIN_GRACE =>
+        {
+            return Verdict::Wait;
+        }
         None => return Verdict::Skip("no text"),
     };
-    let date = apple_time(integer(row, col::DATE).unwrap_or(0));
     let Some(chat_guid) = text(row, col::CHAT_GUID) else {
         if (now - date).abs() <= JOIN_GRACE {
             return Verdict::Wait;

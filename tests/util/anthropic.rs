@@ -377,7 +377,8 @@ fn check(
     check_system(body.get("system"))?;
     check_tools(body.get("tools"))?;
     check_tool_choice(body.get("tool_choice"))?;
-    check_messages(messages)
+    check_messages(messages)?;
+    crate::media::check(messages)
 }
 
 /// `tool_choice`, when sent, is an object with a known `type`; stricter than the API, it must

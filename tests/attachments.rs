@@ -1,0 +1,155 @@
+//! Issue 10: photos and other files sent with a text reach the model and the vault. Each
+//! test writes the rows as Messages does (message, attachment, joins) with the files under
+//! the fixture home's `Library/Messages/Attachments/`, runs the real binary against the strict
+//! fake API (which checks image blocks as the real API does, `util::media`), and asserts on
+//! the request the fake received, the copies in the vault and the note's bytes.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+
+use crate::util::anthropic as fake;
+use crate::util::bridge::{ME, ME_CHAT, World};
+use crate::util::chatdb::{FileRow, Msg, data_dir, write_file};
+use crate::util::media;
+
+/// A photo as a camera writes it: a JPEG of `w`×`h` with some detail in it.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 7) as u8]));
+    let mut out = Vec::new();
+    DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg).unwrap();
+    out
+}
+
+/// The files in a vault folder, sorted by name.
+fn files(world: &World, folder: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(world.vault().join(folder))
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn capture() -> impl Fn(&serde_json::Value) -> fake::Reply + Send + Sync + 'static {
+    fake::one_turn_capture("Reference", "Whiteboard", &["topic/work"], "Saved to {path}")
+}
+
+/// Issue 10: a photo with a caption: the model gets the caption and the photo as an image
+/// block (a JPEG whose long edge is 1568 px); the photo is copied byte for byte into
+/// `Attachments/` and the note embeds the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_photo_with_a_caption_reaches_the_model_and_the_note_embeds_its_copy() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let jpeg = photo(2400, 1600);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}whiteboard from the planning meeting");
+    let (_, files_written) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("IMG_0042.JPG", "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    write_file(&files_written[0].path, &jpeg);
+    let status = world.wait_status("the photo captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(status["handled"], 1);
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = &world.api.requests()[0].body;
+    let images = media::images(request);
+    assert_eq!(images.len(), 1, "one image block");
+    assert_eq!(images[0].0, "image/jpeg");
+    let shown = image::load_from_memory_with_format(&images[0].1, ImageFormat::Jpeg).unwrap();
+    assert_eq!((shown.width(), shown.height()), (1568, 1045));
+    let text = request.to_string();
+    assert!(text.contains("whiteboard from the planning meeting"), "the caption reaches the model");
+    assert!(text.contains("IMG_0042.JPG"), "the model is told the file's name");
+
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].ends_with("_img0042.jpg"), "{copies:?}");
+    assert_eq!(std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(), jpeg);
+    let notes = world.notes("Reference");
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].1.contains(&format!("![[{}]]", copies[0])), "{}", notes[0].1);
+}
+
+/// Issue 10: the real HEIC Messages stored (a sticker with transparency) is converted by
+/// `heif-convert` (Linux), shown to the model as a PNG of its 900×721 pixels, and kept in
+/// the vault as the original `.heic`; a body of only the placeholder still reaches the model.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_heic_is_converted_shown_and_kept() {
+    let heic = std::fs::read(data_dir().join("attachments/sticker.heic")).unwrap();
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow { uti: Some("public.heic".into()), ..FileRow::new("IMG_7001.HEIC", "image/heic", heic.len()) }],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &heic);
+    world.wait_status("the HEIC captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let images = media::images(&world.api.requests()[0].body);
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].0, "image/png", "transparency kept");
+    let shown = image::load_from_memory_with_format(&images[0].1, ImageFormat::Png).unwrap();
+    assert_eq!((shown.width(), shown.height()), (900, 721));
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1);
+    assert!(copies[0].ends_with("_img7001.heic"), "{copies:?}");
+    assert_eq!(std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(), heic);
+    let notes = world.notes("Reference");
+    assert!(notes[0].1.contains(&format!("![[{}]]", copies[0])), "{}", notes[0].1);
+}
+
+/// Issue 10: `.obsidian/app.json` decides the folder (`attachmentFolderPath` as a vault
+/// path) and the embed (`useMarkdownLinks: true` gives `![](path)`).
+#[tokio::test(flavor = "multi_thread")]
+async fn obsidian_settings_choose_the_folder_and_the_link_form() {
+    let world = World::new(capture()).await;
+    std::fs::create_dir_all(world.vault().join(".obsidian")).unwrap();
+    std::fs::write(
+        world.vault().join(".obsidian/app.json"),
+        r#"{"attachmentFolderPath": "Files/Media", "useMarkdownLinks": true}"#,
+    )
+    .unwrap();
+    let bridge = world.start().await;
+    let jpeg = photo(200, 100);
+    let msg = Msg::new(ME_CHAT, ME).text("receipt");
+    let (_, attached) = world.db.insert_with_files(&msg, &[FileRow::new("receipt.jpeg", "image/jpeg", jpeg.len())], world.dir.path());
+    write_file(&attached[0].path, &jpeg);
+    world.wait_status("the receipt captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    let copies = files(&world, "Files/Media");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(files(&world, "Attachments").is_empty());
+    let notes = world.notes("Reference");
+    assert!(notes[0].1.contains(&format!("![](Files/Media/{})", copies[0])), "{}", notes[0].1);
+}
+
+/// Issue 10: a question about a photo, then the answer: `sessions.json` holds no image bytes
+/// while the question waits, and the follow-up request (the transcript with a placeholder
+/// where the image was) is accepted by the strict fake.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clarification_after_a_photo_keeps_the_session_small() {
+    let world = World::new(fake::one_turn_question("Which project is this for?", capture())).await;
+    let bridge = world.start().await;
+    let jpeg = photo(2000, 1500);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}");
+    let (_, attached) = world.db.insert_with_files(&msg, &[FileRow::new("IMG_1.JPG", "image/jpeg", jpeg.len())], world.dir.path());
+    write_file(&attached[0].path, &jpeg);
+    world.wait_status("the question asked", |s| s["asked"] == 1).await;
+    let sessions = std::fs::read(world.data_dir().join("sessions.json")).unwrap();
+    assert!(sessions.len() < 16 * 1024, "sessions.json is {} bytes", sessions.len());
+    assert!(!String::from_utf8_lossy(&sessions).contains("\"image\""), "no image block kept");
+    world.db.incoming(ME_CHAT, ME, "Project Apollo");
+    world.wait_status("the answer captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let last = &requests.last().unwrap().body;
+    assert_eq!(media::images(last).len(), 0, "the image is not sent again");
+    assert!(last.to_string().contains("IMG_1.JPG"), "the follow-up still names the photo");
+}
