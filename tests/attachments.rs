@@ -153,3 +153,55 @@ async fn a_clarification_after_a_photo_keeps_the_session_small() {
     assert_eq!(media::images(last).len(), 0, "the image is not sent again");
     assert!(last.to_string().contains("IMG_1.JPG"), "the follow-up still names the photo");
 }
+
+/// Issue 10: a file still downloading when its rows are committed: the text waits (claimed)
+/// until the file is whole — a partial file does not count — and is then handled once, with
+/// the photo shown and copied whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
+    let world = World::new(capture()).await;
+    let mut bridge = world.start().await;
+    let jpeg = photo(800, 600);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}parking spot");
+    let (_, attached) = world.db.insert_with_files(&msg, &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len())], world.dir.path());
+    bridge.wait_line("waiting for attachment files").await;
+    // Half the download, then the rest: only the whole file ends the wait.
+    write_file(&attached[0].path, &jpeg[..jpeg.len() / 2]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&attached[0].path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg[jpeg.len() / 2..]))
+        .unwrap();
+    world.wait_status("the photo captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(requests.len(), 1, "handled once: one filing turn");
+    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(), jpeg);
+    assert_eq!(world.notes("Reference").len(), 1);
+}
+
+/// Issue 10: a file that never arrives: at the limit (set short here) the text is handled
+/// without it, the model is told it could not be read, and the user is told its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_never_arrives_is_named_to_the_user_at_the_limit() {
+    let world = World::new(capture()).await;
+    let bridge = world.start_with(&[("ATTACHMENT_WAIT_MS", "1500")]).await;
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the scan of the lease");
+    world.db.insert_with_files(&msg, &[FileRow::new("Lease.pdf", "application/pdf", 90_000)], world.dir.path());
+    world.wait_status("the text captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = world.api.requests()[0].body.to_string();
+    assert!(request.contains("the scan of the lease"));
+    assert!(request.contains("Lease.pdf") && request.contains("could not be read"), "{request}");
+    let replies = world.osascript.calls();
+    assert!(
+        replies.iter().any(|c| c.text.contains("couldn't read Lease.pdf")),
+        "{replies:#?}"
+    );
+    assert!(files(&world, "Attachments").is_empty());
+}

@@ -71,6 +71,8 @@ pub enum Setting {
     AllowedGroups(Origin),
     /// The longest one agent run may take (`RUN_DEADLINE_MS`).
     RunDeadline,
+    /// How long a text waits for its attachments' files (`ATTACHMENT_WAIT_MS`).
+    AttachmentWait,
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -111,6 +113,7 @@ impl Setting {
             Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
             Setting::AllowedGroups(File) => "allowed_groups",
             Setting::RunDeadline => "RUN_DEADLINE_MS",
+            Setting::AttachmentWait => "ATTACHMENT_WAIT_MS",
         }
     }
 
@@ -377,6 +380,8 @@ pub struct Config {
     pub daily_token_budget: u64,
     /// How long one agent run may take; a text whose run passes it goes to Inbox.
     pub run_deadline: Duration,
+    /// How long a text waits for its attachments' files before it is handled without them.
+    pub attachment_wait: Duration,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -456,6 +461,7 @@ impl Config {
             rate_limit_per_minute: pace.rate_limit_per_minute,
             daily_token_budget: pace.daily_token_budget,
             run_deadline: pace.run_deadline,
+            attachment_wait: pace.attachment_wait,
             log_level,
             settings_problem,
         })
@@ -535,6 +541,7 @@ struct Pace {
     rate_limit_per_minute: u32,
     daily_token_budget: u64,
     run_deadline: Duration,
+    attachment_wait: Duration,
 }
 
 impl Pace {
@@ -608,6 +615,11 @@ impl Pace {
                 "RUN_DEADLINE_MS",
                 Setting::RunDeadline,
                 crate::agent::DEFAULT_RUN_DEADLINE,
+            )?,
+            attachment_wait: ms(
+                "ATTACHMENT_WAIT_MS",
+                Setting::AttachmentWait,
+                crate::attachments::DEFAULT_WAIT,
             )?,
         })
     }

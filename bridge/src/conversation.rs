@@ -56,6 +56,8 @@ pub struct Conversations {
     pub budget: Arc<Budget>,
     /// Texts waiting for the vault.
     pub waiting: Waiting,
+    /// How long a text waits for its attachments' files.
+    pub attachment_wait: Duration,
 }
 
 /// Texts claimed while the vault could not be written, in the order they came.
@@ -256,8 +258,7 @@ impl Conversations {
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
-        let attached =
-            attachments::prepare_off_runtime(&self.vault, message.attachments.clone()).await;
+        let attached = self.attachments(message).await;
         let original = earlier.unwrap_or_else(|| attached.input(&input.original));
         let tools = Tools::new(
             self.vault.clone(),
@@ -299,6 +300,23 @@ impl Conversations {
             }
         };
         (outcome, session, requests)
+    }
+
+    /// The text's attachments once their files are complete (or the wait limit passed),
+    /// copied and prepared; the user is told at once which could not be read.
+    async fn attachments(&self, message: &IncomingMessage) -> attachments::Prepared {
+        let files = &message.attachments;
+        if let attachments::Waited::TimedOut(missing) =
+            attachments::wait_for_files(files, self.attachment_wait).await
+        {
+            warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
+                "attachment files did not arrive in time; handling the text without them");
+        }
+        let prepared = attachments::prepare_off_runtime(&self.vault, files.clone()).await;
+        if let Some(notice) = prepared.unreadable_notice() {
+            self.reply(&message.chat, Some(&message.guid), &notice).await;
+        }
+        prepared
     }
 
     /// What the model is given for a text: the text itself, or, over

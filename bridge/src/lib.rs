@@ -250,6 +250,7 @@ impl Bridge {
             rate: RateLimiter::new(config.rate_limit_per_minute),
             budget,
             waiting: Waiting::default(),
+            attachment_wait: config.attachment_wait,
         });
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");

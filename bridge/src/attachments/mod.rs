@@ -1,7 +1,7 @@
 //! Photos, screenshots and other files sent with a text: their rows in `chat.db`
 //! ([`rows`]), what kind each is ([`kind`]), images made ready for the model ([`picture`],
 //! HEIC through [`heif`]), where Obsidian wants the copies ([`folder`]) and the whole of it
-//! for one text ([`prepare`]).
+//! for one text ([`prepare`]), after waiting for files still downloading ([`wait`]).
 //!
 //! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
 //! the vault at most once per handling of its text; image bytes reach the model's request
@@ -13,9 +13,11 @@ pub mod kind;
 pub mod picture;
 pub mod prepare;
 pub mod rows;
+pub mod wait;
 
 pub use folder::AttachmentSettings;
 pub use prepare::{
     Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
 };
 pub use rows::Attachment;
+pub use wait::{DEFAULT_WAIT, Waited, wait_for_files};

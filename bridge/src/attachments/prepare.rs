@@ -84,6 +84,24 @@ impl Prepared {
         }
     }
 
+    /// What the user is told when some attachments could not be read, naming them.
+    pub fn unreadable_notice(&self) -> Option<String> {
+        let names: Vec<&str> = self
+            .handled
+            .iter()
+            .filter(|h| matches!(h.handling, Handling::Unreadable(_)))
+            .map(|h| h.name.as_str())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "I couldn't read {} from that text (not downloaded to this Mac, perhaps kept in \
+             iCloud only); the rest is being filed.",
+            names.join(", ")
+        ))
+    }
+
     /// What the model is told about the attachments, appended to the text.
     pub fn summary(&self) -> String {
         if self.handled.is_empty() {
