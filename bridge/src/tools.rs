@@ -1168,7 +1168,7 @@ mod tests {
         let want = format!("Saved to {path} ✅ ({path})\n");
         assert_eq!(fs::read_to_string(&sent).unwrap(), want);
         let record = f.tools.record();
-        assert_eq!(record.notes_written, [path.clone()]);
+        assert_eq!(record.notes_written, [path]);
         assert_eq!(record.messages_sent, [want.trim_end()]);
         assert!(f.tools.is_done(&["vault_write", "log_interaction"]));
         assert!(!f.tools.is_done(&["vault_write", "vault_read"]));
