@@ -205,3 +205,38 @@ async fn a_file_that_never_arrives_is_named_to_the_user_at_the_limit() {
     );
     assert!(files(&world, "Attachments").is_empty());
 }
+
+/// Issue 10: a PDF within the API's limits is shown as a `document` block; one over 100
+/// pages is copied and embedded but not shown, and the model is told why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pdf_is_shown_as_a_document_and_one_over_the_page_limit_is_only_attached() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let (small, big) = (media::pdf(3), media::pdf(101));
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}\u{FFFC}contracts to read");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[
+            FileRow::new("Offer.pdf", "application/pdf", small.len()),
+            FileRow::new("Handbook.pdf", "application/pdf", big.len()),
+        ],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &small);
+    write_file(&attached[1].path, &big);
+    world.wait_status("the PDFs captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = &world.api.requests()[0].body;
+    let documents = media::blocks_of(request, "document");
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0], ("application/pdf".to_string(), small.clone()));
+    let text = request.to_string();
+    assert!(text.contains("Handbook.pdf") && text.contains("101 pages"), "{text}");
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let note = &world.notes("Reference")[0].1;
+    for copy in &copies {
+        assert!(note.contains(&format!("![[{copy}]]")), "{note}");
+    }
+}

@@ -1,4 +1,4 @@
-//! The fake API's checks of image content blocks, as the real API makes them.
+//! The fake API's checks of image and PDF content blocks, as the real API makes them.
 //!
 //! Source: Anthropic's vision guide (https://platform.claude.com/docs/en/build-with-claude/vision):
 //! an `image` block has a `source` of `{"type": "base64", "media_type", "data"}` (or a
@@ -28,11 +28,16 @@ pub const MANY_IMAGES: usize = 20;
 /// Checks every `image` block of `messages`; `Err` names the first problem.
 pub fn check(messages: &[Value]) -> Result<(), String> {
     let mut sizes = Vec::new();
+    let mut pages = 0;
     for (i, message) in messages.iter().enumerate() {
         let Some(Value::Array(blocks)) = message.get("content") else {
             continue;
         };
         for (j, block) in blocks.iter().enumerate() {
+            if block.get("type").and_then(Value::as_str) == Some("document") {
+                pages += check_document(block).map_err(|e| format!("messages.{i}.content.{j}.document.source: {e}"))?;
+                continue;
+            }
             if block.get("type").and_then(Value::as_str) != Some("image") {
                 continue;
             }
@@ -42,6 +47,9 @@ pub fn check(messages: &[Value]) -> Result<(), String> {
             let size = check_image(block).map_err(|e| format!("messages.{i}.content.{j}.image.source: {e}"))?;
             sizes.push((i, j, size));
         }
+    }
+    if pages > MAX_PDF_PAGES {
+        return Err(format!("A maximum of {MAX_PDF_PAGES} PDF pages may be provided."));
     }
     if sizes.len() > MAX_IMAGES {
         return Err(format!("messages: too many images ({} > {MAX_IMAGES})", sizes.len()));
@@ -55,6 +63,32 @@ pub fn check(messages: &[Value]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Most PDF pages in one request (200k-token models), per the PDF guide
+/// (https://platform.claude.com/docs/en/build-with-claude/pdf-support, "Check PDF
+/// requirements"), which also takes only base64 `application/pdf` sources of standard,
+/// unencrypted PDFs.
+pub const MAX_PDF_PAGES: usize = 100;
+
+/// One document block's source; its page count when valid.
+fn check_document(block: &Value) -> Result<usize, String> {
+    let source = block.get("source").ok_or("Field required")?;
+    if source.get("type").and_then(Value::as_str) != Some("base64") {
+        return Err("only base64 sources are used by these tests".into());
+    }
+    if source.get("media_type").and_then(Value::as_str) != Some("application/pdf") {
+        return Err("base64.media_type: Input should be 'application/pdf'".into());
+    }
+    let data = source.get("data").and_then(Value::as_str).ok_or("base64.data: Field required")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| "base64.data: The PDF data is not valid base64".to_string())?;
+    let doc = lopdf::Document::load_mem(&bytes).map_err(|_| "The PDF specified was not valid.".to_string())?;
+    if doc.is_encrypted() {
+        return Err("The PDF specified is password protected.".into());
+    }
+    Ok(doc.get_pages().len())
 }
 
 /// One image block's source; its pixel size when valid.
@@ -90,10 +124,15 @@ fn check_image(block: &Value) -> Result<(u32, u32), String> {
 
 /// The decoded images of a request body, in order.
 pub fn images(body: &Value) -> Vec<(String, Vec<u8>)> {
+    blocks_of(body, "image")
+}
+
+/// The decoded sources of a request's blocks of type `kind` (`image`, `document`).
+pub fn blocks_of(body: &Value, kind: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for message in body["messages"].as_array().into_iter().flatten() {
         for block in message["content"].as_array().into_iter().flatten() {
-            if block["type"] == "image" {
+            if block["type"] == kind {
                 let media_type = block["source"]["media_type"].as_str().unwrap_or_default().to_string();
                 let data = block["source"]["data"].as_str().unwrap_or_default();
                 let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
@@ -125,10 +164,19 @@ mod tests {
         json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
     }
 
+    fn doc(media_type: &str, data: &str) -> Value {
+        json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}})
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
     #[test]
     fn what_the_api_rejects_is_rejected() {
         let ok = png(10, 10);
         assert_eq!(check(&user(vec![img("image/png", &ok)])), Ok(()));
+        assert_eq!(check(&user(vec![doc("application/pdf", &b64(&pdf(100)))])), Ok(()));
         let cases: Vec<(Vec<Value>, &str)> = vec![
             (user(vec![img("image/jpeg", &ok)]), "does not match"),
             (user(vec![img("image/heic", &ok)]), "Input should be"),
@@ -138,10 +186,43 @@ mod tests {
             (user(vec![img("image/png", &ok); 101]), "too many images"),
             (user(vec![img("image/png", &png(2001, 1)); 21]), "2000 pixels"),
             (vec![json!({"role": "assistant", "content": [img("image/png", &ok)]})], "only allowed in user"),
+            (user(vec![doc("application/pdf", &b64(b"%PDF-1.4 junk"))]), "not valid"),
+            (user(vec![doc("image/png", &b64(&pdf(1)))]), "application/pdf"),
+            (user(vec![doc("application/pdf", &b64(&pdf(60))), doc("application/pdf", &b64(&pdf(41)))]), "100 PDF pages"),
         ];
         for (messages, want) in cases {
             let err = check(&messages).unwrap_err();
             assert!(err.contains(want), "{err} should contain {want}");
         }
     }
+}
+
+/// A valid PDF of `pages` empty pages (a correct cross-reference table), as a scanner might
+/// write a document.
+pub fn pdf(pages: usize) -> Vec<u8> {
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+            (0..pages).map(|i| format!("{} 0 R", i + 3)).collect::<Vec<_>>().join(" ")
+        ),
+    ];
+    for _ in 0..pages {
+        objects.push("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>".to_string());
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
+    out
 }

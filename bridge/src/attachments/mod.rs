@@ -1,6 +1,6 @@
 //! Photos, screenshots and other files sent with a text: their rows in `chat.db`
 //! ([`rows`]), what kind each is ([`kind`]), images made ready for the model ([`picture`],
-//! HEIC through [`heif`]), where Obsidian wants the copies ([`folder`]) and the whole of it
+//! HEIC through [`heif`]), PDFs as documents ([`pdf`]), where Obsidian wants the copies ([`folder`]) and the whole of it
 //! for one text ([`prepare`]), after waiting for files still downloading ([`wait`]).
 //!
 //! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
@@ -10,6 +10,7 @@
 pub mod folder;
 pub mod heif;
 pub mod kind;
+pub mod pdf;
 pub mod picture;
 pub mod prepare;
 pub mod rows;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::folder::AttachmentSettings;
 use super::heif::Converter;
 use super::kind::Kind;
+use super::pdf;
 use super::picture;
 use super::rows::Attachment;
 use crate::vault::Vault;
@@ -25,6 +26,34 @@ pub const MAX_COPY_BYTES: u64 = 100 * 1024 * 1024;
 /// (platform.claude.com/docs/en/build-with-claude/vision, "Limitations"), and a
 /// clarification carries earlier ones again, so one text uses at most a fifth of that.
 pub const MAX_IMAGES_SHOWN: usize = 20;
+/// Most base64 bytes of media (images and PDFs) one text puts in a request: the API takes
+/// 32 MB for the whole request (PDF guide, "Check PDF requirements"), which also carries the
+/// system prompt, tools and transcript.
+pub const MAX_MEDIA_BASE64: usize = 24 * 1024 * 1024;
+
+/// What one text may still show the model.
+struct Budget {
+    images: usize,
+    pages: u32,
+    base64: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { images: MAX_IMAGES_SHOWN, pages: pdf::MAX_PAGES, base64: MAX_MEDIA_BASE64 }
+    }
+
+    /// Takes room for `bytes` of media, if there is any.
+    fn take_bytes(&mut self, bytes: usize) -> Result<(), String> {
+        let encoded = bytes.div_ceil(3) * 4;
+        if encoded > self.base64 {
+            return Err("too large to show with the rest of this text (the API takes 32 MB a request)".into());
+        }
+        self.base64 -= encoded;
+        Ok(())
+    }
+}
+
 /// The note folder assumed for note-relative attachment folders (`./`, `./name`): copies
 /// are made before the model picks the note's folder.
 const NOTE_FOLDER: &str = "";
@@ -152,13 +181,12 @@ pub fn prepare(
     now: DateTime<Local>,
 ) -> Prepared {
     let mut prepared = Prepared::default();
+    let mut budget = Budget::new();
     for attachment in attachments {
-        let shown = prepared.handled.iter().filter(|h| h.handling == Handling::Shown).count();
-        let (handled, picture) =
-            one(vault, settings, converter, attachment, now, shown < MAX_IMAGES_SHOWN);
-        if let Some(picture) = picture {
-            prepared.blocks.push(json!({"type": "text", "text": format!("[Image: {}]", handled.name)}));
-            prepared.blocks.push(image_block(&picture));
+        let (handled, block) = one(vault, settings, converter, attachment, now, &mut budget);
+        if let Some(block) = block {
+            prepared.blocks.push(json!({"type": "text", "text": format!("[Attachment: {}]", handled.name)}));
+            prepared.blocks.push(block);
         }
         prepared.handled.push(handled);
     }
@@ -198,8 +226,8 @@ fn one(
     converter: Option<&Converter>,
     attachment: &Attachment,
     now: DateTime<Local>,
-    may_show: bool,
-) -> (Handled, Option<picture::Picture>) {
+    budget: &mut Budget,
+) -> (Handled, Option<Value>) {
     let mut handled = Handled {
         name: attachment.display_name(),
         mime_type: attachment.mime_type.clone(),
@@ -238,38 +266,47 @@ fn one(
         Err(err) => tracing::warn!(cause = %err, "attachment not copied into the vault"),
     }
     let kind = Kind::of(attachment.mime_type.as_deref(), attachment.uti.as_deref(), Some(path));
-    let (handling, picture) = show(kind, &bytes, path, converter, may_show);
+    let (handling, block) = match show(kind, &bytes, path, converter, budget) {
+        Ok(block) => (Handling::Shown, Some(block)),
+        Err(why) => (Handling::NotShown(why), None),
+    };
     handled.handling = handling;
-    (handled, picture)
+    (handled, block)
 }
 
-/// Whether and how the file is shown to the model.
+/// The block that shows the file to the model, or why it is not shown.
 fn show(
     kind: Kind,
     bytes: &[u8],
     path: &Path,
     converter: Option<&Converter>,
-    may_show: bool,
-) -> (Handling, Option<picture::Picture>) {
-    let decoded = match kind {
-        Kind::Image(_) | Kind::Heif if !may_show => {
-            return (Handling::NotShown(format!("only {MAX_IMAGES_SHOWN} images are shown per text")), None);
+    budget: &mut Budget,
+) -> Result<Value, String> {
+    let picture = match kind {
+        Kind::Image(_) | Kind::Heif if budget.images == 0 => {
+            return Err(format!("only {MAX_IMAGES_SHOWN} images are shown per text"));
         }
-        Kind::Image(format) => picture::prepare(bytes, Some(format)).map_err(|e| e.to_string()),
-        Kind::Heif => match converter {
-            None => Err(super::heif::Error::NoConverter.to_string()),
-            Some(c) => c
-                .to_png(path)
-                .map_err(|e| e.to_string())
-                .and_then(|png| picture::prepare(&png, Some(image::ImageFormat::Png)).map_err(|e| e.to_string())),
-        },
-        Kind::Pdf => return (Handling::NotShown("PDFs are attached, not shown".into()), None),
-        Kind::Other => return (Handling::NotShown("not an image".into()), None),
+        Kind::Image(format) => picture::prepare(bytes, Some(format)).map_err(|e| e.to_string())?,
+        Kind::Heif => {
+            let converter = converter.ok_or_else(|| super::heif::Error::NoConverter.to_string())?;
+            let png = converter.to_png(path).map_err(|e| e.to_string())?;
+            picture::prepare(&png, Some(image::ImageFormat::Png)).map_err(|e| e.to_string())?
+        }
+        Kind::Pdf => {
+            let pages = pdf::pages(bytes).map_err(|e| e.to_string())?;
+            if pages > budget.pages {
+                let refusal = pdf::Refusal::TooManyPages { pages, room: budget.pages };
+                return Err(refusal.to_string());
+            }
+            budget.take_bytes(bytes.len())?;
+            budget.pages -= pages;
+            return Ok(pdf::document_block(bytes));
+        }
+        Kind::Other => return Err("not an image or PDF".into()),
     };
-    match decoded {
-        Ok(picture) => (Handling::Shown, Some(picture)),
-        Err(why) => (Handling::NotShown(why), None),
-    }
+    budget.take_bytes(picture.bytes.len())?;
+    budget.images -= 1;
+    Ok(image_block(&picture))
 }
 
 enum Read {
