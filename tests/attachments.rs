@@ -240,3 +240,29 @@ async fn a_pdf_is_shown_as_a_document_and_one_over_the_page_limit_is_only_attach
         assert!(note.contains(&format!("![[{copy}]]")), "{note}");
     }
 }
+
+/// Issue 10: the real voice message blob: the words of its `IMAudioTranscription`
+/// attribute reach the model, marked as a voice message, and the audio is kept in the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voice_message_gives_the_model_its_transcript_and_the_vault_its_audio() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let audio = b"caff\x00\x01\x00\x00 fake audio frames".to_vec();
+    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::blob("Transcription"));
+    let (_, attached) = world.db.insert_voice(
+        &msg,
+        &FileRow { uti: Some("com.apple.coreaudio-format".into()), ..FileRow::new("Audio Message.caf", "audio/x-caf", audio.len()) },
+        world.dir.path(),
+    );
+    write_file(&attached.path, &audio);
+    world.wait_status("the voice message captured", |s| s["captured"] == 1).await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let text = world.api.requests()[0].body.to_string();
+    assert!(text.contains("Voice message") && text.contains("This is a test"), "{text}");
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].ends_with("_audio-message.caf"), "{copies:?}");
+    assert_eq!(std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(), audio);
+    assert!(world.notes("Reference")[0].1.contains(&format!("![[{}]]", copies[0])));
+}

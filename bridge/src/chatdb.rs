@@ -54,6 +54,9 @@ pub struct IncomingMessage {
     /// The files sent with it (photos, PDFs, …), in Messages' order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::Attachment>,
+    /// For a voice message, its transcript (or that it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<crate::attachments::Voice>,
 }
 
 /// `message.service`: how a text travelled.
@@ -157,6 +160,8 @@ mod names {
     pub const JOIN_HANDLE_ID: &str = "handle_id";
     /// `message.cache_has_attachments`: 1 when attachment rows are joined to it.
     pub const CACHE_HAS_ATTACHMENTS: &str = "cache_has_attachments";
+    /// `message.is_audio_message`: 1 for a voice message.
+    pub const IS_AUDIO_MESSAGE: &str = "is_audio_message";
 }
 
 /// `chat.style` of a group conversation.
@@ -391,7 +396,10 @@ impl ChatDb {
                     if integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0 {
                         message.attachments = self.attachments(rowid)?;
                     }
-                    if message.text.is_empty() && message.attachments.is_empty() {
+                    if message.text.is_empty()
+                        && message.attachments.is_empty()
+                        && message.voice.is_none()
+                    {
                         debug!(rowid, "skipping chat.db row: no text and no attachments");
                         batch.skipped += 1;
                     } else {
@@ -459,6 +467,7 @@ mod col {
     pub const DESTINATION_CALLER_ID: usize = 13;
     pub const CHAT_NAME: usize = 14;
     pub const HAS_ATTACHMENTS: usize = 15;
+    pub const IS_AUDIO_MESSAGE: usize = 16;
 }
 
 /// The batch query: message columns by ROWID range (the primary key), the sender through
@@ -470,7 +479,7 @@ fn read_after_sql() -> String {
         "SELECT m.{ROWID}, m.{GUID}, m.{TEXT}, m.{ATTRIBUTED_BODY}, m.{IS_FROM_ME}, \
          m.{ASSOCIATED_MESSAGE_TYPE}, m.{DATE}, h.{HANDLE_ADDRESS}, c.{GUID}, \
          c.{CHAT_IDENTIFIER}, c.{STYLE}, m.{SERVICE}, m.{ACCOUNT}, m.{DESTINATION_CALLER_ID}, \
-         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS} \
+         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS}, m.{IS_AUDIO_MESSAGE} \
          FROM {MESSAGE} AS m \
          LEFT JOIN {HANDLE} AS h ON h.{ROWID} = m.{HANDLE_ID} \
          LEFT JOIN {CHAT} AS c ON c.{ROWID} = (\
@@ -565,6 +574,10 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         date,
         origin,
         attachments: Vec::new(),
+        voice: crate::attachments::Voice::of_row(
+            integer(row, col::IS_AUDIO_MESSAGE).unwrap_or(0) != 0,
+            bytes(row, col::ATTRIBUTED_BODY),
+        ),
     })
 }
 

@@ -259,7 +259,9 @@ impl Conversations {
 
         let input = self.model_input(message).await;
         let attached = self.attachments(message).await;
-        let original = earlier.unwrap_or_else(|| attached.input(&input.original));
+        let voice = message.voice.as_ref();
+        let original = earlier
+            .unwrap_or_else(|| attached.input(&attachments::voice::with_voice(&input.original, voice)));
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
@@ -267,7 +269,7 @@ impl Conversations {
             Some(message.guid.clone()),
         )
         .with_embeds(attached.embeds());
-        let text = attached.input(&input.text);
+        let text = attached.input(&attachments::voice::with_voice(&input.text, voice));
         let result = self
             .agent
             .run_with(&mut session.transcript, &text, attached.blocks, &tools)
@@ -852,6 +854,7 @@ mod tests {
             date: chrono::Utc::now(),
             origin: Default::default(),
             attachments: Vec::new(),
+            voice: None,
         }
     }
 

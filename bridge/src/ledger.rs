@@ -496,6 +496,7 @@ mod tests {
             date: at(rowid),
             origin: Default::default(),
             attachments: Vec::new(),
+            voice: None,
         }
     }
 

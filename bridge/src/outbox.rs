@@ -249,6 +249,7 @@ mod tests {
                     date: chrono::Utc::now(),
                     origin: Default::default(),
                     attachments: Vec::new(),
+                    voice: None,
                 };
                 let cursor = Cursor {
                     rowid: 1,

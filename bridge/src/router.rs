@@ -181,6 +181,7 @@ mod tests {
             date: Utc::now(),
             origin: Default::default(),
             attachments: Vec::new(),
+            voice: None,
         })
     }
 

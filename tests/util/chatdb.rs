@@ -505,3 +505,17 @@ pub fn write_file(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("attachment folders");
     std::fs::write(path, bytes).expect("write attachment");
 }
+
+impl FixtureDb {
+    /// Writes a voice message as Messages does: the message row marked `is_audio_message`
+    /// (its `attributedBody` from `m`), the audio's attachment rows, then the chat join.
+    pub fn insert_voice(&self, m: &Msg, audio: &FileRow, home: &Path) -> (Inserted, AttachedFile) {
+        let inserted = self.insert(&Msg { join: false, ..m.clone() });
+        self.conn
+            .execute("UPDATE message SET is_audio_message = 1 WHERE ROWID = ?1", [inserted.rowid])
+            .expect("mark the voice message");
+        let attached = self.attach(inserted.rowid, audio, home);
+        self.join(inserted.rowid, &m.chat_guid);
+        (inserted, attached)
+    }
+}
