@@ -1,7 +1,7 @@
 //! Photos, screenshots and other files sent with a text: their rows in `chat.db`
 //! ([`rows`]), what kind each is ([`kind`]), images made ready for the model ([`picture`],
 //! HEIC through [`heif`]), PDFs as documents ([`pdf`]), where Obsidian wants the copies ([`folder`]) and the whole of it
-//! voice messages' transcripts ([`voice`]), and the whole of it
+//! voice messages' transcripts ([`voice`]), link previews ([`link`]), and the whole of it
 //! for one text ([`prepare`]), after waiting for files still downloading ([`wait`]).
 //!
 //! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
@@ -11,6 +11,7 @@
 pub mod folder;
 pub mod heif;
 pub mod kind;
+pub mod link;
 pub mod pdf;
 pub mod picture;
 pub mod prepare;
@@ -22,6 +23,7 @@ pub use folder::AttachmentSettings;
 pub use prepare::{
     Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
 };
+pub use link::LinkPreview;
 pub use rows::Attachment;
 pub use voice::Voice;
 pub use wait::{DEFAULT_WAIT, Waited, wait_for_files};
