@@ -266,3 +266,38 @@ async fn a_voice_message_gives_the_model_its_transcript_and_the_vault_its_audio(
     assert_eq!(std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(), audio);
     assert!(world.notes("Reference")[0].1.contains(&format!("![[{}]]", copies[0])));
 }
+
+/// Issue 10: each real link preview: its title and summary reach the model with the link,
+/// and the Reference note carries `url:` in its frontmatter.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_link_preview_reaches_the_model_and_the_note_gets_its_url() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let cases = [
+        ("URL", "https://chrissardegna.com/", Some("Christopher Sardegna"), None),
+        ("MetadataURL", "https://chrissardegna.com", Some("Christopher Sardegna"), Some("Sample page description")),
+        ("Twitter", "https://twitter.com/rxcs/status/1175874352946077696", Some("Christopher Sardegna on Twitter"), Some("“Hello Twitter, meet Bella”")),
+        ("Reminder", "https://www.icloud.com/reminders/ZmFrZXVybF9mb3JfcmVtaW5kZXI#TestList", None, None),
+    ];
+    for (i, (name, url, _, _)) in cases.iter().enumerate() {
+        let payload = std::fs::read(data_dir().join(format!("link-preview/{name}.plist"))).unwrap();
+        world.db.insert_link(&Msg::new(ME_CHAT, ME).text(url), &payload);
+        world.wait_status("the link captured", |s| s["captured"] == i + 1).await;
+    }
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    let notes = world.notes("Reference");
+    assert_eq!(requests.len(), cases.len());
+    for (i, (name, url, title, summary)) in cases.iter().enumerate() {
+        let (input, _) = crate::run_step(&requests[i].body);
+        assert!(input.contains(&format!("URL: {url}")), "{name}: {input}");
+        for field in [title, summary].into_iter().flatten() {
+            assert!(input.contains(field), "{name}: {field} missing from {input}");
+        }
+        assert!(
+            notes.iter().any(|(_, note)| note.contains(&format!("\nurl: {url}\n")) || note.contains(&format!("\nurl: '{url}'\n"))),
+            "{name}: no note with url: {url}\n{notes:#?}"
+        );
+    }
+}

@@ -57,6 +57,9 @@ pub struct IncomingMessage {
     /// For a voice message, its transcript (or that it has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice: Option<crate::attachments::Voice>,
+    /// The preview Messages stored for a link in it (`payload_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::attachments::LinkPreview>,
 }
 
 /// `message.service`: how a text travelled.
@@ -162,6 +165,8 @@ mod names {
     pub const CACHE_HAS_ATTACHMENTS: &str = "cache_has_attachments";
     /// `message.is_audio_message`: 1 for a voice message.
     pub const IS_AUDIO_MESSAGE: &str = "is_audio_message";
+    /// `message.payload_data`: a rich link's preview, an NSKeyedArchiver plist.
+    pub const PAYLOAD_DATA: &str = "payload_data";
 }
 
 /// `chat.style` of a group conversation.
@@ -468,6 +473,7 @@ mod col {
     pub const CHAT_NAME: usize = 14;
     pub const HAS_ATTACHMENTS: usize = 15;
     pub const IS_AUDIO_MESSAGE: usize = 16;
+    pub const PAYLOAD_DATA: usize = 17;
 }
 
 /// The batch query: message columns by ROWID range (the primary key), the sender through
@@ -479,7 +485,8 @@ fn read_after_sql() -> String {
         "SELECT m.{ROWID}, m.{GUID}, m.{TEXT}, m.{ATTRIBUTED_BODY}, m.{IS_FROM_ME}, \
          m.{ASSOCIATED_MESSAGE_TYPE}, m.{DATE}, h.{HANDLE_ADDRESS}, c.{GUID}, \
          c.{CHAT_IDENTIFIER}, c.{STYLE}, m.{SERVICE}, m.{ACCOUNT}, m.{DESTINATION_CALLER_ID}, \
-         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS}, m.{IS_AUDIO_MESSAGE} \
+         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS}, m.{IS_AUDIO_MESSAGE}, \
+         m.{PAYLOAD_DATA} \
          FROM {MESSAGE} AS m \
          LEFT JOIN {HANDLE} AS h ON h.{ROWID} = m.{HANDLE_ID} \
          LEFT JOIN {CHAT} AS c ON c.{ROWID} = (\
@@ -578,6 +585,7 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
             integer(row, col::IS_AUDIO_MESSAGE).unwrap_or(0) != 0,
             bytes(row, col::ATTRIBUTED_BODY),
         ),
+        link: bytes(row, col::PAYLOAD_DATA).and_then(crate::attachments::LinkPreview::parse),
     })
 }
 

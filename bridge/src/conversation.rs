@@ -268,8 +268,12 @@ impl Conversations {
             message.chat.clone(),
             Some(message.guid.clone()),
         )
-        .with_embeds(attached.embeds());
-        let text = attached.input(&attachments::voice::with_voice(&input.text, voice));
+        .with_embeds(attached.embeds())
+        .with_link_url(message.link.as_ref().and_then(|l| l.url.clone()));
+        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
+        if let Some(link) = &message.link {
+            text = format!("{text}\n\n{}", link.describe());
+        }
         let result = self
             .agent
             .run_with(&mut session.transcript, &text, attached.blocks, &tools)
@@ -855,6 +859,7 @@ mod tests {
             origin: Default::default(),
             attachments: Vec::new(),
             voice: None,
+            link: None,
         }
     }
 

@@ -497,6 +497,7 @@ mod tests {
             origin: Default::default(),
             attachments: Vec::new(),
             voice: None,
+            link: None,
         }
     }
 

@@ -250,6 +250,7 @@ mod tests {
                     origin: Default::default(),
                     attachments: Vec::new(),
                     voice: None,
+                    link: None,
                 };
                 let cursor = Cursor {
                     rowid: 1,

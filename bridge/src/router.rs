@@ -182,6 +182,7 @@ mod tests {
             origin: Default::default(),
             attachments: Vec::new(),
             voice: None,
+            link: None,
         })
     }
 

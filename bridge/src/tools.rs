@@ -112,6 +112,8 @@ pub struct Tools {
     replies: AtomicUsize,
     /// Embeds of the text's attachments, added to the note where the model left them out.
     embeds: Vec<String>,
+    /// The link the text carried: a Reference note gets it as `url:` in its frontmatter.
+    link_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,7 +192,14 @@ impl Tools {
             record: Mutex::default(),
             replies: AtomicUsize::new(0),
             embeds: Vec::new(),
+            link_url: None,
         }
+    }
+
+    /// These tools with the text's link, given to Reference notes as `url:`.
+    pub fn with_link_url(mut self, url: Option<String>) -> Tools {
+        self.link_url = url;
+        self
     }
 
     /// These tools with `embeds` (of the text's attachments) added to the note
@@ -248,6 +257,7 @@ impl Tools {
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
         input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
+        let url = self.link_url.clone().filter(|_| folder == Folder::Reference);
         let written = self
             .blocking(TOOL, move |vault| {
                 let tags = input.tags.unwrap_or_default();
@@ -259,7 +269,7 @@ impl Tools {
                     confidence,
                     source: source.as_deref(),
                 };
-                vault.write_note(&note, Local::now())
+                vault.write_note_with_url(&note, url.as_deref(), Local::now())
             })
             .await;
         let path = match written {

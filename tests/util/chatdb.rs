@@ -519,3 +519,20 @@ impl FixtureDb {
         (inserted, attached)
     }
 }
+
+impl FixtureDb {
+    /// Writes a text with a rich link as Messages does: the message row, its
+    /// `payload_data` (the preview) and `balloon_bundle_id`, then the chat join.
+    pub fn insert_link(&self, m: &Msg, payload: &[u8]) -> Inserted {
+        let inserted = self.insert(&Msg { join: false, ..m.clone() });
+        self.conn
+            .execute(
+                "UPDATE message SET payload_data = ?1, \
+                 balloon_bundle_id = 'com.apple.messages.URLBalloonProvider' WHERE ROWID = ?2",
+                params![payload, inserted.rowid],
+            )
+            .expect("store the link preview");
+        self.join(inserted.rowid, &m.chat_guid);
+        inserted
+    }
+}

@@ -49,6 +49,8 @@ struct FrontMatter<'a> {
     confidence: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
 }
 
 impl Vault {
@@ -56,6 +58,19 @@ impl Vault {
     /// (`-1`, `-2`, … appended when the name is taken). When `source` is given and a note in
     /// the folder already has that source and title, returns that note's path instead.
     pub fn write_note(&self, note: &NewNote, now: DateTime<Local>) -> Result<String, Error> {
+        self.write_note_with_url(note, None, now)
+    }
+
+    /// [`Vault::write_note`] with `url: <url>` in the frontmatter (a note about a link).
+    pub fn write_note_with_url(
+        &self,
+        note: &NewNote,
+        url: Option<&str>,
+        now: DateTime<Local>,
+    ) -> Result<String, Error> {
+        if let Some(url) = url {
+            check_text("url", url, MAX_TITLE_BYTES)?;
+        }
         let title = heading_text(note.title)?;
         check_text("content", note.content, MAX_CONTENT_BYTES)?;
         let tags = normalize_tags(note.tags)?;
@@ -69,6 +84,7 @@ impl Vault {
             tags: &tags,
             confidence: note.confidence,
             source: note.source,
+            url,
         };
         let yaml = serde_yaml_ng::to_string(&front)
             .map_err(|e| Error::invalid("note", format!("frontmatter: {e}")))?;
