@@ -50,7 +50,10 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\nphotos with a text (fake model answering at once; load {})\n\n{}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         support::render_text(&rows)
     );
     let out = support::out_dir();
@@ -74,13 +77,18 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 /// A `/proc/<pid>/status` field in kB.
 fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -95,7 +103,13 @@ struct Measured {
 }
 
 async fn measure(photo: &[u8], count: usize) -> Measured {
-    let world = World::new(fake::one_turn_capture("Reference", "Photos", &["topic/bench"], "Saved to {path}")).await;
+    let world = World::new(fake::one_turn_capture(
+        "Reference",
+        "Photos",
+        &["topic/bench"],
+        "Saved to {path}",
+    ))
+    .await;
     let bridge = world.start_with(&[("LOG_LEVEL", "info")]).await;
     let pid = bridge.pid();
     let start_kb = status_kb(pid, "VmRSS");
@@ -103,22 +117,41 @@ async fn measure(photo: &[u8], count: usize) -> Measured {
         .map(|i| FileRow::new(&format!("IMG_{i:04}.JPG"), "image/jpeg", photo.len()))
         .collect();
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}photos from the site visit");
-    let rowid = world.db.insert(&Msg { join: false, ..msg.clone() }).rowid;
-    let attached: Vec<_> = files.iter().map(|f| world.db.attach(rowid, f, world.dir.path())).collect();
+    let rowid = world
+        .db
+        .insert(&Msg {
+            join: false,
+            ..msg.clone()
+        })
+        .rowid;
+    let attached: Vec<_> = files
+        .iter()
+        .map(|f| world.db.attach(rowid, f, world.dir.path()))
+        .collect();
     for file in &attached {
         write_file(&file.path, photo);
     }
     world.db.join(rowid, ME_CHAT);
     let sent_ns = now_ns();
     let calls = world.osascript.wait_for_calls(1, WAIT).await;
-    world.wait_status("the photos captured", |s| s["captured"] == 1).await;
+    world
+        .wait_status("the photos captured", |s| s["captured"] == 1)
+        .await;
     let requests = world.api.requests();
     let request = &requests[0];
-    let received_ns = request.received_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let received_ns = request
+        .received_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let peak_kb = status_kb(pid, "VmHWM");
     let idle_kb = status_kb(pid, "VmRSS");
     bridge.stop().await;
-    assert!(world.api.violations().is_empty(), "the fake API refused requests: {:?}", world.api.violations());
+    assert!(
+        world.api.violations().is_empty(),
+        "the fake API refused requests: {:?}",
+        world.api.violations()
+    );
     let images = util::media::images(&request.body).len();
     assert_eq!(images, count, "every photo shown");
     Measured {
@@ -135,34 +168,55 @@ impl Measured {
     fn rows(&self, count: usize, w: u32, h: u32, bytes: usize) -> Vec<Row> {
         let name = format!("{count} × {w}×{h} JPEG ({})", support::kb(bytes as f64));
         let one = count == 1;
-        let judged = |row: Row, target: &str, met: bool| if one { row.target(target, met) } else { row.target_unjudged("reported") };
-        let mb = |kb: Option<u64>| kb.map_or("n/a".to_string(), |kb| format!("{:.1} MB", kb as f64 / 1024.0));
+        let judged = |row: Row, target: &str, met: bool| {
+            if one {
+                row.target(target, met)
+            } else {
+                row.target_unjudged("reported")
+            }
+        };
+        let mb = |kb: Option<u64>| {
+            kb.map_or("n/a".to_string(), |kb| {
+                format!("{:.1} MB", kb as f64 / 1024.0)
+            })
+        };
         vec![
             judged(
-                Row::new(format!("{name}: rows → reply"), support::ms(self.reply_ms)).num("ms", self.reply_ms),
+                Row::new(format!("{name}: rows → reply"), support::ms(self.reply_ms))
+                    .num("ms", self.reply_ms),
                 "≤ 300 ms",
                 self.reply_ms <= 300.0,
             ),
             judged(
-                Row::new(format!("{name}: rows → model request (image work and intake)"), support::ms(self.request_ms))
-                    .num("ms", self.request_ms),
+                Row::new(
+                    format!("{name}: rows → model request (image work and intake)"),
+                    support::ms(self.request_ms),
+                )
+                .num("ms", self.request_ms),
                 "≤ 200 ms",
                 self.request_ms <= 200.0,
             ),
             judged(
-                Row::new(format!("{name}: request size"), support::kb(self.request_bytes as f64))
-                    .num("bytes", self.request_bytes as f64),
+                Row::new(
+                    format!("{name}: request size"),
+                    support::kb(self.request_bytes as f64),
+                )
+                .num("bytes", self.request_bytes as f64),
                 "≤ 500 KB",
                 self.request_bytes <= 500 * 1024,
             ),
             judged(
-                Row::new(format!("{name}: RSS peak (VmHWM)"), mb(self.peak_kb)).num("kb", self.peak_kb.unwrap_or(0) as f64),
+                Row::new(format!("{name}: RSS peak (VmHWM)"), mb(self.peak_kb))
+                    .num("kb", self.peak_kb.unwrap_or(0) as f64),
                 "≤ 120 MB",
                 self.peak_kb.is_some_and(|kb| kb <= 120 * 1024),
             ),
             judged(
                 Row::new(
-                    format!("{name}: RSS idle after (VmRSS; {} at start)", mb(self.start_kb)),
+                    format!(
+                        "{name}: RSS idle after (VmRSS; {} at start)",
+                        mb(self.start_kb)
+                    ),
                     mb(self.idle_kb),
                 )
                 .num("kb", self.idle_kb.unwrap_or(0) as f64),

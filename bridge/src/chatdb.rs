@@ -543,7 +543,9 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         None if has_attachments => String::new(),
         // Placeholders whose attachment rows are not committed yet: read it again, as
         // for a missing chat join.
-        None if raw_body.as_deref().is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
+        None if raw_body
+            .as_deref()
+            .is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
             && (now - date).abs() <= JOIN_GRACE =>
         {
             return Verdict::Wait;

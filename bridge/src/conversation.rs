@@ -22,8 +22,8 @@ use std::time::Duration;
 use chrono::{Local, Utc};
 use tracing::{debug, error, info, warn};
 
-use crate::attachments;
 use crate::agent::{Agent, AgentError, RunReport};
+use crate::attachments;
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, Rate, RateLimiter, Spend};
@@ -260,8 +260,11 @@ impl Conversations {
         let input = self.model_input(message).await;
         let attached = self.attachments(message).await;
         let voice = message.voice.as_ref();
-        let original = earlier
-            .unwrap_or_else(|| attached.input(&attachments::voice::with_voice(&input.original, voice)));
+        // What a question keeps and Inbox files: the text, its attachments and their embeds.
+        let original = earlier.unwrap_or_else(|| {
+            let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
+            attachments::with_embeds(&text, &attached.embeds())
+        });
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
@@ -320,7 +323,8 @@ impl Conversations {
         }
         let prepared = attachments::prepare_off_runtime(&self.vault, files.clone()).await;
         if let Some(notice) = prepared.unreadable_notice() {
-            self.reply(&message.chat, Some(&message.guid), &notice).await;
+            self.reply(&message.chat, Some(&message.guid), &notice)
+                .await;
         }
         prepared
     }

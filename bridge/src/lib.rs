@@ -14,8 +14,8 @@
 
 pub mod agent;
 pub mod allowlist;
-pub mod attachments;
 pub mod anthropic;
+pub mod attachments;
 pub mod chatdb;
 pub mod config;
 pub mod conversation;

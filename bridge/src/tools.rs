@@ -257,7 +257,10 @@ impl Tools {
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
         input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
-        let url = self.link_url.clone().filter(|_| folder == Folder::Reference);
+        let url = self
+            .link_url
+            .clone()
+            .filter(|_| folder == Folder::Reference);
         let written = self
             .blocking(TOOL, move |vault| {
                 let tags = input.tags.unwrap_or_default();

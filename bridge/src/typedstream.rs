@@ -111,13 +111,17 @@ mod tests {
     fn the_voice_message_blob_holds_its_transcript_and_file_guid() {
         let blob = include_bytes!("../../tests/data/attributed-body/Transcription.typedstream");
         let words = include_str!("../../tests/data/attributed-body/Transcription.transcript.txt");
-        assert_eq!(decode_string_attribute(blob, "IMAudioTranscription").as_deref(), Some(words.trim_end()));
+        assert_eq!(
+            decode_string_attribute(blob, "IMAudioTranscription").as_deref(),
+            Some(words.trim_end())
+        );
         assert_eq!(
             decode_string_attribute(blob, "__kIMFileTransferGUIDAttributeName").as_deref(),
             Some("4C339597-EBBB-4978-9B87-521C0471A848")
         );
         assert_eq!(decode_string_attribute(blob, "IMNoSuchAttribute"), None);
-        let plain = include_bytes!("../../tests/data/attributed-body/AttributedBodyTextOnly.typedstream");
+        let plain =
+            include_bytes!("../../tests/data/attributed-body/AttributedBodyTextOnly.typedstream");
         assert_eq!(decode_string_attribute(plain, "IMAudioTranscription"), None);
     }
 

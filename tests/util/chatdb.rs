@@ -470,9 +470,20 @@ impl FixtureDb {
     /// sets `cache_has_attachments`), then the chat join. The files' paths are under
     /// `home/Library/Messages/Attachments/`, as `~/…` in `filename`; the caller writes the
     /// files (before or after, as a download would).
-    pub fn insert_with_files(&self, m: &Msg, files: &[FileRow], home: &Path) -> (Inserted, Vec<AttachedFile>) {
-        let inserted = self.insert(&Msg { join: false, ..m.clone() });
-        let attached = files.iter().map(|f| self.attach(inserted.rowid, f, home)).collect();
+    pub fn insert_with_files(
+        &self,
+        m: &Msg,
+        files: &[FileRow],
+        home: &Path,
+    ) -> (Inserted, Vec<AttachedFile>) {
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
+        let attached = files
+            .iter()
+            .map(|f| self.attach(inserted.rowid, f, home))
+            .collect();
         self.join(inserted.rowid, &m.chat_guid);
         (inserted, attached)
     }
@@ -480,13 +491,26 @@ impl FixtureDb {
     /// Writes one `attachment` row and its join to message `rowid`.
     pub fn attach(&self, rowid: i64, file: &FileRow, home: &Path) -> AttachedFile {
         let guid = fresh_guid();
-        let rel = format!("Library/Messages/Attachments/{}/{}/{guid}/{}", &guid[..2], &guid[2..4], file.name);
+        let rel = format!(
+            "Library/Messages/Attachments/{}/{}/{guid}/{}",
+            &guid[..2],
+            &guid[2..4],
+            file.name
+        );
         self.conn
             .execute(
                 "INSERT INTO attachment (guid, original_guid, created_date, filename, uti, \
                  mime_type, transfer_state, is_outgoing, transfer_name, total_bytes) \
                  VALUES (?1, ?1, ?2, ?3, ?4, ?5, 5, 0, ?6, ?7)",
-                params![guid, apple_now() / 1_000_000_000, format!("~/{rel}"), file.uti, file.mime_type, file.name, file.total_bytes],
+                params![
+                    guid,
+                    apple_now() / 1_000_000_000,
+                    format!("~/{rel}"),
+                    file.uti,
+                    file.mime_type,
+                    file.name,
+                    file.total_bytes
+                ],
             )
             .expect("insert attachment");
         let attachment = self.conn.last_insert_rowid();
@@ -496,7 +520,10 @@ impl FixtureDb {
                 params![rowid, attachment],
             )
             .expect("insert message_attachment_join");
-        AttachedFile { guid, path: home.join(rel) }
+        AttachedFile {
+            guid,
+            path: home.join(rel),
+        }
     }
 }
 
@@ -510,9 +537,15 @@ impl FixtureDb {
     /// Writes a voice message as Messages does: the message row marked `is_audio_message`
     /// (its `attributedBody` from `m`), the audio's attachment rows, then the chat join.
     pub fn insert_voice(&self, m: &Msg, audio: &FileRow, home: &Path) -> (Inserted, AttachedFile) {
-        let inserted = self.insert(&Msg { join: false, ..m.clone() });
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
         self.conn
-            .execute("UPDATE message SET is_audio_message = 1 WHERE ROWID = ?1", [inserted.rowid])
+            .execute(
+                "UPDATE message SET is_audio_message = 1 WHERE ROWID = ?1",
+                [inserted.rowid],
+            )
             .expect("mark the voice message");
         let attached = self.attach(inserted.rowid, audio, home);
         self.join(inserted.rowid, &m.chat_guid);
@@ -524,7 +557,10 @@ impl FixtureDb {
     /// Writes a text with a rich link as Messages does: the message row, its
     /// `payload_data` (the preview) and `balloon_bundle_id`, then the chat join.
     pub fn insert_link(&self, m: &Msg, payload: &[u8]) -> Inserted {
-        let inserted = self.insert(&Msg { join: false, ..m.clone() });
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
         self.conn
             .execute(
                 "UPDATE message SET payload_data = ?1, \

@@ -35,26 +35,39 @@ pub fn check(messages: &[Value]) -> Result<(), String> {
         };
         for (j, block) in blocks.iter().enumerate() {
             if block.get("type").and_then(Value::as_str) == Some("document") {
-                pages += check_document(block).map_err(|e| format!("messages.{i}.content.{j}.document.source: {e}"))?;
+                pages += check_document(block)
+                    .map_err(|e| format!("messages.{i}.content.{j}.document.source: {e}"))?;
                 continue;
             }
             if block.get("type").and_then(Value::as_str) != Some("image") {
                 continue;
             }
             if message.get("role").and_then(Value::as_str) != Some("user") {
-                return Err(format!("messages.{i}.content.{j}: images are only allowed in user messages"));
+                return Err(format!(
+                    "messages.{i}.content.{j}: images are only allowed in user messages"
+                ));
             }
-            let size = check_image(block).map_err(|e| format!("messages.{i}.content.{j}.image.source: {e}"))?;
+            let size = check_image(block)
+                .map_err(|e| format!("messages.{i}.content.{j}.image.source: {e}"))?;
             sizes.push((i, j, size));
         }
     }
     if pages > MAX_PDF_PAGES {
-        return Err(format!("A maximum of {MAX_PDF_PAGES} PDF pages may be provided."));
+        return Err(format!(
+            "A maximum of {MAX_PDF_PAGES} PDF pages may be provided."
+        ));
     }
     if sizes.len() > MAX_IMAGES {
-        return Err(format!("messages: too many images ({} > {MAX_IMAGES})", sizes.len()));
+        return Err(format!(
+            "messages: too many images ({} > {MAX_IMAGES})",
+            sizes.len()
+        ));
     }
-    let limit = if sizes.len() > MANY_IMAGES { MAX_EDGE_MANY } else { MAX_EDGE };
+    let limit = if sizes.len() > MANY_IMAGES {
+        MAX_EDGE_MANY
+    } else {
+        MAX_EDGE
+    };
     for (i, j, (w, h)) in sizes {
         if w > limit || h > limit {
             return Err(format!(
@@ -80,11 +93,15 @@ fn check_document(block: &Value) -> Result<usize, String> {
     if source.get("media_type").and_then(Value::as_str) != Some("application/pdf") {
         return Err("base64.media_type: Input should be 'application/pdf'".into());
     }
-    let data = source.get("data").and_then(Value::as_str).ok_or("base64.data: Field required")?;
+    let data = source
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or("base64.data: Field required")?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|_| "base64.data: The PDF data is not valid base64".to_string())?;
-    let doc = lopdf::Document::load_mem(&bytes).map_err(|_| "The PDF specified was not valid.".to_string())?;
+    let doc = lopdf::Document::load_mem(&bytes)
+        .map_err(|_| "The PDF specified was not valid.".to_string())?;
     if doc.is_encrypted() {
         return Err("The PDF specified is password protected.".into());
     }
@@ -97,24 +114,40 @@ fn check_image(block: &Value) -> Result<(u32, u32), String> {
     match source.get("type").and_then(Value::as_str) {
         Some("base64") => {}
         Some("url") => return Err("url sources are not used by these tests".into()),
-        other => return Err(format!("type: Input tag {other:?} is not 'base64' or 'url'")),
+        other => {
+            return Err(format!(
+                "type: Input tag {other:?} is not 'base64' or 'url'"
+            ));
+        }
     }
-    let media_type = source.get("media_type").and_then(Value::as_str).unwrap_or_default();
+    let media_type = source
+        .get("media_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !IMAGE_TYPES.contains(&media_type) {
         return Err(format!(
             "base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp', got {media_type:?}"
         ));
     }
-    let data = source.get("data").and_then(Value::as_str).ok_or("base64.data: Field required")?;
+    let data = source
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or("base64.data: Field required")?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|_| "base64.data: The image data is not valid base64".to_string())?;
     if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(format!("base64: image exceeds 5 MB maximum: {} bytes > {MAX_IMAGE_BYTES} bytes", bytes.len()));
+        return Err(format!(
+            "base64: image exceeds 5 MB maximum: {} bytes > {MAX_IMAGE_BYTES} bytes",
+            bytes.len()
+        ));
     }
-    let format = image::guess_format(&bytes).map_err(|_| "base64.data: the bytes are not an image".to_string())?;
+    let format = image::guess_format(&bytes)
+        .map_err(|_| "base64.data: the bytes are not an image".to_string())?;
     if format.to_mime_type() != media_type {
-        return Err(format!("base64.data: Image does not match the provided media type {media_type}"));
+        return Err(format!(
+            "base64.data: Image does not match the provided media type {media_type}"
+        ));
     }
     let size = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
         .into_dimensions()
@@ -133,9 +166,14 @@ pub fn blocks_of(body: &Value, kind: &str) -> Vec<(String, Vec<u8>)> {
     for message in body["messages"].as_array().into_iter().flatten() {
         for block in message["content"].as_array().into_iter().flatten() {
             if block["type"] == kind {
-                let media_type = block["source"]["media_type"].as_str().unwrap_or_default().to_string();
+                let media_type = block["source"]["media_type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let data = block["source"]["data"].as_str().unwrap_or_default();
-                let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap_or_default();
                 out.push((media_type, bytes));
             }
         }
@@ -176,7 +214,10 @@ mod tests {
     fn what_the_api_rejects_is_rejected() {
         let ok = png(10, 10);
         assert_eq!(check(&user(vec![img("image/png", &ok)])), Ok(()));
-        assert_eq!(check(&user(vec![doc("application/pdf", &b64(&pdf(100)))])), Ok(()));
+        assert_eq!(
+            check(&user(vec![doc("application/pdf", &b64(&pdf(100)))])),
+            Ok(())
+        );
         let cases: Vec<(Vec<Value>, &str)> = vec![
             (user(vec![img("image/jpeg", &ok)]), "does not match"),
             (user(vec![img("image/heic", &ok)]), "Input should be"),
@@ -184,11 +225,29 @@ mod tests {
             (user(vec![json!({"type": "image"})]), "Field required"),
             (user(vec![img("image/png", &png(8001, 1))]), "8000 pixels"),
             (user(vec![img("image/png", &ok); 101]), "too many images"),
-            (user(vec![img("image/png", &png(2001, 1)); 21]), "2000 pixels"),
-            (vec![json!({"role": "assistant", "content": [img("image/png", &ok)]})], "only allowed in user"),
-            (user(vec![doc("application/pdf", &b64(b"%PDF-1.4 junk"))]), "not valid"),
-            (user(vec![doc("image/png", &b64(&pdf(1)))]), "application/pdf"),
-            (user(vec![doc("application/pdf", &b64(&pdf(60))), doc("application/pdf", &b64(&pdf(41)))]), "100 PDF pages"),
+            (
+                user(vec![img("image/png", &png(2001, 1)); 21]),
+                "2000 pixels",
+            ),
+            (
+                vec![json!({"role": "assistant", "content": [img("image/png", &ok)]})],
+                "only allowed in user",
+            ),
+            (
+                user(vec![doc("application/pdf", &b64(b"%PDF-1.4 junk"))]),
+                "not valid",
+            ),
+            (
+                user(vec![doc("image/png", &b64(&pdf(1)))]),
+                "application/pdf",
+            ),
+            (
+                user(vec![
+                    doc("application/pdf", &b64(&pdf(60))),
+                    doc("application/pdf", &b64(&pdf(41))),
+                ]),
+                "100 PDF pages",
+            ),
         ];
         for (messages, want) in cases {
             let err = check(&messages).unwrap_err();
@@ -204,7 +263,10 @@ pub fn pdf(pages: usize) -> Vec<u8> {
         "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
         format!(
             "<< /Type /Pages /Kids [{}] /Count {pages} >>",
-            (0..pages).map(|i| format!("{} 0 R", i + 3)).collect::<Vec<_>>().join(" ")
+            (0..pages)
+                .map(|i| format!("{} 0 R", i + 3))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     ];
     for _ in 0..pages {
@@ -217,12 +279,18 @@ pub fn pdf(pages: usize) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for offset in offsets {
         out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }

@@ -68,7 +68,10 @@ impl AttachmentSettings {
         });
         match json {
             Some(app) => AttachmentSettings {
-                place: app.attachment_folder_path.as_deref().map_or(Place::default(), parse),
+                place: app
+                    .attachment_folder_path
+                    .as_deref()
+                    .map_or(Place::default(), parse),
                 links: if app.use_markdown_links == Some(true) {
                     LinkStyle::Markdown
                 } else {
@@ -165,11 +168,31 @@ mod tests {
             (Some("not json"), "Tasks", "Attachments"),
             (Some(r#"{"attachmentFolderPath": "/"}"#), "Tasks", ""),
             (Some(r#"{"attachmentFolderPath": "./"}"#), "Tasks", "Tasks"),
-            (Some(r#"{"attachmentFolderPath": "./assets"}"#), "Ideas", "Ideas/assets"),
-            (Some(r#"{"attachmentFolderPath": "Files/Media"}"#), "Ideas", "Files/Media"),
-            (Some(r#"{"attachmentFolderPath": "../outside"}"#), "Ideas", "Attachments"),
-            (Some(r#"{"attachmentFolderPath": ".obsidian"}"#), "Ideas", "Attachments"),
-            (Some(r#"{"attachmentFolderPath": "./.."}"#), "Ideas", "Attachments"),
+            (
+                Some(r#"{"attachmentFolderPath": "./assets"}"#),
+                "Ideas",
+                "Ideas/assets",
+            ),
+            (
+                Some(r#"{"attachmentFolderPath": "Files/Media"}"#),
+                "Ideas",
+                "Files/Media",
+            ),
+            (
+                Some(r#"{"attachmentFolderPath": "../outside"}"#),
+                "Ideas",
+                "Attachments",
+            ),
+            (
+                Some(r#"{"attachmentFolderPath": ".obsidian"}"#),
+                "Ideas",
+                "Attachments",
+            ),
+            (
+                Some(r#"{"attachmentFolderPath": "./.."}"#),
+                "Ideas",
+                "Attachments",
+            ),
         ];
         for (json, note, want) in cases {
             assert_eq!(settings(*json).folder(note), *want, "{json:?}");
@@ -179,7 +202,10 @@ mod tests {
     #[test]
     fn embeds_follow_use_markdown_links() {
         let wiki = settings(None);
-        assert_eq!(wiki.embed("Attachments/2026-12-02_img.jpg"), "![[2026-12-02_img.jpg]]");
+        assert_eq!(
+            wiki.embed("Attachments/2026-12-02_img.jpg"),
+            "![[2026-12-02_img.jpg]]"
+        );
         let md = settings(Some(r#"{"useMarkdownLinks": true}"#));
         assert_eq!(md.links, LinkStyle::Markdown);
         assert_eq!(md.embed("My Files/a b.jpg"), "![](My%20Files/a%20b.jpg)");

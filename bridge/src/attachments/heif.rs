@@ -27,7 +27,9 @@ pub enum Converter {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No converter is installed.
-    #[error("no HEIC converter is installed (sips on macOS; heif-convert from libheif-examples elsewhere)")]
+    #[error(
+        "no HEIC converter is installed (sips on macOS; heif-convert from libheif-examples elsewhere)"
+    )]
     NoConverter,
     /// The converter could not be started or its output read.
     #[error("HEIC conversion failed: {0}")]
@@ -64,7 +66,10 @@ impl Converter {
         let mut command = match self {
             Converter::Sips(program) => {
                 let mut c = Command::new(program);
-                c.args(["-s", "format", "png"]).arg(input).arg("--out").arg(&out);
+                c.args(["-s", "format", "png"])
+                    .arg(input)
+                    .arg("--out")
+                    .arg(&out);
                 c
             }
             Converter::HeifConvert(program) => {
@@ -93,7 +98,9 @@ mod tests {
     fn a_converter_that_fails_keeps_its_status_and_stderr() {
         let converter = Converter::HeifConvert(PathBuf::from("/bin/sh"));
         // `sh <missing file> <out>` fails with a message naming the file.
-        let err = converter.to_png(Path::new("/nonexistent/x.heic")).unwrap_err();
+        let err = converter
+            .to_png(Path::new("/nonexistent/x.heic"))
+            .unwrap_err();
         match err {
             Error::Failed { status, stderr } => {
                 assert!(!status.success());

@@ -48,7 +48,8 @@ impl Kind {
     /// The image formats shown to the model (after conversion where needed).
     fn image(format: image::ImageFormat) -> Option<Kind> {
         use image::ImageFormat as F;
-        matches!(format, F::Jpeg | F::Png | F::Gif | F::WebP | F::Tiff).then_some(Kind::Image(format))
+        matches!(format, F::Jpeg | F::Png | F::Gif | F::WebP | F::Tiff)
+            .then_some(Kind::Image(format))
     }
 }
 
@@ -72,13 +73,22 @@ mod tests {
             (Some("application/pdf"), None, None, Kind::Pdf),
             (None, None, p("scan.PDF"), Kind::Pdf),
             (None, None, p("photo.JPG"), Kind::Image(F::Jpeg)),
-            (Some("audio/x-caf"), None, p("Audio Message.caf"), Kind::Other),
+            (
+                Some("audio/x-caf"),
+                None,
+                p("Audio Message.caf"),
+                Kind::Other,
+            ),
             (Some("text/vcard"), None, p("Sam.vcf"), Kind::Other),
             (None, None, p("bmp.bmp"), Kind::Other),
             (None, None, None, Kind::Other),
         ];
         for (mime, uti, path, want) in cases {
-            assert_eq!(Kind::of(*mime, *uti, *path), *want, "{mime:?} {uti:?} {path:?}");
+            assert_eq!(
+                Kind::of(*mime, *uti, *path),
+                *want,
+                "{mime:?} {uti:?} {path:?}"
+            );
         }
     }
 }

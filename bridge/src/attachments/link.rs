@@ -56,8 +56,14 @@ impl LinkPreview {
 
     /// What the model is told of it.
     pub fn describe(&self) -> String {
-        let mut lines = vec!["[Link preview Messages stored for the link in this text]".to_string()];
-        let fields = [("Title", &self.title), ("Summary", &self.summary), ("Site", &self.site_name), ("URL", &self.url)];
+        let mut lines =
+            vec!["[Link preview Messages stored for the link in this text]".to_string()];
+        let fields = [
+            ("Title", &self.title),
+            ("Summary", &self.summary),
+            ("Site", &self.site_name),
+            ("URL", &self.url),
+        ];
         for (name, value) in fields {
             if let Some(value) = value {
                 lines.push(format!("{name}: {value}"));
@@ -97,7 +103,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../tests/data/link-preview/{name}.plist", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../tests/data/link-preview/{name}.plist",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -105,10 +114,40 @@ mod tests {
     fn each_real_preview_is_read() {
         let s = |v: &str| Some(v.to_string());
         let cases = [
-            ("URL", LinkPreview { title: s("Christopher Sardegna"), summary: None, site_name: None, url: s("https://chrissardegna.com/") }),
-            ("MetadataURL", LinkPreview { title: s("Christopher Sardegna"), summary: s("Sample page description"), site_name: s("Christopher Sardegna"), url: s("https://chrissardegna.com") }),
-            ("Twitter", LinkPreview { title: s("Christopher Sardegna on Twitter"), summary: s("“Hello Twitter, meet Bella”"), site_name: s("Twitter"), url: s("https://twitter.com/rxcs/status/1175874352946077696") }),
-            ("Reminder", LinkPreview { url: s("https://www.icloud.com/reminders/ZmFrZXVybF9mb3JfcmVtaW5kZXI#TestList"), ..LinkPreview::default() }),
+            (
+                "URL",
+                LinkPreview {
+                    title: s("Christopher Sardegna"),
+                    summary: None,
+                    site_name: None,
+                    url: s("https://chrissardegna.com/"),
+                },
+            ),
+            (
+                "MetadataURL",
+                LinkPreview {
+                    title: s("Christopher Sardegna"),
+                    summary: s("Sample page description"),
+                    site_name: s("Christopher Sardegna"),
+                    url: s("https://chrissardegna.com"),
+                },
+            ),
+            (
+                "Twitter",
+                LinkPreview {
+                    title: s("Christopher Sardegna on Twitter"),
+                    summary: s("“Hello Twitter, meet Bella”"),
+                    site_name: s("Twitter"),
+                    url: s("https://twitter.com/rxcs/status/1175874352946077696"),
+                },
+            ),
+            (
+                "Reminder",
+                LinkPreview {
+                    url: s("https://www.icloud.com/reminders/ZmFrZXVybF9mb3JfcmVtaW5kZXI#TestList"),
+                    ..LinkPreview::default()
+                },
+            ),
         ];
         for (name, want) in cases {
             assert_eq!(LinkPreview::parse(&fixture(name)), Some(want), "{name}");

@@ -20,10 +20,10 @@ pub mod voice;
 pub mod wait;
 
 pub use folder::AttachmentSettings;
+pub use link::LinkPreview;
 pub use prepare::{
     Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
 };
-pub use link::LinkPreview;
 pub use rows::Attachment;
 pub use voice::Voice;
 pub use wait::{DEFAULT_WAIT, Waited, wait_for_files};

@@ -45,7 +45,11 @@ pub fn prepare(bytes: &[u8], format: Option<ImageFormat>) -> Result<Picture, Err
     let mut reader = ImageReader::new(Cursor::new(bytes));
     match format {
         Some(f) => reader.set_format(f),
-        None => reader = reader.with_guessed_format().map_err(image::ImageError::IoError)?,
+        None => {
+            reader = reader
+                .with_guessed_format()
+                .map_err(image::ImageError::IoError)?
+        }
     }
     let source = reader.format();
     let mut decoder = reader.into_decoder()?;
@@ -66,11 +70,19 @@ pub fn prepare(bytes: &[u8], format: Option<ImageFormat>) -> Result<Picture, Err
     let mut out = Vec::new();
     if keep_alpha {
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)?;
-        return Ok(Picture { media_type: "image/png", bytes: out, size });
+        return Ok(Picture {
+            media_type: "image/png",
+            bytes: out,
+            size,
+        });
     }
     let rgb = DynamicImage::ImageRgb8(img.into_rgb8());
     rgb.write_with_encoder(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY))?;
-    Ok(Picture { media_type: "image/jpeg", bytes: out, size })
+    Ok(Picture {
+        media_type: "image/jpeg",
+        bytes: out,
+        size,
+    })
 }
 
 /// Whether any pixel is not fully opaque.
@@ -91,7 +103,9 @@ mod tests {
 
     #[test]
     fn a_large_photo_is_shrunk_to_a_jpeg_with_a_1568_px_long_edge() {
-        let photo = RgbImage::from_fn(4032, 3024, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 9]));
+        let photo = RgbImage::from_fn(4032, 3024, |x, y| {
+            Rgb([(x % 256) as u8, (y % 256) as u8, 9])
+        });
         let bytes = encoded(DynamicImage::ImageRgb8(photo), ImageFormat::Jpeg);
         let picture = prepare(&bytes, None).unwrap();
         assert_eq!(picture.media_type, "image/jpeg");
@@ -103,11 +117,19 @@ mod tests {
     #[test]
     fn a_transparent_png_stays_png_and_an_opaque_one_becomes_jpeg() {
         let clear = RgbaImage::from_fn(20, 10, |x, _| Rgba([1, 2, 3, if x < 5 { 0 } else { 255 }]));
-        let picture = prepare(&encoded(DynamicImage::ImageRgba8(clear), ImageFormat::Png), None).unwrap();
+        let picture = prepare(
+            &encoded(DynamicImage::ImageRgba8(clear), ImageFormat::Png),
+            None,
+        )
+        .unwrap();
         assert_eq!(picture.media_type, "image/png");
         assert_eq!(picture.size, (20, 10));
         let opaque = RgbaImage::from_pixel(20, 10, Rgba([1, 2, 3, 255]));
-        let picture = prepare(&encoded(DynamicImage::ImageRgba8(opaque), ImageFormat::Png), None).unwrap();
+        let picture = prepare(
+            &encoded(DynamicImage::ImageRgba8(opaque), ImageFormat::Png),
+            None,
+        )
+        .unwrap();
         assert_eq!(picture.media_type, "image/jpeg");
     }
 
@@ -123,7 +145,11 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"\xff\xd8\xff\xe0garbage", b"\x89PNG\r\n\x1a\n\0\0"] {
+        for bytes in [
+            &b""[..],
+            b"\xff\xd8\xff\xe0garbage",
+            b"\x89PNG\r\n\x1a\n\0\0",
+        ] {
             assert!(prepare(bytes, None).is_err());
             assert!(prepare(bytes, Some(ImageFormat::Jpeg)).is_err());
         }

@@ -40,14 +40,21 @@ struct Budget {
 
 impl Budget {
     fn new() -> Budget {
-        Budget { images: MAX_IMAGES_SHOWN, pages: pdf::MAX_PAGES, base64: MAX_MEDIA_BASE64 }
+        Budget {
+            images: MAX_IMAGES_SHOWN,
+            pages: pdf::MAX_PAGES,
+            base64: MAX_MEDIA_BASE64,
+        }
     }
 
     /// Takes room for `bytes` of media, if there is any.
     fn take_bytes(&mut self, bytes: usize) -> Result<(), String> {
         let encoded = bytes.div_ceil(3) * 4;
         if encoded > self.base64 {
-            return Err("too large to show with the rest of this text (the API takes 32 MB a request)".into());
+            return Err(
+                "too large to show with the rest of this text (the API takes 32 MB a request)"
+                    .into(),
+            );
         }
         self.base64 -= encoded;
         Ok(())
@@ -100,7 +107,10 @@ pub struct Prepared {
 impl Prepared {
     /// The embeds the note must carry.
     pub fn embeds(&self) -> Vec<String> {
-        self.handled.iter().filter_map(|h| h.embed.clone()).collect()
+        self.handled
+            .iter()
+            .filter_map(|h| h.embed.clone())
+            .collect()
     }
 
     /// The text as the model gets it: `text` (or a note that there is none) and then the
@@ -136,7 +146,9 @@ impl Prepared {
         if self.handled.is_empty() {
             return String::new();
         }
-        let mut out = String::from("[Attachments of this text, already saved by the bridge; the note gets their embeds added automatically]");
+        let mut out = String::from(
+            "[Attachments of this text, already saved by the bridge; the note gets their embeds added automatically]",
+        );
         for (i, h) in self.handled.iter().enumerate() {
             out.push_str(&format!("\n{}. {}", i + 1, describe(h)));
         }
@@ -157,7 +169,10 @@ fn describe(h: &Handled) -> String {
     let what = match &h.handling {
         Handling::Shown => "shown below".to_string(),
         Handling::NotShown(why) => format!("not shown: {why}"),
-        Handling::TooLarge => "over 100 MB: not copied into the vault; the note links to it in Messages' folder".into(),
+        Handling::TooLarge => {
+            "over 100 MB: not copied into the vault; the note links to it in Messages' folder"
+                .into()
+        }
         Handling::Unreadable(why) => format!("could not be read ({why}); tell the user"),
     };
     format!("{} ({}){saved}: {what}", h.name, facts.join(", "))
@@ -185,7 +200,9 @@ pub fn prepare(
     for attachment in attachments {
         let (handled, block) = one(vault, settings, converter, attachment, now, &mut budget);
         if let Some(block) = block {
-            prepared.blocks.push(json!({"type": "text", "text": format!("[Attachment: {}]", handled.name)}));
+            prepared
+                .blocks
+                .push(json!({"type": "text", "text": format!("[Attachment: {}]", handled.name)}));
             prepared.blocks.push(block);
         }
         prepared.handled.push(handled);
@@ -205,7 +222,13 @@ pub async fn prepare_off_runtime(vault: &Vault, attachments: Vec<Attachment>) ->
         .off_runtime(move |vault| {
             let settings = AttachmentSettings::load(vault.root());
             let converter = Converter::find();
-            Ok(prepare(vault, &settings, converter.as_ref(), &attachments, Local::now()))
+            Ok(prepare(
+                vault,
+                &settings,
+                converter.as_ref(),
+                &attachments,
+                Local::now(),
+            ))
         })
         .await;
     done.unwrap_or_else(|err| {
@@ -256,7 +279,9 @@ fn one(
     let stem = Path::new(&handled.name)
         .file_stem()
         .map_or("attachment".into(), |s| s.to_string_lossy().into_owned());
-    let ext = path.extension().map_or(String::new(), |e| e.to_string_lossy().into_owned());
+    let ext = path
+        .extension()
+        .map_or(String::new(), |e| e.to_string_lossy().into_owned());
     let folder = settings.folder(NOTE_FOLDER);
     match vault.store_attachment(&folder, &stem, &ext, &bytes, now) {
         Ok(saved) => {
@@ -265,7 +290,11 @@ fn one(
         }
         Err(err) => tracing::warn!(cause = %err, "attachment not copied into the vault"),
     }
-    let kind = Kind::of(attachment.mime_type.as_deref(), attachment.uti.as_deref(), Some(path));
+    let kind = Kind::of(
+        attachment.mime_type.as_deref(),
+        attachment.uti.as_deref(),
+        Some(path),
+    );
     let (handling, block) = match show(kind, &bytes, path, converter, budget) {
         Ok(block) => (Handling::Shown, Some(block)),
         Err(why) => (Handling::NotShown(why), None),
@@ -295,7 +324,10 @@ fn show(
         Kind::Pdf => {
             let pages = pdf::pages(bytes).map_err(|e| e.to_string())?;
             if pages > budget.pages {
-                let refusal = pdf::Refusal::TooManyPages { pages, room: budget.pages };
+                let refusal = pdf::Refusal::TooManyPages {
+                    pages,
+                    room: budget.pages,
+                };
                 return Err(refusal.to_string());
             }
             budget.take_bytes(bytes.len())?;
@@ -328,7 +360,9 @@ fn read(path: &Path) -> Result<Read, String> {
 
 fn reason(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::NotFound => "the file is not on this Mac (it may be in iCloud only)".into(),
+        std::io::ErrorKind::NotFound => {
+            "the file is not on this Mac (it may be in iCloud only)".into()
+        }
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
@@ -394,7 +428,10 @@ mod tests {
         let list = [
             attachment(&photo, "image/png", "IMG_0001.png"),
             attachment(&dir.path().join("gone.jpg"), "image/jpeg", "gone.jpg"),
-            Attachment { path: None, ..attachment(&PathBuf::new(), "image/jpeg", "unnamed.jpg") },
+            Attachment {
+                path: None,
+                ..attachment(&PathBuf::new(), "image/jpeg", "unnamed.jpg")
+            },
         ];
         let settings = AttachmentSettings::load(vault.root());
         let now = Local::now();
@@ -402,9 +439,14 @@ mod tests {
         let day = now.format("%Y-%m-%d");
         let saved = format!("Attachments/{day}_img0001.png");
         assert_eq!(p.handled[0].saved.as_deref(), Some(saved.as_str()));
-        assert_eq!(std::fs::read(vault.root().join(&saved)).unwrap(), std::fs::read(&photo).unwrap());
+        assert_eq!(
+            std::fs::read(vault.root().join(&saved)).unwrap(),
+            std::fs::read(&photo).unwrap()
+        );
         assert_eq!(p.handled[0].handling, Handling::Shown);
-        assert!(matches!(p.handled[1].handling, Handling::Unreadable(ref w) if w.contains("iCloud")));
+        assert!(
+            matches!(p.handled[1].handling, Handling::Unreadable(ref w) if w.contains("iCloud"))
+        );
         assert!(matches!(p.handled[2].handling, Handling::Unreadable(_)));
         assert_eq!(p.embeds(), [format!("![[{day}_img0001.png]]")]);
         assert_eq!(p.blocks.len(), 2);
@@ -415,11 +457,59 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_100_mb_is_linked_not_copied_and_a_heic_without_converter_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::new(dir.path().join("vault"));
+        std::fs::create_dir(vault.root()).unwrap();
+        let big = dir.path().join("movie.mov");
+        // Sparse: the size is what counts, no 100 MB is written.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_COPY_BYTES + 1)
+            .unwrap();
+        let heic =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/attachments/sticker.heic");
+        let list = [
+            attachment(&big, "video/quicktime", "movie.mov"),
+            attachment(&heic, "image/heic", "IMG_2.HEIC"),
+        ];
+        let settings = AttachmentSettings::load(vault.root());
+        let p = prepare(&vault, &settings, None, &list, Local::now());
+        assert_eq!(p.handled[0].handling, Handling::TooLarge);
+        assert_eq!(p.handled[0].saved, None);
+        let link = p.handled[0].embed.as_deref().unwrap();
+        assert!(link.contains(&big.display().to_string()), "{link}");
+        assert!(
+            matches!(&p.handled[1].handling, Handling::NotShown(why) if why.contains("heif-convert"))
+        );
+        assert!(
+            p.handled[1]
+                .saved
+                .as_deref()
+                .is_some_and(|s| s.ends_with(".heic"))
+        );
+        assert!(p.blocks.is_empty());
+        assert!(p.summary().contains("over 100 MB"), "{}", p.summary());
+        assert_eq!(
+            std::fs::read_dir(vault.root().join("Attachments"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn embeds_the_model_wrote_are_not_repeated_and_media_is_stripped() {
         let embeds = vec!["![[a.jpg]]".to_string(), "![[b.pdf]]".to_string()];
-        assert_eq!(with_embeds("Look ![[a.jpg]]\n", &embeds), "Look ![[a.jpg]]\n\n![[b.pdf]]\n");
+        assert_eq!(
+            with_embeds("Look ![[a.jpg]]\n", &embeds),
+            "Look ![[a.jpg]]\n\n![[b.pdf]]\n"
+        );
         assert_eq!(with_embeds("", &embeds), "![[a.jpg]]\n![[b.pdf]]\n");
-        assert_eq!(with_embeds("x ![[a.jpg]] ![[b.pdf]]", &embeds), "x ![[a.jpg]] ![[b.pdf]]");
+        assert_eq!(
+            with_embeds("x ![[a.jpg]] ![[b.pdf]]", &embeds),
+            "x ![[a.jpg]] ![[b.pdf]]"
+        );
         let mut transcript = vec![json!({"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
             {"type": "text", "text": "hi"}]})];

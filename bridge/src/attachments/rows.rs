@@ -86,7 +86,9 @@ fn from_row(row: &Row<'_>, home: Option<&Path>) -> Option<Attachment> {
         mime_type: text(row, 2).filter(|m| !m.is_empty()),
         uti: text(row, 3).filter(|u| !u.is_empty()),
         transfer_name: text(row, 4),
-        total_bytes: integer(row, 5).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        total_bytes: integer(row, 5)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
     })
 }
 
@@ -163,7 +165,11 @@ mod tests {
                 Value::Integer(hidden),
             ]
         };
-        add(&conn, 7, row("b", "~/Library/Messages/Attachments/b.jpg", 0));
+        add(
+            &conn,
+            7,
+            row("b", "~/Library/Messages/Attachments/b.jpg", 0),
+        );
         add(&conn, 7, row("a", "/abs/a.jpg", 0));
         add(&conn, 7, row("thumb", "~/x.png", 1));
         add(&conn, 8, row("other", "~/y.png", 0));

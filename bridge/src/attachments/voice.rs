@@ -23,7 +23,8 @@ impl Voice {
         if !is_audio {
             return None;
         }
-        let words = body.and_then(|b| crate::typedstream::decode_string_attribute(b, TRANSCRIPT_ATTRIBUTE));
+        let words =
+            body.and_then(|b| crate::typedstream::decode_string_attribute(b, TRANSCRIPT_ATTRIBUTE));
         Some(match words {
             Some(words) if !words.trim().is_empty() => Voice::Transcript(words),
             _ => Voice::NoTranscript,
@@ -62,7 +63,10 @@ mod tests {
         assert_eq!(Voice::of_row(false, Some(blob)), None);
         assert_eq!(Voice::of_row(true, None), Some(Voice::NoTranscript));
         let text = with_voice("", voice.as_ref());
-        assert_eq!(text, "[Voice message; Messages' transcript of it:]\nThis is a test");
+        assert_eq!(
+            text,
+            "[Voice message; Messages' transcript of it:]\nThis is a test"
+        );
         assert_eq!(with_voice("hi", None), "hi");
         assert!(with_voice("", Some(&Voice::NoTranscript)).contains("no transcript"));
     }

@@ -91,7 +91,10 @@ pub async fn wait_for_files(attachments: &[Attachment], limit: Duration) -> Wait
 
 /// The deepest existing folder above `file`.
 fn nearest_folder(file: &Path) -> Option<PathBuf> {
-    file.ancestors().skip(1).find(|dir| dir.is_dir()).map(Path::to_path_buf)
+    file.ancestors()
+        .skip(1)
+        .find(|dir| dir.is_dir())
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]
@@ -114,11 +117,17 @@ mod tests {
         let file = dir.path().join("a.jpg");
         assert!(!is_complete(&attachment(&file, 4)));
         std::fs::write(&file, b"ab").unwrap();
-        assert!(!is_complete(&attachment(&file, 4)), "smaller than total_bytes");
+        assert!(
+            !is_complete(&attachment(&file, 4)),
+            "smaller than total_bytes"
+        );
         assert!(is_complete(&attachment(&file, 2)));
         assert!(is_complete(&attachment(&file, 0)));
         std::fs::write(&file, b"").unwrap();
-        assert!(!is_complete(&attachment(&file, 0)), "empty with an unknown size");
+        assert!(
+            !is_complete(&attachment(&file, 0)),
+            "empty with an unknown size"
+        );
         assert!(!is_complete(&attachment(dir.path(), 0)), "a folder");
     }
 

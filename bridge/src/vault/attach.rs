@@ -24,7 +24,11 @@ impl Vault {
             .take(10)
             .collect::<String>()
             .to_ascii_lowercase();
-        let ext = if ext.is_empty() { "bin".to_string() } else { ext };
+        let ext = if ext.is_empty() {
+            "bin".to_string()
+        } else {
+            ext
+        };
         let root = confine::real_root(&self.root)?;
         let _guard = lock(&self.shared.write_lock);
         let dir = if folder.is_empty() {
@@ -50,15 +54,25 @@ mod tests {
     fn copies_are_new_files_never_replacing_one() {
         let (_dir, vault) = vault();
         let now = at(2026, 12, 2, 9, 0, 0);
-        let a = vault.store_attachment("Attachments", "IMG_0001", "JPG", b"one", now).unwrap();
-        let b = vault.store_attachment("Attachments", "IMG_0001", "jpg", b"two", now).unwrap();
-        let c = vault.store_attachment("", "scan", "pdf", b"three", now).unwrap();
+        let a = vault
+            .store_attachment("Attachments", "IMG_0001", "JPG", b"one", now)
+            .unwrap();
+        let b = vault
+            .store_attachment("Attachments", "IMG_0001", "jpg", b"two", now)
+            .unwrap();
+        let c = vault
+            .store_attachment("", "scan", "pdf", b"three", now)
+            .unwrap();
         assert_eq!(a, "Attachments/2026-12-02_img0001.jpg");
         assert_eq!(b, "Attachments/2026-12-02_img0001-1.jpg");
         assert_eq!(c, "2026-12-02_scan.pdf");
         assert_eq!(std::fs::read(vault.root().join(&a)).unwrap(), b"one");
         assert_eq!(std::fs::read(vault.root().join(&b)).unwrap(), b"two");
-        assert_eq!(names(&vault.root().join("Attachments")).len(), 2, "no temporary left");
+        assert_eq!(
+            names(&vault.root().join("Attachments")).len(),
+            2,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -131,7 +131,12 @@ impl Vault {
 /// so a crash at any moment leaves no note or the whole note (and at most a hidden
 /// temporary file), never an empty one. Where hard links are not supported (some external
 /// drives) the name is reserved with an exclusive create and the note renamed over it.
-pub(super) fn create_file(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> Result<String, Error> {
+pub(super) fn create_file(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    bytes: &[u8],
+) -> Result<String, Error> {
     use std::io::Write as _;
     let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{stem}.{}-{n}.tmp", std::process::id()));
