@@ -51,15 +51,10 @@ pub struct IncomingMessage {
     /// Where it came from: service, and whether it is a row of a chat with yourself.
     #[serde(default)]
     pub origin: Origin,
-    /// The files sent with it (photos, PDFs, …), in Messages' order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<crate::attachments::Attachment>,
-    /// For a voice message, its transcript (or that it has none).
+    /// What came with the words: attachments, a voice message's transcript, a link's
+    /// preview (boxed: most texts have none, and a message moves through queues).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice: Option<crate::attachments::Voice>,
-    /// The preview Messages stored for a link in it (`payload_data`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<crate::attachments::LinkPreview>,
+    pub extra: Option<Box<crate::attachments::Extras>>,
 }
 
 /// `message.service`: how a text travelled.
@@ -399,12 +394,12 @@ impl ChatDb {
             match classify_row(row, rowid, now, &self.own.borrow()) {
                 Verdict::Deliver(mut message) => {
                     if integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0 {
-                        message.attachments = self.attachments(rowid)?;
+                        let found = self.attachments(rowid)?;
+                        if !found.is_empty() {
+                            message.extra.get_or_insert_default().attachments = found;
+                        }
                     }
-                    if message.text.is_empty()
-                        && message.attachments.is_empty()
-                        && message.voice.is_none()
-                    {
+                    if message.text.is_empty() && message.extra.is_none() {
                         debug!(rowid, "skipping chat.db row: no text and no attachments");
                         batch.skipped += 1;
                     } else {
@@ -582,12 +577,11 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         text: body,
         date,
         origin,
-        attachments: Vec::new(),
-        voice: crate::attachments::Voice::of_row(
+        extra: crate::attachments::Extras::of_row(
             integer(row, col::IS_AUDIO_MESSAGE).unwrap_or(0) != 0,
             bytes(row, col::ATTRIBUTED_BODY),
+            bytes(row, col::PAYLOAD_DATA),
         ),
-        link: bytes(row, col::PAYLOAD_DATA).and_then(crate::attachments::LinkPreview::parse),
     })
 }
 

@@ -259,7 +259,8 @@ impl Conversations {
 
         let input = self.model_input(message).await;
         let attached = self.attachments(message).await;
-        let voice = message.voice.as_ref();
+        let extra = message.extra.as_deref();
+        let voice = extra.and_then(|e| e.voice.as_ref());
         // What a question keeps and Inbox files: the text, its attachments and their embeds.
         let original = earlier.unwrap_or_else(|| {
             let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
@@ -272,9 +273,13 @@ impl Conversations {
             Some(message.guid.clone()),
         )
         .with_embeds(attached.embeds())
-        .with_link_url(message.link.as_ref().and_then(|l| l.url.clone()));
+        .with_link_url(
+            extra
+                .and_then(|e| e.link.as_ref())
+                .and_then(|l| l.url.clone()),
+        );
         let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
-        if let Some(link) = &message.link {
+        if let Some(link) = extra.and_then(|e| e.link.as_ref()) {
             text = format!("{text}\n\n{}", link.describe());
         }
         let result = self
@@ -314,14 +319,17 @@ impl Conversations {
     /// The text's attachments once their files are complete (or the wait limit passed),
     /// copied and prepared; the user is told at once which could not be read.
     async fn attachments(&self, message: &IncomingMessage) -> attachments::Prepared {
-        let files = &message.attachments;
+        let files = message
+            .extra
+            .as_deref()
+            .map_or(&[][..], |e| e.attachments.as_slice());
         if let attachments::Waited::TimedOut(missing) =
             attachments::wait_for_files(files, self.attachment_wait).await
         {
             warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
                 "attachment files did not arrive in time; handling the text without them");
         }
-        let prepared = attachments::prepare_off_runtime(&self.vault, files.clone()).await;
+        let prepared = attachments::prepare_off_runtime(&self.vault, files.to_vec()).await;
         if let Some(notice) = prepared.unreadable_notice() {
             self.reply(&message.chat, Some(&message.guid), &notice)
                 .await;
@@ -861,9 +869,7 @@ mod tests {
             text: format!("text {rowid}"),
             date: chrono::Utc::now(),
             origin: Default::default(),
-            attachments: Vec::new(),
-            voice: None,
-            link: None,
+            extra: None,
         }
     }
 

@@ -495,9 +495,7 @@ mod tests {
             text: text.to_string(),
             date: at(rowid),
             origin: Default::default(),
-            attachments: Vec::new(),
-            voice: None,
-            link: None,
+            extra: None,
         }
     }
 

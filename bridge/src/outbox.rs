@@ -248,9 +248,7 @@ mod tests {
                     text: "call mom".into(),
                     date: chrono::Utc::now(),
                     origin: Default::default(),
-                    attachments: Vec::new(),
-                    voice: None,
-                    link: None,
+                    extra: None,
                 };
                 let cursor = Cursor {
                     rowid: 1,

@@ -180,9 +180,7 @@ mod tests {
             text: format!("text {n}"),
             date: Utc::now(),
             origin: Default::default(),
-            attachments: Vec::new(),
-            voice: None,
-            link: None,
+            extra: None,
         })
     }
 

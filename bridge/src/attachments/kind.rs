@@ -61,7 +61,8 @@ mod tests {
     #[test]
     fn kinds_from_mime_uti_and_extension() {
         let p = |s: &'static str| Some(Path::new(s));
-        let cases: &[(Option<&str>, Option<&str>, Option<&Path>, Kind)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a Path>, Kind);
+        let cases: &[Case] = &[
             (Some("image/jpeg"), None, None, Kind::Image(F::Jpeg)),
             (Some("IMAGE/PNG"), None, None, Kind::Image(F::Png)),
             (Some("image/webp"), None, None, Kind::Image(F::WebP)),

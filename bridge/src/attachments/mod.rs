@@ -27,3 +27,37 @@ pub use prepare::{
 pub use rows::Attachment;
 pub use voice::Voice;
 pub use wait::{DEFAULT_WAIT, Waited, wait_for_files};
+
+/// What came with a text's words, read from its row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Extras {
+    /// The files sent with it (photos, PDFs, …), in Messages' order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// For a voice message, its transcript (or that it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<Voice>,
+    /// The preview Messages stored for a link in it (`payload_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkPreview>,
+}
+
+impl Extras {
+    /// The voice message and link preview of a row (attachments are read separately);
+    /// `None` when it has neither.
+    pub fn of_row(
+        is_audio: bool,
+        body: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Option<Box<Extras>> {
+        let voice = Voice::of_row(is_audio, body);
+        let link = payload.and_then(LinkPreview::parse);
+        (voice.is_some() || link.is_some()).then(|| {
+            Box::new(Extras {
+                attachments: Vec::new(),
+                voice,
+                link,
+            })
+        })
+    }
+}
