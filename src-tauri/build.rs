@@ -12,6 +12,8 @@ const COMMANDS: &[&str] = &[
     "pick_vault_folder",
     "recent_strangers",
     "allow_sender",
+    "recent_groups",
+    "allow_group",
     "setup_checks",
     "open_settings_pane",
     "status",

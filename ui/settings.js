@@ -17,6 +17,7 @@
   const savedNote = $("saved-note");
 
   let senders = [];
+  let allowedGroups = [];
 
   function setFormError(message, field) {
     formError.textContent = message || "";
@@ -58,6 +59,32 @@
     );
   }
 
+  // Allowed groups are shown by chat id (the settings keep no names); removing one takes
+  // effect on Save, like removing a sender.
+  function renderAllowedGroups() {
+    $("allowed-groups").hidden = allowedGroups.length === 0;
+    $("allowed-group-list").replaceChildren(
+      ...allowedGroups.map((guid, index) =>
+        el(
+          "li",
+          { dataset: { test: "allowed-group", guid } },
+          el("span", { class: "handle selectable" }, guid),
+          el("button", {
+            type: "button",
+            class: "remove",
+            title: `Remove ${guid}`,
+            "aria-label": `Remove ${guid}`,
+            dataset: { test: "remove-group" },
+            onclick: () => {
+              allowedGroups.splice(index, 1);
+              renderAllowedGroups();
+            },
+          }, "−"),
+        ),
+      ),
+    );
+  }
+
   function renderKey(isSet) {
     $("key-state").dataset.set = String(isSet);
     $("key-state-text").textContent = isSet ? "Key set" : "No key set";
@@ -72,7 +99,9 @@
     timeout.value = view.session_timeout_minutes;
     senders = [...view.allowed_senders];
     $("allow-sms").checked = Boolean(view.allow_sms);
+    allowedGroups = [...(view.allowed_groups || [])];
     renderSenders();
+    renderAllowedGroups();
     renderKey(view.api_key_set);
   }
 
@@ -129,7 +158,9 @@
 
   async function allowGroup(guid) {
     try {
-      await call("allow_group", { guid });
+      const view = await call("allow_group", { guid });
+      for (const g of view.allowed_groups) if (!allowedGroups.includes(g)) allowedGroups.push(g);
+      renderAllowedGroups();
       loadGroups();
     } catch (err) {
       setFormError(err.message, null);
@@ -212,6 +243,7 @@
       allowed_senders: senders,
       session_timeout_minutes: Number.isFinite(minutes) ? Math.min(Math.max(minutes, 0), 4294967295) : 0,
       allow_sms: $("allow-sms").checked,
+      allowed_groups: allowedGroups,
     };
     $("save").disabled = true;
     try {

@@ -126,6 +126,7 @@ impl Setting {
             Setting::BaseUrl(_) => "API base URL",
             Setting::AllowedSenders(_) => "Allowed senders",
             Setting::SessionTimeout(_) => "Session timeout",
+            Setting::AllowedGroups(_) => "Allowed groups",
             other => other.name(),
         }
     }

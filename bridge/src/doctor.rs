@@ -1,7 +1,8 @@
 //! The setup checklist: what must be true before texts can be handled, each failing item
-//! with how to fix it. Used by `doctor` and by the app's setup window.
+//! with how to fix it. Used by `doctor` and by the app's setup window, which adds the two items
+//! only the app can know ([`startup_failed`], [`login_item_switched_off`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chatdb::{self, ChatDb};
 use crate::config::Config;
@@ -9,7 +10,7 @@ use crate::sender::{SendError, Sender};
 use crate::vault::Vault;
 
 /// A System Settings pane that fixes a failing check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pane {
     /// Privacy & Security › Full Disk Access.
@@ -119,6 +120,28 @@ pub fn settings_invalid(detail: String) -> Check {
         "Settings valid",
         detail,
         "Correct it in Settings (or the environment variable it names).",
+        None,
+    )
+}
+
+/// The item shown first when the app could not start its bridge at all.
+pub fn startup_failed(reason: String) -> Check {
+    Check::fail(
+        "startup",
+        "Second Brain started",
+        reason,
+        "Quit Second Brain and open it again; the logs (Open Logs) say more.",
+        None,
+    )
+}
+
+/// The item shown when the user switched the login item off in System Settings.
+pub fn login_item_switched_off() -> Check {
+    Check::fail(
+        "login_item",
+        "Launch at Login allowed",
+        "switched off in System Settings › General › Login Items".to_owned(),
+        "Switch Second Brain on under Allow in the Background in System Settings › General › Login Items.",
         None,
     )
 }
@@ -279,5 +302,26 @@ mod tests {
     fn panes_open_the_privacy_settings() {
         assert!(Pane::FullDiskAccess.url().ends_with("?Privacy_AllFiles"));
         assert!(Pane::Automation.url().ends_with("?Privacy_Automation"));
+    }
+
+    #[test]
+    fn panes_are_read_by_the_name_checks_give_them() {
+        let named = |name: &str| serde_json::from_value::<Pane>(serde_json::json!(name)).ok();
+        for pane in [Pane::FullDiskAccess, Pane::Automation] {
+            assert_eq!(
+                named(serde_json::to_value(pane).unwrap().as_str().unwrap()),
+                Some(pane)
+            );
+        }
+        assert_eq!(named("full_disk_access"), Some(Pane::FullDiskAccess));
+        for other in [
+            "",
+            "camera",
+            "Automation",
+            "automation ",
+            "\u{202e}automation",
+        ] {
+            assert_eq!(named(other), None, "{other:?}");
+        }
     }
 }

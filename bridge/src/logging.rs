@@ -77,3 +77,18 @@ pub fn init(filter: &str, dir: &Path, prefix: &str) -> Result<(), LogError> {
         .init();
     problem.map_or(Ok(()), Err)
 }
+
+/// [`init`] for a front end that must start whatever the environment says: the filter is
+/// `LOG_LEVEL`, else `RUST_LOG`, else `info`, and one that does not parse falls back to `info`
+/// (the app has no terminal to refuse it on). The error says only why there are no log files.
+pub fn init_lenient(
+    var: impl Fn(&str) -> Option<String>,
+    dir: &Path,
+    prefix: &str,
+) -> Result<(), LogError> {
+    let spec = var("LOG_LEVEL").or_else(|| var("RUST_LOG"));
+    match spec.as_deref().map(|spec| init(spec, dir, prefix)) {
+        None | Some(Err(LogError::Filter { .. })) => init("info", dir, prefix),
+        Some(done) => done,
+    }
+}

@@ -7,7 +7,7 @@
 //! removing an absent agent is not an error. Enabling is refused unless the app runs from an
 //! Applications folder (a path on a disk image or a translocated copy disappears). The state
 //! shown is what launchd will do: the plist present and not switched off by the user
-//! ([`State`], from `launchctl print-disabled`, which the app runs). Works under any home
+//! ([`State`], from `launchctl print-disabled`, asked on macOS only). Works under any home
 //! folder, so it is tested on Linux.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,18 @@ pub enum LoginItemError {
         /// Where this executable is.
         path: PathBuf,
     },
+    /// The user switched the item off in System Settings, where only they can switch it on.
+    #[error(
+        "Second Brain is switched off in System Settings › General › Login Items: switch it on \
+         under Allow in the Background."
+    )]
+    SwitchedOff,
+    /// This user has no home folder to keep the agent in.
+    #[error("this user has no home folder")]
+    NoHome,
+    /// The path of this executable is unknown.
+    #[error("cannot find this executable: {0}")]
+    NoExecutable(#[source] std::io::Error),
     /// The plist could not be generated.
     #[error("could not generate the launch agent for {label}: {source}")]
     Encode {
@@ -57,6 +69,57 @@ pub enum State {
     SwitchedOff,
     /// The agent is installed, but whether launchd will run it could not be read.
     Unknown(String),
+}
+
+/// The app's login item: the agent `label` (the bundle id) under `home`, starting `program`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginItem {
+    /// The user's home folder (the agent is in its `Library/LaunchAgents`).
+    pub home: PathBuf,
+    /// The agent's label, the app's bundle identifier.
+    pub label: String,
+    /// The executable launchd starts.
+    pub program: PathBuf,
+}
+
+impl LoginItem {
+    /// The item of this executable for this user, under `label`.
+    pub fn of_this_app(label: &str) -> Result<LoginItem, LoginItemError> {
+        let home = dirs::home_dir().ok_or(LoginItemError::NoHome)?;
+        let program = std::env::current_exe().map_err(LoginItemError::NoExecutable)?;
+        Ok(LoginItem {
+            home,
+            label: label.to_owned(),
+            program,
+        })
+    }
+
+    /// Where the agent lives.
+    pub fn path(&self) -> PathBuf {
+        agent_path(&self.home, &self.label)
+    }
+
+    /// What launchd will do (see [`state`]).
+    pub fn state(&self, disabled: Option<Result<String, String>>) -> State {
+        state(&self.home, &self.label, disabled)
+    }
+
+    /// What launchd will do, asked of launchd on macOS when the agent is installed; elsewhere
+    /// there is no launchd to disagree with the plist.
+    pub fn launchd_state(&self) -> State {
+        let ask = cfg!(target_os = "macos") && self.path().is_file();
+        self.state(ask.then(print_disabled))
+    }
+
+    /// Flips the item from `now`: installs it when off, removes it when on or unknown (so the
+    /// user can always get out of an unknown state); refused when the user switched it off.
+    pub fn toggle(&self, now: &State) -> Result<(), LoginItemError> {
+        match now {
+            State::Off => enable(&self.home, &self.label, &self.program).map(drop),
+            State::On | State::Unknown(_) => disable(&self.home, &self.label),
+            State::SwitchedOff => Err(LoginItemError::SwitchedOff),
+        }
+    }
 }
 
 /// `KeepAlive` as a dictionary: restart only when the last exit was not successful.
@@ -155,6 +218,32 @@ pub fn disabled_in(output: &str, label: &str) -> Option<bool> {
         Some("enabled" | "false") => Some(false),
         Some(_) => None,
     }
+}
+
+/// `launchctl print-disabled gui/<uid>`: the services of this user's GUI domain that are
+/// switched off (launchctl(1): "print-disabled <domain-target>"; `gui/<uid>` is the domain of
+/// the logged-in user). The error is a sentence for the menu.
+#[cfg(unix)]
+pub fn print_disabled() -> Result<String, String> {
+    let uid = rustix::process::getuid().as_raw();
+    let output = std::process::Command::new("/bin/launchctl")
+        .arg("print-disabled")
+        .arg(format!("gui/{uid}"))
+        .output()
+        .map_err(|err| format!("launchctl did not run: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "launchctl print-disabled failed ({})",
+            output.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// No launchd to ask.
+#[cfg(not(unix))]
+pub fn print_disabled() -> Result<String, String> {
+    Err("there is no launchd on this system".to_owned())
 }
 
 /// What launchd will do for `label`. `disabled` is the output of `launchctl print-disabled`,
@@ -388,6 +477,34 @@ mod tests {
             assert_eq!(back, agent, "{program}");
             assert_eq!(back.program_arguments, [program]);
         }
+    }
+
+    #[test]
+    fn toggling_follows_what_launchd_will_do() {
+        let home = tempfile::tempdir().unwrap();
+        let item = LoginItem {
+            home: home.path().to_path_buf(),
+            label: LABEL.to_owned(),
+            program: "/Applications/Second Brain.app/Contents/MacOS/second-brain".into(),
+        };
+        item.toggle(&State::Off).unwrap();
+        assert_eq!(item.state(None), State::On);
+        let err = item.toggle(&State::SwitchedOff).unwrap_err();
+        assert!(err.to_string().contains("Allow in the Background"), "{err}");
+        assert!(item.path().is_file(), "a refused toggle changes nothing");
+        item.toggle(&State::Unknown("launchctl failed".to_owned()))
+            .unwrap();
+        assert_eq!(item.state(None), State::Off);
+        assert!(!item.path().exists());
+    }
+
+    /// Where launchd does not exist, asking it is an error the menu can show, never a panic
+    /// or a guess.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn asking_a_missing_launchd_says_so() {
+        let err = print_disabled().unwrap_err();
+        assert!(err.starts_with("launchctl did not run: "), "{err}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! forwarding tasks per generation, owned by the supervisor's tracker and stopped with the
 //! generation (no polling). Settings are validated and written by [`Settings::save`]; the
 //! supervisor applies an edit, then restarts the bridge so the change applies at once.
-//! Nothing here knows about windows: the app and any other front end drive the same calls.
+//! Nothing here knows about windows: the app and any other front end drive the same calls;
+//! [`pages`] holds the shapes the app's pages read and send.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ use crate::secrets::{KeyStore, SecretError, SystemKeychain};
 use crate::sender::Sender;
 use crate::sessions::{Session, SessionEvent, SessionStore};
 use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
+
+pub mod pages;
 
 /// How long a stop waits for the bridge's own bounded drain before giving up on it.
 const STOP_DEADLINE: Duration = Duration::from_secs(crate::DRAIN_DEADLINE.as_secs() + 5);
@@ -71,6 +74,17 @@ pub enum SupervisorError {
     /// The keychain refused to store or remove the API key, or there is none.
     #[error(transparent)]
     Keychain(#[from] SecretError),
+    /// No vault folder is chosen, so there is none to show.
+    #[error("no vault folder chosen yet")]
+    NoVault,
+    /// The system could not open a folder or a System Settings pane.
+    #[error("could not open {target}: {reason}")]
+    Open {
+        /// The folder or URL.
+        target: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// Blocking work could not finish (its task panicked or was cancelled).
     #[error("{what} was interrupted: {reason}")]
     Interrupted {
@@ -115,6 +129,10 @@ pub type Notify = Arc<dyn Fn(Change) + Send + Sync>;
 /// Looks up an environment variable.
 pub type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// Opens a folder or URL with the system, without waiting for the viewer; the error is a
+/// sentence.
+pub type Opener = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Everything the bridge's configuration is resolved from.
 #[derive(Clone)]
 pub struct Environment {
@@ -126,16 +144,20 @@ pub struct Environment {
     pub keys: Arc<dyn KeyStore>,
     /// Runs the Automation probe of the setup checklist.
     pub probe: Sender,
+    /// Shows the vault and log folders and the System Settings panes.
+    pub opener: Opener,
 }
 
 impl Environment {
-    /// The real environment: process variables, the system keychain, `osascript` on `PATH`.
+    /// The real environment: process variables, the system keychain, `osascript` on `PATH`,
+    /// the platform's opener.
     pub fn system() -> Environment {
         Environment {
             overrides: Overrides::default(),
             vars: Arc::new(|name| std::env::var(name).ok()),
             keys: Arc::new(SystemKeychain),
             probe: Sender::default(),
+            opener: Arc::new(|target| open_with_system(target).map_err(|err| err.to_string())),
         }
     }
 
@@ -468,6 +490,34 @@ impl Supervisor {
         })
     }
 
+    /// Shows the vault folder (in Finder on macOS).
+    pub fn open_vault(&self) -> Result<(), SupervisorError> {
+        let vault = self.vault().ok_or(SupervisorError::NoVault)?;
+        self.open(&vault.display().to_string())
+    }
+
+    /// Shows the log folder, created first when no line was logged there yet.
+    pub fn open_logs(&self) -> Result<(), SupervisorError> {
+        let logs = self.inner.dirs.logs.display().to_string();
+        std::fs::create_dir_all(&self.inner.dirs.logs).map_err(|err| SupervisorError::Open {
+            target: logs.clone(),
+            reason: err.to_string(),
+        })?;
+        self.open(&logs)
+    }
+
+    /// Opens the System Settings pane that fixes a failing check.
+    pub fn open_pane(&self, pane: doctor::Pane) -> Result<(), SupervisorError> {
+        self.open(pane.url())
+    }
+
+    fn open(&self, target: &str) -> Result<(), SupervisorError> {
+        (self.inner.env.opener)(target).map_err(|reason| SupervisorError::Open {
+            target: target.to_owned(),
+            reason,
+        })
+    }
+
     /// Loads the settings file, applies `edit`, validates and saves it (all or nothing), then
     /// restarts the bridge with it.
     pub async fn update_settings(
@@ -681,6 +731,27 @@ pub async fn quit_signal() -> &'static str {
     }
 }
 
+/// Opens a folder or URL the way the platform does (`open`: Finder for folders, System
+/// Settings for `x-apple.systempreferences:` URLs; `xdg-open` elsewhere), without waiting for
+/// the viewer.
+fn open_with_system(target: &str) -> std::io::Result<()> {
+    let opener = if cfg!(target_os = "macos") {
+        "/usr/bin/open"
+    } else {
+        "xdg-open"
+    };
+    let mut child = std::process::Command::new(opener).arg(target).spawn()?;
+    // Reap the opener when it is done, so it does not linger as a zombie.
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait()
+            && !status.success()
+        {
+            tracing::warn!(%status, "the system opener failed");
+        }
+    });
+    Ok(())
+}
+
 /// Saves the store now and maps a failure to a sentence naming the file.
 async fn flush(store: &SessionStore) -> Result<(), SupervisorError> {
     store.flush().await.map_err(|source| SupervisorError::Save {
@@ -748,6 +819,7 @@ mod tests {
             vars: Arc::new(move |name| map.get(name).cloned()),
             keys: Arc::new(MemoryKeyStore::default()),
             probe: Sender::with_program("true"),
+            opener: Arc::new(|_| Err("no opener in tests".to_owned())),
         }
     }
 

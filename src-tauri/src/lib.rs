@@ -1,11 +1,7 @@
-//! Second Brain's menu-bar shell: the tray, the windows and the commands the pages call, over
-//! the iMessage bridge it runs in-process.
-//!
-//! The shell is glue. `bridge::supervisor` owns the running bridge (start, restart on
-//! settings changes, drain on exit) and feeds its changes here; [`tray`] is the only thing
-//! visible at launch once setup is complete; [`windows`] creates the sessions, settings and
-//! setup windows on demand; [`commands`] answers the pages in `ui/`; `bridge::login_item`
-//! writes the LaunchAgent behind "Launch at Login"; `macos` holds the few macOS-only calls.
+//! Second Brain's menu-bar shell, glue over the bridge it runs in-process: `bridge::supervisor`
+//! owns the bridge (start, restart on settings changes, drain on exit) and feeds its changes
+//! here; [`tray`] is all that shows at launch once setup is complete; [`windows`] opens the
+//! pages on demand; [`commands`] answers them; `bridge::login_item` is "Launch at Login".
 //!
 //! Invariants: closing the last window never quits (`ExitRequested` without an exit code is
 //! prevented), only Quit, logout or SIGTERM do, and each of them ends in `RunEvent::Exit`,
@@ -17,8 +13,6 @@
 //! the same code with `tauri::test::mock_builder()`.
 
 pub mod commands;
-#[cfg(target_os = "macos")]
-mod macos;
 pub mod tray;
 pub mod windows;
 
@@ -26,12 +20,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bridge::login_item::LoginItem;
 use bridge::supervisor::{Change, Environment, Notify, Supervisor};
 use tauri::async_runtime::JoinHandle;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
 
-use crate::commands::{Attention, Hooks, Shell};
-use crate::windows::WindowKind;
+use crate::commands::{Attention, Hooks};
+use crate::windows::Page;
 
 /// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
 pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
@@ -39,40 +34,29 @@ pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
 /// How [`install`] sets the app up.
 #[derive(Clone)]
 pub struct Options {
-    /// Paths and names.
-    pub shell: Shell,
-    /// What the bridge's configuration is resolved from.
+    /// "Launch at Login", and what the bridge's configuration is resolved from.
+    pub login: LoginItem,
     pub env: Environment,
     /// Put the icon in the menu bar (off in unit tests, which have no menu bar).
     pub tray: bool,
     /// Open this window at launch instead of choosing (the e2e switch); `None` in normal use.
-    pub open_window: Option<WindowKind>,
+    pub open_window: Option<Page>,
 }
 
 impl Options {
-    /// The options of a real launch: the user's folders, the process environment and
-    /// keychain, `SECOND_BRAIN_OPEN_WINDOW`.
+    /// The options of a real launch: the user's home, this executable, the process
+    /// environment and keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
-        let home = dirs::home_dir().context("this user has no home folder")?;
-        let env = Environment::system();
-        let logs_dir = env.dirs().context("no folder for the app's data")?.logs;
-        let executable = std::env::current_exe().context("cannot find this executable")?;
         let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
-            let kind = WindowKind::from_label(&label);
-            if kind.is_none() {
+            let page = Page::from_label(&label);
+            page.or_else(|| {
                 tracing::warn!(value = %label, "{OPEN_WINDOW_ENV} names no window; ignored");
-            }
-            kind
+                None
+            })
         });
-        let shell = Shell {
-            home,
-            logs_dir,
-            identifier: identifier.to_owned(),
-            executable,
-        };
         Ok(Self {
-            shell,
-            env,
+            login: LoginItem::of_this_app(identifier)?,
+            env: Environment::system(),
             tray: true,
             open_window,
         })
@@ -88,9 +72,7 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
         // launch does not reach it: the system sends the running app a reopen instead.
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             tracing::info!("second launch: showing the sessions window");
-            if let Err(err) = windows::show(app, WindowKind::Sessions) {
-                tracing::error!(cause = %err, "could not show the sessions window");
-            }
+            windows::show_or_log(app, Page::Sessions);
         }))
         .plugin(tauri_plugin_dialog::init())
         .setup(move |app| {
@@ -125,10 +107,8 @@ fn on_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
     match event {
         RunEvent::ExitRequested { code, api, .. } if keeps_running(code) => api.prevent_exit(),
         // Every way out ends here (Quit and SIGTERM through `exit(0)`; on macOS, logout and
-        // Cmd-Q through `applicationWillTerminate`). The process exits when this returns, so
-        // the bridge is stopped synchronously: intake stops, in-flight work drains (bounded),
-        // sessions are saved. Log lines need no flushing: they are written unbuffered
-        // (`bridge::logging`).
+        // Cmd-Q through `applicationWillTerminate`), and the process exits when this returns:
+        // so the bridge drains and saves synchronously. Logs are unbuffered (`bridge::logging`).
         RunEvent::Exit => {
             if let Some(bridge) = app.try_state::<Supervisor>() {
                 tracing::info!("exiting: stopping the bridge");
@@ -146,10 +126,9 @@ fn on_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
 /// Sets the app up from the real environment. Never fails: a setup that fails or panics
 /// leaves the app up in "Needs attention", with the reason in the tray and the checklist.
 fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
+    app.manage(production_hooks(app));
     let installed = catch_unwind(AssertUnwindSafe(|| {
-        let options = Options::from_env(identifier)?;
-        let hooks = production_hooks(app);
-        install(app, options, hooks, production_notify(app)).map(drop)
+        install(app, Options::from_env(identifier)?, production_notify(app)).map(drop)
     }));
     let failure = match installed {
         Ok(Ok(())) => None,
@@ -157,9 +136,6 @@ fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
         Err(panic) => Some(panic_message(panic.as_ref())),
     };
     if let Some(reason) = failure {
-        if app.try_state::<Hooks>().is_none() {
-            app.manage(production_hooks(app));
-        }
         needs_attention(app, reason, true);
     }
     // SIGTERM (launchd, `kill`, logout on Linux) and SIGINT quit like the Quit item does.
@@ -186,21 +162,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub fn needs_attention<R: Runtime>(app: &AppHandle<R>, reason: String, tray: bool) {
     tracing::error!(%reason, "Second Brain cannot run its bridge");
     app.manage(Attention(reason));
-    if app.try_state::<tray::TrayMenu<R>>().is_none()
-        && let Err(err) = tray::build_menu(app)
-    {
-        tracing::error!(cause = %err, "could not build the menu");
+    if let Err(err) = tray::setup(app, tray) {
+        tracing::error!(cause = %err, "could not set up the menu-bar icon");
     }
-    if tray
-        && app.tray_by_id(tray::TRAY_ID).is_none()
-        && let Err(err) = tray::install(app)
-    {
-        tracing::error!(cause = %err, "could not add the menu-bar icon");
-    }
-    tray::refresh(app);
-    if let Err(err) = windows::show(app, WindowKind::Setup) {
-        tracing::error!(cause = %err, "could not show the setup checklist");
-    }
+    windows::show_or_log(app, Page::Setup);
 }
 
 /// Registers the commands and builds the app (without running it).
@@ -227,37 +192,29 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
         .build(context)
 }
 
-/// Sets up a built app: the supervisor, state, menu, tray icon; then starts the bridge in the
-/// background. The returned task ends once the bridge has started and, while setup is
-/// incomplete, the Setup Checklist is open (or the e2e switch's window, when given).
+/// Sets up a built app (whose [`Hooks`] are managed): the supervisor, the login item, the
+/// menu and tray icon; then starts the bridge in the background. The returned task ends once
+/// the bridge has started and, while setup is incomplete, the Setup Checklist is open (or the
+/// e2e switch's window, when given).
 pub fn install<R: Runtime>(
     app: &AppHandle<R>,
     options: Options,
-    hooks: Hooks,
     notify: Notify,
 ) -> anyhow::Result<JoinHandle<()>> {
     let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
     app.manage(bridge.clone());
-    app.manage(hooks);
-    app.manage(options.shell);
-    tray::build_menu(app).context("could not build the menu")?;
-    if options.tray {
-        tray::install(app).context("could not add the menu-bar icon")?;
-    }
-    tray::refresh(app);
-    tray::refresh_login(app);
+    app.manage(options.login);
+    tray::setup(app, options.tray).context("could not set up the menu-bar icon")?;
     let launch = bridge.launch();
     let app = app.clone();
     Ok(tauri::async_runtime::spawn(async move {
         launch.await;
         let kind = match options.open_window {
             Some(kind) => Some(kind),
-            None => (!bridge.setup_complete().await).then_some(WindowKind::Setup),
+            None => (!bridge.setup_complete().await).then_some(Page::Setup),
         };
-        if let Some(kind) = kind
-            && let Err(err) = windows::show(&app, kind)
-        {
-            tracing::error!(cause = %err, window = kind.label(), "could not open the window");
+        if let Some(kind) = kind {
+            windows::show_or_log(&app, kind);
         }
     }))
 }
@@ -272,15 +229,13 @@ pub fn reopen<R: Runtime>(app: &AppHandle<R>) -> JoinHandle<()> {
             _ => false,
         };
         let kind = if complete {
-            WindowKind::Sessions
+            Page::Sessions
         } else {
-            WindowKind::Setup
+            Page::Setup
         };
         tracing::info!(window = kind.label(), "reopened: showing a window");
         tray::refresh_login(&app);
-        if let Err(err) = windows::show(&app, kind) {
-            tracing::error!(cause = %err, window = kind.label(), "could not show the window");
-        }
+        windows::show_or_log(&app, kind);
     })
 }
 
@@ -290,24 +245,22 @@ pub fn keeps_running(code: Option<i32>) -> bool {
     code.is_none()
 }
 
-/// The hooks of a real launch: the native folder picker and alerts, `open`.
+/// The hooks of a real launch: the native folder picker and alerts.
 fn production_hooks<R: Runtime>(app: &AppHandle<R>) -> Hooks {
     use tauri_plugin_dialog::{DialogExt as _, MessageDialogKind};
     let for_picker = app.clone();
     let for_alert = app.clone();
     Hooks {
         pick_folder: Arc::new(move || {
-            match for_picker
-                .dialog()
-                .file()
+            let dialog = for_picker.dialog().file();
+            let picked = dialog
                 .set_title("Choose your Obsidian vault")
-                .blocking_pick_folder()
-            {
-                None => Ok(None),
-                Some(picked) => picked.into_path().map(Some).map_err(|err| err.to_string()),
-            }
+                .blocking_pick_folder();
+            picked
+                .map(|path| path.into_path())
+                .transpose()
+                .map_err(|e| e.to_string())
         }),
-        open_url: Box::new(|target| open_with_system(target).map_err(|err| err.to_string())),
         alert: Box::new(move |text| {
             for_alert
                 .dialog()
@@ -336,31 +289,10 @@ pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
 
 /// Emits the event the pages listen to for `change`.
 pub fn tell_pages<R: Runtime>(app: &AppHandle<R>, change: Change) {
-    let event = match change {
-        Change::Sessions => commands::SESSIONS_CHANGED,
-        Change::Status => commands::STATUS_CHANGED,
-    };
+    let event = bridge::supervisor::pages::event(change);
     if let Err(err) = app.emit(event, ()) {
         tracing::warn!(cause = %err, event, "could not notify the pages");
     }
-}
-
-/// Opens a folder or URL the way the platform does, without waiting for the viewer.
-fn open_with_system(target: &str) -> std::io::Result<()> {
-    #[cfg(target_os = "macos")]
-    let child = macos::open(target)?;
-    #[cfg(not(target_os = "macos"))]
-    let child = std::process::Command::new("xdg-open").arg(target).spawn()?;
-    // Reap the opener when it is done, so it does not linger as a zombie.
-    let mut child = child;
-    std::thread::spawn(move || {
-        if let Ok(status) = child.wait()
-            && !status.success()
-        {
-            tracing::warn!(%status, "the system opener failed");
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

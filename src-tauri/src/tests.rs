@@ -19,7 +19,7 @@ use bridge::config::Overrides;
 use bridge::secrets::{KeyStore, MemoryKeyStore};
 use bridge::sender::Sender;
 use bridge::sessions::{Session, SessionState, StateKind};
-use bridge::supervisor::Supervisor;
+use bridge::supervisor::{Supervisor, pages};
 use serde_json::{Value, json};
 use tauri::test::{
     INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
@@ -105,52 +105,47 @@ fn three_sessions() -> Vec<Session> {
     ]
 }
 
-fn harness(setup: Setup) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Writes the files `setup` asks for under `dir`; returns the bridge's variables and the
+/// fixture chat.db, when asked for.
+fn world(dir: &Path, setup: &Setup) -> (HashMap<String, String>, Option<chatdb::FixtureDb>) {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::create_dir_all(dir.path().join("vault")).unwrap();
+    std::fs::create_dir_all(dir.join("vault")).unwrap();
     if !setup.sessions.is_empty() {
         let file = json!({ "version": bridge::sessions::FILE_VERSION, "sessions": setup.sessions });
         std::fs::write(data.join("sessions.json"), file.to_string()).unwrap();
     }
     if let Some(settings) = setup.settings {
-        let settings = settings(&dir.path().join("vault"));
+        let settings = settings(&dir.join("vault"));
         std::fs::write(data.join("settings.json"), settings.to_string()).unwrap();
     }
-    let chat_db = dir.path().join("Messages/chat.db");
+    let chat_db = dir.join("Messages/chat.db");
     let db = setup.chat_db.then(|| {
         std::fs::create_dir_all(chat_db.parent().unwrap()).unwrap();
         chatdb::FixtureDb::create(&chat_db)
     });
-    let vars: HashMap<String, String> = [
+    let vars = [
         ("SECOND_BRAIN_DATA_DIR", data.display().to_string()),
         ("CHAT_DB_PATH", chat_db.display().to_string()),
         // Never contacted: no test here lets an allowed sender text.
         ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9".to_owned()),
         ("CHAT_DB_POLL_MS", "200".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let keychain = Arc::new(
-        setup
-            .api_key
-            .map_or_else(MemoryKeyStore::default, MemoryKeyStore::with_key),
-    );
-    let env = Environment {
-        overrides: Overrides::default(),
-        vars: Arc::new(move |name| vars.get(name).cloned()),
-        keys: Arc::clone(&keychain) as Arc<dyn KeyStore>,
-        // A program on PATH on Linux and macOS alike.
-        probe: Sender::with_program(setup.probe.unwrap_or("true")),
-    };
+    ];
+    let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    (vars, db)
+}
 
-    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
-    let (event_tx, events) = mpsc::channel();
-    app.listen_any(commands::SESSIONS_CHANGED, move |_| {
-        let _ = event_tx.send(());
-    });
+/// Hooks that record alerts and answer the folder picker with what `picked` holds.
+fn fake_hooks(alerts: &Arc<Mutex<Vec<String>>>, picked: &Arc<Mutex<Option<PathBuf>>>) -> Hooks {
+    let (alerts, picked) = (Arc::clone(alerts), Arc::clone(picked));
+    Hooks {
+        alert: Box::new(move |text| alerts.lock().unwrap().push(text.to_owned())),
+        pick_folder: Arc::new(move || Ok(picked.lock().unwrap().clone())),
+    }
+}
+
+/// Tells the pages, like the production notice, and the test; see [`harness`].
+fn test_notify(app: &App<MockRuntime>) -> (Notify, mpsc::Receiver<Change>) {
     // The production notice also rewrites the tray through `run_on_main_thread`, which the
     // mock runtime runs inline on the calling thread: from the host's tasks that would touch
     // the (single-threaded) menu concurrently with the test. Tests refresh the tray on their
@@ -162,38 +157,51 @@ fn harness(setup: Setup) -> Harness {
         tell_pages(&handle, change);
         let _ = change_tx.lock().unwrap().send(change);
     });
+    (notify, changes)
+}
+
+fn harness(setup: Setup) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (vars, db) = world(dir.path(), &setup);
+    let keychain = Arc::new(
+        setup
+            .api_key
+            .map_or_else(MemoryKeyStore::default, MemoryKeyStore::with_key),
+    );
     let opened = Arc::new(Mutex::new(Vec::new()));
-    let alerts = Arc::new(Mutex::new(Vec::new()));
-    let picked = Arc::new(Mutex::new(None));
-    let hooks = Hooks {
-        alert: {
-            let alerts = Arc::clone(&alerts);
-            Box::new(move |text| alerts.lock().unwrap().push(text.to_owned()))
-        },
-        pick_folder: {
-            let picked = Arc::clone(&picked);
-            Arc::new(move || Ok(picked.lock().unwrap().clone()))
-        },
-        open_url: {
+    let env = Environment {
+        overrides: Overrides::default(),
+        vars: Arc::new(move |name| vars.get(name).cloned()),
+        keys: Arc::clone(&keychain) as Arc<dyn KeyStore>,
+        // A program on PATH on Linux and macOS alike.
+        probe: Sender::with_program(setup.probe.unwrap_or("true")),
+        opener: {
             let opened = Arc::clone(&opened);
-            Box::new(move |target| {
+            Arc::new(move |target| {
                 opened.lock().unwrap().push(target.to_owned());
                 Ok(())
             })
         },
     };
+    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
+    let (event_tx, events) = mpsc::channel();
+    app.listen_any(pages::event(Change::Sessions), move |_| {
+        let _ = event_tx.send(());
+    });
+    let (notify, changes) = test_notify(&app);
+    let (alerts, picked) = (Arc::default(), Arc::default());
+    app.manage(fake_hooks(&alerts, &picked));
     let options = Options {
-        shell: Shell {
+        login: LoginItem {
             home: dir.path().to_path_buf(),
-            logs_dir: data.join("logs"),
-            identifier: IDENTIFIER.to_owned(),
-            executable: PathBuf::from("/Applications/Second Brain.app/Contents/MacOS/second-brain"),
+            label: IDENTIFIER.to_owned(),
+            program: PathBuf::from("/Applications/Second Brain.app/Contents/MacOS/second-brain"),
         },
         env,
         tray: false,
         open_window: None,
     };
-    let launched = install(app.handle(), options, hooks, notify).unwrap();
+    let launched = install(app.handle(), options, notify).unwrap();
     tauri::async_runtime::block_on(launched).unwrap();
     let host = app.state::<Supervisor>().inner().clone();
     Harness {
@@ -220,7 +228,7 @@ impl Harness {
     }
 
     fn window(&self) -> WebviewWindow<MockRuntime> {
-        windows::show(self.app.handle(), WindowKind::Sessions).unwrap()
+        windows::show(self.app.handle(), Page::Sessions).unwrap()
     }
 
     fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
@@ -427,7 +435,25 @@ fn invalid_settings_change_nothing_on_disk() {
         );
         assert_eq!(h.invoke("get_settings", json!({})).unwrap(), shown);
     }
+}
 
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn a_valid_save_is_written_whole_and_applied() {
+    let h = harness(Setup {
+        settings: Some(|vault| {
+            json!({
+                "vault_path": vault,
+                "allowed_senders": [ME],
+                "base_url": "http://127.0.0.1:9"
+            })
+        }),
+        ..Setup::default()
+    });
+    let good = h.settings_with_vault();
     // A valid save is written whole (the API base URL the page does not edit is kept) and
     // applied by a restarted bridge.
     let mut settings = good.clone();
@@ -686,9 +712,16 @@ fn setup_checks_and_panes_over_ipc() {
         h.invoke("open_settings_pane", json!({ "pane": "full_disk_access" })),
         Ok(Value::Null)
     );
-    assert_eq!(
-        h.invoke("open_settings_pane", json!({ "pane": "camera" })),
-        Err(json!("no System Settings pane called “camera”"))
+    // A pane of another name is refused when the arguments are read, and opens nothing.
+    let refused = h
+        .invoke("open_settings_pane", json!({ "pane": "camera" }))
+        .unwrap_err();
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `camera`"),
+        "{refused}"
     );
     assert_eq!(
         *h.opened.lock().unwrap(),
@@ -745,7 +778,7 @@ fn windows_are_created_on_demand_and_focused_when_open() {
         ["setup"],
         "setup is incomplete: the checklist opens at launch"
     );
-    for kind in WindowKind::ALL {
+    for kind in Page::ALL {
         windows::show(h.app.handle(), kind).unwrap();
     }
     labels = h.app.webview_windows().into_keys().collect();
@@ -754,7 +787,7 @@ fn windows_are_created_on_demand_and_focused_when_open() {
     // Showing again reuses the open window. (Focus is asked for on every show; the mock
     // runtime's `set_focus` does nothing and `is_focused` is always false,
     // tauri-2.11.6/src/test/mock_runtime.rs:657,753, so it cannot be observed here.)
-    let again = windows::show(h.app.handle(), WindowKind::Settings).unwrap();
+    let again = windows::show(h.app.handle(), Page::Settings).unwrap();
     assert_eq!(again.label(), "settings");
     assert_eq!(h.app.webview_windows().len(), 3);
 }
@@ -805,7 +838,6 @@ fn a_start_that_cannot_run_stays_up_and_says_why() {
     let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
     app.manage(Hooks {
         pick_folder: Arc::new(|| Ok(None)),
-        open_url: Box::new(|_| Ok(())),
         alert: Box::new(|_| {}),
     });
     needs_attention(
@@ -858,7 +890,6 @@ fn a_start_that_cannot_run_stays_up_and_says_why() {
 fn menu_dispatch_of_each_id() {
     let h = harness(Setup::default());
     let app = h.app.handle();
-    let agent = bridge::login_item::agent_path(h.dir.path(), IDENTIFIER);
 
     let at_launch = h.app.webview_windows().len();
     tray::handle(app, tray::STATUS);
@@ -902,6 +933,21 @@ fn menu_dispatch_of_each_id() {
         json!(false)
     );
 
+    // Quit calls `AppHandle::exit(0)`, which the mock runtime cannot carry out; its contract
+    // is that the exit code it produces is never prevented.
+    assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
+    assert!(!keeps_running(Some(0)));
+}
+
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn the_login_item_is_flipped_from_the_menu() {
+    let h = harness(Setup::default());
+    let app = h.app.handle();
+    let agent = bridge::login_item::agent_path(h.dir.path(), IDENTIFIER);
     assert!(!h.menu().login.is_checked().unwrap());
     tray::handle(app, tray::LOGIN);
     assert!(h.menu().login.is_checked().unwrap());
@@ -914,7 +960,16 @@ fn menu_dispatch_of_each_id() {
     assert!(!h.menu().login.is_checked().unwrap());
     assert!(!agent.exists());
     assert!(h.alerts.lock().unwrap().is_empty(), "{:?}", h.alerts.lock());
+}
 
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn open_vault_and_open_logs_go_through_the_opener() {
+    let h = harness(Setup::default());
+    let app = h.app.handle();
     // No vault chosen: Open Vault opens nothing and says why; once saved, it opens the vault.
     tray::handle(app, tray::OPEN_VAULT);
     assert!(h.opened.lock().unwrap().is_empty());
@@ -936,11 +991,6 @@ fn menu_dispatch_of_each_id() {
         [h.vault().display().to_string(), logs.display().to_string()]
     );
     assert!(logs.is_dir(), "Open Logs creates the folder first");
-
-    // Quit calls `AppHandle::exit(0)`, which the mock runtime cannot carry out; its contract
-    // is that the exit code it produces is never prevented.
-    assert_eq!(tray::action_for(tray::QUIT), Some(tray::MenuAction::Quit));
-    assert!(!keeps_running(Some(0)));
 }
 
 #[test]
@@ -1001,4 +1051,47 @@ fn login_check_mark_reflects_the_disk() {
 fn the_bundle_identifier_is_the_bridge_s() {
     let config: Value = serde_json::from_str(include_str!("../tauri.conf.json")).unwrap();
     assert_eq!(config["identifier"], json!(bridge::config::BUNDLE_ID));
+}
+
+/// Every command the app registers is in the ACL manifest of `build.rs`, and granted to a
+/// page; every command a page is granted is registered. A command left out of the manifest is
+/// refused in a real window (tauri-2.11.6/src/webview/mod.rs:1823), which the mock runtime
+/// does not check: so the settings page's group commands once failed only in the real app.
+#[test]
+fn every_command_is_in_the_manifest_and_granted_to_a_page() {
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let from = text.find(start).expect(start) + start.len();
+        &text[from..from + text[from..].find(end).expect(end)]
+    }
+    let mut registered: Vec<String> = between(include_str!("lib.rs"), "generate_handler![", "]")
+        .split(',')
+        .filter_map(|name| name.trim().strip_prefix("commands::").map(str::to_owned))
+        .collect();
+    let mut manifest: Vec<String> =
+        between(include_str!("../build.rs"), "COMMANDS: &[&str] = &[", "];")
+            .split(',')
+            .map(|name| name.trim().trim_matches('"').to_owned())
+            .filter(|name| !name.is_empty())
+            .collect();
+    registered.sort();
+    manifest.sort();
+    assert_eq!(registered, manifest);
+    let mut granted: Vec<String> = [
+        include_str!("../capabilities/sessions.json"),
+        include_str!("../capabilities/settings.json"),
+        include_str!("../capabilities/setup.json"),
+    ]
+    .into_iter()
+    .flat_map(|file| {
+        let capability: Value = serde_json::from_str(file).unwrap();
+        let permissions = capability["permissions"].as_array().unwrap().clone();
+        permissions.into_iter().filter_map(|p| {
+            let command = p.as_str()?.strip_prefix("allow-")?.replace('-', "_");
+            Some(command)
+        })
+    })
+    .collect();
+    granted.sort();
+    granted.dedup();
+    assert_eq!(granted, manifest, "each command is granted to a page");
 }

@@ -7,124 +7,111 @@
 //! Launch at Login by [`refresh_login`] from what launchd will do, never toggled blindly; the
 //! icon is a template image (black on transparent) so macOS tints it for light and dark.
 
-use std::path::Path;
-
 use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::menu::{CheckMenuItem, Menu, MenuBuilder, MenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
+use bridge::login_item::{LoginItem, State};
 use bridge::supervisor::Supervisor;
 
-use bridge::login_item::{self, State};
+use crate::commands::{self, Hooks};
+use crate::windows::{self, Page};
 
-use crate::commands::{self, Hooks, Shell};
-use crate::windows::{self, WindowKind};
-
-/// Id of the tray icon.
+// The menu's ids: the icon's, the (disabled) status line's, then one per item with an action
+// (`action_for`), in menu order.
 pub const TRAY_ID: &str = "second-brain";
-/// The disabled status line.
 pub const STATUS: &str = "status";
-/// Opens the sessions window.
 pub const SESSIONS: &str = "sessions";
-/// Opens the settings window.
 pub const SETTINGS: &str = "settings";
-/// Opens the setup checklist.
 pub const SETUP: &str = "setup";
-/// Pauses or resumes message handling.
 pub const PAUSE: &str = "pause";
-/// Launch at Login checkbox.
 pub const LOGIN: &str = "launch-at-login";
-/// Opens the vault folder.
 pub const OPEN_VAULT: &str = "open-vault";
-/// Opens the logs folder.
 pub const OPEN_LOGS: &str = "open-logs";
-/// Quits the app.
 pub const QUIT: &str = "quit";
-
-/// Every menu id, in menu order.
-pub const ALL_IDS: [&str; 10] = [
-    STATUS, SESSIONS, SETTINGS, SETUP, PAUSE, LOGIN, OPEN_VAULT, OPEN_LOGS, QUIT, TRAY_ID,
-];
 
 /// The template image shown in the menu bar: 36 px, the @2x rendering of the 18 pt that
 /// tray-icon draws it at on macOS (tray-icon-0.24.2/src/platform_impl/macos/mod.rs:296-304
 /// scales any image to 18 pt high), so a Retina display shows it pixel for pixel.
 pub const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
 
-/// What a menu click does.
+/// What a menu click does: show (create or focus) a page's window, flip the pause or Launch
+/// at Login, open the vault or the logs folder (in Finder on macOS), quit for real.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MenuAction {
-    /// Show (create or focus) a window.
-    Show(WindowKind),
-    /// Flip between paused and running.
+    Show(Page),
     TogglePause,
-    /// Flip Launch at Login.
     ToggleLogin,
-    /// Open the vault folder in Finder.
     OpenVault,
-    /// Open the logs folder in Finder.
     OpenLogs,
-    /// Quit for real.
     Quit,
 }
 
+/// What a click on each item does.
+const ACTIONS: [(&str, MenuAction); 8] = [
+    (SESSIONS, MenuAction::Show(Page::Sessions)),
+    (SETTINGS, MenuAction::Show(Page::Settings)),
+    (SETUP, MenuAction::Show(Page::Setup)),
+    (PAUSE, MenuAction::TogglePause),
+    (LOGIN, MenuAction::ToggleLogin),
+    (OPEN_VAULT, MenuAction::OpenVault),
+    (OPEN_LOGS, MenuAction::OpenLogs),
+    (QUIT, MenuAction::Quit),
+];
+
 /// The action of a menu id; `None` for the status line and unknown ids.
 pub fn action_for(id: &str) -> Option<MenuAction> {
-    match id {
-        SESSIONS => Some(MenuAction::Show(WindowKind::Sessions)),
-        SETTINGS => Some(MenuAction::Show(WindowKind::Settings)),
-        SETUP => Some(MenuAction::Show(WindowKind::Setup)),
-        PAUSE => Some(MenuAction::TogglePause),
-        LOGIN => Some(MenuAction::ToggleLogin),
-        OPEN_VAULT => Some(MenuAction::OpenVault),
-        OPEN_LOGS => Some(MenuAction::OpenLogs),
-        QUIT => Some(MenuAction::Quit),
-        _ => None,
-    }
+    ACTIONS
+        .into_iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, action)| action)
 }
 
-/// The menu items whose text or check mark changes.
+/// The menu, and its items whose text or check mark changes: the (disabled) status line
+/// ("Running · 2 sessions"), Pause/Resume, Launch at Login.
 pub struct TrayMenu<R: Runtime> {
-    /// The whole menu.
     pub menu: Menu<R>,
-    /// "Running · 2 sessions" and friends; disabled.
     pub status: MenuItem<R>,
-    /// "Pause" or "Resume".
     pub pause: MenuItem<R>,
-    /// Launch at Login.
     pub login: CheckMenuItem<R>,
 }
 
+/// Builds the menu (once) and, when `icon`, puts the icon in the menu bar (once); then shows
+/// the current status and login item in it.
+pub fn setup<R: Runtime>(app: &AppHandle<R>, icon: bool) -> tauri::Result<()> {
+    if app.try_state::<TrayMenu<R>>().is_none() {
+        build_menu(app)?;
+    }
+    if icon && app.tray_by_id(TRAY_ID).is_none() {
+        install(app)?;
+    }
+    refresh(app);
+    refresh_login(app);
+    Ok(())
+}
+
 /// Builds the menu and keeps its handles in the app state.
-pub fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
     let status = MenuItem::with_id(app, STATUS, "Starting…", false, None::<&str>)?;
-    let sessions = MenuItem::with_id(app, SESSIONS, "Sessions…", true, None::<&str>)?;
     let settings = MenuItem::with_id(app, SETTINGS, "Settings…", true, Some("CmdOrCtrl+,"))?;
-    let setup = MenuItem::with_id(app, SETUP, "Setup Checklist…", true, None::<&str>)?;
     let pause = MenuItem::with_id(app, PAUSE, "Pause", true, None::<&str>)?;
     let login = CheckMenuItem::with_id(app, LOGIN, "Launch at Login", true, false, None::<&str>)?;
-    let vault = MenuItem::with_id(app, OPEN_VAULT, "Open Vault", true, None::<&str>)?;
-    let logs = MenuItem::with_id(app, OPEN_LOGS, "Open Logs", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, QUIT, "Quit Second Brain", true, Some("CmdOrCtrl+Q"))?;
-    let menu = Menu::with_items(
-        app,
-        &[
-            &status,
-            &PredefinedMenuItem::separator(app)?,
-            &sessions,
-            &settings,
-            &setup,
-            &PredefinedMenuItem::separator(app)?,
-            &pause,
-            &login,
-            &PredefinedMenuItem::separator(app)?,
-            &vault,
-            &logs,
-            &PredefinedMenuItem::separator(app)?,
-            &quit,
-        ],
-    )?;
+    let menu = MenuBuilder::new(app)
+        .items(&[&status])
+        .separator()
+        .text(SESSIONS, "Sessions…")
+        .items(&[&settings])
+        .text(SETUP, "Setup Checklist…")
+        .separator()
+        .items(&[&pause, &login])
+        .separator()
+        .text(OPEN_VAULT, "Open Vault")
+        .text(OPEN_LOGS, "Open Logs")
+        .separator()
+        .items(&[&quit])
+        .build()?;
     app.manage(TrayMenu {
         menu,
         status,
@@ -135,7 +122,7 @@ pub fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
 }
 
 /// Puts the icon in the menu bar, with the menu built by [`build_menu`].
-pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
+fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
     let menu = app.state::<TrayMenu<R>>();
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(Image::from_bytes(TEMPLATE_PNG)?)
@@ -155,13 +142,8 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
     };
     let status = commands::status_of(app);
     let pause_text = if status.paused { "Resume" } else { "Pause" };
-    let result = menu
-        .status
-        .set_text(&status.line)
-        .and_then(|()| menu.pause.set_text(pause_text));
-    if let Err(err) = result {
-        tracing::warn!(cause = %err, "could not update the tray menu");
-    }
+    let result = menu.status.set_text(&status.line);
+    warn_unless_ok(result.and_then(|()| menu.pause.set_text(pause_text)));
     if let Some(tray) = app.tray_by_id(TRAY_ID) {
         let _ = tray.set_tooltip(Some(format!("Second Brain — {}", status.line)));
     }
@@ -170,23 +152,24 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
 /// Rewrites Launch at Login from what launchd will do; where that cannot be read, the item
 /// says so and shows no check mark.
 pub fn refresh_login<R: Runtime>(app: &AppHandle<R>) {
-    let (Some(menu), Some(shell)) = (app.try_state::<TrayMenu<R>>(), app.try_state::<Shell>())
+    let (Some(menu), Some(item)) = (app.try_state::<TrayMenu<R>>(), app.try_state::<LoginItem>())
     else {
         return;
     };
-    let state = commands::login_state(&shell);
+    let state = item.launchd_state();
     let text = match &state {
         State::Off | State::On => "Launch at Login",
         State::SwitchedOff => "Launch at Login (off in Login Items)",
-        State::Unknown(_) => "Launch at Login (state unknown)",
+        State::Unknown(reason) => {
+            tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
+            "Launch at Login (state unknown)"
+        }
     };
-    if let State::Unknown(reason) = &state {
-        tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
-    }
-    let result = menu
-        .login
-        .set_text(text)
-        .and_then(|()| menu.login.set_checked(state == State::On));
+    let result = menu.login.set_text(text);
+    warn_unless_ok(result.and_then(|()| menu.login.set_checked(state == State::On)));
+}
+
+fn warn_unless_ok(result: tauri::Result<()>) {
     if let Err(err) = result {
         tracing::warn!(cause = %err, "could not update the tray menu");
     }
@@ -209,44 +192,21 @@ pub fn handle<R: Runtime>(app: &AppHandle<R>, id: &str) {
 /// Carries out one menu action.
 pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Result<()> {
     match action {
-        MenuAction::Show(kind) => {
-            windows::show(app, kind)?;
-        }
+        MenuAction::Show(kind) => drop(windows::show(app, kind)?),
         MenuAction::TogglePause => {
-            let bridge = app.state::<Supervisor>();
+            let bridge = needed::<Supervisor, R>(app)?;
             bridge.set_paused(!bridge.status().paused);
             // The change feed refreshes the tray too; this makes it immediate.
             refresh(app);
         }
         MenuAction::ToggleLogin => {
-            let shell = app.state::<Shell>();
-            let result = match commands::login_state(&shell) {
-                State::Off => login_item::enable(&shell.home, &shell.identifier, &shell.executable)
-                    .map(drop)
-                    .map_err(anyhow::Error::from),
-                State::On | State::Unknown(_) => {
-                    login_item::disable(&shell.home, &shell.identifier).map_err(Into::into)
-                }
-                State::SwitchedOff => Err(anyhow::anyhow!(
-                    "Second Brain is switched off in System Settings › General › Login Items: \
-                     switch it on under Allow in the Background."
-                )),
-            };
+            let item = needed::<LoginItem, R>(app)?;
+            let result = item.toggle(&item.launchd_state());
             refresh_login(app);
             result?;
         }
-        MenuAction::OpenVault => {
-            let vault = app
-                .state::<Supervisor>()
-                .vault()
-                .ok_or_else(|| anyhow::anyhow!("no vault folder chosen yet"))?;
-            open(app, &vault)?;
-        }
-        MenuAction::OpenLogs => {
-            let logs = app.state::<Shell>().logs_dir.clone();
-            std::fs::create_dir_all(&logs)?;
-            open(app, &logs)?;
-        }
+        MenuAction::OpenVault => needed::<Supervisor, R>(app)?.open_vault()?,
+        MenuAction::OpenLogs => needed::<Supervisor, R>(app)?.open_logs()?,
         MenuAction::Quit => {
             tracing::info!("quit from the menu");
             app.exit(0);
@@ -255,10 +215,13 @@ pub fn perform<R: Runtime>(app: &AppHandle<R>, action: MenuAction) -> anyhow::Re
     Ok(())
 }
 
-fn open<R: Runtime>(app: &AppHandle<R>, path: &Path) -> anyhow::Result<()> {
-    let target = path.display().to_string();
-    (app.state::<Hooks>().open_url)(&target)
-        .map_err(|reason| anyhow::anyhow!("could not open {target}: {reason}"))
+/// What a menu action needs from the app state; missing only when the app could not start.
+fn needed<T: Send + Sync + 'static, R: Runtime>(
+    app: &AppHandle<R>,
+) -> anyhow::Result<tauri::State<'_, T>> {
+    app.try_state::<T>().ok_or_else(|| {
+        anyhow::anyhow!("Second Brain could not start: the Setup Checklist says why")
+    })
 }
 
 #[cfg(test)]
@@ -268,9 +231,9 @@ mod tests {
     #[test]
     fn every_clickable_id_has_one_action() {
         let expected = [
-            (SESSIONS, MenuAction::Show(WindowKind::Sessions)),
-            (SETTINGS, MenuAction::Show(WindowKind::Settings)),
-            (SETUP, MenuAction::Show(WindowKind::Setup)),
+            (SESSIONS, MenuAction::Show(Page::Sessions)),
+            (SETTINGS, MenuAction::Show(Page::Settings)),
+            (SETUP, MenuAction::Show(Page::Setup)),
             (PAUSE, MenuAction::TogglePause),
             (LOGIN, MenuAction::ToggleLogin),
             (OPEN_VAULT, MenuAction::OpenVault),
@@ -283,10 +246,12 @@ mod tests {
         for id in [STATUS, TRAY_ID, "", "Quit", "quit ", "😀"] {
             assert_eq!(action_for(id), None, "{id:?}");
         }
-        let mut ids = ALL_IDS.to_vec();
+        let mut ids: Vec<&str> = ACTIONS.iter().map(|(id, _)| *id).collect();
+        ids.extend([STATUS, TRAY_ID]);
+        let all = ids.len();
         ids.sort_unstable();
         ids.dedup();
-        assert_eq!(ids.len(), ALL_IDS.len(), "menu ids are unique");
+        assert_eq!(ids.len(), all, "menu ids are unique");
     }
 
     #[test]

@@ -503,6 +503,19 @@ impl World {
         chats
     }
 
+    /// Waits, on file events in the data folder, until `sessions.json` holds exactly `chats`.
+    fn wait_for_chats_on_disk(&self, chats: &[&str]) -> Result<()> {
+        wait_for_file_event(&self.data_dir(), Duration::from_secs(20), || {
+            self.chats_on_disk() == chats
+        })
+        .map_err(|()| {
+            format!(
+                "sessions.json never held {chats:?}: {:?}",
+                self.chats_on_disk()
+            )
+        })
+    }
+
     fn settings_file(&self) -> Option<Vec<u8>> {
         std::fs::read(self.data_dir().join("settings.json")).ok()
     }
@@ -626,96 +639,109 @@ fn sessions_page_lists_clears_and_shows_a_new_question_live() {
     world.write_sessions(&three_sessions());
     run(
         |s| {
-            s.wait_until(&rows_are(3))?;
-            assert_eq!(s.text("#session-count")?, "3 conversations active");
-            let waiting = "[data-test=session-row][data-state=waiting]";
-            assert_eq!(
-                s.text(&format!("{waiting} [data-test=state]"))?,
-                "Waiting for your answer"
-            );
-            assert_eq!(
-                s.content(&format!("{waiting} [data-test=text]"))?,
-                "Is “Atlas” the client project or the book you mentioned?"
-            );
-            assert_eq!(
-                s.text(&format!("{waiting} [data-test=message-count]"))?,
-                "3 messages"
-            );
-            s.wait_until(
-                "document.getElementById('status-text').textContent === 'Running · 3 sessions'",
-            )?;
-            s.screenshot("sessions")?;
-
-            // Clear the idle one: the row goes, and so does its entry in sessions.json.
-            let idle = "[data-test=session-row][data-chat='iMessage;-;+447700900123']";
-            s.click(&format!("{idle} [data-test=clear-session]"))?;
-            s.wait_until(&rows_are(2))?;
-            assert_eq!(s.count(idle)?, 0, "the cleared row is gone");
-            assert_eq!(s.text("#session-count")?, "2 conversations active");
-            assert_eq!(
-                world.chats_on_disk(),
-                [ME_CHAT, "iMessage;-;sarah@example.com"],
-                "sessions.json has the other two"
-            );
-
-            // Clear all asks first, in the page; Cancel keeps everything.
-            s.click("#clear-all")?;
-            s.wait_until("!document.getElementById('confirm-bar').hidden")?;
-            assert_eq!(
-                s.text("#confirm-text")?,
-                "Clear 2 sessions? Pending questions are dropped."
-            );
-            s.screenshot("sessions-confirm-clear-all")?;
-            s.click("#cancel-clear-all")?;
-            s.wait_until("document.getElementById('confirm-bar').hidden")?;
-            assert_eq!(s.count("[data-test=session-row]")?, 2);
-            assert_eq!(world.chats_on_disk().len(), 2);
-
-            s.click("#clear-all")?;
-            s.click("#confirm-clear-all")?;
-            s.wait_until("!document.getElementById('empty-state').hidden")?;
-            assert_eq!(s.count("[data-test=session-row]")?, 0);
-            assert_eq!(s.text("#empty-state h2")?, "No active conversations");
-            assert!(world.chats_on_disk().is_empty(), "sessions.json is empty");
-            s.wait_until(
-                "document.getElementById('status-text').textContent === 'Running · 0 sessions'",
-            )?;
-            s.screenshot("sessions-empty")?;
-
-            // A new text whose run asks a question appears without a reload.
-            s.execute("window.e2eSamePage = true; return true;", json!([]))?;
-            world.db.incoming(ME_CHAT, ME, "dinner with Ana");
-            s.wait_until(&format!(
-                "document.querySelectorAll('{waiting}').length === 1"
-            ))?;
-            assert_eq!(s.content(&format!("{waiting} [data-test=text]"))?, QUESTION);
-            assert_eq!(s.content(&format!("{waiting} [data-test=who]"))?, ME);
-            assert_eq!(
-                s.execute("return window.e2eSamePage === true;", json!([]))?,
-                json!(true),
-                "the page was not reloaded"
-            );
-            let calls = world
-                .runtime
-                .block_on(world.osascript.wait_for_calls(1, Duration::from_secs(20)));
-            assert_eq!(
-                (calls[0].target.as_str(), calls[0].text.as_str()),
-                (ME_CHAT, QUESTION)
-            );
-            assert!(
-                world.api.violations().is_empty(),
-                "{:?}",
-                world.api.violations()
-            );
-            s.wait_until(
-                "document.getElementById('status-text').textContent === 'Running · 1 session'",
-            )?;
-            s.screenshot("sessions-new-question")?;
-            Ok(())
+            three_rows_are_listed(s)?;
+            the_idle_one_is_cleared(s, &world)?;
+            clear_all_asks_then_clears(s, &world)?;
+            a_new_question_appears_live(s, &world)
         },
         "sessions",
         &world.env(Senders::Environment),
     );
+}
+
+/// The waiting session's row of the sessions page.
+const WAITING: &str = "[data-test=session-row][data-state=waiting]";
+
+/// The three sessions of the world, with their state, text and count.
+fn three_rows_are_listed(s: &Session<'_>) -> Result<()> {
+    s.wait_until(&rows_are(3))?;
+    assert_eq!(s.text("#session-count")?, "3 conversations active");
+    assert_eq!(
+        s.text(&format!("{WAITING} [data-test=state]"))?,
+        "Waiting for your answer"
+    );
+    assert_eq!(
+        s.content(&format!("{WAITING} [data-test=text]"))?,
+        "Is “Atlas” the client project or the book you mentioned?"
+    );
+    assert_eq!(
+        s.text(&format!("{WAITING} [data-test=message-count]"))?,
+        "3 messages"
+    );
+    s.wait_until("document.getElementById('status-text').textContent === 'Running · 3 sessions'")?;
+    s.screenshot("sessions")?;
+    Ok(())
+}
+
+/// Clearing the idle one removes its row and its entry in sessions.json.
+fn the_idle_one_is_cleared(s: &Session<'_>, world: &World) -> Result<()> {
+    // Clear the idle one: the row goes, and so does its entry in sessions.json.
+    let idle = "[data-test=session-row][data-chat='iMessage;-;+447700900123']";
+    s.click(&format!("{idle} [data-test=clear-session]"))?;
+    s.wait_until(&rows_are(2))?;
+    assert_eq!(s.count(idle)?, 0, "the cleared row is gone");
+    assert_eq!(s.text("#session-count")?, "2 conversations active");
+    // The row may go on the change event, before the command has saved: wait for the file.
+    world.wait_for_chats_on_disk(&[ME_CHAT, "iMessage;-;sarah@example.com"])?;
+    Ok(())
+}
+
+/// Clear all asks first, in the page; Cancel keeps everything, Confirm clears all.
+fn clear_all_asks_then_clears(s: &Session<'_>, world: &World) -> Result<()> {
+    // Clear all asks first, in the page; Cancel keeps everything.
+    s.click("#clear-all")?;
+    s.wait_until("!document.getElementById('confirm-bar').hidden")?;
+    assert_eq!(
+        s.text("#confirm-text")?,
+        "Clear 2 sessions? Pending questions are dropped."
+    );
+    s.screenshot("sessions-confirm-clear-all")?;
+    s.click("#cancel-clear-all")?;
+    s.wait_until("document.getElementById('confirm-bar').hidden")?;
+    assert_eq!(s.count("[data-test=session-row]")?, 2);
+    assert_eq!(world.chats_on_disk().len(), 2);
+
+    s.click("#clear-all")?;
+    s.click("#confirm-clear-all")?;
+    s.wait_until("!document.getElementById('empty-state').hidden")?;
+    assert_eq!(s.count("[data-test=session-row]")?, 0);
+    assert_eq!(s.text("#empty-state h2")?, "No active conversations");
+    world.wait_for_chats_on_disk(&[])?;
+    s.wait_until("document.getElementById('status-text').textContent === 'Running · 0 sessions'")?;
+    s.screenshot("sessions-empty")?;
+    Ok(())
+}
+
+/// A new text whose run asks a question appears without a reload.
+fn a_new_question_appears_live(s: &Session<'_>, world: &World) -> Result<()> {
+    // A new text whose run asks a question appears without a reload.
+    s.execute("window.e2eSamePage = true; return true;", json!([]))?;
+    world.db.incoming(ME_CHAT, ME, "dinner with Ana");
+    s.wait_until(&format!(
+        "document.querySelectorAll('{WAITING}').length === 1"
+    ))?;
+    assert_eq!(s.content(&format!("{WAITING} [data-test=text]"))?, QUESTION);
+    assert_eq!(s.content(&format!("{WAITING} [data-test=who]"))?, ME);
+    assert_eq!(
+        s.execute("return window.e2eSamePage === true;", json!([]))?,
+        json!(true),
+        "the page was not reloaded"
+    );
+    let calls = world
+        .runtime
+        .block_on(world.osascript.wait_for_calls(1, Duration::from_secs(20)));
+    assert_eq!(
+        (calls[0].target.as_str(), calls[0].text.as_str()),
+        (ME_CHAT, QUESTION)
+    );
+    assert!(
+        world.api.violations().is_empty(),
+        "{:?}",
+        world.api.violations()
+    );
+    s.wait_until("document.getElementById('status-text').textContent === 'Running · 1 session'")?;
+    s.screenshot("sessions-new-question")?;
+    Ok(())
 }
 
 #[test]
@@ -732,74 +758,138 @@ fn settings_page_refuses_an_invalid_vault_and_allows_a_stranger() {
     let stranger = "+15559876543";
     run(
         |s| {
-            s.wait_until("document.getElementById('model').value !== ''")?;
-            let field = |id: &str| {
-                s.execute(
-                    "return document.getElementById(arguments[0]).value;",
-                    json!([id]),
-                )
-            };
-            assert_eq!(field("model")?, "claude-opus-4-1");
-            assert_eq!(field("timeout")?, "45");
-            assert_eq!(field("vault-path")?, json!(path_text(&world.vault())));
-            assert_eq!(s.count("[data-test=sender]")?, 1);
-            assert_eq!(
-                s.text("#key-state-text")?,
-                "Key set",
-                "ANTHROPIC_API_KEY counts"
-            );
-            s.screenshot("settings")?;
+            the_form_shows_the_file(s, &world)?;
+            an_invalid_vault_is_refused_and_reverted(s, &world)?;
+            a_stranger_is_listed_and_allowed(s, &world, stranger)?;
+            other_pages_commands_are_denied(s)
+        },
+        "settings",
+        &world.env(Senders::SettingsFile),
+    );
+}
 
-            let before = world.settings_file();
-            s.type_into("#vault-path", "/no/such/vault")?;
+/// The value of the settings page's input `id`.
+fn field(s: &Session<'_>, id: &str) -> Result<Value> {
+    s.execute(
+        "return document.getElementById(arguments[0]).value;",
+        json!([id]),
+    )
+}
+
+/// The form shows settings.json, and the key of the environment.
+fn the_form_shows_the_file(s: &Session<'_>, world: &World) -> Result<()> {
+    s.wait_until("document.getElementById('model').value !== ''")?;
+    assert_eq!(field(s, "model")?, "claude-opus-4-1");
+    assert_eq!(field(s, "timeout")?, "45");
+    assert_eq!(field(s, "vault-path")?, json!(path_text(&world.vault())));
+    assert_eq!(s.count("[data-test=sender]")?, 1);
+    assert_eq!(
+        s.text("#key-state-text")?,
+        "Key set",
+        "ANTHROPIC_API_KEY counts"
+    );
+    s.screenshot("settings")?;
+    Ok(())
+}
+
+/// A vault that does not exist is refused, marked, not saved; Revert reloads.
+fn an_invalid_vault_is_refused_and_reverted(s: &Session<'_>, world: &World) -> Result<()> {
+    let before = world.settings_file();
+    s.type_into("#vault-path", "/no/such/vault")?;
+    s.click("#save")?;
+    s.wait_until("document.getElementById('form-error').textContent !== ''")?;
+    assert_eq!(
+        s.text("#form-error")?,
+        "Vault folder: /no/such/vault does not exist"
+    );
+    let invalid = s.execute(
+        "return document.getElementById('vault-path').classList.contains('invalid');",
+        json!([]),
+    )?;
+    assert_eq!(invalid, json!(true), "the vault field is marked");
+    assert_eq!(world.settings_file(), before, "settings.json is unchanged");
+    s.screenshot("settings-invalid-vault")?;
+
+    // Nothing was half-saved: Revert reloads what the app holds.
+    s.click("#revert")?;
+    s.wait_until("document.getElementById('vault-path').value !== '/no/such/vault'")?;
+    assert_eq!(field(s, "vault-path")?, json!(path_text(&world.vault())));
+    Ok(())
+}
+
+/// A stranger texting while the window is open is listed live, then allowed.
+fn a_stranger_is_listed_and_allowed(s: &Session<'_>, world: &World, stranger: &str) -> Result<()> {
+    world.wait_until_running()?;
+    world
+        .db
+        .incoming("iMessage;-;+15559876543", stranger, "hi, is this Sam?");
+    let listed = format!("[data-test=stranger][data-handle='{stranger}']");
+    s.wait_until(&format!("document.querySelector(\"{listed}\") !== null"))?;
+    s.screenshot("settings-stranger")?;
+    s.click(&format!("{listed} [data-test=allow-stranger]"))?;
+    s.wait_until(&format!(
+        "document.querySelector(\"[data-test=sender][data-handle='{stranger}']\") !== null"
+    ))?;
+    let saved: Value = serde_json::from_slice(&world.settings_file().unwrap_or_default())
+        .map_err(|e| format!("settings.json: {e}"))?;
+    assert_eq!(saved["allowed_senders"], json!([ME, stranger]));
+    s.wait_until("document.getElementById('strangers').hidden")?;
+    Ok(())
+}
+
+/// Capabilities: the settings window may not call the sessions window's commands.
+fn other_pages_commands_are_denied(s: &Session<'_>) -> Result<()> {
+    let denied = s.post(
+        "/execute/async",
+        json!({ "script": "const done = arguments[0];
+            window.__TAURI__.core.invoke('clear_all_sessions')
+                .then(() => done('allowed'), (err) => done(String(err)));", "args": [] }),
+    )?;
+    let denied = denied.as_str().unwrap_or_default();
+    assert!(
+        denied.contains("not allowed"),
+        "clear_all_sessions from settings: {denied}"
+    );
+    Ok(())
+}
+
+/// The settings page lists the allowed group chats and removes one on Save; its group
+/// commands are granted to it (the page shows no error: a command left out of the app's ACL
+/// manifest is refused in a real window, tauri-2.11.6/src/webview/mod.rs:1823).
+#[test]
+fn settings_page_removes_an_allowed_group() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let group = "iMessage;+;chat424242";
+    let settings = json!({
+        "vault_path": world.vault(),
+        "allowed_senders": [ME],
+        "allowed_groups": [group]
+    });
+    std::fs::write(world.data_dir().join("settings.json"), settings.to_string())
+        .expect("write settings.json");
+    run(
+        |s| {
+            let row = format!("[data-test=allowed-group][data-guid='{group}']");
+            s.wait_until(&format!("document.querySelector(\"{row}\") !== null"))?;
+            s.screenshot("settings-allowed-group")?;
+            s.click(&format!("{row} [data-test=remove-group]"))?;
+            s.wait_until("document.getElementById('allowed-groups').hidden")?;
+            assert_eq!(
+                world.settings_file(),
+                Some(settings.to_string().into_bytes()),
+                "nothing is saved before Save"
+            );
             s.click("#save")?;
-            s.wait_until("document.getElementById('form-error').textContent !== ''")?;
-            assert_eq!(
-                s.text("#form-error")?,
-                "Vault folder: /no/such/vault does not exist"
-            );
-            let invalid = s.execute(
-                "return document.getElementById('vault-path').classList.contains('invalid');",
-                json!([]),
-            )?;
-            assert_eq!(invalid, json!(true), "the vault field is marked");
-            assert_eq!(world.settings_file(), before, "settings.json is unchanged");
-            s.screenshot("settings-invalid-vault")?;
-
-            // Nothing was half-saved: Revert reloads what the app holds.
-            s.click("#revert")?;
-            s.wait_until("document.getElementById('vault-path').value !== '/no/such/vault'")?;
-            assert_eq!(field("vault-path")?, json!(path_text(&world.vault())));
-
-            // A stranger texts while the window is open: listed live, then allowed.
-            world.wait_until_running()?;
-            world
-                .db
-                .incoming("iMessage;-;+15559876543", stranger, "hi, is this Sam?");
-            let listed = format!("[data-test=stranger][data-handle='{stranger}']");
-            s.wait_until(&format!("document.querySelector(\"{listed}\") !== null"))?;
-            s.screenshot("settings-stranger")?;
-            s.click(&format!("{listed} [data-test=allow-stranger]"))?;
-            s.wait_until(&format!(
-                "document.querySelector(\"[data-test=sender][data-handle='{stranger}']\") !== null"
-            ))?;
+            s.wait_until("!document.getElementById('saved-note').hidden")?;
             let saved: Value = serde_json::from_slice(&world.settings_file().unwrap_or_default())
                 .map_err(|e| format!("settings.json: {e}"))?;
-            assert_eq!(saved["allowed_senders"], json!([ME, stranger]));
-            s.wait_until("document.getElementById('strangers').hidden")?;
-
-            // Capabilities: the settings window may not call the sessions window's commands.
-            let denied = s.post(
-                "/execute/async",
-                json!({ "script": "const done = arguments[0];
-                    window.__TAURI__.core.invoke('clear_all_sessions')
-                        .then(() => done('allowed'), (err) => done(String(err)));", "args": [] }),
+            assert_eq!(saved["allowed_groups"], json!([]));
+            assert_eq!(saved["allowed_senders"], json!([ME]));
+            let error = s.execute(
+                "const e = document.getElementById('page-error'); return e.hidden ? '' : e.textContent;",
+                json!([]),
             )?;
-            let denied = denied.as_str().unwrap_or_default();
-            assert!(
-                denied.contains("not allowed"),
-                "clear_all_sessions from settings: {denied}"
-            );
+            assert_eq!(error, json!(""), "the page shows no error");
             Ok(())
         },
         "settings",
