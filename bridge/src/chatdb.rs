@@ -796,10 +796,34 @@ mod tests {
         assert_eq!(texts, ["from text", "Test 3"]);
     }
 
+    /// Issue 10: a fresh row of placeholders only is read again until its attachment rows
+    /// are committed, then delivered with them.
+    #[test]
+    fn a_placeholder_row_waits_for_its_attachment_rows() {
+        let env = env();
+        let f = &env.fixture;
+        let row = f.insert(&Msg::new(DM, ALICE).text("\u{FFFC}")).rowid;
+        let batch = read_all(&env.db, 0);
+        assert!(batch.messages.is_empty());
+        assert_eq!(batch.next_after, row - 1, "read again next time");
+        let home = tempfile::tempdir().unwrap();
+        let file = super::fixture::FileRow::new("IMG_1.JPG", "image/jpeg", 3);
+        f.attach(row, &file, home.path());
+        let batch = read_all(&env.db, 0);
+        assert_eq!(batch.messages.len(), 1);
+        let extra = batch.messages[0].extra.as_deref().expect("attachments");
+        assert_eq!(
+            extra.attachments[0].transfer_name.as_deref(),
+            Some("IMG_1.JPG")
+        );
+        assert_eq!(batch.messages[0].text, "");
+    }
+
     #[test]
     fn rows_without_an_incoming_text_are_skipped_and_passed() {
         let env = env();
         let f = &env.fixture;
+        let old = apple_ns(Utc::now() - TimeDelta::minutes(5));
         let skipped = [
             Msg {
                 is_from_me: true,
@@ -815,8 +839,11 @@ mod tests {
             },
             Msg::new(DM, ALICE).text(""),
             Msg::new(DM, ALICE),
-            Msg::new(DM, ALICE).text("\u{FFFC}"),
-            Msg::new(DM, ALICE).text(" \u{FFFC}\r\n\u{FFFC}\u{2028} "),
+            // Placeholders only, and older than the grace a row's attachment rows get.
+            Msg::new(DM, ALICE).text("\u{FFFC}").date(old),
+            Msg::new(DM, ALICE)
+                .text(" \u{FFFC}\r\n\u{FFFC}\u{2028} ")
+                .date(old),
             Msg::new(DM, ALICE).body(blob("Blank")),
             Msg::new(DM, ALICE).body(b"not a typedstream".to_vec()),
             Msg::new(DM, ALICE).body(blob("LongMessage")[..200].to_vec()),
