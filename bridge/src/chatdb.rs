@@ -417,7 +417,7 @@ impl ChatDb {
                 Verdict::Wait => {
                     debug!(
                         rowid,
-                        "chat.db row not complete yet (chat join or attachment rows); reading it next time"
+                        "chat.db row has no chat join yet (or no attachment rows yet); reading it next time"
                     );
                     batch.next_after = rowid - 1;
                     return Ok(batch);
