@@ -14,6 +14,7 @@ mod crash;
 mod disk;
 mod faults;
 mod messages;
+mod search;
 mod turns;
 
 use serde_json::{Value, json};

@@ -32,6 +32,8 @@
     if (message.startsWith("Session timeout")) return timeout;
     if (message.startsWith("Allowed senders")) return newSender;
     if (message.startsWith("API key")) return apiKey;
+    if (message.startsWith("Digest time")) return $("digest-time");
+    if (message.startsWith("Digest recipient")) return $("digest-recipient");
     return null;
   }
 
@@ -103,6 +105,24 @@
     renderSenders();
     renderAllowedGroups();
     renderKey(view.api_key_set);
+    fillDigest(view.digest || {});
+  }
+
+  // The digest's switch, time and recipient (one of the allowed senders).
+  function fillDigest(digest) {
+    $("digest-enabled").checked = Boolean(digest.enabled);
+    $("digest-time").value = digest.time || "08:00";
+    const recipient = $("digest-recipient");
+    recipient.replaceChildren(...senders.map((handle) => el("option", { value: handle }, handle)));
+    recipient.value = digest.recipient || senders[0] || "";
+  }
+
+  function digestForm() {
+    return {
+      enabled: $("digest-enabled").checked,
+      time: $("digest-time").value || null,
+      recipient: $("digest-recipient").value || null,
+    };
   }
 
   async function loadStrangers() {
@@ -243,6 +263,7 @@
       allowed_senders: senders,
       session_timeout_minutes: Number.isFinite(minutes) ? Math.min(Math.max(minutes, 0), 4294967295) : 0,
       allow_sms: $("allow-sms").checked,
+      digest: digestForm(),
       allowed_groups: allowedGroups,
     };
     $("save").disabled = true;

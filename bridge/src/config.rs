@@ -73,6 +73,10 @@ pub enum Setting {
     RunDeadline,
     /// How long a text waits for its attachments' files (`ATTACHMENT_WAIT_MS`).
     AttachmentWait,
+    /// When the morning digest goes out (`digest.time`, `HH:MM`).
+    DigestTime,
+    /// Who gets the morning digest (`digest.recipient`, an allowed sender).
+    DigestRecipient,
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -114,6 +118,8 @@ impl Setting {
             Setting::AllowedGroups(File) => "allowed_groups",
             Setting::RunDeadline => "RUN_DEADLINE_MS",
             Setting::AttachmentWait => "ATTACHMENT_WAIT_MS",
+            Setting::DigestTime => "digest.time",
+            Setting::DigestRecipient => "digest.recipient",
         }
     }
 
@@ -126,6 +132,8 @@ impl Setting {
             Setting::BaseUrl(_) => "API base URL",
             Setting::AllowedSenders(_) => "Allowed senders",
             Setting::SessionTimeout(_) => "Session timeout",
+            Setting::DigestTime => "Digest time",
+            Setting::DigestRecipient => "Digest recipient",
             Setting::AllowedGroups(_) => "Allowed groups",
             other => other.name(),
         }
@@ -187,6 +195,9 @@ pub struct Settings {
     /// Group chats (`chat.guid`, like `iMessage;+;chat123…`) whose allowed members' texts
     /// reach the agent; other groups are ignored.
     pub allowed_groups: Vec<String>,
+    /// The morning digest: off, or when and to whom (left out of the file while unset).
+    #[serde(skip_serializing_if = "crate::digest::DigestSettings::is_unset")]
+    pub digest: crate::digest::DigestSettings,
 }
 
 impl Settings {
@@ -235,8 +246,25 @@ impl Settings {
             validate_url(url, Setting::BaseUrl(File))?;
         }
         validate_groups(&self.allowed_groups, Setting::AllowedGroups(File))?;
+        let senders = allowlist(&self.allowed_senders, Setting::AllowedSenders(File))?;
+        digest_schedule(&self.digest, &senders)?;
         Ok(())
     }
+}
+
+/// The morning digest's schedule, `None` when it is off.
+fn digest_schedule(
+    settings: &crate::digest::DigestSettings,
+    senders: &Allowlist,
+) -> Result<Option<crate::digest::Schedule>, ConfigError> {
+    use crate::digest::ScheduleError;
+    settings.schedule(senders).map_err(|e| {
+        let setting = match e {
+            ScheduleError::Time(_) => Setting::DigestTime,
+            ScheduleError::NoRecipient | ScheduleError::NotAllowed(_) => Setting::DigestRecipient,
+        };
+        invalid(setting, e.to_string())
+    })
 }
 
 /// `ALLOW_SMS` and `ALLOWED_GROUPS` (the environment wins), else the settings file's.
@@ -383,6 +411,8 @@ pub struct Config {
     pub run_deadline: Duration,
     /// How long a text waits for its attachments' files before it is handled without them.
     pub attachment_wait: Duration,
+    /// The morning digest's schedule; `None` when it is off.
+    pub digest: Option<crate::digest::Schedule>,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -441,6 +471,7 @@ impl Config {
             .map_err(|e| invalid(Setting::LogLevel, format!("{log_level:?}: {e}")))?;
         let api = Api::resolve(&env, &settings)?;
         let pace = Pace::resolve(&env, &settings)?;
+        let digest = digest_schedule(&settings.digest, &pace.allowed_senders)?;
         Ok(Config {
             data_dir: dirs.data,
             log_dir: dirs.logs,
@@ -463,6 +494,7 @@ impl Config {
             daily_token_budget: pace.daily_token_budget,
             run_deadline: pace.run_deadline,
             attachment_wait: pace.attachment_wait,
+            digest,
             log_level,
             settings_problem,
         })
@@ -848,9 +880,46 @@ mod tests {
             base_url: None,
             allow_sms: false,
             allowed_groups: vec!["iMessage;+;chat42".into()],
+            digest: crate::digest::DigestSettings {
+                enabled: true,
+                time: Some("07:30".into()),
+                recipient: None,
+            },
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
+        let digest = c.digest.clone().expect("the digest is on");
+        assert_eq!(digest.time.format("%H:%M").to_string(), "07:30");
+        assert_eq!(
+            digest.recipient.as_str(),
+            "+442079460958",
+            "the only allowed sender"
+        );
+        let mut late = settings.clone();
+        late.digest.time = Some("7.30".into());
+        let err = late.save(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: Setting::DigestTime,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        late.digest.time = None;
+        late.digest.recipient = Some("+15550000000".into());
+        let err = late.save(dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "digest.recipient: \"+15550000000\" is not one of the allowed senders"
+        );
+        assert_eq!(
+            Settings::load(dir.path()).unwrap().0,
+            settings,
+            "nothing half-saved"
+        );
         assert_eq!(c.model, "claude-opus-4-1");
         assert_eq!(c.session_timeout, Duration::from_secs(300));
         assert!(c.allowed_senders.is_allowed("+442079460958"));

@@ -295,6 +295,7 @@ impl Conversations {
         let captured = !record.notes_written.is_empty();
         let outcome = match result {
             Ok(_) if captured => Outcome::Captured,
+            Ok(_) if record.answered && !record.messages_sent.is_empty() => Outcome::Answered,
             Err(err) if captured => {
                 warn!(chat = ?message.chat.guid, cause = %err, "agent failed after writing its note");
                 Outcome::Captured
@@ -424,6 +425,7 @@ impl Conversations {
                 Outcome::Captured => s.captured += 1,
                 Outcome::Asked { .. } => s.asked += 1,
                 Outcome::FiledToInbox => s.failed += 1,
+                Outcome::Answered => s.answered += 1,
             }
             if outcome.ran_the_agent() {
                 s.handled += 1;
@@ -769,6 +771,9 @@ pub enum Outcome {
     },
     /// The agent failed: the raw text went to Inbox, the user was told, the session ends.
     FiledToInbox,
+    /// The text was a question about the vault and the agent texted the answer: nothing to
+    /// capture, the session ends.
+    Answered,
 }
 
 impl Outcome {
@@ -780,6 +785,7 @@ impl Outcome {
             Outcome::Captured => "captured",
             Outcome::Asked { .. } => "waiting for an answer",
             Outcome::FiledToInbox => "filed to Inbox",
+            Outcome::Answered => "answered",
         }
     }
 
@@ -787,7 +793,7 @@ impl Outcome {
     pub fn ran_the_agent(&self) -> bool {
         matches!(
             self,
-            Outcome::Captured | Outcome::Asked { .. } | Outcome::FiledToInbox
+            Outcome::Captured | Outcome::Asked { .. } | Outcome::FiledToInbox | Outcome::Answered
         )
     }
 }

@@ -19,6 +19,7 @@ pub mod attachments;
 pub mod chatdb;
 pub mod config;
 pub mod conversation;
+pub mod digest;
 pub mod doctor;
 pub mod echoes;
 pub mod intake;
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod persist;
 pub mod prompt;
 pub mod router;
+pub mod search;
 pub mod secrets;
 pub mod sender;
 pub mod sessions;
@@ -241,7 +243,7 @@ impl Bridge {
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt())
                 .with_deadline(config.run_deadline),
-            vault: vault::Vault::new(vault),
+            vault: vault::Vault::new(vault.clone()),
             outbox,
             sessions: sessions.clone(),
             ledger: Arc::clone(&ledger),
@@ -252,6 +254,7 @@ impl Bridge {
             waiting: Waiting::default(),
             attachment_wait: config.attachment_wait,
         });
+        let index = search::Index::new(&vault, &config.data_dir);
         if config.allowed_senders.is_empty() {
             warn!("no allowed senders: every text will be ignored");
         }
@@ -274,6 +277,7 @@ impl Bridge {
         for message in unfinished {
             router.dispatch(Job::Message(message));
         }
+        digest::start(&config, &conversations.outbox, &ledger, &tracker, &cancel);
         let intake = Intake {
             chat_db: config.chat_db.clone(),
             poll: config.poll_interval,
@@ -290,6 +294,7 @@ impl Bridge {
             paused: paused.subscribe(),
         };
         tracker.spawn(intake.run(cancel.clone()));
+        tracker.spawn(search::follow::run(index, cancel.clone()));
         tracker.spawn(count_sessions(
             sessions.clone(),
             status.clone(),

@@ -59,6 +59,8 @@ mod tests {
             "log_interaction",
             "send_message",
             "vault_list",
+            "vault_search",
+            "category query",
             "one specific question",
             "Always log",
             "always reply",

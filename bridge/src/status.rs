@@ -113,6 +113,9 @@ pub struct Status {
     /// Texts answered with a question, the session waiting for the answer (since start).
     #[serde(default)]
     pub asked: u64,
+    /// Texts that were questions about the vault, answered (since start).
+    #[serde(default)]
+    pub answered: u64,
     /// Messages' own copies of the bridge's replies (a chat with yourself), skipped (since
     /// start).
     #[serde(default)]
@@ -206,6 +209,7 @@ impl StatusBoard {
             unconfirmed_sends: 0,
             captured: 0,
             asked: 0,
+            answered: 0,
             echoes_ignored: 0,
             sms_ignored: 0,
             oversized: 0,

@@ -98,6 +98,9 @@ pub struct ToolRecord {
     pub messages_sent: Vec<String>,
     /// Number of successful `log_interaction` calls.
     pub logged: usize,
+    /// Whether the text was logged as a question about the vault (category `query`):
+    /// answered, nothing to capture.
+    pub answered: bool,
 }
 
 /// The tools for one agent run, bound to one conversation.
@@ -239,6 +242,7 @@ impl Tools {
             "vault_list" => self.vault_list(input).await,
             "log_interaction" => self.log_interaction(input).await,
             "send_message" => self.send_message(input).await,
+            crate::search::tool::NAME => crate::search::tool::call(&self.vault, input).await,
             _ => Err(Error::UnknownTool {
                 name: name.chars().take(60).collect(),
             }),
@@ -357,6 +361,7 @@ impl Tools {
         const TOOL: &str = "log_interaction";
         let input: LogInput = parse(TOOL, input)?;
         let confidence = parse_confidence(TOOL, input.confidence)?;
+        let query = input.category.as_deref().map(str::trim) == Some("query");
         let path = self
             .blocking(TOOL, move |vault| {
                 let entry = LogEntry {
@@ -372,7 +377,9 @@ impl Tools {
                 vault.log_interaction(&entry, Local::now())
             })
             .await?;
-        self.record_mut().logged += 1;
+        let mut record = self.record_mut();
+        record.logged += 1;
+        record.answered |= query;
         Ok(format!("logged to {path}"))
     }
 
@@ -405,7 +412,7 @@ impl ToolRunner for Tools {
     /// log, so a reply never names a note not yet on disk and the log comes last.
     fn phase(&self, name: &str) -> Phase {
         match name {
-            "vault_read" | "vault_list" => Phase::Read,
+            "vault_read" | "vault_list" | crate::search::tool::NAME => Phase::Read,
             "send_message" => Phase::Reply,
             "log_interaction" => Phase::Record,
             _ => Phase::Write,
@@ -512,6 +519,7 @@ pub fn definitions() -> Vec<Value> {
                 "additionalProperties": false,
             },
         }),
+        crate::search::tool::definition(),
     ]
 }
 
@@ -647,7 +655,8 @@ mod tests {
                 "vault_read",
                 "vault_list",
                 "log_interaction",
-                "send_message"
+                "send_message",
+                "vault_search"
             ]
         );
         for def in &defs {
@@ -679,9 +688,9 @@ mod tests {
         let send = &defs[4]["input_schema"];
         assert_eq!(send["properties"], json!({"message": {"type": "string"}}));
         assert_eq!(send["required"], json!(["message"]));
-        // They are sent with every request: keep them small.
+        // They are sent with every request: keep them small (six tools since vault_search).
         let bytes = serde_json::to_string(&defs).unwrap().len();
-        assert!(bytes < 2_500, "tool definitions grew to {bytes} bytes");
+        assert!(bytes < 2_700, "tool definitions grew to {bytes} bytes");
     }
 
     #[tokio::test]

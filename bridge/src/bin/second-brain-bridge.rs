@@ -48,6 +48,19 @@ enum Command {
     Sessions(SessionsCommand),
     /// Show what a running bridge is doing.
     Status,
+    /// The morning digest.
+    #[command(subcommand)]
+    Digest(DigestCommand),
+}
+
+#[derive(Subcommand)]
+enum DigestCommand {
+    /// Print the digest as it would be texted now (nothing is sent).
+    Preview {
+        /// The day to compose it for (default: today), as YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,7 +118,27 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print_status(&config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Digest(DigestCommand::Preview { date }) => digest_preview(&config, date),
     }
+}
+
+/// Prints the digest for `date` (today by default) on stdout; when and to whom on stderr.
+fn digest_preview(config: &Config, date: Option<chrono::NaiveDate>) -> anyhow::Result<ExitCode> {
+    use bridge::digest;
+    let vault = config
+        .vault
+        .as_deref()
+        .context("no vault folder chosen (see `second-brain-bridge doctor`)")?;
+    let date = date.unwrap_or_else(|| chrono::Local::now().date_naive());
+    match &config.digest {
+        Some(s) => eprintln!("sent at {} to {}", s.time.format("%H:%M"), s.recipient),
+        None => eprintln!("the morning digest is off (digest.enabled in the settings)"),
+    }
+    match digest::compose(&digest::gather(vault, date), date) {
+        Some(text) => println!("{text}"),
+        None => eprintln!("nothing to send on {date}: no text would go out"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the checklist; fails when something needs fixing.

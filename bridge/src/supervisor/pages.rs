@@ -113,6 +113,9 @@ pub struct SettingsForm {
     /// Group chats (by guid) whose allowed members are answered.
     #[serde(default)]
     pub allowed_groups: Vec<String>,
+    /// The morning digest: the switch, the time (`HH:MM`) and the recipient.
+    #[serde(default)]
+    pub digest: crate::digest::DigestSettings,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -148,6 +151,7 @@ fn view_of_file(file: Settings, api_key_set: bool) -> SettingsView {
                 .map_or(60, |m| u32::try_from(m).unwrap_or(u32::MAX)),
             allow_sms: file.allow_sms,
             allowed_groups: file.allowed_groups,
+            digest: file.digest,
         },
         api_key_set,
     }
@@ -167,6 +171,11 @@ fn view_of_config(config: &Config) -> SettingsView {
             session_timeout_minutes: u32::try_from(minutes).unwrap_or(u32::MAX).max(1),
             allow_sms: config.allow_sms,
             allowed_groups: config.allowed_groups.clone(),
+            digest: config
+                .digest
+                .as_ref()
+                .map(crate::digest::DigestSettings::from)
+                .unwrap_or_default(),
         },
         api_key_set: config.auth.is_some(),
     }
@@ -207,6 +216,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         session_timeout_minutes: Some(u64::from(form.session_timeout_minutes)),
         allow_sms: form.allow_sms,
         allowed_groups: groups,
+        digest: form.digest,
         ..file
     })
 }
@@ -296,6 +306,7 @@ mod tests {
                 "".to_owned(),
                 "iMessage;+;chat2".to_owned(),
             ],
+            digest: Default::default(),
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
