@@ -11,7 +11,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev libgtk-3-dev libwebkit2gtk-4.1-dev
-    libayatana-appindicator3-dev librsvg2-dev libxdo-dev libdbus-1-dev)
+    libayatana-appindicator3-dev librsvg2-dev libxdo-dev libdbus-1-dev libheif-examples)
 e2e=(xvfb xauth dbus dbus-x11 webkit2gtk-driver fonts-inter gnome-keyring)
 icons=(librsvg2-bin imagemagick icnsutils)
 

@@ -8,6 +8,7 @@ mod cli;
 extern crate util;
 
 mod abuse;
+mod attachments;
 mod chatdb_changes;
 mod crash;
 mod disk;

@@ -209,7 +209,20 @@ impl Agent {
         input: &str,
         tools: &T,
     ) -> Result<RunReport, AgentError> {
-        match tokio::time::timeout(self.deadline, self.run_turns(transcript, input, tools)).await {
+        self.run_with(transcript, input, Vec::new(), tools).await
+    }
+
+    /// [`Agent::run`] with content blocks (images of the text's attachments) given to the
+    /// model before the input's text block, in the same user message.
+    pub async fn run_with<T: ToolRunner>(
+        &self,
+        transcript: &mut Vec<Value>,
+        input: &str,
+        attached: Vec<Value>,
+        tools: &T,
+    ) -> Result<RunReport, AgentError> {
+        let turns = self.run_turns(transcript, input, attached, tools);
+        match tokio::time::timeout(self.deadline, turns).await {
             Ok(result) => result,
             Err(_) => Err(AgentError::Deadline(self.deadline)),
         }
@@ -219,9 +232,10 @@ impl Agent {
         &self,
         transcript: &mut Vec<Value>,
         input: &str,
+        attached: Vec<Value>,
         tools: &T,
     ) -> Result<RunReport, AgentError> {
-        add_user_input(transcript, input);
+        add_user_input(transcript, input, attached);
         let definitions = cache_last_tool(tools.definitions());
         let mut usage = Usage::default();
         let mut continuing = false;
@@ -444,19 +458,21 @@ fn text_of(content: &[Value]) -> String {
 }
 
 /// Appends the user's `input`, keeping the transcript valid after an earlier failed run.
-fn add_user_input(transcript: &mut Vec<Value>, input: &str) {
-    let text = json!({ "type": "text", "text": input });
+fn add_user_input(transcript: &mut Vec<Value>, input: &str, attached: Vec<Value>) {
+    let mut text = attached;
+    text.push(json!({ "type": "text", "text": input }));
     match transcript.last_mut() {
         // The previous run's last user message got no answer: the input joins it.
         Some(last) if role(last) == Some("user") => {
             tracing::debug!("previous user turn was not answered; adding the input to it");
             match last.get_mut("content") {
-                Some(Value::Array(blocks)) => blocks.push(text),
+                Some(Value::Array(blocks)) => blocks.extend(text),
                 Some(Value::String(s)) => {
-                    let earlier = json!({ "type": "text", "text": std::mem::take(s) });
-                    last["content"] = json!([earlier, text]);
+                    let mut blocks = vec![json!({ "type": "text", "text": std::mem::take(s) })];
+                    blocks.extend(text);
+                    last["content"] = Value::Array(blocks);
                 }
-                _ => last["content"] = json!([text]),
+                _ => last["content"] = Value::Array(text),
             }
         }
         Some(last) if role(last) == Some("assistant") => {
@@ -476,10 +492,10 @@ fn add_user_input(transcript: &mut Vec<Value>, input: &str) {
                     "closing tool calls left open by an earlier run"
                 );
             }
-            blocks.push(text);
+            blocks.extend(text);
             transcript.push(json!({ "role": "user", "content": blocks }));
         }
-        _ => transcript.push(json!({ "role": "user", "content": [text] })),
+        _ => transcript.push(json!({ "role": "user", "content": text })),
     }
 }
 

@@ -51,6 +51,10 @@ pub struct IncomingMessage {
     /// Where it came from: service, and whether it is a row of a chat with yourself.
     #[serde(default)]
     pub origin: Origin,
+    /// What came with the words: attachments, a voice message's transcript, a link's
+    /// preview (boxed: most texts have none, and a message moves through queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Box<crate::attachments::Extras>>,
 }
 
 /// `message.service`: how a text travelled.
@@ -152,6 +156,12 @@ mod names {
     pub const CHAT_HANDLE_JOIN: &str = "chat_handle_join";
     /// `chat_handle_join.handle_id`.
     pub const JOIN_HANDLE_ID: &str = "handle_id";
+    /// `message.cache_has_attachments`: 1 when attachment rows are joined to it.
+    pub const CACHE_HAS_ATTACHMENTS: &str = "cache_has_attachments";
+    /// `message.is_audio_message`: 1 for a voice message.
+    pub const IS_AUDIO_MESSAGE: &str = "is_audio_message";
+    /// `message.payload_data`: a rich link's preview, an NSKeyedArchiver plist.
+    pub const PAYLOAD_DATA: &str = "payload_data";
 }
 
 /// `chat.style` of a group conversation.
@@ -382,7 +392,20 @@ impl ChatDb {
                 self.own.borrow_mut().extend(account_address(account));
             }
             match classify_row(row, rowid, now, &self.own.borrow()) {
-                Verdict::Deliver(message) => batch.messages.push(message),
+                Verdict::Deliver(mut message) => {
+                    if integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0 {
+                        let found = self.attachments(rowid)?;
+                        if !found.is_empty() {
+                            message.extra.get_or_insert_default().attachments = found;
+                        }
+                    }
+                    if message.text.is_empty() && message.extra.is_none() {
+                        debug!(rowid, "skipping chat.db row: no text and no attachments");
+                        batch.skipped += 1;
+                    } else {
+                        batch.messages.push(message);
+                    }
+                }
                 Verdict::Skip(reason) => {
                     debug!(rowid, reason, "skipping chat.db row");
                     batch.skipped += 1;
@@ -394,7 +417,7 @@ impl ChatDb {
                 Verdict::Wait => {
                     debug!(
                         rowid,
-                        "chat.db row has no chat join yet; reading it next time"
+                        "chat.db row has no chat join yet (or no attachment rows yet); reading it next time"
                     );
                     batch.next_after = rowid - 1;
                     return Ok(batch);
@@ -408,6 +431,13 @@ impl ChatDb {
 
     fn error(&self, source: rusqlite::Error) -> Error {
         classify(&self.path, source)
+    }
+
+    /// The visible attachments of message `rowid` (see [`crate::attachments::rows`]).
+    fn attachments(&self, rowid: i64) -> Result<Vec<crate::attachments::Attachment>, Error> {
+        let home = dirs::home_dir();
+        crate::attachments::rows::read(&self.conn, rowid, home.as_deref())
+            .map_err(|e| self.error(e))
     }
 }
 
@@ -436,6 +466,9 @@ mod col {
     pub const ACCOUNT: usize = 12;
     pub const DESTINATION_CALLER_ID: usize = 13;
     pub const CHAT_NAME: usize = 14;
+    pub const HAS_ATTACHMENTS: usize = 15;
+    pub const IS_AUDIO_MESSAGE: usize = 16;
+    pub const PAYLOAD_DATA: usize = 17;
 }
 
 /// The batch query: message columns by ROWID range (the primary key), the sender through
@@ -447,7 +480,8 @@ fn read_after_sql() -> String {
         "SELECT m.{ROWID}, m.{GUID}, m.{TEXT}, m.{ATTRIBUTED_BODY}, m.{IS_FROM_ME}, \
          m.{ASSOCIATED_MESSAGE_TYPE}, m.{DATE}, h.{HANDLE_ADDRESS}, c.{GUID}, \
          c.{CHAT_IDENTIFIER}, c.{STYLE}, m.{SERVICE}, m.{ACCOUNT}, m.{DESTINATION_CALLER_ID}, \
-         c.{DISPLAY_NAME} \
+         c.{DISPLAY_NAME}, m.{CACHE_HAS_ATTACHMENTS}, m.{IS_AUDIO_MESSAGE}, \
+         m.{PAYLOAD_DATA} \
          FROM {MESSAGE} AS m \
          LEFT JOIN {HANDLE} AS h ON h.{ROWID} = m.{HANDLE_ID} \
          LEFT JOIN {CHAT} AS c ON c.{ROWID} = (\
@@ -495,10 +529,24 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         Some(text) if !text.is_empty() => Some(text.to_owned()),
         _ => bytes(row, col::ATTRIBUTED_BODY).and_then(typedstream::decode_text),
     };
-    let Some(body) = raw_body.as_deref().and_then(clean_body) else {
-        return Verdict::Skip("no text");
-    };
+    // A body of attachment placeholders only is delivered empty when the row has
+    // attachments; `read_after` skips it if none are found.
+    let has_attachments = integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0;
     let date = apple_time(integer(row, col::DATE).unwrap_or(0));
+    let body = match raw_body.as_deref().and_then(clean_body) {
+        Some(body) => body,
+        None if has_attachments => String::new(),
+        // Placeholders whose attachment rows are not committed yet: read it again, as
+        // for a missing chat join.
+        None if raw_body
+            .as_deref()
+            .is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
+            && (now - date).abs() <= JOIN_GRACE =>
+        {
+            return Verdict::Wait;
+        }
+        None => return Verdict::Skip("no text"),
+    };
     let Some(chat_guid) = text(row, col::CHAT_GUID) else {
         if (now - date).abs() <= JOIN_GRACE {
             return Verdict::Wait;
@@ -529,6 +577,11 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
         text: body,
         date,
         origin,
+        extra: crate::attachments::Extras::of_row(
+            integer(row, col::IS_AUDIO_MESSAGE).unwrap_or(0) != 0,
+            bytes(row, col::ATTRIBUTED_BODY),
+            bytes(row, col::PAYLOAD_DATA),
+        ),
     })
 }
 
@@ -743,10 +796,34 @@ mod tests {
         assert_eq!(texts, ["from text", "Test 3"]);
     }
 
+    /// Issue 10: a fresh row of placeholders only is read again until its attachment rows
+    /// are committed, then delivered with them.
+    #[test]
+    fn a_placeholder_row_waits_for_its_attachment_rows() {
+        let env = env();
+        let f = &env.fixture;
+        let row = f.insert(&Msg::new(DM, ALICE).text("\u{FFFC}")).rowid;
+        let batch = read_all(&env.db, 0);
+        assert!(batch.messages.is_empty());
+        assert_eq!(batch.next_after, row - 1, "read again next time");
+        let home = tempfile::tempdir().unwrap();
+        let file = super::fixture::FileRow::new("IMG_1.JPG", "image/jpeg", 3);
+        f.attach(row, &file, home.path());
+        let batch = read_all(&env.db, 0);
+        assert_eq!(batch.messages.len(), 1);
+        let extra = batch.messages[0].extra.as_deref().expect("attachments");
+        assert_eq!(
+            extra.attachments[0].transfer_name.as_deref(),
+            Some("IMG_1.JPG")
+        );
+        assert_eq!(batch.messages[0].text, "");
+    }
+
     #[test]
     fn rows_without_an_incoming_text_are_skipped_and_passed() {
         let env = env();
         let f = &env.fixture;
+        let old = apple_ns(Utc::now() - TimeDelta::minutes(5));
         let skipped = [
             Msg {
                 is_from_me: true,
@@ -762,8 +839,11 @@ mod tests {
             },
             Msg::new(DM, ALICE).text(""),
             Msg::new(DM, ALICE),
-            Msg::new(DM, ALICE).text("\u{FFFC}"),
-            Msg::new(DM, ALICE).text(" \u{FFFC}\r\n\u{FFFC}\u{2028} "),
+            // Placeholders only, and older than the grace a row's attachment rows get.
+            Msg::new(DM, ALICE).text("\u{FFFC}").date(old),
+            Msg::new(DM, ALICE)
+                .text(" \u{FFFC}\r\n\u{FFFC}\u{2028} ")
+                .date(old),
             Msg::new(DM, ALICE).body(blob("Blank")),
             Msg::new(DM, ALICE).body(b"not a typedstream".to_vec()),
             Msg::new(DM, ALICE).body(blob("LongMessage")[..200].to_vec()),

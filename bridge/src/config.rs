@@ -71,6 +71,8 @@ pub enum Setting {
     AllowedGroups(Origin),
     /// The longest one agent run may take (`RUN_DEADLINE_MS`).
     RunDeadline,
+    /// How long a text waits for its attachments' files (`ATTACHMENT_WAIT_MS`).
+    AttachmentWait,
     /// When the morning digest goes out (`digest.time`, `HH:MM`).
     DigestTime,
     /// Who gets the morning digest (`digest.recipient`, an allowed sender).
@@ -115,6 +117,7 @@ impl Setting {
             Setting::AllowedGroups(Env) => "ALLOWED_GROUPS",
             Setting::AllowedGroups(File) => "allowed_groups",
             Setting::RunDeadline => "RUN_DEADLINE_MS",
+            Setting::AttachmentWait => "ATTACHMENT_WAIT_MS",
             Setting::DigestTime => "digest.time",
             Setting::DigestRecipient => "digest.recipient",
         }
@@ -406,6 +409,8 @@ pub struct Config {
     pub daily_token_budget: u64,
     /// How long one agent run may take; a text whose run passes it goes to Inbox.
     pub run_deadline: Duration,
+    /// How long a text waits for its attachments' files before it is handled without them.
+    pub attachment_wait: Duration,
     /// The morning digest's schedule; `None` when it is off.
     pub digest: Option<crate::digest::Schedule>,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
@@ -488,6 +493,7 @@ impl Config {
             rate_limit_per_minute: pace.rate_limit_per_minute,
             daily_token_budget: pace.daily_token_budget,
             run_deadline: pace.run_deadline,
+            attachment_wait: pace.attachment_wait,
             digest,
             log_level,
             settings_problem,
@@ -568,6 +574,7 @@ struct Pace {
     rate_limit_per_minute: u32,
     daily_token_budget: u64,
     run_deadline: Duration,
+    attachment_wait: Duration,
 }
 
 impl Pace {
@@ -641,6 +648,11 @@ impl Pace {
                 "RUN_DEADLINE_MS",
                 Setting::RunDeadline,
                 crate::agent::DEFAULT_RUN_DEADLINE,
+            )?,
+            attachment_wait: ms(
+                "ATTACHMENT_WAIT_MS",
+                Setting::AttachmentWait,
+                crate::attachments::DEFAULT_WAIT,
             )?,
         })
     }

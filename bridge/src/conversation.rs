@@ -23,6 +23,7 @@ use chrono::{Local, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::agent::{Agent, AgentError, RunReport};
+use crate::attachments;
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, LimitsError, Rate, RateLimiter, Spend};
@@ -55,6 +56,8 @@ pub struct Conversations {
     pub budget: Arc<Budget>,
     /// Texts waiting for the vault.
     pub waiting: Waiting,
+    /// How long a text waits for its attachments' files.
+    pub attachment_wait: Duration,
 }
 
 /// Texts claimed while the vault could not be written, in the order they came.
@@ -264,17 +267,36 @@ impl Conversations {
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
-        let original = earlier.unwrap_or_else(|| input.original.clone());
+        let attached = self.attachments(message).await;
+        let extra = message.extra.as_deref();
+        let voice = extra.and_then(|e| e.voice.as_ref());
+        // What a question keeps and Inbox files: the text, its attachments and their embeds.
+        let original = earlier.unwrap_or_else(|| {
+            let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
+            attachments::with_embeds(&text, &attached.embeds())
+        });
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
             message.chat.clone(),
             Some(message.guid.clone()),
+        )
+        .with_embeds(attached.embeds())
+        .with_link_url(
+            extra
+                .and_then(|e| e.link.as_ref())
+                .and_then(|l| l.url.clone()),
         );
+        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
+        if let Some(link) = extra.and_then(|e| e.link.as_ref()) {
+            text = format!("{text}\n\n{}", link.describe());
+        }
         let result = self
             .agent
-            .run(&mut session.transcript, &input.text, &tools)
+            .run_with(&mut session.transcript, &text, attached.blocks, &tools)
             .await;
+        // sessions.json never holds image bytes.
+        attachments::strip_media(&mut session.transcript);
         self.after_run(&result).await;
         let requests = result.as_ref().ok().map(|report| report.turns);
         let record = tools.record();
@@ -302,6 +324,27 @@ impl Conversations {
             }
         };
         (outcome, session, requests)
+    }
+
+    /// The text's attachments once their files are complete (or the wait limit passed),
+    /// copied and prepared; the user is told at once which could not be read.
+    async fn attachments(&self, message: &IncomingMessage) -> attachments::Prepared {
+        let files = message
+            .extra
+            .as_deref()
+            .map_or(&[][..], |e| e.attachments.as_slice());
+        if let attachments::Waited::TimedOut(missing) =
+            attachments::wait_for_files(files, self.attachment_wait).await
+        {
+            warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
+                "attachment files did not arrive in time; handling the text without them");
+        }
+        let prepared = attachments::prepare_off_runtime(&self.vault, files.to_vec()).await;
+        if let Some(notice) = prepared.unreadable_notice() {
+            self.reply(&message.chat, Some(&message.guid), &notice)
+                .await;
+        }
+        prepared
     }
 
     /// What the model is given for a text: the text itself, or, over
@@ -827,6 +870,7 @@ mod tests {
             text: format!("text {rowid}"),
             date: chrono::Utc::now(),
             origin: Default::default(),
+            extra: None,
         }
     }
 

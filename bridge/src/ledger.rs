@@ -625,6 +625,7 @@ mod tests {
             text: text.to_string(),
             date: at(rowid),
             origin: Default::default(),
+            extra: None,
         }
     }
 

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod allowlist;
 pub mod anthropic;
+pub mod attachments;
 pub mod chatdb;
 pub mod config;
 pub mod conversation;
@@ -270,6 +271,7 @@ impl Bridge {
             rate: RateLimiter::new(config.rate_limit_per_minute),
             budget: Arc::clone(&self.budget),
             waiting: Waiting::default(),
+            attachment_wait: config.attachment_wait,
         });
         let index = search::Index::new(&vault, &config.data_dir);
         if config.allowed_senders.is_empty() {

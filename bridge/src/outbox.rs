@@ -236,6 +236,7 @@ mod tests {
                     text: "call mom".into(),
                     date: chrono::Utc::now(),
                     origin: Default::default(),
+                    extra: None,
                 };
                 let cursor = Cursor {
                     rowid: 1,

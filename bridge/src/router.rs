@@ -177,6 +177,7 @@ mod tests {
             text: format!("text {n}"),
             date: Utc::now(),
             origin: Default::default(),
+            extra: None,
         })
     }
 

@@ -113,6 +113,10 @@ pub struct Tools {
     record: Mutex<ToolRecord>,
     /// `send_message` calls that reached the outbox.
     replies: AtomicUsize,
+    /// Embeds of the text's attachments, added to the note where the model left them out.
+    embeds: Vec<String>,
+    /// The link the text carried: a Reference note gets it as `url:` in its frontmatter.
+    link_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,7 +194,22 @@ impl Tools {
             source,
             record: Mutex::default(),
             replies: AtomicUsize::new(0),
+            embeds: Vec::new(),
+            link_url: None,
         }
+    }
+
+    /// These tools with the text's link, given to Reference notes as `url:`.
+    pub fn with_link_url(mut self, url: Option<String>) -> Tools {
+        self.link_url = url;
+        self
+    }
+
+    /// These tools with `embeds` (of the text's attachments) added to the note
+    /// `vault_write` writes, each unless the model's content already holds it.
+    pub fn with_embeds(mut self, embeds: Vec<String>) -> Tools {
+        self.embeds = embeds;
+        self
     }
 
     /// What this run's tool calls have done so far.
@@ -241,6 +260,11 @@ impl Tools {
             self.take_reply_slot()?;
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
+        input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
+        let url = self
+            .link_url
+            .clone()
+            .filter(|_| folder == Folder::Reference);
         let written = self
             .blocking(TOOL, move |vault| {
                 let tags = input.tags.unwrap_or_default();
@@ -252,7 +276,7 @@ impl Tools {
                     confidence,
                     source: source.as_deref(),
                 };
-                vault.write_note(&note, Local::now())
+                vault.write_note_with_url(&note, url.as_deref(), Local::now())
             })
             .await;
         let path = match written {

@@ -43,6 +43,42 @@ pub fn decode_text(blob: &[u8]) -> Option<String> {
     })
 }
 
+/// The string value of the attribute `key` in the blob's attribute dictionaries, e.g.
+/// `IMAudioTranscription` (a voice message's words) or `__kIMFileTransferGUIDAttributeName`.
+///
+/// The key is an `NSString` object (its length, its bytes, then the end-of-object byte
+/// 0x86); its value follows as the next object: an optional back-reference byte (≥ 0x92),
+/// 0x84 (new object), its class and type references (each ≥ 0x92), then a length and that
+/// many UTF-8 bytes closed by 0x86 — the layout of the reference blob `Transcription`.
+/// `None` when the key is absent or its value is anything else.
+pub fn decode_string_attribute(blob: &[u8], key: &str) -> Option<String> {
+    let key = key.as_bytes();
+    let mut pattern = vec![u8::try_from(key.len()).ok().filter(|&n| n < 0x80)?];
+    pattern.extend_from_slice(key);
+    pattern.push(0x86);
+    let at = find(blob, &pattern)?;
+    let mut rest = blob.get(at + pattern.len()..)?;
+    if rest.first().is_some_and(|&b| b >= REFERENCE_BASE) {
+        rest = rest.get(1..)?;
+    }
+    let (&new_object, rest) = rest.split_first()?;
+    let refs = rest.get(..2)?;
+    if new_object != NEW_OBJECT || refs.iter().any(|&b| b < REFERENCE_BASE) {
+        return None;
+    }
+    let (len, rest) = read_length(rest.get(2..)?)?;
+    let bytes = rest.get(..len)?;
+    if rest.get(len) != Some(&END_OF_STRING[0]) {
+        return None;
+    }
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// Type byte starting a new object.
+const NEW_OBJECT: u8 = 0x84;
+/// The smallest back-reference to an earlier class, type or object.
+const REFERENCE_BASE: u8 = 0x92;
+
 /// Reads a typedstream length; returns it and the bytes after it.
 fn read_length(input: &[u8]) -> Option<(usize, &[u8])> {
     let (&tag, rest) = input.split_first()?;
@@ -70,6 +106,39 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_voice_message_blob_holds_its_transcript_and_file_guid() {
+        let blob = include_bytes!("../../tests/data/attributed-body/Transcription.typedstream");
+        let words = include_str!("../../tests/data/attributed-body/Transcription.transcript.txt");
+        assert_eq!(
+            decode_string_attribute(blob, "IMAudioTranscription").as_deref(),
+            Some(words.trim_end())
+        );
+        assert_eq!(
+            decode_string_attribute(blob, "__kIMFileTransferGUIDAttributeName").as_deref(),
+            Some("4C339597-EBBB-4978-9B87-521C0471A848")
+        );
+        assert_eq!(decode_string_attribute(blob, "IMNoSuchAttribute"), None);
+        let plain =
+            include_bytes!("../../tests/data/attributed-body/AttributedBodyTextOnly.typedstream");
+        assert_eq!(decode_string_attribute(plain, "IMAudioTranscription"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn string_attributes_never_panic_on_garbage(blob in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_string_attribute(&blob, "IMAudioTranscription");
+        }
+
+        #[test]
+        fn string_attributes_never_panic_on_a_damaged_voice_blob(cut in 0usize..360, flip in 0usize..360, byte in any::<u8>()) {
+            let mut blob = include_bytes!("../../tests/data/attributed-body/Transcription.typedstream").to_vec();
+            if flip < blob.len() { blob[flip] = byte; }
+            blob.truncate(cut);
+            let _ = decode_string_attribute(&blob, "IMAudioTranscription");
+        }
+    }
 
     /// Every reference blob with its expected text, read at compile time.
     const BLOBS: &[(&str, &[u8], &str)] = &[

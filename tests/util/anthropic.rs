@@ -26,6 +26,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+/// The largest request body the fake reads, as the real API.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
 /// The only `anthropic-version` the fake accepts.
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -148,7 +151,13 @@ impl FakeAnthropic {
             count: watch::Sender::new(0),
             closed: watch::Sender::new(false),
         });
-        let app = Router::new().fallback(handle).with_state(inner.clone());
+        // The API takes requests of up to 32 MB ("Maximum request size", the PDF guide,
+        // https://platform.claude.com/docs/en/build-with-claude/pdf-support); axum's default
+        // would refuse anything over 2 MB.
+        let app = Router::new()
+            .fallback(handle)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            .with_state(inner.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -377,7 +386,8 @@ fn check(
     check_system(body.get("system"))?;
     check_tools(body.get("tools"))?;
     check_tool_choice(body.get("tool_choice"))?;
-    check_messages(messages)
+    check_messages(messages)?;
+    crate::media::check(messages)
 }
 
 /// `tool_choice`, when sent, is an object with a known `type`; stricter than the API, it must

@@ -429,3 +429,146 @@ fn length(n: usize) -> Vec<u8> {
         }
     }
 }
+
+/// A file sent with a text, as Messages records it in `attachment`.
+#[derive(Clone, Debug)]
+pub struct FileRow {
+    /// `transfer_name`: the sender's file name, e.g. `IMG_0001.HEIC`.
+    pub name: String,
+    /// `mime_type`, e.g. `image/heic`.
+    pub mime_type: Option<String>,
+    /// `uti`, e.g. `public.heic`.
+    pub uti: Option<String>,
+    /// `total_bytes`: the complete file's size.
+    pub total_bytes: i64,
+}
+
+impl FileRow {
+    /// A file named `name` of this MIME type and size.
+    pub fn new(name: &str, mime_type: &str, total_bytes: usize) -> FileRow {
+        FileRow {
+            name: name.to_string(),
+            mime_type: Some(mime_type.to_string()),
+            uti: None,
+            total_bytes: i64::try_from(total_bytes).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// An attachment written to the fixture: its guid and where its file goes.
+#[derive(Clone, Debug)]
+pub struct AttachedFile {
+    /// `attachment.guid`.
+    pub guid: String,
+    /// The absolute path of the file under `home` (`filename` holds it as `~/…`).
+    pub path: PathBuf,
+}
+
+impl FixtureDb {
+    /// Writes a text with files as Messages does: the message row (without its chat
+    /// join), each file's `attachment` row and `message_attachment_join` row (whose trigger
+    /// sets `cache_has_attachments`), then the chat join. The files' paths are under
+    /// `home/Library/Messages/Attachments/`, as `~/…` in `filename`; the caller writes the
+    /// files (before or after, as a download would).
+    pub fn insert_with_files(
+        &self,
+        m: &Msg,
+        files: &[FileRow],
+        home: &Path,
+    ) -> (Inserted, Vec<AttachedFile>) {
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
+        let attached = files
+            .iter()
+            .map(|f| self.attach(inserted.rowid, f, home))
+            .collect();
+        self.join(inserted.rowid, &m.chat_guid);
+        (inserted, attached)
+    }
+
+    /// Writes one `attachment` row and its join to message `rowid`.
+    pub fn attach(&self, rowid: i64, file: &FileRow, home: &Path) -> AttachedFile {
+        let guid = fresh_guid();
+        let rel = format!(
+            "Library/Messages/Attachments/{}/{}/{guid}/{}",
+            &guid[..2],
+            &guid[2..4],
+            file.name
+        );
+        self.conn
+            .execute(
+                "INSERT INTO attachment (guid, original_guid, created_date, filename, uti, \
+                 mime_type, transfer_state, is_outgoing, transfer_name, total_bytes) \
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, 5, 0, ?6, ?7)",
+                params![
+                    guid,
+                    apple_now() / 1_000_000_000,
+                    format!("~/{rel}"),
+                    file.uti,
+                    file.mime_type,
+                    file.name,
+                    file.total_bytes
+                ],
+            )
+            .expect("insert attachment");
+        let attachment = self.conn.last_insert_rowid();
+        self.conn
+            .execute(
+                "INSERT INTO message_attachment_join (message_id, attachment_id) VALUES (?1, ?2)",
+                params![rowid, attachment],
+            )
+            .expect("insert message_attachment_join");
+        AttachedFile {
+            guid,
+            path: home.join(rel),
+        }
+    }
+}
+
+/// Writes `bytes` at `path`, making its folders, as a finished download.
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("attachment folders");
+    std::fs::write(path, bytes).expect("write attachment");
+}
+
+impl FixtureDb {
+    /// Writes a voice message as Messages does: the message row marked `is_audio_message`
+    /// (its `attributedBody` from `m`), the audio's attachment rows, then the chat join.
+    pub fn insert_voice(&self, m: &Msg, audio: &FileRow, home: &Path) -> (Inserted, AttachedFile) {
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
+        self.conn
+            .execute(
+                "UPDATE message SET is_audio_message = 1 WHERE ROWID = ?1",
+                [inserted.rowid],
+            )
+            .expect("mark the voice message");
+        let attached = self.attach(inserted.rowid, audio, home);
+        self.join(inserted.rowid, &m.chat_guid);
+        (inserted, attached)
+    }
+}
+
+impl FixtureDb {
+    /// Writes a text with a rich link as Messages does: the message row, its
+    /// `payload_data` (the preview) and `balloon_bundle_id`, then the chat join.
+    pub fn insert_link(&self, m: &Msg, payload: &[u8]) -> Inserted {
+        let inserted = self.insert(&Msg {
+            join: false,
+            ..m.clone()
+        });
+        self.conn
+            .execute(
+                "UPDATE message SET payload_data = ?1, \
+                 balloon_bundle_id = 'com.apple.messages.URLBalloonProvider' WHERE ROWID = ?2",
+                params![payload, inserted.rowid],
+            )
+            .expect("store the link preview");
+        self.join(inserted.rowid, &m.chat_guid);
+        inserted
+    }
+}

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod bridge;
 pub mod chatdb;
+pub mod media;
 pub mod messages;
 pub mod osascript;
 pub mod state;

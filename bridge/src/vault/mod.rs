@@ -7,6 +7,7 @@
 //! by a lock held by the [`Vault`] (shared by its clones), so none is lost. Everything here
 //! is blocking file-system work: async callers run it off the runtime's workers.
 
+mod attach;
 mod confine;
 mod list;
 mod log;

@@ -49,6 +49,8 @@ struct FrontMatter<'a> {
     confidence: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
 }
 
 impl Vault {
@@ -56,6 +58,19 @@ impl Vault {
     /// (`-1`, `-2`, … appended when the name is taken). When `source` is given and a note in
     /// the folder already has that source and title, returns that note's path instead.
     pub fn write_note(&self, note: &NewNote, now: DateTime<Local>) -> Result<String, Error> {
+        self.write_note_with_url(note, None, now)
+    }
+
+    /// [`Vault::write_note`] with `url: <url>` in the frontmatter (a note about a link).
+    pub fn write_note_with_url(
+        &self,
+        note: &NewNote,
+        url: Option<&str>,
+        now: DateTime<Local>,
+    ) -> Result<String, Error> {
+        if let Some(url) = url {
+            check_text("url", url, MAX_TITLE_BYTES)?;
+        }
         let title = heading_text(note.title)?;
         check_text("content", note.content, MAX_CONTENT_BYTES)?;
         let tags = normalize_tags(note.tags)?;
@@ -69,6 +84,7 @@ impl Vault {
             tags: &tags,
             confidence: note.confidence,
             source: note.source,
+            url,
         };
         let yaml = serde_yaml_ng::to_string(&front)
             .map_err(|e| Error::invalid("note", format!("frontmatter: {e}")))?;
@@ -90,7 +106,7 @@ impl Vault {
             return Ok(existing);
         }
         let stem = format!("{}_{}", now.format("%Y-%m-%d"), slugify(&title));
-        let name = create_note(&dir, &stem, text.as_bytes())?;
+        let name = create_file(&dir, &stem, "md", text.as_bytes())?;
         Ok(format!("{}/{name}", note.folder.as_str()))
     }
 
@@ -109,13 +125,18 @@ impl Vault {
     }
 }
 
-/// Writes `bytes` as a new note `<stem>.md` in `dir` (`<stem>-<n>.md` when the name is
-/// taken) and returns its file name. The whole note is written and flushed under a hidden
+/// Writes `bytes` as a new file `<stem>.<ext>` in `dir` (`<stem>-<n>.<ext>` when the name
+/// is taken) and returns its file name. The whole note is written and flushed under a hidden
 /// temporary name, then hard-linked to its name — a link fails rather than replace a note —
 /// so a crash at any moment leaves no note or the whole note (and at most a hidden
 /// temporary file), never an empty one. Where hard links are not supported (some external
 /// drives) the name is reserved with an exclusive create and the note renamed over it.
-fn create_note(dir: &Path, stem: &str, bytes: &[u8]) -> Result<String, Error> {
+pub(super) fn create_file(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    bytes: &[u8],
+) -> Result<String, Error> {
     use std::io::Write as _;
     let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{stem}.{}-{n}.tmp", std::process::id()));
@@ -131,7 +152,7 @@ fn create_note(dir: &Path, stem: &str, bytes: &[u8]) -> Result<String, Error> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
     }
-    let named = link_to_free_name(dir, stem, &tmp);
+    let named = link_to_free_name(dir, stem, ext, &tmp);
     // After a link the temporary name is a second name of the note; after the fallback's
     // rename, or a failure, it is gone or unwanted.
     let _ = fs::remove_file(&tmp);
@@ -141,18 +162,18 @@ fn create_note(dir: &Path, stem: &str, bytes: &[u8]) -> Result<String, Error> {
 }
 
 /// Gives the written file `tmp` the first free name `<stem>.md`, `<stem>-1.md`, ….
-fn link_to_free_name(dir: &Path, stem: &str, tmp: &Path) -> Result<String, Error> {
+fn link_to_free_name(dir: &Path, stem: &str, ext: &str, tmp: &Path) -> Result<String, Error> {
     for n in 0..MAX_NAME_ATTEMPTS {
         let name = if n == 0 {
-            format!("{stem}.md")
+            format!("{stem}.{ext}")
         } else {
-            format!("{stem}-{n}.md")
+            format!("{stem}-{n}.{ext}")
         };
         match fs::hard_link(tmp, dir.join(&name)) {
             Ok(()) => return Ok(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(_) => {
-                let (name, path) = reserve_name(dir, stem)?;
+                let (name, path) = reserve_name(dir, stem, ext)?;
                 if let Err(e) = fs::rename(tmp, &path) {
                     // Give the reserved name back rather than leave an empty note behind.
                     let _ = fs::remove_file(&path);
@@ -168,12 +189,12 @@ fn link_to_free_name(dir: &Path, stem: &str, tmp: &Path) -> Result<String, Error
     ))
 }
 
-fn reserve_name(dir: &Path, stem: &str) -> Result<(String, PathBuf), Error> {
+fn reserve_name(dir: &Path, stem: &str, ext: &str) -> Result<(String, PathBuf), Error> {
     for n in 0..MAX_NAME_ATTEMPTS {
         let name = if n == 0 {
-            format!("{stem}.md")
+            format!("{stem}.{ext}")
         } else {
-            format!("{stem}-{n}.md")
+            format!("{stem}-{n}.{ext}")
         };
         let path = dir.join(&name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -190,7 +211,7 @@ fn reserve_name(dir: &Path, stem: &str) -> Result<(String, PathBuf), Error> {
 
 /// The file-name slug of a title: lower-case `a-z0-9` words joined by `-`, at most 50
 /// characters, `note` when nothing is left.
-fn slugify(title: &str) -> String {
+pub(crate) fn slugify(title: &str) -> String {
     let mut slug = String::new();
     let mut gap = false;
     for c in title.chars().flat_map(char::to_lowercase) {

@@ -1,0 +1,488 @@
+//! Issue 10: photos and other files sent with a text reach the model and the vault. Each
+//! test writes the rows as Messages does (message, attachment, joins) with the files under
+//! the fixture home's `Library/Messages/Attachments/`, runs the real binary against the strict
+//! fake API (which checks image blocks as the real API does, `util::media`), and asserts on
+//! the request the fake received, the copies in the vault and the note's bytes.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+
+use crate::util::anthropic as fake;
+use crate::util::bridge::{ME, ME_CHAT, World};
+use crate::util::chatdb::{FileRow, Msg, data_dir, write_file};
+use crate::util::media;
+
+/// A photo as a camera writes it: a JPEG of `w`×`h` with some detail in it.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 7) as u8])
+    });
+    let mut out = Vec::new();
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
+        .unwrap();
+    out
+}
+
+/// The files in a vault folder, sorted by name.
+fn files(world: &World, folder: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(world.vault().join(folder))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn capture() -> impl Fn(&serde_json::Value) -> fake::Reply + Send + Sync + 'static {
+    fake::one_turn_capture(
+        "Reference",
+        "Whiteboard",
+        &["topic/work"],
+        "Saved to {path}",
+    )
+}
+
+/// Issue 10: a photo with a caption: the model gets the caption and the photo as an image
+/// block (a JPEG whose long edge is 1568 px); the photo is copied byte for byte into
+/// `Attachments/` and the note embeds the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_photo_with_a_caption_reaches_the_model_and_the_note_embeds_its_copy() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let jpeg = photo(2400, 1600);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}whiteboard from the planning meeting");
+    let (_, files_written) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("IMG_0042.JPG", "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    write_file(&files_written[0].path, &jpeg);
+    let status = world
+        .wait_status("the photo captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(status["handled"], 1);
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = &world.api.requests()[0].body;
+    let images = media::images(request);
+    assert_eq!(images.len(), 1, "one image block");
+    assert_eq!(images[0].0, "image/jpeg");
+    let shown = image::load_from_memory_with_format(&images[0].1, ImageFormat::Jpeg).unwrap();
+    assert_eq!((shown.width(), shown.height()), (1568, 1045));
+    let text = request.to_string();
+    assert!(
+        text.contains("whiteboard from the planning meeting"),
+        "the caption reaches the model"
+    );
+    assert!(
+        text.contains("IMG_0042.JPG"),
+        "the model is told the file's name"
+    );
+
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].ends_with("_img0042.jpg"), "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        jpeg
+    );
+    let notes = world.notes("Reference");
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].1.contains(&format!("![[{}]]", copies[0])),
+        "{}",
+        notes[0].1
+    );
+}
+
+/// Issue 10: the real HEIC Messages stored (a sticker with transparency) is converted by
+/// `heif-convert` (Linux), shown to the model as a PNG of its 900×721 pixels, and kept in
+/// the vault as the original `.heic`; a body of only the placeholder still reaches the model.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_heic_is_converted_shown_and_kept() {
+    let heic = std::fs::read(data_dir().join("attachments/sticker.heic")).unwrap();
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow {
+            uti: Some("public.heic".into()),
+            ..FileRow::new("IMG_7001.HEIC", "image/heic", heic.len())
+        }],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &heic);
+    world
+        .wait_status("the HEIC captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let images = media::images(&world.api.requests()[0].body);
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].0, "image/png", "transparency kept");
+    let shown = image::load_from_memory_with_format(&images[0].1, ImageFormat::Png).unwrap();
+    assert_eq!((shown.width(), shown.height()), (900, 721));
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1);
+    assert!(copies[0].ends_with("_img7001.heic"), "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        heic
+    );
+    let notes = world.notes("Reference");
+    assert!(
+        notes[0].1.contains(&format!("![[{}]]", copies[0])),
+        "{}",
+        notes[0].1
+    );
+}
+
+/// Issue 10: `.obsidian/app.json` decides the folder (`attachmentFolderPath` as a vault
+/// path) and the embed (`useMarkdownLinks: true` gives `![](path)`).
+#[tokio::test(flavor = "multi_thread")]
+async fn obsidian_settings_choose_the_folder_and_the_link_form() {
+    let world = World::new(capture()).await;
+    std::fs::create_dir_all(world.vault().join(".obsidian")).unwrap();
+    std::fs::write(
+        world.vault().join(".obsidian/app.json"),
+        r#"{"attachmentFolderPath": "Files/Media", "useMarkdownLinks": true}"#,
+    )
+    .unwrap();
+    let bridge = world.start().await;
+    let jpeg = photo(200, 100);
+    let msg = Msg::new(ME_CHAT, ME).text("receipt");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("receipt.jpeg", "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &jpeg);
+    world
+        .wait_status("the receipt captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    let copies = files(&world, "Files/Media");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(files(&world, "Attachments").is_empty());
+    let notes = world.notes("Reference");
+    assert!(
+        notes[0]
+            .1
+            .contains(&format!("![](Files/Media/{})", copies[0])),
+        "{}",
+        notes[0].1
+    );
+}
+
+/// Issue 10: a question about a photo, then the answer: `sessions.json` holds no image bytes
+/// while the question waits, and the follow-up request (the transcript with a placeholder
+/// where the image was) is accepted by the strict fake.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clarification_after_a_photo_keeps_the_session_small() {
+    let world = World::new(fake::one_turn_question(
+        "Which project is this for?",
+        capture(),
+    ))
+    .await;
+    let bridge = world.start().await;
+    let jpeg = photo(2000, 1500);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("IMG_1.JPG", "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &jpeg);
+    world
+        .wait_status("the question asked", |s| s["asked"] == 1)
+        .await;
+    let sessions = std::fs::read(world.data_dir().join("sessions.json")).unwrap();
+    assert!(
+        sessions.len() < 16 * 1024,
+        "sessions.json is {} bytes",
+        sessions.len()
+    );
+    assert!(
+        !String::from_utf8_lossy(&sessions).contains("\"image\""),
+        "no image block kept"
+    );
+    world.db.incoming(ME_CHAT, ME, "Project Apollo");
+    world
+        .wait_status("the answer captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let last = &requests.last().unwrap().body;
+    assert_eq!(media::images(last).len(), 0, "the image is not sent again");
+    assert!(
+        last.to_string().contains("IMG_1.JPG"),
+        "the follow-up still names the photo"
+    );
+}
+
+/// Issue 10: a file still downloading when its rows are committed: the text waits (claimed)
+/// until the file is whole — a partial file does not count — and is then handled once, with
+/// the photo shown and copied whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
+    let world = World::new(capture()).await;
+    let mut bridge = world.start().await;
+    let jpeg = photo(800, 600);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}parking spot");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    bridge.wait_line("waiting for attachment files").await;
+    // Half the download, then the rest: only the whole file ends the wait.
+    write_file(&attached[0].path, &jpeg[..jpeg.len() / 2]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&attached[0].path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg[jpeg.len() / 2..]))
+        .unwrap();
+    world
+        .wait_status("the photo captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(requests.len(), 1, "handled once: one filing turn");
+    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        jpeg
+    );
+    assert_eq!(world.notes("Reference").len(), 1);
+}
+
+/// Issue 10: a file that never arrives: at the limit (set short here) the text is handled
+/// without it, the model is told it could not be read, and the user is told its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_never_arrives_is_named_to_the_user_at_the_limit() {
+    let world = World::new(capture()).await;
+    let bridge = world.start_with(&[("ATTACHMENT_WAIT_MS", "1500")]).await;
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the scan of the lease");
+    world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("Lease.pdf", "application/pdf", 90_000)],
+        world.dir.path(),
+    );
+    world
+        .wait_status("the text captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = world.api.requests()[0].body.to_string();
+    assert!(request.contains("the scan of the lease"));
+    assert!(
+        request.contains("Lease.pdf") && request.contains("could not be read"),
+        "{request}"
+    );
+    let replies = world.osascript.calls();
+    assert!(
+        replies
+            .iter()
+            .any(|c| c.text.contains("couldn't read Lease.pdf")),
+        "{replies:#?}"
+    );
+    assert!(files(&world, "Attachments").is_empty());
+}
+
+/// Issue 10: a PDF within the API's limits is shown as a `document` block; one over 100
+/// pages is copied and embedded but not shown, and the model is told why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pdf_is_shown_as_a_document_and_one_over_the_page_limit_is_only_attached() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let (small, big) = (media::pdf(3), media::pdf(101));
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}\u{FFFC}contracts to read");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[
+            FileRow::new("Offer.pdf", "application/pdf", small.len()),
+            FileRow::new("Handbook.pdf", "application/pdf", big.len()),
+        ],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &small);
+    write_file(&attached[1].path, &big);
+    world
+        .wait_status("the PDFs captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let request = &world.api.requests()[0].body;
+    let documents = media::blocks_of(request, "document");
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0], ("application/pdf".to_string(), small.clone()));
+    let text = request.to_string();
+    assert!(
+        text.contains("Handbook.pdf") && text.contains("101 pages"),
+        "{text}"
+    );
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let note = &world.notes("Reference")[0].1;
+    for copy in &copies {
+        assert!(note.contains(&format!("![[{copy}]]")), "{note}");
+    }
+}
+
+/// Issue 10: the real voice message blob: the words of its `IMAudioTranscription`
+/// attribute reach the model, marked as a voice message, and the audio is kept in the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voice_message_gives_the_model_its_transcript_and_the_vault_its_audio() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let audio = b"caff\x00\x01\x00\x00 fake audio frames".to_vec();
+    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::blob("Transcription"));
+    let (_, attached) = world.db.insert_voice(
+        &msg,
+        &FileRow {
+            uti: Some("com.apple.coreaudio-format".into()),
+            ..FileRow::new("Audio Message.caf", "audio/x-caf", audio.len())
+        },
+        world.dir.path(),
+    );
+    write_file(&attached.path, &audio);
+    world
+        .wait_status("the voice message captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let text = world.api.requests()[0].body.to_string();
+    assert!(
+        text.contains("Voice message") && text.contains("This is a test"),
+        "{text}"
+    );
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].ends_with("_audio-message.caf"), "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        audio
+    );
+    assert!(
+        world.notes("Reference")[0]
+            .1
+            .contains(&format!("![[{}]]", copies[0]))
+    );
+}
+
+/// Issue 10: each real link preview: its title and summary reach the model with the link,
+/// and the Reference note carries `url:` in its frontmatter.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_link_preview_reaches_the_model_and_the_note_gets_its_url() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let cases = [
+        (
+            "URL",
+            "https://chrissardegna.com/",
+            Some("Christopher Sardegna"),
+            None,
+        ),
+        (
+            "MetadataURL",
+            "https://chrissardegna.com",
+            Some("Christopher Sardegna"),
+            Some("Sample page description"),
+        ),
+        (
+            "Twitter",
+            "https://twitter.com/rxcs/status/1175874352946077696",
+            Some("Christopher Sardegna on Twitter"),
+            Some("“Hello Twitter, meet Bella”"),
+        ),
+        (
+            "Reminder",
+            "https://www.icloud.com/reminders/ZmFrZXVybF9mb3JfcmVtaW5kZXI#TestList",
+            None,
+            None,
+        ),
+    ];
+    for (i, (name, url, _, _)) in cases.iter().enumerate() {
+        let payload = std::fs::read(data_dir().join(format!("link-preview/{name}.plist"))).unwrap();
+        world
+            .db
+            .insert_link(&Msg::new(ME_CHAT, ME).text(url), &payload);
+        world
+            .wait_status("the link captured", |s| s["captured"] == i + 1)
+            .await;
+    }
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    let notes = world.notes("Reference");
+    assert_eq!(requests.len(), cases.len());
+    for (i, (name, url, title, summary)) in cases.iter().enumerate() {
+        let (input, _) = crate::run_step(&requests[i].body);
+        assert!(input.contains(&format!("URL: {url}")), "{name}: {input}");
+        for field in [title, summary].into_iter().flatten() {
+            assert!(
+                input.contains(field),
+                "{name}: {field} missing from {input}"
+            );
+        }
+        assert!(
+            notes
+                .iter()
+                .any(|(_, note)| note.contains(&format!("\nurl: {url}\n"))
+                    || note.contains(&format!("\nurl: '{url}'\n"))),
+            "{name}: no note with url: {url}\n{notes:#?}"
+        );
+    }
+}
+
+/// Issue 10: nineteen photos in one text (as the reference blob `MultiAttachment` holds):
+/// every one is shown to the model, copied, and embedded in the note.
+#[tokio::test(flavor = "multi_thread")]
+async fn nineteen_attachments_in_one_text_are_all_shown_copied_and_embedded() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let rows: Vec<FileRow> = (0..19)
+        .map(|i| FileRow::new(&format!("IMG_{i:02}.JPG"), "image/jpeg", 0))
+        .collect();
+    let photos: Vec<Vec<u8>> = (0..19).map(|i| photo(40 + i, 30)).collect();
+    let rows: Vec<FileRow> = rows
+        .into_iter()
+        .zip(&photos)
+        .map(|(r, p)| FileRow {
+            total_bytes: p.len() as i64,
+            ..r
+        })
+        .collect();
+    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::blob("MultiAttachment"));
+    let (_, attached) = world.db.insert_with_files(&msg, &rows, world.dir.path());
+    for (file, bytes) in attached.iter().zip(&photos) {
+        write_file(&file.path, bytes);
+    }
+    world
+        .wait_status("the photos captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let images = media::images(&world.api.requests()[0].body);
+    assert_eq!(images.len(), 19);
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 19);
+    let note = &world.notes("Reference")[0].1;
+    for copy in &copies {
+        assert!(
+            note.contains(&format!("![[{copy}]]")),
+            "{copy} not embedded"
+        );
+    }
+}
