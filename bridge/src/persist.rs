@@ -18,29 +18,19 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces `path` with `bytes` atomically and durably. Creates the parent directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent(path);
-    create_private_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file =
-            private(OpenOptions::new().write(true).create(true).truncate(true)).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    swap_in(path, bytes, true)
 }
 
 /// Replaces `path` with `bytes` atomically but not durably (no fsync): for files derived
 /// from memory and rewritten at every start (`status.json`), where a reader must never see
 /// half a file but a power cut may cost the last version. Creates the parent directory.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    swap_in(path, bytes, false)
+}
+
+/// Writes `bytes` under a temporary name beside `path` and renames it over `path`; with
+/// `durable`, the file and then its directory are fsynced too.
+fn swap_in(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = parent(path);
     create_private_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
@@ -50,7 +40,11 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut file =
             private(OpenOptions::new().write(true).create(true).truncate(true)).open(&tmp)?;
         file.write_all(bytes)?;
-        fs::rename(&tmp, path)
+        if durable {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        if durable { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -37,11 +37,13 @@ pub fn parse(rel: &str, text: &str) -> Parsed {
     let (yaml, body) = split_frontmatter(&text);
     let mut parsed = Parsed::default();
     if let Some(value) = yaml.and_then(|y| serde_yaml_ng::from_str::<Yaml>(y).ok()) {
-        parsed.tags = tags(value.get("tags"));
-        parsed.created = value.get("created").and_then(scalar);
+        parsed.tags = crate::vault::frontmatter_tags(value.get("tags"));
+        parsed.created = value
+            .get("created")
+            .and_then(crate::vault::frontmatter_scalar);
         parsed.reminder = value.get("reminder").and_then(|r| {
             Some(Reminder {
-                due: r.get("due").and_then(scalar)?,
+                due: r.get("due").and_then(crate::vault::frontmatter_scalar)?,
                 sent: r.get("sent").and_then(Yaml::as_bool).unwrap_or(false),
             })
         });
@@ -93,31 +95,6 @@ fn heading(body: &str) -> Option<(usize, String)> {
         }
     }
     None
-}
-
-fn scalar(value: &Yaml) -> Option<String> {
-    match value {
-        Yaml::String(s) => Some(s.clone()),
-        Yaml::Number(n) => Some(n.to_string()),
-        Yaml::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A list, or one string of comma- or space-separated tags (as Obsidian accepts).
-fn tags(value: Option<&Yaml>) -> Vec<String> {
-    let raw: Vec<String> = match value {
-        Some(Yaml::Sequence(seq)) => seq.iter().filter_map(scalar).collect(),
-        Some(Yaml::String(s)) => s
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    };
-    raw.iter()
-        .map(|t| t.trim().trim_start_matches('#').to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
 
 fn stem(rel: &str) -> String {

@@ -286,7 +286,7 @@ pub(super) fn parse_header(bytes: &[u8], complete: bool) -> Header {
     header
 }
 
-fn yaml_scalar(value: &Yaml) -> Option<String> {
+pub(crate) fn yaml_scalar(value: &Yaml) -> Option<String> {
     match value {
         Yaml::String(s) => Some(s.clone()),
         Yaml::Number(n) => Some(n.to_string()),
@@ -296,7 +296,7 @@ fn yaml_scalar(value: &Yaml) -> Option<String> {
 }
 
 /// Frontmatter tags as a list, or as one string of comma- or space-separated tags.
-pub(super) fn yaml_tags(value: Option<&Yaml>) -> Vec<String> {
+pub(crate) fn yaml_tags(value: Option<&Yaml>) -> Vec<String> {
     let raw: Vec<String> = match value {
         Some(Yaml::Sequence(seq)) => seq.iter().filter_map(yaml_scalar).collect(),
         Some(Yaml::String(s)) => s

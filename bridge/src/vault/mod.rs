@@ -28,6 +28,7 @@ use serde::Serialize;
 
 pub use confine::check_vault_place;
 pub use list::{ListQuery, NoteSummary};
+pub(crate) use list::{yaml_scalar as frontmatter_scalar, yaml_tags as frontmatter_tags};
 pub use log::{LogEntry, MAX_LOG_FIELD_BYTES};
 pub use tags::{normalize_tag, normalize_tags};
 pub use write::NewNote;
