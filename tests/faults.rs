@@ -430,7 +430,7 @@ async fn an_unreadable_chat_db_asks_for_full_disk_access_and_keeps_checking() {
     let db_path = world.db.path().to_path_buf();
     std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut bridge = world.spawn_with(&[], uid);
-    bridge.wait_line("ready").await;
+    bridge.wait_line(crate::util::bridge::READY).await;
     let status = world
         .wait_status("needs setup", |s| s["state"] == "needs_setup")
         .await;

@@ -324,7 +324,7 @@ async fn the_digest_is_texted_once_a_day_even_across_a_kill() {
     let mut bridge = world.spawn_with(&[], None);
     let line = bridge.wait_line("morning digest").await;
     assert!(line.contains("outcome=AlreadyClaimed"), "{line}");
-    bridge.wait_line("ready").await;
+    bridge.wait_line(crate::util::bridge::READY).await;
     bridge.stop().await;
     assert_eq!(world.osascript.calls().len(), 1);
 }

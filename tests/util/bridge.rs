@@ -40,6 +40,9 @@ pub const API_KEY: &str = "sk-ant-test-key";
 pub const ME: &str = "+15551234567";
 /// A direct chat with [`ME`].
 pub const ME_CHAT: &str = "iMessage;-;+15551234567";
+/// The line intake logs once it has read its starting point: a text written after it is
+/// read. (Other lines say "ready" too, earlier: the search index, say.)
+pub const READY: &str = "ready: watching for new texts";
 /// How long any single wait may take before the test fails.
 pub const WITHIN: Duration = Duration::from_secs(20);
 
@@ -219,7 +222,7 @@ impl World {
     /// Starts the bridge with extra environment variables.
     pub async fn start_with(&self, extra: &[(&str, &str)]) -> Bridge {
         let mut bridge = self.spawn_with(extra, None);
-        bridge.wait_line("ready").await;
+        bridge.wait_line(READY).await;
         bridge
     }
 
@@ -232,7 +235,7 @@ impl World {
     /// example `strace -f -o <file>`) and waits for its ready line.
     pub async fn start_wrapped(&self, wrapper: &[&OsStr], extra: &[(&str, &str)]) -> Bridge {
         let mut bridge = self.spawn(wrapper, extra, None);
-        bridge.wait_line("ready").await;
+        bridge.wait_line(READY).await;
         bridge
     }
 

@@ -158,7 +158,7 @@ impl Index {
             notes = live.stamps.len(),
             changed = changes.len(),
             took_ms = started.elapsed().as_millis() as u64,
-            "search index ready"
+            "search index built"
         );
         Ok(Some(live))
     }
