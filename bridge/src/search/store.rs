@@ -2,7 +2,7 @@
 //!
 //! Why SQLite FTS5: it is already in the tree (`rusqlite` with the bundled SQLite 3.50, built
 //! with `SQLITE_ENABLE_FTS5`: libsqlite3-sys-0.35.0/build.rs:132), so no new dependency; it
-//! is one file, crash-safe (WAL), and ranks with BM25 per column.
+//! is one file, safe against a process crash (WAL), and ranks with BM25 per column.
 //!
 //! Invariants: the FTS table is contentless (`content=''`, `contentless_delete=1`): it keeps
 //! only the words, and snippets come from the note itself; every note has one row in `notes`
@@ -130,7 +130,11 @@ impl Store {
         .map_err(sqlite)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // Derived data, never synced: with `synchronous=OFF` a process crash still loses
+        // nothing committed, and only an OS crash or power cut may damage the file
+        // (sqlite.org/pragma.html#pragma_synchronous) — which the check below finds, and the
+        // index is then rebuilt from the notes. The texts' own state is synced in state.db.
+        conn.pragma_update(None, "synchronous", "OFF")
             .map_err(sqlite)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
