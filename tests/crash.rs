@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::util::bridge::{ME, ME_CHAT, WITHIN, World};
 use crate::util::chatdb::Msg;
+use crate::util::rng::Rng;
 use crate::util::{state, wait};
 use crate::{capture, scripted};
 
@@ -25,22 +26,6 @@ const TEXTS: usize = 200;
 const KILLS: usize = 24;
 /// The whole test must end within this.
 const DEADLINE: Duration = Duration::from_secs(85);
-
-/// xorshift64*: a small seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn seed() -> u64 {
     match std::env::var("CRASH_SEED") {

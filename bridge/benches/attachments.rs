@@ -47,20 +47,11 @@ fn main() {
         println!("attachments: both cases ran end to end; `make bench` gives the figures");
         return;
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "\nphotos with a text (fake model answering at once; load {})\n\n{}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        support::render_text(&rows)
+    support::publish(
+        "attachments",
+        "photos with a text (fake model answering at once",
+        &rows,
     );
-    let out = support::out_dir();
-    support::write_json(&out.join("attachments.json"), &rows);
-    if let Err(err) = std::fs::write(out.join("attachments.md"), support::render_markdown(&rows)) {
-        eprintln!("bench: cannot write attachments.md: {err}");
-    }
 }
 
 /// A camera-like JPEG of `w`×`h` with detail in it (so it does not compress to nothing).

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use support::{Row, Summary};
+use util::rng::Rng;
 
 /// Queries timed per vault, after as many untimed ones.
 const QUERIES: usize = 300;
@@ -27,23 +28,11 @@ const EDITS: usize = 20;
 /// How long any wait for the follower may take.
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// A small deterministic generator (xorshift64*): the same vault every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A word of the vocabulary, common ones far more often.
-    fn word<'v>(&mut self, vocab: &'v [String]) -> &'v str {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        let i = ((u * u * u) * vocab.len() as f64) as usize;
-        &vocab[i.min(vocab.len() - 1)]
-    }
+/// A word of `vocab` drawn by `rng`, common ones (the start of the list) far more often.
+fn word<'v>(rng: &mut Rng, vocab: &'v [String]) -> &'v str {
+    let u = (rng.bits() >> 11) as f64 / (1u64 << 53) as f64;
+    let i = ((u * u * u) * vocab.len() as f64) as usize;
+    &vocab[i.min(vocab.len() - 1)]
 }
 
 fn vocabulary() -> Vec<String> {
@@ -73,11 +62,11 @@ fn write_vault(root: &Path, count: usize) {
         if i < 97 * 5 {
             std::fs::create_dir_all(&dir).unwrap();
         }
-        let title: Vec<&str> = (0..4).map(|_| rng.word(&vocab)).collect();
+        let title: Vec<&str> = (0..4).map(|_| word(&mut rng, &vocab)).collect();
         let mut body = String::with_capacity(2100);
         while body.len() < 1900 {
-            body.push_str(rng.word(&vocab));
-            body.push(if rng.next().is_multiple_of(12) {
+            body.push_str(word(&mut rng, &vocab));
+            body.push(if rng.bits().is_multiple_of(12) {
                 '\n'
             } else {
                 ' '
@@ -87,7 +76,7 @@ fn write_vault(root: &Path, count: usize) {
             "---\ncreated: 2026-{:02}-{:02}T09:00:00Z\ntags:\n  - topic/{}\n  - priority/normal\n---\n# {}\n\n{body}\n",
             1 + i % 12,
             1 + i % 28,
-            rng.word(&vocab),
+            word(&mut rng, &vocab),
             title.join(" ")
         );
         std::fs::write(dir.join(format!("note-{i}.md")), text).unwrap();

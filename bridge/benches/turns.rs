@@ -68,21 +68,11 @@ fn main() {
         println!("turns: the three scripts ran end to end; `make bench` gives the figures");
         return;
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "\nmodel turns per text (fake model {} s a request; load {})\n\n{}",
-        latency.as_secs_f64(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        support::render_text(&rows)
+    let heading = format!(
+        "model turns per text (fake model {} s a request",
+        latency.as_secs_f64()
     );
-    let out = support::out_dir();
-    support::write_json(&out.join("turns.json"), &rows);
-    if let Err(err) = std::fs::write(out.join("turns.md"), support::render_markdown(&rows)) {
-        eprintln!("bench: cannot write turns.md: {err}");
-    }
+    support::publish("turns", &heading, &rows);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

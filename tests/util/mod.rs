@@ -8,5 +8,6 @@ pub mod chatdb;
 pub mod media;
 pub mod messages;
 pub mod osascript;
+pub mod rng;
 pub mod state;
 pub mod wait;

@@ -243,3 +243,21 @@ pub fn write_json(path: &Path, value: &impl Serialize) {
         eprintln!("bench: cannot write {}: {err}", path.display());
     }
 }
+
+/// Prints `rows` under `heading` (followed by the machine's load averages) and writes them to
+/// `<out>/<name>.json` and `<name>.md`, reporting (not failing on) an error.
+pub fn publish(name: &str, heading: &str, rows: &[Row]) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("\n{heading}; load {load})\n\n{}", render_text(rows));
+    let out = out_dir();
+    write_json(&out.join(format!("{name}.json")), &rows);
+    let md = out.join(format!("{name}.md"));
+    if let Err(err) = std::fs::write(&md, render_markdown(rows)) {
+        eprintln!("bench: cannot write {}: {err}", md.display());
+    }
+}
