@@ -77,6 +77,8 @@ pub enum Setting {
     DigestTime,
     /// Who gets the morning digest (`digest.recipient`, an allowed sender).
     DigestRecipient,
+    /// Whether the app looks for a new version once a day (`check_updates`).
+    CheckUpdates,
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -120,6 +122,7 @@ impl Setting {
             Setting::AttachmentWait => "ATTACHMENT_WAIT_MS",
             Setting::DigestTime => "digest.time",
             Setting::DigestRecipient => "digest.recipient",
+            Setting::CheckUpdates => "check_updates",
         }
     }
 
@@ -135,6 +138,7 @@ impl Setting {
             Setting::DigestTime => "Digest time",
             Setting::DigestRecipient => "Digest recipient",
             Setting::AllowedGroups(_) => "Allowed groups",
+            Setting::CheckUpdates => "Check for updates automatically",
             other => other.name(),
         }
     }
@@ -198,6 +202,9 @@ pub struct Settings {
     /// The morning digest: off, or when and to whom (left out of the file while unset).
     #[serde(skip_serializing_if = "crate::digest::DigestSettings::is_unset")]
     pub digest: crate::digest::DigestSettings,
+    /// Whether the app looks for a new version once a day (never at start-up). Off by
+    /// default: nothing is asked of the update server until the user says so.
+    pub check_updates: bool,
 }
 
 impl Settings {
@@ -413,6 +420,8 @@ pub struct Config {
     pub attachment_wait: Duration,
     /// The morning digest's schedule; `None` when it is off.
     pub digest: Option<crate::digest::Schedule>,
+    /// Whether the app looks for a new version once a day ([`Settings::check_updates`]).
+    pub check_updates: bool,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -495,6 +504,7 @@ impl Config {
             run_deadline: pace.run_deadline,
             attachment_wait: pace.attachment_wait,
             digest,
+            check_updates: settings.check_updates,
             log_level,
             settings_problem,
         })
@@ -885,9 +895,11 @@ mod tests {
                 time: Some("07:30".into()),
                 recipient: None,
             },
+            check_updates: true,
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
+        assert!(c.check_updates, "the automatic update check is the file's");
         let digest = c.digest.clone().expect("the digest is on");
         assert_eq!(digest.time.format("%H:%M").to_string(), "07:30");
         assert_eq!(
@@ -926,6 +938,7 @@ mod tests {
         let c = resolve(dir.path(), &[("CLAUDE_MODEL", "claude-haiku-4-5")]).unwrap();
         assert_eq!(c.model, "claude-haiku-4-5");
         assert!(!c.allow_sms, "iMessage only by default");
+        assert!(!c.check_updates, "no automatic update check by default");
         assert_eq!(c.allowed_groups, ["iMessage;+;chat42"]);
         let c = resolve(dir.path(), &[("ALLOW_SMS", "true"), ("ALLOWED_GROUPS", "")]).unwrap();
         assert!(c.allow_sms);

@@ -34,6 +34,7 @@ use crate::sessions::{Session, SessionEvent, SessionStore};
 use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
 
 pub mod pages;
+pub mod updates;
 
 /// How long a stop waits for the bridge's own bounded drain before giving up on it.
 const STOP_DEADLINE: Duration = Duration::from_secs(crate::DRAIN_DEADLINE.as_secs() + 5);
@@ -124,6 +125,8 @@ pub enum Change {
     Sessions,
     /// The status line, the pause or the strangers changed.
     Status,
+    /// The automatic check found a new version (see [`updates`]).
+    Update,
 }
 
 /// Told about every [`Change`]; called from the supervisor's tasks, so it must not block.
@@ -311,6 +314,26 @@ impl Supervisor {
         self.shared().current = Current::Stopped;
         self.inner.tasks.close();
         tracing::info!("bridge stopped; the app can exit");
+    }
+
+    /// Runs `step` with the bridge stopped the way [`shutdown`](Self::shutdown) stops it (no
+    /// new texts, in-flight work finished, bounded, and the sessions saved). When `step`
+    /// succeeds the bridge stays stopped for good (the app then restarts into a new version);
+    /// when it fails the bridge starts again and nothing else changed.
+    pub async fn while_drained<T, E>(
+        &self,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let strangers = self.stop_locked().await;
+        let done = step.await;
+        if done.is_ok() {
+            self.shared().current = Current::Stopped;
+            self.inner.tasks.close();
+        } else {
+            self.start_locked(strangers).await;
+        }
+        done
     }
 
     /// Stops the bridge and opens it again with a freshly resolved configuration.

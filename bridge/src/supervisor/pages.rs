@@ -27,11 +27,13 @@ pub enum Page {
     Settings,
     /// The setup checklist.
     Setup,
+    /// "Check for Updates…": up to date, or the new version, its notes and Install.
+    Update,
 }
 
 impl Page {
     /// Every page, in menu order.
-    pub const ALL: [Page; 3] = [Page::Sessions, Page::Settings, Page::Setup];
+    pub const ALL: [Page; 4] = [Page::Sessions, Page::Settings, Page::Setup, Page::Update];
 
     /// The page's name: its file, its window's label, what `SECOND_BRAIN_OPEN_WINDOW` and the
     /// capabilities call it.
@@ -40,6 +42,7 @@ impl Page {
             Page::Sessions => "sessions",
             Page::Settings => "settings",
             Page::Setup => "setup",
+            Page::Update => "update",
         }
     }
 
@@ -54,6 +57,7 @@ impl Page {
             Page::Sessions => ("Sessions — Second Brain", 640.0, 460.0),
             Page::Settings => ("Settings — Second Brain", 560.0, 700.0),
             Page::Setup => ("Set Up Second Brain", 560.0, 560.0),
+            Page::Update => ("Software Update — Second Brain", 480.0, 360.0),
         }
     }
 }
@@ -63,6 +67,7 @@ pub fn event(change: Change) -> &'static str {
     match change {
         Change::Sessions => "sessions-changed",
         Change::Status => "status-changed",
+        Change::Update => "update-changed",
     }
 }
 
@@ -116,6 +121,9 @@ pub struct SettingsForm {
     /// The morning digest: the switch, the time (`HH:MM`) and the recipient.
     #[serde(default)]
     pub digest: crate::digest::DigestSettings,
+    /// "Check for updates automatically" (once a day, never at start-up; off by default).
+    #[serde(default)]
+    pub check_updates: bool,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -152,6 +160,7 @@ fn view_of_file(file: Settings, api_key_set: bool) -> SettingsView {
             allow_sms: file.allow_sms,
             allowed_groups: file.allowed_groups,
             digest: file.digest,
+            check_updates: file.check_updates,
         },
         api_key_set,
     }
@@ -176,6 +185,7 @@ fn view_of_config(config: &Config) -> SettingsView {
                 .as_ref()
                 .map(crate::digest::DigestSettings::from)
                 .unwrap_or_default(),
+            check_updates: config.check_updates,
         },
         api_key_set: config.auth.is_some(),
     }
@@ -217,6 +227,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         allow_sms: form.allow_sms,
         allowed_groups: groups,
         digest: form.digest,
+        check_updates: form.check_updates,
         ..file
     })
 }
@@ -307,6 +318,7 @@ mod tests {
                 "iMessage;+;chat2".to_owned(),
             ],
             digest: Default::default(),
+            check_updates: true,
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
@@ -319,6 +331,7 @@ mod tests {
                 base_url: Some("http://127.0.0.1:9".to_owned()),
                 // The page removed chat1 and added chat2.
                 allowed_groups: vec!["iMessage;+;chat2".to_owned()],
+                check_updates: true,
                 ..Settings::default()
             }
         );
@@ -340,7 +353,7 @@ mod tests {
             "vault_path": "", "model": "", "allowed_senders": [], "session_timeout_minutes": 5
         }))
         .unwrap();
-        assert!(form.allowed_groups.is_empty() && !form.allow_sms);
+        assert!(form.allowed_groups.is_empty() && !form.allow_sms && !form.check_updates);
     }
 
     #[test]
