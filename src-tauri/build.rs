@@ -18,6 +18,8 @@ const COMMANDS: &[&str] = &[
     "open_settings_pane",
     "status",
     "set_paused",
+    "check_for_updates",
+    "install_update",
 ];
 
 fn main() {

@@ -106,6 +106,7 @@
     renderAllowedGroups();
     renderKey(view.api_key_set);
     fillDigest(view.digest || {});
+    $("check-updates").checked = Boolean(view.check_updates);
   }
 
   // The digest's switch, time and recipient (one of the allowed senders).
@@ -265,6 +266,7 @@
       allow_sms: $("allow-sms").checked,
       digest: digestForm(),
       allowed_groups: allowedGroups,
+      check_updates: $("check-updates").checked,
     };
     $("save").disabled = true;
     try {

@@ -33,6 +33,7 @@ use crate::sender::Sender;
 use crate::sessions::{Session, SessionEvent, SessionStore};
 use crate::status::{SeenGroup, State, Status, StatusBoard, Stranger};
 
+pub mod menu;
 pub mod pages;
 pub mod updates;
 
@@ -209,6 +210,22 @@ pub struct StatusLine {
     pub line: String,
     /// Whether the user paused the bridge.
     pub paused: bool,
+}
+
+impl StatusLine {
+    /// A front end's status line: why it could not start its bridge (`attention`), else the
+    /// bridge's, else "Starting…".
+    pub fn of_app(bridge: Option<&Supervisor>, attention: Option<&str>) -> StatusLine {
+        let line = match (bridge, attention) {
+            (_, Some(reason)) => format!("Needs attention: {reason}"),
+            (Some(bridge), None) => return bridge.status(),
+            (None, None) => "Starting…".to_owned(),
+        };
+        StatusLine {
+            line,
+            paused: false,
+        }
+    }
 }
 
 /// One run of the bridge: its handles, and what stops it.
@@ -730,6 +747,43 @@ impl Supervisor {
         self.notify(Change::Status);
         self.status()
     }
+}
+
+/// The app's exit status after its event loop returned: 0, also after a start that failed,
+/// once it is reported. A non-zero status would make launchd start the app again every 10 s
+/// (`KeepAlive {SuccessfulExit false}`, see `login_item`); crashes still exit non-zero.
+pub fn exit_code(result: &anyhow::Result<()>) -> u8 {
+    if let Err(err) = result {
+        tracing::error!("{err:#}");
+        eprintln!("second-brain: {err:#}");
+    }
+    0
+}
+
+/// The app's setup checklist: why it could not start its bridge (if so), the bridge's
+/// `doctor` checks and the Automation probe, and the login item when the user switched it
+/// off in System Settings.
+pub async fn app_checks(
+    attention: Option<String>,
+    bridge: Option<Supervisor>,
+    login: Option<crate::login_item::LoginItem>,
+) -> Vec<Check> {
+    let mut checks: Vec<Check> = attention.map(doctor::startup_failed).into_iter().collect();
+    if let Some(bridge) = bridge {
+        checks.extend(bridge.setup_checks().await);
+    }
+    if login.is_some_and(|item| item.launchd_state() == crate::login_item::State::SwitchedOff) {
+        checks.push(doctor::login_item_switched_off());
+    }
+    checks
+}
+
+/// Why a front end's set-up panicked, as the sentence it shows ("setting up failed: …").
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = (panic.downcast_ref::<&str>().copied())
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("an unexpected error");
+    format!("setting up failed: {text}")
 }
 
 /// Completes, with the signal's name, on SIGTERM (launchd, `kill`, logout) or SIGINT (Ctrl-C),

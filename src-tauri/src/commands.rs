@@ -10,10 +10,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bridge::doctor::{self, Check, Pane};
-use bridge::login_item::{LoginItem, State};
+use bridge::doctor::{Check, Pane};
+use bridge::login_item::LoginItem;
 use bridge::status::{SeenGroup, Stranger};
 use bridge::supervisor::pages::{SessionRow, SettingsForm, SettingsView, settings_from_form};
+use bridge::supervisor::updates::{Outcome, UpdateView, Updates};
 use bridge::supervisor::{StatusLine, Supervisor, SupervisorError};
 use serde::Serialize;
 use tauri::{AppHandle, Manager, Runtime};
@@ -138,19 +139,10 @@ pub async fn allow_group(bridge: Bridge<'_>, guid: String) -> Res<SettingsView> 
 /// and the Automation probe, and the login item when the user switched it off.
 #[tauri::command]
 pub async fn setup_checks<R: Runtime>(app: AppHandle<R>) -> Res<Vec<Check>> {
-    let mut checks = Vec::new();
-    if let Some(attention) = app.try_state::<Attention>() {
-        checks.push(doctor::startup_failed(attention.0.clone()));
-    }
-    if let Some(bridge) = app.try_state::<Supervisor>() {
-        checks.extend(bridge.setup_checks().await);
-    }
-    if let Some(item) = app.try_state::<LoginItem>()
-        && item.launchd_state() == State::SwitchedOff
-    {
-        checks.push(doctor::login_item_switched_off());
-    }
-    Ok(checks)
+    let attention = app.try_state::<Attention>().map(|a| a.0.clone());
+    let bridge = app.try_state::<Supervisor>().map(|b| b.inner().clone());
+    let login = app.try_state::<LoginItem>().map(|l| l.inner().clone());
+    Ok(bridge::supervisor::app_checks(attention, bridge, login).await)
 }
 
 /// Opens the System Settings pane that fixes a failing check (a pane of another name is
@@ -168,19 +160,34 @@ pub fn status<R: Runtime>(app: AppHandle<R>) -> Res<StatusLine> {
 
 /// The status line of the app: the bridge's, or why the app could not start.
 pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
-    let line = match (app.try_state::<Supervisor>(), app.try_state::<Attention>()) {
-        (_, Some(attention)) => format!("Needs attention: {}", attention.0),
-        (Some(bridge), None) => return bridge.status(),
-        (None, None) => "Starting…".to_owned(),
-    };
-    let paused = false;
-    StatusLine { line, paused }
+    let attention = app.try_state::<Attention>();
+    let reason = attention.as_ref().map(|attention| attention.0.as_str());
+    StatusLine::of_app(app.try_state::<Supervisor>().as_deref(), reason)
 }
 
 /// Pauses or resumes reading texts.
 #[tauri::command]
 pub fn set_paused(bridge: Bridge<'_>, paused: bool) -> Res<StatusLine> {
     Ok(bridge.set_paused(paused))
+}
+
+/// Asks the update endpoint for a newer version (the update page, when it opens).
+#[tauri::command]
+pub async fn check_for_updates(updates: tauri::State<'_, Arc<Updates>>) -> Res<UpdateView> {
+    Ok(updates.check().await.into())
+}
+
+/// Installs the version found, once the bridge has drained, then restarts into it.
+#[tauri::command]
+pub async fn install_update<R: Runtime>(
+    app: AppHandle<R>,
+    updates: tauri::State<'_, Arc<Updates>>,
+) -> Res<UpdateView> {
+    let outcome = updates.install().await;
+    if matches!(outcome, Outcome::Installed { .. }) {
+        app.request_restart();
+    }
+    Ok(outcome.into())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 pub mod commands;
 pub mod tray;
+pub mod updater;
 pub mod windows;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -21,6 +22,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bridge::login_item::LoginItem;
+pub use bridge::supervisor::exit_code;
+use bridge::supervisor::updates::Updates;
 use bridge::supervisor::{Change, Environment, Notify, Supervisor};
 use tauri::async_runtime::JoinHandle;
 use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtime};
@@ -47,18 +50,11 @@ impl Options {
     /// The options of a real launch: the user's home, this executable, the process
     /// environment and keychain, `SECOND_BRAIN_OPEN_WINDOW`.
     pub fn from_env(identifier: &str) -> anyhow::Result<Self> {
-        let open_window = std::env::var(OPEN_WINDOW_ENV).ok().and_then(|label| {
-            let page = Page::from_label(&label);
-            page.or_else(|| {
-                tracing::warn!(value = %label, "{OPEN_WINDOW_ENV} names no window; ignored");
-                None
-            })
-        });
         Ok(Self {
             login: LoginItem::of_this_app(identifier)?,
             env: Environment::system(),
             tray: true,
-            open_window,
+            open_window: Page::named_by(OPEN_WINDOW_ENV, std::env::var(OPEN_WINDOW_ENV).ok()),
         })
     }
 }
@@ -89,17 +85,6 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> anyhow::Result<()> {
     app.set_activation_policy(tauri::ActivationPolicy::Accessory);
     app.run(on_event);
     Ok(())
-}
-
-/// The process's exit status after [`run_app`] returned: 0, also after a start that failed,
-/// once it is reported. A non-zero status would make launchd start the app again every 10 s
-/// (`KeepAlive {SuccessfulExit false}`, see `login_item`); crashes still exit non-zero.
-pub fn exit_code(result: &anyhow::Result<()>) -> u8 {
-    if let Err(err) = result {
-        tracing::error!("{err:#}");
-        eprintln!("second-brain: {err:#}");
-    }
-    0
 }
 
 /// What the app does with each event of its loop.
@@ -133,7 +118,7 @@ fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
     let failure = match installed {
         Ok(Ok(())) => None,
         Ok(Err(err)) => Some(format!("{err:#}")),
-        Err(panic) => Some(panic_message(panic.as_ref())),
+        Err(panic) => Some(bridge::supervisor::panic_message(panic.as_ref())),
     };
     if let Some(reason) = failure {
         needs_attention(app, reason, true);
@@ -150,13 +135,6 @@ fn start<R: Runtime>(app: &AppHandle<R>, identifier: &str) {
     });
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let text = (panic.downcast_ref::<&str>().copied())
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("an unexpected error");
-    format!("setting up failed: {text}")
-}
-
 /// Puts the app in "Needs attention": the reason in the tray's status line and at the top of
 /// the Setup Checklist, which opens. Every step is best effort: the app stays up.
 pub fn needs_attention<R: Runtime>(app: &AppHandle<R>, reason: String, tray: bool) {
@@ -171,6 +149,7 @@ pub fn needs_attention<R: Runtime>(app: &AppHandle<R>, reason: String, tray: boo
 /// Registers the commands and builds the app (without running it).
 pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri::Result<App<R>> {
     builder
+        .plugin(tauri_plugin_updater::Builder::new().build())
         .invoke_handler(tauri::generate_handler![
             commands::list_sessions,
             commands::clear_session,
@@ -188,6 +167,8 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
             commands::open_settings_pane,
             commands::status,
             commands::set_paused,
+            commands::check_for_updates,
+            commands::install_update,
         ])
         .build(context)
 }
@@ -203,6 +184,11 @@ pub fn install<R: Runtime>(
 ) -> anyhow::Result<JoinHandle<()>> {
     let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
     app.manage(bridge.clone());
+    let (updater, version) = (
+        updater::PluginUpdater(app.clone()),
+        app.package_info().version.to_string(),
+    );
+    app.manage(Updates::start(Arc::new(updater), bridge.clone(), &version));
     app.manage(options.login);
     tray::setup(app, options.tray).context("could not set up the menu-bar icon")?;
     let launch = bridge.launch();
@@ -278,7 +264,9 @@ pub fn production_notify<R: Runtime>(app: &AppHandle<R>) -> Notify {
     let app = app.clone();
     Arc::new(move |change| {
         tell_pages(&app, change);
-        if change == Change::Status {
+        if change == Change::Update {
+            windows::show_or_log(&app, Page::Update);
+        } else if change == Change::Status {
             let for_tray = app.clone();
             if let Err(err) = app.run_on_main_thread(move || tray::refresh(&for_tray)) {
                 tracing::debug!(cause = %err, "tray not refreshed (the app is exiting)");

@@ -1080,6 +1080,7 @@ fn every_command_is_in_the_manifest_and_granted_to_a_page() {
         include_str!("../capabilities/sessions.json"),
         include_str!("../capabilities/settings.json"),
         include_str!("../capabilities/setup.json"),
+        include_str!("../capabilities/update.json"),
     ]
     .into_iter()
     .flat_map(|file| {

@@ -1,7 +1,7 @@
 //! The menu-bar icon and its menu: the only thing the app shows until the user asks for more.
 //!
-//! Invariants: every menu id is a constant below and every click goes through [`action_for`],
-//! one `match`; a click that fails tells the user (the shell's alert) and the menu keeps
+//! Invariants: every menu id is a constant of `bridge::supervisor::menu` and every click goes
+//! through its [`action_for`], then one `match`; a click that fails tells the user (the shell's alert) and the menu keeps
 //! working; the status line is a disabled item whose text and Pause/Resume are rewritten by
 //! [`refresh`] from the supervisor (on every status change of the bridge, never polled), and
 //! Launch at Login by [`refresh_login`] from what launchd will do, never toggled blindly; the
@@ -14,59 +14,15 @@ use tauri::{AppHandle, Manager, Runtime};
 
 use bridge::login_item::{LoginItem, State};
 use bridge::supervisor::Supervisor;
+pub use bridge::supervisor::menu::*;
 
 use crate::commands::{self, Hooks};
-use crate::windows::{self, Page};
-
-// The menu's ids: the icon's, the (disabled) status line's, then one per item with an action
-// (`action_for`), in menu order.
-pub const TRAY_ID: &str = "second-brain";
-pub const STATUS: &str = "status";
-pub const SESSIONS: &str = "sessions";
-pub const SETTINGS: &str = "settings";
-pub const SETUP: &str = "setup";
-pub const PAUSE: &str = "pause";
-pub const LOGIN: &str = "launch-at-login";
-pub const OPEN_VAULT: &str = "open-vault";
-pub const OPEN_LOGS: &str = "open-logs";
-pub const QUIT: &str = "quit";
+use crate::windows;
 
 /// The template image shown in the menu bar: 36 px, the @2x rendering of the 18 pt that
 /// tray-icon draws it at on macOS (tray-icon-0.24.2/src/platform_impl/macos/mod.rs:296-304
 /// scales any image to 18 pt high), so a Retina display shows it pixel for pixel.
 pub const TEMPLATE_PNG: &[u8] = include_bytes!("../../icons/tray-template@2x.png");
-
-/// What a menu click does: show (create or focus) a page's window, flip the pause or Launch
-/// at Login, open the vault or the logs folder (in Finder on macOS), quit for real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MenuAction {
-    Show(Page),
-    TogglePause,
-    ToggleLogin,
-    OpenVault,
-    OpenLogs,
-    Quit,
-}
-
-/// What a click on each item does.
-const ACTIONS: [(&str, MenuAction); 8] = [
-    (SESSIONS, MenuAction::Show(Page::Sessions)),
-    (SETTINGS, MenuAction::Show(Page::Settings)),
-    (SETUP, MenuAction::Show(Page::Setup)),
-    (PAUSE, MenuAction::TogglePause),
-    (LOGIN, MenuAction::ToggleLogin),
-    (OPEN_VAULT, MenuAction::OpenVault),
-    (OPEN_LOGS, MenuAction::OpenLogs),
-    (QUIT, MenuAction::Quit),
-];
-
-/// The action of a menu id; `None` for the status line and unknown ids.
-pub fn action_for(id: &str) -> Option<MenuAction> {
-    ACTIONS
-        .into_iter()
-        .find(|(known, _)| *known == id)
-        .map(|(_, action)| action)
-}
 
 /// The menu, and its items whose text or check mark changes: the (disabled) status line
 /// ("Running · 2 sessions"), Pause/Resume, Launch at Login.
@@ -104,6 +60,7 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
         .text(SESSIONS, "Sessions…")
         .items(&[&settings])
         .text(SETUP, "Setup Checklist…")
+        .text(UPDATES, "Check for Updates…")
         .separator()
         .items(&[&pause, &login])
         .separator()
@@ -157,14 +114,7 @@ pub fn refresh_login<R: Runtime>(app: &AppHandle<R>) {
         return;
     };
     let state = item.launchd_state();
-    let text = match &state {
-        State::Off | State::On => "Launch at Login",
-        State::SwitchedOff => "Launch at Login (off in Login Items)",
-        State::Unknown(reason) => {
-            tracing::warn!(%reason, "cannot tell whether launchd will start the app at login");
-            "Launch at Login (state unknown)"
-        }
-    };
+    let text = login_text(&state);
     let result = menu.login.set_text(text);
     warn_unless_ok(result.and_then(|()| menu.login.set_checked(state == State::On)));
 }
@@ -227,32 +177,6 @@ fn needed<T: Send + Sync + 'static, R: Runtime>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_clickable_id_has_one_action() {
-        let expected = [
-            (SESSIONS, MenuAction::Show(Page::Sessions)),
-            (SETTINGS, MenuAction::Show(Page::Settings)),
-            (SETUP, MenuAction::Show(Page::Setup)),
-            (PAUSE, MenuAction::TogglePause),
-            (LOGIN, MenuAction::ToggleLogin),
-            (OPEN_VAULT, MenuAction::OpenVault),
-            (OPEN_LOGS, MenuAction::OpenLogs),
-            (QUIT, MenuAction::Quit),
-        ];
-        for (id, action) in expected {
-            assert_eq!(action_for(id), Some(action), "{id}");
-        }
-        for id in [STATUS, TRAY_ID, "", "Quit", "quit ", "😀"] {
-            assert_eq!(action_for(id), None, "{id:?}");
-        }
-        let mut ids: Vec<&str> = ACTIONS.iter().map(|(id, _)| *id).collect();
-        ids.extend([STATUS, TRAY_ID]);
-        let all = ids.len();
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), all, "menu ids are unique");
-    }
 
     #[test]
     fn template_icons_are_18_pt_at_1x_and_2x() {

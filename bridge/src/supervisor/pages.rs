@@ -51,6 +51,17 @@ impl Page {
         Page::ALL.into_iter().find(|page| page.label() == label)
     }
 
+    /// The page a switch (`variable`, set to `value`) names; a value naming none is logged
+    /// and ignored.
+    pub fn named_by(variable: &str, value: Option<String>) -> Option<Page> {
+        let label = value?;
+        let page = Page::from_label(&label);
+        if page.is_none() {
+            tracing::warn!(value = %label, "{variable} names no window; ignored");
+        }
+        page
+    }
+
     /// Its window's title and logical width and height.
     pub fn looks(self) -> (&'static str, f64, f64) {
         match self {

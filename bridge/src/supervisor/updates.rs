@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Effective, Environment, Supervisor};
+use super::{Change, Effective, Supervisor};
 
 /// Overrides the endpoint of `tauri.conf.json` (tests, people who host their own releases).
 pub const ENDPOINT_ENV: &str = "SECOND_BRAIN_UPDATE_URL";
@@ -179,23 +179,22 @@ pub struct Updates {
 }
 
 impl Updates {
-    /// Updates of the running `current` version, through `updater`; the endpoint is
-    /// [`ENDPOINT_ENV`] when `env` sets it.
-    pub fn new(
-        updater: Arc<dyn Updater>,
-        supervisor: Supervisor,
-        env: &Environment,
-        current: &str,
-    ) -> Updates {
-        Updates {
+    /// Updates of the running `current` version through `updater`, with the automatic check
+    /// started ([`CHECK_EVERY`]); the endpoint is [`ENDPOINT_ENV`] when the supervisor's
+    /// environment sets it.
+    pub fn start(updater: Arc<dyn Updater>, supervisor: Supervisor, current: &str) -> Arc<Updates> {
+        let endpoint = supervisor.inner.env.var(ENDPOINT_ENV);
+        let updates = Arc::new(Updates {
             updater,
             supervisor,
             current: current.to_owned(),
-            endpoint: env.var(ENDPOINT_ENV).map(|url| url.trim().to_owned()),
+            endpoint: endpoint.map(|url| url.trim().to_owned()),
             found: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
             stop: CancellationToken::new(),
-        }
+        });
+        updates.start_daily();
+        updates
     }
 
     /// Asks the endpoint for a newer version. A failed check forgets nothing.
@@ -274,7 +273,7 @@ impl Updates {
     /// Starts the automatic check on the supervisor's tracker: every [`CHECK_EVERY`], the
     /// first one that long after now, while the setting is on; a newer version found is told
     /// as [`Change::Update`]. Ends with [`stop`](Self::stop).
-    pub fn start_daily(self: &Arc<Self>) {
+    fn start_daily(self: &Arc<Self>) {
         let updates = Arc::clone(self);
         self.supervisor.inner.tasks.spawn(async move {
             let first = tokio::time::Instant::now() + CHECK_EVERY;
@@ -286,8 +285,7 @@ impl Updates {
                     _ = updates.stop.cancelled() => return,
                     _ = days.tick() => {}
                 }
-                if updates.automatic()
-                    && matches!(updates.check().await, Outcome::Available { .. })
+                if updates.automatic() && matches!(updates.check().await, Outcome::Available { .. })
                 {
                     updates.supervisor.notify(Change::Update);
                 }

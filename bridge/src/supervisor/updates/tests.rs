@@ -77,7 +77,9 @@ impl Found for FakeFound {
         };
         crate::mutex::lock(&self.0.installs).push((bytes.to_vec(), notes, saved));
         if self.0.install_fails {
-            return Err(UpdateError::Install("the app folder is read-only".to_owned()));
+            return Err(UpdateError::Install(
+                "the app folder is read-only".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -101,7 +103,10 @@ fn env(vars: HashMap<String, String>) -> Environment {
 }
 
 fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 /// Updates over a supervisor that has not started a bridge, with `settings.json` as given.
@@ -112,11 +117,14 @@ fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Ar
     std::fs::write(data.join("settings.json"), file.to_string()).unwrap();
     let env = env(vars(&[
         ("SECOND_BRAIN_DATA_DIR", data.display().to_string()),
-        (ENDPOINT_ENV, " http://127.0.0.1:8123/latest.json ".to_owned()),
+        (
+            ENDPOINT_ENV,
+            " http://127.0.0.1:8123/latest.json ".to_owned(),
+        ),
     ]));
-    let supervisor = Supervisor::new(env.clone(), Arc::new(|_| {})).unwrap();
+    let supervisor = Supervisor::new(env, Arc::new(|_| {})).unwrap();
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
-    Arc::new(Updates::new(updater, supervisor, &env, "0.1.0"))
+    Updates::start(updater, supervisor, "0.1.0")
 }
 
 #[test]
@@ -169,7 +177,6 @@ async fn the_automatic_check_off_never_asks() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Arc::new(Endpoint::default());
     let updates = idle_updates(dir.path(), false, &endpoint);
-    updates.start_daily();
     for _ in 0..3 {
         tokio::time::sleep(CHECK_EVERY + Duration::from_secs(1)).await;
     }
@@ -185,7 +192,6 @@ async fn the_automatic_check_on_asks_once_a_day_never_at_start_up() {
     let endpoint = Arc::new(Endpoint::default());
     *crate::mutex::lock(&endpoint.offer) = Some(newer());
     let updates = idle_updates(dir.path(), true, &endpoint);
-    updates.start_daily();
     tokio::time::sleep(CHECK_EVERY - Duration::from_secs(1)).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 0, "not at start-up");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -254,7 +260,10 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
     let db = FixtureDb::create(&dir.path().join("chat.db"));
     let api = FakeAnthropic::start(
         API_KEY,
-        slow(latency, one_turn_capture("Tasks", "Buy milk", &["topic/home"], "Filed ✓")),
+        slow(
+            latency,
+            one_turn_capture("Tasks", "Buy milk", &["topic/home"], "Filed ✓"),
+        ),
     );
     let env = env(vars(&[
         ("SECOND_BRAIN_DATA_DIR", data.display().to_string()),
@@ -270,7 +279,7 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
     let notify: super::super::Notify = Arc::new(move |change| {
         let _ = tx.send(change);
     });
-    let supervisor = Supervisor::new(env.clone(), notify).unwrap();
+    let supervisor = Supervisor::new(env, notify).unwrap();
     supervisor.launch().await;
     // Intake has read its starting point once the status says "Running".
     tokio::time::timeout(WITHIN, async {
@@ -281,7 +290,7 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
     .await
     .expect("the bridge runs");
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
-    let updates = Arc::new(Updates::new(updater, supervisor, &env, "0.1.0"));
+    let updates = Updates::start(updater, supervisor, "0.1.0");
     Running {
         dir,
         db,
@@ -319,7 +328,11 @@ async fn an_install_waits_for_the_text_in_flight() {
             version: "0.2.0".to_owned()
         }
     );
-    assert!(asked.elapsed() >= Duration::from_millis(200), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        asked.elapsed()
+    );
     let installs = crate::mutex::lock(&endpoint.installs).clone();
     assert_eq!(installs, vec![(b"new app".to_vec(), 1, true)]);
     assert!(world.api.violations().is_empty());
@@ -328,10 +341,16 @@ async fn an_install_waits_for_the_text_in_flight() {
         .next()
         .unwrap()
         .unwrap();
-    assert!(std::fs::read_to_string(note.path()).unwrap().contains("buy milk"));
+    assert!(
+        std::fs::read_to_string(note.path())
+            .unwrap()
+            .contains("buy milk")
+    );
     // The bridge stays stopped (the app restarts) and has let go of the data folder.
     assert_eq!(world.updates.supervisor.status().line, "Starting…");
-    assert!(!crate::lock::DataDirLock::is_held(&world.dir.path().join("data")));
+    assert!(!crate::lock::DataDirLock::is_held(
+        &world.dir.path().join("data")
+    ));
 }
 
 /// A download that does not verify changes nothing: the bridge never stops, the app is not
@@ -352,7 +371,14 @@ async fn a_refused_download_changes_nothing() {
         "The update was refused and nothing was changed: the signature does not match the download."
     );
     assert!(crate::mutex::lock(&endpoint.installs).is_empty());
-    assert!(world.updates.supervisor.status().line.starts_with("Running"));
+    assert!(
+        world
+            .updates
+            .supervisor
+            .status()
+            .line
+            .starts_with("Running")
+    );
     assert!(world.changes.try_recv().is_err(), "no restart, no change");
     world.db.incoming(ME_CHAT, ME, "buy milk");
     world.api.wait_for_requests(1, WITHIN).await;
@@ -377,7 +403,9 @@ async fn a_failed_install_starts_the_bridge_again() {
         }
     );
     assert_eq!(crate::mutex::lock(&endpoint.installs).len(), 1);
-    assert!(crate::lock::DataDirLock::is_held(&world.dir.path().join("data")));
+    assert!(crate::lock::DataDirLock::is_held(
+        &world.dir.path().join("data")
+    ));
     world.db.incoming(ME_CHAT, ME, "buy milk");
     world.api.wait_for_requests(1, WITHIN).await;
     world.updates.supervisor.shutdown().await;
