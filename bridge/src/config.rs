@@ -203,7 +203,9 @@ pub struct Settings {
     #[serde(skip_serializing_if = "crate::digest::DigestSettings::is_unset")]
     pub digest: crate::digest::DigestSettings,
     /// Whether the app looks for a new version once a day (never at start-up). Off by
-    /// default: nothing is asked of the update server until the user says so.
+    /// default: nothing is asked of the update server until the user says so. Left out of
+    /// the file while off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub check_updates: bool,
 }
 

@@ -188,7 +188,9 @@ pub fn install<R: Runtime>(
         updater::PluginUpdater(app.clone()),
         app.package_info().version.to_string(),
     );
-    app.manage(Updates::start(Arc::new(updater), bridge.clone(), &version));
+    let updates = Updates::new(Arc::new(updater), bridge.clone(), &version);
+    tauri::async_runtime::spawn(updates.daily());
+    app.manage(updates);
     app.manage(options.login);
     tray::setup(app, options.tray).context("could not set up the menu-bar icon")?;
     let launch = bridge.launch();

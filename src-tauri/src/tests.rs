@@ -32,6 +32,8 @@ use crate::tray::TrayMenu;
 
 use util::chatdb;
 
+mod updates;
+
 const IDENTIFIER: &str = "app.secondbrain.SecondBrain";
 /// How long any one wait may take before the test fails.
 const WITHIN: Duration = Duration::from_secs(20);
@@ -50,6 +52,8 @@ struct Setup {
     api_key: Option<&'static str>,
     /// The Automation probe's program.
     probe: Option<&'static str>,
+    /// `SECOND_BRAIN_UPDATE_URL` (otherwise the test config's endpoint, which refuses).
+    update_url: Option<String>,
 }
 
 struct Harness {
@@ -131,7 +135,12 @@ fn world(dir: &Path, setup: &Setup) -> (HashMap<String, String>, Option<chatdb::
         ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9".to_owned()),
         ("CHAT_DB_POLL_MS", "200".to_owned()),
     ];
-    let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let update = setup
+        .update_url
+        .clone()
+        .map(|url| (updates::ENDPOINT_ENV, url));
+    let vars = vars.into_iter().chain(update);
+    let vars = vars.map(|(k, v)| (k.to_owned(), v)).collect();
     (vars, db)
 }
 
@@ -183,7 +192,7 @@ fn harness(setup: Setup) -> Harness {
             })
         },
     };
-    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
+    let app = build_app(mock_builder(), updates::test_context()).unwrap();
     let (event_tx, events) = mpsc::channel();
     app.listen_any(pages::event(Change::Sessions), move |_| {
         let _ = event_tx.send(());
@@ -783,13 +792,13 @@ fn windows_are_created_on_demand_and_focused_when_open() {
     }
     labels = h.app.webview_windows().into_keys().collect();
     labels.sort();
-    assert_eq!(labels, ["sessions", "settings", "setup"]);
+    assert_eq!(labels, ["sessions", "settings", "setup", "update"]);
     // Showing again reuses the open window. (Focus is asked for on every show; the mock
     // runtime's `set_focus` does nothing and `is_focused` is always false,
     // tauri-2.11.6/src/test/mock_runtime.rs:657,753, so it cannot be observed here.)
     let again = windows::show(h.app.handle(), Page::Settings).unwrap();
     assert_eq!(again.label(), "settings");
-    assert_eq!(h.app.webview_windows().len(), 3);
+    assert_eq!(h.app.webview_windows().len(), Page::ALL.len());
 }
 
 #[test]
@@ -835,7 +844,7 @@ fn reopen_shows_the_checklist_while_setup_is_incomplete() {
     ignore = "muda builds menus on the main thread only"
 )]
 fn a_start_that_cannot_run_stays_up_and_says_why() {
-    let app = build_app(mock_builder(), mock_context(noop_assets())).unwrap();
+    let app = build_app(mock_builder(), updates::test_context()).unwrap();
     app.manage(Hooks {
         pick_folder: Arc::new(|| Ok(None)),
         alert: Box::new(|_| {}),

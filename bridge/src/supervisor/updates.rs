@@ -179,12 +179,12 @@ pub struct Updates {
 }
 
 impl Updates {
-    /// Updates of the running `current` version through `updater`, with the automatic check
-    /// started ([`CHECK_EVERY`]); the endpoint is [`ENDPOINT_ENV`] when the supervisor's
-    /// environment sets it.
-    pub fn start(updater: Arc<dyn Updater>, supervisor: Supervisor, current: &str) -> Arc<Updates> {
+    /// Updates of the running `current` version through `updater`; the endpoint is
+    /// [`ENDPOINT_ENV`] when the supervisor's environment sets it. The front end spawns
+    /// [`daily`](Self::daily) for the automatic check.
+    pub fn new(updater: Arc<dyn Updater>, supervisor: Supervisor, current: &str) -> Arc<Updates> {
         let endpoint = supervisor.inner.env.var(ENDPOINT_ENV);
-        let updates = Arc::new(Updates {
+        Arc::new(Updates {
             updater,
             supervisor,
             current: current.to_owned(),
@@ -192,9 +192,7 @@ impl Updates {
             found: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
             stop: CancellationToken::new(),
-        });
-        updates.start_daily();
-        updates
+        })
     }
 
     /// Asks the endpoint for a newer version. A failed check forgets nothing.
@@ -270,12 +268,12 @@ impl Updates {
         }
     }
 
-    /// Starts the automatic check on the supervisor's tracker: every [`CHECK_EVERY`], the
-    /// first one that long after now, while the setting is on; a newer version found is told
-    /// as [`Change::Update`]. Ends with [`stop`](Self::stop).
-    fn start_daily(self: &Arc<Self>) {
+    /// The automatic check, for the front end to spawn on its runtime: every [`CHECK_EVERY`],
+    /// the first one that long after it starts, while the setting is on; a newer version found
+    /// is told as [`Change::Update`]. Ends with [`stop`](Self::stop).
+    pub fn daily(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         let updates = Arc::clone(self);
-        self.supervisor.inner.tasks.spawn(async move {
+        async move {
             let first = tokio::time::Instant::now() + CHECK_EVERY;
             let mut days = tokio::time::interval_at(first, CHECK_EVERY);
             // A Mac that slept through a day checks once on waking, not once per day missed.
@@ -290,7 +288,7 @@ impl Updates {
                     updates.supervisor.notify(Change::Update);
                 }
             }
-        });
+        }
     }
 
     /// Stops the automatic check.

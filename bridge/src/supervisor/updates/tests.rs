@@ -124,7 +124,9 @@ fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Ar
     ]));
     let supervisor = Supervisor::new(env, Arc::new(|_| {})).unwrap();
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
-    Updates::start(updater, supervisor, "0.1.0")
+    let updates = Updates::new(updater, supervisor, "0.1.0");
+    tokio::spawn(updates.daily());
+    updates
 }
 
 #[test]
@@ -290,7 +292,7 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
     .await
     .expect("the bridge runs");
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
-    let updates = Updates::start(updater, supervisor, "0.1.0");
+    let updates = Updates::new(updater, supervisor, "0.1.0");
     Running {
         dir,
         db,
