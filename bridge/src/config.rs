@@ -800,6 +800,7 @@ mod tests {
         assert_eq!(c.max_concurrent_chats, 4);
         assert!(c.allowed_senders.is_empty());
         assert!(c.auth.is_none());
+        assert!(!c.check_updates, "no automatic update check by default");
         assert_eq!(c.log_dir, dir.path().join("logs"));
         assert_eq!(c.catch_up, Duration::from_secs(24 * 3600));
         assert_eq!(c.rate_limit_per_minute, 30);
@@ -940,7 +941,6 @@ mod tests {
         let c = resolve(dir.path(), &[("CLAUDE_MODEL", "claude-haiku-4-5")]).unwrap();
         assert_eq!(c.model, "claude-haiku-4-5");
         assert!(!c.allow_sms, "iMessage only by default");
-        assert!(!c.check_updates, "no automatic update check by default");
         assert_eq!(c.allowed_groups, ["iMessage;+;chat42"]);
         let c = resolve(dir.path(), &[("ALLOW_SMS", "true"), ("ALLOWED_GROUPS", "")]).unwrap();
         assert!(c.allow_sms);

@@ -14,6 +14,7 @@ use super::*;
 use crate::config::Overrides;
 use crate::secrets::MemoryKeyStore;
 use crate::sender::Sender;
+use crate::supervisor::Environment;
 
 const WITHIN: Duration = Duration::from_secs(60);
 
