@@ -1142,3 +1142,86 @@ fn sigterm_stops_intake_saves_and_exits_cleanly() {
     assert!(!bridge::lock::DataDirLock::is_held(&data));
     assert_eq!(world.chats_on_disk().len(), 3);
 }
+
+/// An update server on `127.0.0.1:0` whose `latest.json` offers `version` for this platform
+/// (the plugin reads the platform's entry even when the version is not newer,
+/// tauri-plugin-updater-2.12.0/src/updater.rs:597-599). Counts the requests it answers; its
+/// thread ends with the test process.
+struct ManifestServer {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ManifestServer {
+    fn start(version: &str) -> ManifestServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("its port").port();
+        let target = tauri_plugin_updater::target().expect("a platform the updater knows");
+        let manifest = json!({
+            "version": version, "notes": "Nothing new.",
+            "platforms": { target: {
+                "url": format!("http://127.0.0.1:{port}/app.tar.gz"),
+                "signature": "not needed: nothing is downloaded when up to date" } }
+        })
+        .to_string();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) && line.len() < 65536 {}
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    manifest.len()
+                );
+                // Counted before the answer, so the page never sees an answer not yet counted.
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(manifest.as_bytes());
+            }
+        });
+        ManifestServer { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/latest.json", self.port)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The Software Update window (what "Check for Updates…" opens) asks the server when it opens
+/// and says the running version is up to date, with no Install button; Check Again asks again.
+#[test]
+fn update_window_says_up_to_date() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let version = env!("CARGO_PKG_VERSION");
+    let server = ManifestServer::start(version);
+    let mut env = world.env(Senders::Environment);
+    env.push(("SECOND_BRAIN_UPDATE_URL".to_owned(), server.url()));
+    let up_to_date = "document.getElementById('sentence').dataset.kind === 'up_to_date'";
+    run(
+        |s| {
+            s.wait_until(up_to_date)?;
+            let sentence = format!("Second Brain is up to date (version {version}).");
+            assert_eq!(s.text("[data-test=update-sentence]")?, sentence);
+            assert_eq!(s.count("[data-test=install]:not([hidden])")?, 0);
+            assert_eq!(s.count("[data-test=update-notes-box]:not([hidden])")?, 0);
+            assert_eq!(server.requests(), 1, "one request when the window opened");
+            s.screenshot("update")?;
+            s.click("[data-test=check]")?;
+            s.wait_until(&format!(
+                "{up_to_date} && !document.getElementById('check').disabled"
+            ))?;
+            assert_eq!(server.requests(), 2, "Check Again asked again");
+            Ok(())
+        },
+        "update",
+        &env,
+    );
+}
