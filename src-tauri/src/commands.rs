@@ -177,7 +177,10 @@ pub async fn check_for_updates(updates: tauri::State<'_, Arc<Updates>>) -> Res<U
     Ok(updates.check().await.into())
 }
 
-/// Installs the version found, once the bridge has drained, then restarts into it.
+/// Installs the version found, once the bridge has drained, then restarts into it (through
+/// `RunEvent::Exit`, where the single-instance lock is released first,
+/// tauri-plugin-single-instance-2.4.5/src/platform_impl/macos.rs:48-50; on macOS tauri reads
+/// the new bundle's Info.plist for its binary, tauri-2.11.6/src/process.rs:74-124).
 #[tauri::command]
 pub async fn install_update<R: Runtime>(
     app: AppHandle<R>,

@@ -31,7 +31,7 @@ use tauri::{App, AppHandle, Builder, Context, Emitter, Manager, RunEvent, Runtim
 use crate::commands::{Attention, Hooks};
 use crate::windows::Page;
 
-/// Test-only switch: open this window (`sessions`, `settings` or `setup`) at launch.
+/// Test-only switch: open this window (`sessions`, `settings`, `setup`, `update`) at launch.
 pub const OPEN_WINDOW_ENV: &str = "SECOND_BRAIN_OPEN_WINDOW";
 
 /// How [`install`] sets the app up.

@@ -1,11 +1,12 @@
 //! The menu-bar icon and its menu: the only thing the app shows until the user asks for more.
 //!
-//! Invariants: every menu id is a constant of `bridge::supervisor::menu` and every click goes
-//! through its [`action_for`], then one `match`; a click that fails tells the user (the shell's alert) and the menu keeps
-//! working; the status line is a disabled item whose text and Pause/Resume are rewritten by
-//! [`refresh`] from the supervisor (on every status change of the bridge, never polled), and
-//! Launch at Login by [`refresh_login`] from what launchd will do, never toggled blindly; the
-//! icon is a template image (black on transparent) so macOS tints it for light and dark.
+//! Invariants: every menu id is a constant of `bridge::supervisor::menu` and every click
+//! goes through its [`action_for`], then one `match`; a click that fails tells the user (the
+//! shell's alert) and the menu keeps working; the status line is a disabled item whose text
+//! and Pause/Resume are rewritten by [`refresh`] from the supervisor (on every status change
+//! of the bridge, never polled), and Launch at Login by [`refresh_login`] from what launchd
+//! will do, never toggled blindly; the icon is a template image (black on transparent) so
+//! macOS tints it for light and dark.
 
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuBuilder, MenuItem};

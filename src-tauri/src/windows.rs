@@ -1,5 +1,5 @@
-//! The three windows (sessions, settings, setup): created on demand, brought to the front and
-//! focused whenever they are shown.
+//! The windows, one per page (sessions, settings, setup, update): created on demand, brought
+//! to the front and focused whenever they are shown.
 //!
 //! Invariants: there is at most one window per page ([`Page`]), labelled with the page's
 //! label; closing a window destroys it (nothing is kept hidden in memory); closing the last
