@@ -1225,3 +1225,28 @@ fn update_window_says_up_to_date() {
         &env,
     );
 }
+
+/// A newer version: its version, its notes and the Install button (not clicked: installing
+/// would replace the app under test).
+#[test]
+fn update_window_shows_a_newer_version_with_its_notes() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let server = ManifestServer::start("99.0.0");
+    let mut env = world.env(Senders::Environment);
+    env.push(("SECOND_BRAIN_UPDATE_URL".to_owned(), server.url()));
+    run(
+        |s| {
+            s.wait_until("document.getElementById('sentence').dataset.kind === 'available'")?;
+            assert_eq!(
+                s.text("[data-test=update-sentence]")?,
+                "Second Brain 99.0.0 is available."
+            );
+            assert_eq!(s.text("[data-test=update-notes]")?, "Nothing new.");
+            assert_eq!(s.text("[data-test=install]")?, "Install and Restart");
+            s.screenshot("update-available")?;
+            Ok(())
+        },
+        "update",
+        &env,
+    );
+}
