@@ -397,3 +397,31 @@ async fn the_automatic_check_on_asks_the_server_a_day_after_start_up() {
     assert_eq!(server.requests(), ["/latest.json"]);
     updates.stop();
 }
+
+/// "Check for updates automatically": off in a fresh install, saved by the settings page,
+/// shown back, and off again when unticked (then left out of the file).
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn the_automatic_check_is_a_setting_off_by_default() {
+    let h = harness(Setup::default());
+    assert_eq!(
+        h.invoke("get_settings", json!({})).unwrap()["check_updates"],
+        false
+    );
+    let mut form = h.settings_with_vault();
+    form["check_updates"] = json!(true);
+    let saved = h
+        .invoke("save_settings", json!({ "settings": form }))
+        .unwrap();
+    assert_eq!(saved["check_updates"], true);
+    let on_disk: Value = serde_json::from_slice(&h.settings_bytes().unwrap()).unwrap();
+    assert_eq!(on_disk["check_updates"], true);
+    form["check_updates"] = json!(false);
+    h.invoke("save_settings", json!({ "settings": form }))
+        .unwrap();
+    let on_disk: Value = serde_json::from_slice(&h.settings_bytes().unwrap()).unwrap();
+    assert_eq!(on_disk.get("check_updates"), None);
+}
