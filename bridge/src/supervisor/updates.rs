@@ -114,22 +114,36 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome as the update window and the logs say it.
+    /// The outcome as the update window and the logs say it: one sentence, the reason (the
+    /// plugin's words) as a clause inside it.
     pub fn sentence(&self) -> String {
+        let clause = |reason: &str| {
+            let reason = reason.trim().trim_end_matches('.');
+            let mut chars = reason.chars();
+            match (chars.next(), chars.next()) {
+                // "The signature…" becomes "the signature…"; "URL…" or "`x`" stay.
+                (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+                    first.to_lowercase().chain(reason.chars().skip(1)).collect()
+                }
+                _ => reason.to_owned(),
+            }
+        };
         match self {
             Outcome::UpToDate { version } => {
                 format!("Second Brain is up to date (version {version}).")
             }
             Outcome::Available { version, .. } => format!("Second Brain {version} is available."),
             Outcome::CouldNotCheck { reason } => {
-                format!("Could not check for updates: {reason}.")
+                format!("Could not check for updates: {}.", clause(reason))
             }
-            Outcome::Refused { reason } => {
-                format!("The update was refused and nothing was changed: {reason}.")
-            }
-            Outcome::CouldNotInstall { reason } => {
-                format!("The update was not installed; this version keeps running: {reason}.")
-            }
+            Outcome::Refused { reason } => format!(
+                "The update was refused and nothing was changed: {}.",
+                clause(reason)
+            ),
+            Outcome::CouldNotInstall { reason } => format!(
+                "The update was not installed; this version keeps running: {}.",
+                clause(reason)
+            ),
             Outcome::Installed { version } => {
                 format!("Second Brain {version} is installed; restarting.")
             }

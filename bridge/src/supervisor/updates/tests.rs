@@ -166,6 +166,28 @@ fn every_outcome_is_one_sentence() {
             "Second Brain 0.2.0 is installed; restarting.",
         ),
     ];
+    // The plugin's own words become a clause: first letter down, no second full stop.
+    let words = [
+        (
+            "The signature verification failed",
+            "the signature verification failed",
+        ),
+        (
+            "Updater does not have any endpoints set.",
+            "updater does not have any endpoints set",
+        ),
+        ("URL is invalid", "URL is invalid"),
+        ("`{0}`", "`{0}`"),
+        ("Échec.", "échec"),
+        ("", ""),
+    ];
+    for (reason, clause) in words {
+        let outcome = Outcome::Refused {
+            reason: reason.to_owned(),
+        };
+        let expected = format!("The update was refused and nothing was changed: {clause}.");
+        assert_eq!(outcome.sentence(), expected, "{reason:?}");
+    }
     for (outcome, sentence) in table {
         assert_eq!(outcome.sentence(), sentence);
         let view = serde_json::to_value(UpdateView::from(outcome)).unwrap();
