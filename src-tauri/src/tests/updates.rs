@@ -88,9 +88,10 @@ impl UpdateServer {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let path = answer(stream, &routes.lock().unwrap());
-                requests.lock().unwrap().push(path);
-                count.fetch_add(1, Ordering::SeqCst);
+                answer(stream, &routes.lock().unwrap(), |path| {
+                    requests.lock().unwrap().push(path.to_owned());
+                    count.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         server
@@ -132,8 +133,9 @@ impl Drop for UpdateServer {
     }
 }
 
-/// Reads one request head and answers it: the route's body, else 404. Returns the path.
-fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>) -> String {
+/// Reads one request head, records its path (before answering, so a client never sees an
+/// answer not yet recorded) and answers it: the route's body, else 404.
+fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>, record: impl FnOnce(&str)) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let _ = reader.read_line(&mut line);
@@ -141,6 +143,7 @@ fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>) -> String {
     // The rest of the head, up to the blank line (bounded: a head is small).
     let mut head = String::new();
     while reader.read_line(&mut head).is_ok_and(|n| n > 2) && head.len() < 64 * 1024 {}
+    record(&path);
     let (status, body) = match routes.get(&path) {
         Some(body) => ("200 OK", body.clone()),
         None => ("404 Not Found", b"not found".to_vec()),
@@ -153,7 +156,6 @@ fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>) -> String {
     let _ = stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(&body));
-    path
 }
 
 /// The bytes of the "new version": any bytes do, the plugin only verifies them.
@@ -316,6 +318,9 @@ fn a_server_that_is_down_could_not_check_and_nothing_changes() {
         update_url: Some(format!("http://127.0.0.1:{port}/latest.json")),
         ..Setup::default()
     });
+    h.wait_until("the bridge's status", |h| {
+        h.status_line().starts_with("Needs setup")
+    });
     let (status, settings) = (h.status_line(), h.settings_bytes());
     let view = h.invoke("check_for_updates", json!({})).unwrap();
     assert_eq!(view["kind"], "could_not_check", "{view}");
@@ -427,4 +432,20 @@ fn the_automatic_check_is_a_setting_off_by_default() {
         .unwrap();
     let on_disk: Value = serde_json::from_slice(&h.settings_bytes().unwrap()).unwrap();
     assert_eq!(on_disk.get("check_updates"), None);
+}
+
+/// The daily check's news (`Change::Update`) opens the Software Update window, which then
+/// checks and shows the version; other changes open nothing.
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn news_of_a_new_version_opens_the_update_window() {
+    let h = harness(Setup::default());
+    let notice = production_notify(h.app.handle());
+    notice(Change::Sessions);
+    assert!(h.app.get_webview_window("update").is_none());
+    notice(Change::Update);
+    assert!(h.app.get_webview_window("update").is_some());
 }

@@ -112,6 +112,15 @@ fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
 
 /// Updates over a supervisor that has not started a bridge, with `settings.json` as given.
 fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Arc<Updates> {
+    idle_updates_telling(dir, check_updates, endpoint, Arc::new(|_| {}))
+}
+
+fn idle_updates_telling(
+    dir: &Path,
+    check_updates: bool,
+    endpoint: &Arc<Endpoint>,
+    notify: super::super::Notify,
+) -> Arc<Updates> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let file = serde_json::json!({ "check_updates": check_updates });
@@ -123,7 +132,7 @@ fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Ar
             " http://127.0.0.1:8123/latest.json ".to_owned(),
         ),
     ]));
-    let supervisor = Supervisor::new(env, Arc::new(|_| {})).unwrap();
+    let supervisor = Supervisor::new(env, notify).unwrap();
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
     let updates = Updates::new(updater, supervisor, "0.1.0");
     tokio::spawn(updates.daily());
@@ -210,20 +219,34 @@ async fn the_automatic_check_off_never_asks() {
     updates.stop();
 }
 
-/// On: nothing at start-up, nothing before a day has passed, then once a day.
+/// On: nothing at start-up, nothing before a day has passed, then once a day; each newer
+/// version found is told to the front end (which opens the update window).
 #[tokio::test(start_paused = true)]
 async fn the_automatic_check_on_asks_once_a_day_never_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Arc::new(Endpoint::default());
     *crate::mutex::lock(&endpoint.offer) = Some(newer());
-    let updates = idle_updates(dir.path(), true, &endpoint);
+    let told = Arc::new(AtomicUsize::new(0));
+    let notify: super::super::Notify = {
+        let told = Arc::clone(&told);
+        Arc::new(move |change| {
+            if change == Change::Update {
+                told.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let updates = idle_updates_telling(dir.path(), true, &endpoint, notify);
     tokio::time::sleep(CHECK_EVERY - Duration::from_secs(1)).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 0, "not at start-up");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 1);
     assert!(matches!(updates.last(), Some(Outcome::Available { .. })));
+    assert_eq!(told.load(Ordering::SeqCst), 1, "the front end is told");
+    // Up to date the next day: asked, and nothing to tell.
+    *crate::mutex::lock(&endpoint.offer) = None;
     tokio::time::sleep(CHECK_EVERY).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 2);
+    assert_eq!(told.load(Ordering::SeqCst), 1);
     updates.stop();
     tokio::time::sleep(CHECK_EVERY * 2).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 2, "stopped");
