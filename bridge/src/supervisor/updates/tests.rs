@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use util::anthropic::{FakeAnthropic, one_turn_capture, slow};
+use util::anthropic::{FakeAnthropic, capture_flow, slow};
 use util::bridge::{API_KEY, ME, ME_CHAT};
 use util::chatdb::FixtureDb;
 
@@ -310,7 +310,7 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
         API_KEY,
         slow(
             latency,
-            one_turn_capture("Tasks", "Buy milk", &["topic/home"], "Filed ✓"),
+            capture_flow("Tasks", "Buy milk", &["topic/home"], "Filed ✓"),
         ),
     );
     let env = env(vars(&[
@@ -349,8 +349,8 @@ async fn running(endpoint: &Arc<Endpoint>, latency: Duration) -> Running {
 }
 
 /// Issue 13: "Installing waits until no text is in flight and the session store has
-/// flushed". The model takes 200 ms a turn; the install is asked for while the first turn is
-/// out, and puts the new version in place only once the note is on disk and the
+/// flushed". The model takes 200 ms a turn (four turns); the install is asked for while the
+/// first is out, and puts the new version in place only once the note is on disk and the
 /// sessions are saved, and not before the model's time has passed.
 ///
 /// On the real clock: the bridge writes notes on threads of its own, which a paused clock
@@ -383,6 +383,8 @@ async fn an_install_waits_for_the_text_in_flight() {
     );
     let installs = crate::mutex::lock(&endpoint.installs).clone();
     assert_eq!(installs, vec![(b"new app".to_vec(), 1, true)]);
+    // write, log, reply, end: every turn of the text ran before the bridge stopped.
+    assert_eq!(world.api.requests().len(), 4);
     assert!(world.api.violations().is_empty());
     let note = std::fs::read_dir(world.dir.path().join("vault/Tasks"))
         .unwrap()
