@@ -27,6 +27,8 @@ struct Endpoint {
     download: Mutex<Option<Result<Vec<u8>, UpdateError>>>,
     /// Whether putting the new version in place fails.
     install_fails: bool,
+    /// Holds the download until notified.
+    gate: Option<Arc<tokio::sync::Notify>>,
     /// Whether the server is down.
     down: AtomicBool,
     checks: AtomicUsize,
@@ -65,7 +67,13 @@ impl Found for FakeFound {
 
     fn download(&self) -> BoxFuture<'_, Result<Vec<u8>, UpdateError>> {
         let result = crate::mutex::lock(&self.0.download).clone();
-        Box::pin(async move { result.unwrap_or_else(|| Ok(b"new app".to_vec())) })
+        let gate = self.0.gate.clone();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            result.unwrap_or_else(|| Ok(b"new app".to_vec()))
+        })
     }
 
     fn install(&self, bytes: &[u8]) -> Result<(), UpdateError> {
@@ -459,4 +467,36 @@ async fn a_failed_install_starts_the_bridge_again() {
     world.db.incoming(ME_CHAT, ME, "buy milk");
     world.api.wait_for_requests(1, WITHIN).await;
     world.updates.supervisor.shutdown().await;
+}
+
+/// "The check and the download never block the bridge": while a download hangs, a text is
+/// filed (all four model turns) and a session change, which takes the supervisor's lifecycle
+/// lock, goes through; the install ends once the download does.
+#[tokio::test]
+async fn a_slow_download_never_holds_the_bridge_up() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let endpoint = Arc::new(Endpoint {
+        gate: Some(Arc::clone(&gate)),
+        ..Endpoint::default()
+    });
+    *crate::mutex::lock(&endpoint.offer) = Some(newer());
+    let world = running(&endpoint, Duration::ZERO).await;
+    world.updates.check().await;
+    let install = tokio::spawn({
+        let updates = Arc::clone(&world.updates);
+        async move { updates.install().await }
+    });
+    world.db.incoming(ME_CHAT, ME, "buy milk");
+    world.api.wait_for_requests(4, WITHIN).await;
+    let cleared = tokio::time::timeout(WITHIN, world.updates.supervisor.clear_all()).await;
+    assert!(cleared.expect("not held up").is_ok());
+    assert!(!install.is_finished(), "the download still hangs");
+    assert!(crate::mutex::lock(&endpoint.installs).is_empty());
+    gate.notify_one();
+    let outcome = tokio::time::timeout(WITHIN, install)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Installed { .. }), "{outcome:?}");
+    assert_eq!(crate::mutex::lock(&endpoint.installs).len(), 1);
 }
