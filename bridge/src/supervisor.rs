@@ -713,6 +713,24 @@ impl Supervisor {
         .unwrap_or(false)
     }
 
+    /// The window a launch opens: the one asked for (the e2e switch), else the Setup
+    /// Checklist while setup is incomplete, else none.
+    pub async fn window_at_launch(&self, asked: Option<pages::Page>) -> Option<pages::Page> {
+        match asked {
+            Some(page) => Some(page),
+            None => (!self.setup_complete().await).then_some(pages::Page::Setup),
+        }
+    }
+
+    /// The window to bring forward when the user opens the app again: the sessions once setup
+    /// is complete, else (also when the app could not start its bridge) the Setup Checklist.
+    pub async fn window_on_reopen(bridge: Option<Supervisor>) -> pages::Page {
+        match bridge {
+            Some(bridge) if bridge.setup_complete().await => pages::Page::Sessions,
+            _ => pages::Page::Setup,
+        }
+    }
+
     /// The status line and whether the user paused the bridge.
     pub fn status(&self) -> StatusLine {
         let shared = self.shared();

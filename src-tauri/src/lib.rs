@@ -184,11 +184,9 @@ pub fn install<R: Runtime>(
 ) -> anyhow::Result<JoinHandle<()>> {
     let bridge = Supervisor::new(options.env, notify).context("no folder for the app's data")?;
     app.manage(bridge.clone());
-    let (updater, version) = (
-        updater::PluginUpdater(app.clone()),
-        app.package_info().version.to_string(),
-    );
-    let updates = Updates::new(Arc::new(updater), bridge.clone(), &version);
+    let updater = Arc::new(updater::PluginUpdater(app.clone()));
+    let version = app.package_info().version.to_string();
+    let updates = Updates::new(updater, bridge.clone(), &version);
     tauri::async_runtime::spawn(updates.daily());
     app.manage(updates);
     app.manage(options.login);
@@ -197,11 +195,7 @@ pub fn install<R: Runtime>(
     let app = app.clone();
     Ok(tauri::async_runtime::spawn(async move {
         launch.await;
-        let kind = match options.open_window {
-            Some(kind) => Some(kind),
-            None => (!bridge.setup_complete().await).then_some(Page::Setup),
-        };
-        if let Some(kind) = kind {
+        if let Some(kind) = bridge.window_at_launch(options.open_window).await {
             windows::show_or_log(&app, kind);
         }
     }))
@@ -212,15 +206,9 @@ pub fn install<R: Runtime>(
 pub fn reopen<R: Runtime>(app: &AppHandle<R>) -> JoinHandle<()> {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        let complete = match app.try_state::<Supervisor>() {
-            Some(bridge) if app.try_state::<Attention>().is_none() => bridge.setup_complete().await,
-            _ => false,
-        };
-        let kind = if complete {
-            Page::Sessions
-        } else {
-            Page::Setup
-        };
+        let started = app.try_state::<Attention>().is_none();
+        let bridge = app.try_state::<Supervisor>().filter(|_| started);
+        let kind = Supervisor::window_on_reopen(bridge.map(|b| b.inner().clone())).await;
         tracing::info!(window = kind.label(), "reopened: showing a window");
         tray::refresh_login(&app);
         windows::show_or_log(&app, kind);

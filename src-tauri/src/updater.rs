@@ -46,6 +46,8 @@ impl Found for PluginUpdate {
         Box::pin(async move { (self.0.download(|_, _| {}, || {}).await).map_err(reason) })
     }
 
+    // Called on a blocking thread, never the main one: asking for the password, the plugin runs
+    // its AppleScript on the main thread and waits for it (:1357-1364).
     fn install(&self, bytes: &[u8]) -> Result<(), UpdateError> {
         self.0
             .install(bytes)
