@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Effective, Supervisor};
+use super::{Change, Current, Supervisor};
 
 /// Overrides the endpoint of `tauri.conf.json` (tests, people who host their own releases).
 pub const ENDPOINT_ENV: &str = "SECOND_BRAIN_UPDATE_URL";
@@ -274,11 +274,13 @@ impl Updates {
         outcome
     }
 
-    /// Whether the user switched the automatic check on.
+    /// Whether the user switched the automatic check on, in the settings the bridge runs with;
+    /// a bridge that could not start has none in effect, so the check waits (and the settings
+    /// file and keychain are not read behind its back).
     fn automatic(&self) -> bool {
-        match self.supervisor.effective() {
-            Effective::Running(config) => config.check_updates,
-            Effective::File { settings, .. } => settings.check_updates,
+        match &self.supervisor.shared().current {
+            Current::Running(generation) => generation.config.check_updates,
+            Current::Stopped | Current::Failed { .. } => false,
         }
     }
 

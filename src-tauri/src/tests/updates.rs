@@ -338,8 +338,9 @@ fn a_server_that_is_down_could_not_check_and_nothing_changes() {
     assert_eq!((h.status_line(), h.settings_bytes()), (status, settings));
 }
 
-/// Updates over the real plugin with `check_updates` as given, on the test's (paused) clock.
-fn daily(dir: &Path, check_updates: bool, server: &UpdateServer) -> Arc<Updates> {
+/// Updates over the real plugin and a bridge waiting for its setup, with `check_updates` as
+/// given, on the test's (paused) clock.
+async fn daily(dir: &Path, check_updates: bool, server: &UpdateServer) -> Arc<Updates> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let file = json!({ "check_updates": check_updates }).to_string();
@@ -361,6 +362,7 @@ fn daily(dir: &Path, check_updates: bool, server: &UpdateServer) -> Arc<Updates>
     };
     let app = build_app(mock_builder(), test_context()).unwrap();
     let supervisor = Supervisor::new(env, Arc::new(|_| {})).unwrap();
+    supervisor.launch().await;
     let updater = Arc::new(PluginUpdater(app.handle().clone()));
     let updates = Updates::new(updater, supervisor, "0.1.0");
     tokio::spawn(updates.daily());
@@ -386,7 +388,7 @@ async fn wait_for_requests(server: &UpdateServer, n: usize) {
 async fn the_automatic_check_off_makes_no_request() {
     let (dir, server) = (tempfile::tempdir().unwrap(), UpdateServer::start());
     server.manifest("0.2.0", "", &signature(trusted(), &artifact(), "0.2.0"));
-    let updates = daily(dir.path(), false, &server);
+    let updates = daily(dir.path(), false, &server).await;
     tokio::time::sleep(bridge::supervisor::updates::CHECK_EVERY * 3).await;
     assert!(server.requests().is_empty());
     updates.stop();
@@ -397,7 +399,7 @@ async fn the_automatic_check_off_makes_no_request() {
 async fn the_automatic_check_on_asks_the_server_a_day_after_start_up() {
     let (dir, server) = (tempfile::tempdir().unwrap(), UpdateServer::start());
     server.manifest("0.2.0", "", &signature(trusted(), &artifact(), "0.2.0"));
-    let updates = daily(dir.path(), true, &server);
+    let updates = daily(dir.path(), true, &server).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(server.requests().is_empty(), "never at start-up");
     tokio::time::sleep(bridge::supervisor::updates::CHECK_EVERY).await;

@@ -118,12 +118,13 @@ fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Updates over a supervisor that has not started a bridge, with `settings.json` as given.
-fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Arc<Updates> {
-    idle_updates_telling(dir, check_updates, endpoint, Arc::new(|_| {}))
+/// Updates over a bridge that waits for its setup (no vault, no key), with `settings.json`
+/// as given.
+async fn idle_updates(dir: &Path, check_updates: bool, endpoint: &Arc<Endpoint>) -> Arc<Updates> {
+    idle_updates_telling(dir, check_updates, endpoint, Arc::new(|_| {})).await
 }
 
-fn idle_updates_telling(
+async fn idle_updates_telling(
     dir: &Path,
     check_updates: bool,
     endpoint: &Arc<Endpoint>,
@@ -141,6 +142,7 @@ fn idle_updates_telling(
         ),
     ]));
     let supervisor = Supervisor::new(env, notify).unwrap();
+    supervisor.launch().await;
     let updater = Arc::new(FakeUpdater(Arc::clone(endpoint)));
     let updates = Updates::new(updater, supervisor, "0.1.0");
     tokio::spawn(updates.daily());
@@ -218,7 +220,7 @@ fn every_outcome_is_one_sentence() {
 async fn the_automatic_check_off_never_asks() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Arc::new(Endpoint::default());
-    let updates = idle_updates(dir.path(), false, &endpoint);
+    let updates = idle_updates(dir.path(), false, &endpoint).await;
     for _ in 0..3 {
         tokio::time::sleep(CHECK_EVERY + Duration::from_secs(1)).await;
     }
@@ -243,7 +245,7 @@ async fn the_automatic_check_on_asks_once_a_day_never_at_start_up() {
             }
         })
     };
-    let updates = idle_updates_telling(dir.path(), true, &endpoint, notify);
+    let updates = idle_updates_telling(dir.path(), true, &endpoint, notify).await;
     tokio::time::sleep(CHECK_EVERY - Duration::from_secs(1)).await;
     assert_eq!(endpoint.checks.load(Ordering::SeqCst), 0, "not at start-up");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -265,7 +267,7 @@ async fn a_check_that_fails_forgets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Arc::new(Endpoint::default());
     *crate::mutex::lock(&endpoint.offer) = Some(newer());
-    let updates = idle_updates(dir.path(), false, &endpoint);
+    let updates = idle_updates(dir.path(), false, &endpoint).await;
     assert_eq!(
         updates.check().await,
         Outcome::Available {
@@ -290,7 +292,7 @@ async fn a_check_that_fails_forgets_nothing() {
 async fn nothing_to_install_before_a_check_finds_a_version() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Arc::new(Endpoint::default());
-    let updates = idle_updates(dir.path(), false, &endpoint);
+    let updates = idle_updates(dir.path(), false, &endpoint).await;
     assert!(matches!(updates.check().await, Outcome::UpToDate { .. }));
     assert!(matches!(
         updates.install().await,
