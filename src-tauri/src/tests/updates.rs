@@ -63,7 +63,8 @@ fn signature(keys: &minisign::KeyPair, bytes: &[u8], version: &str) -> String {
 /// `Connection: close`. Stops when dropped.
 struct UpdateServer {
     port: u16,
-    routes: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// Per path: the body, and the `Content-Length` to declare for it.
+    routes: Arc<Mutex<HashMap<String, (Vec<u8>, usize)>>>,
     requests: Arc<Mutex<Vec<String>>>,
     count: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -103,10 +104,13 @@ impl UpdateServer {
 
     /// Serves `body` at `path`, with a `Content-Length` of its length.
     fn serve(&self, path: &str, body: &[u8]) {
-        self.routes
-            .lock()
-            .unwrap()
-            .insert(path.to_owned(), body.to_vec());
+        self.serve_declaring(path, body, body.len());
+    }
+
+    /// Serves `body` at `path` declaring `length` bytes (more: the answer is cut short).
+    fn serve_declaring(&self, path: &str, body: &[u8], length: usize) {
+        let route = (body.to_vec(), length);
+        self.routes.lock().unwrap().insert(path.to_owned(), route);
     }
 
     /// `latest.json` offering `version` for this platform, its artifact at `/app.tar.gz`.
@@ -135,7 +139,11 @@ impl Drop for UpdateServer {
 
 /// Reads one request head, records its path (before answering, so a client never sees an
 /// answer not yet recorded) and answers it: the route's body, else 404.
-fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>, record: impl FnOnce(&str)) {
+fn answer(
+    stream: TcpStream,
+    routes: &HashMap<String, (Vec<u8>, usize)>,
+    record: impl FnOnce(&str),
+) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let _ = reader.read_line(&mut line);
@@ -144,18 +152,22 @@ fn answer(stream: TcpStream, routes: &HashMap<String, Vec<u8>>, record: impl FnO
     let mut head = String::new();
     while reader.read_line(&mut head).is_ok_and(|n| n > 2) && head.len() < 64 * 1024 {}
     record(&path);
-    let (status, body) = match routes.get(&path) {
-        Some(body) => ("200 OK", body.clone()),
-        None => ("404 Not Found", b"not found".to_vec()),
+    let (status, (body, length)) = match routes.get(&path) {
+        Some(route) => ("200 OK", route.clone()),
+        None => ("404 Not Found", (b"not found".to_vec(), 9)),
     };
     let mut stream = reader.into_inner();
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
     let _ = stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(&body));
+}
+
+/// `bytes` served whole, their own length declared.
+fn whole(bytes: Vec<u8>) -> Option<(Vec<u8>, usize)> {
+    let length = bytes.len();
+    Some((bytes, length))
 }
 
 /// The bytes of the "new version": any bytes do, the plugin only verifies them.
@@ -244,12 +256,15 @@ fn a_download_signed_by_the_trusted_key_verifies() {
     assert_eq!(bytes.unwrap(), artifact());
 }
 
-/// Installs that must be refused: the download is fetched, does not verify, and nothing
-/// changes (the bridge keeps running, this binary is untouched).
-fn refused(signature: String, served: Vec<u8>) -> Value {
+/// Installs that must fail: the download is asked for, is refused or does not arrive, and
+/// nothing changes (the bridge keeps running, this binary is untouched). `served`: the
+/// artifact's bytes and the length declared for them; `None`: 404.
+fn failed_install(signature: String, served: Option<(Vec<u8>, usize)>) -> Value {
     let server = UpdateServer::start();
     server.manifest("0.2.0", "", &signature);
-    server.serve("/app.tar.gz", &served);
+    if let Some((bytes, length)) = served {
+        server.serve_declaring("/app.tar.gz", &bytes, length);
+    }
     let h = harness_with(&server);
     let before = this_binary();
     let found = h.invoke("check_for_updates", json!({})).unwrap();
@@ -269,7 +284,10 @@ fn refused(signature: String, served: Vec<u8>) -> Value {
 )]
 fn a_manifest_signed_with_another_key_is_refused() {
     let stranger = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-    let view = refused(signature(&stranger, &artifact(), "0.2.0"), artifact());
+    let view = failed_install(
+        signature(&stranger, &artifact(), "0.2.0"),
+        whole(artifact()),
+    );
     assert_eq!(view["kind"], "refused", "{view}");
     assert_eq!(
         view["sentence"],
@@ -284,11 +302,9 @@ fn a_manifest_signed_with_another_key_is_refused() {
     ignore = "muda builds menus on the main thread only"
 )]
 fn a_truncated_artifact_is_refused() {
-    let whole = artifact();
-    let view = refused(
-        signature(trusted(), &whole, "0.2.0"),
-        whole[..whole.len() / 2].to_vec(),
-    );
+    let bytes = artifact();
+    let half = bytes[..bytes.len() / 2].to_vec();
+    let view = failed_install(signature(trusted(), &bytes, "0.2.0"), whole(half));
     assert_eq!(view["kind"], "refused", "{view}");
 }
 
@@ -298,7 +314,10 @@ fn a_truncated_artifact_is_refused() {
     ignore = "muda builds menus on the main thread only"
 )]
 fn a_signature_for_another_version_is_refused() {
-    let view = refused(signature(trusted(), &artifact(), "0.1.9"), artifact());
+    let view = failed_install(
+        signature(trusted(), &artifact(), "0.1.9"),
+        whole(artifact()),
+    );
     assert_eq!(view["kind"], "refused", "{view}");
 }
 
@@ -450,4 +469,26 @@ fn news_of_a_new_version_opens_the_update_window() {
     assert!(h.app.get_webview_window("update").is_none());
     notice(Change::Update);
     assert!(h.app.get_webview_window("update").is_some());
+}
+
+/// A download cut short (fewer bytes than declared) or answered 404 is not installed, and
+/// the window says why.
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn a_download_cut_short_or_missing_is_not_installed() {
+    let bytes = artifact();
+    let signed = signature(trusted(), &bytes, "0.2.0");
+    let cut = Some((bytes[..1000].to_vec(), bytes.len()));
+    for (served, what) in [(cut, "cut short"), (None, "404")] {
+        let view = failed_install(signed.clone(), served);
+        assert_eq!(view["kind"], "could_not_install", "{what}: {view}");
+        let sentence = view["sentence"].as_str().unwrap();
+        assert!(
+            sentence.starts_with("The update was not installed; this version keeps running: "),
+            "{what}: {sentence}"
+        );
+    }
 }
