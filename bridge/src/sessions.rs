@@ -461,9 +461,22 @@ impl SessionStore {
 
     /// Creates or replaces the session of `session.chat`.
     pub fn put(&self, session: Session) {
+        self.insert(session, true);
+    }
+
+    /// Creates or replaces the session of `session.chat` in memory (listeners are told as
+    /// for [`put`](Self::put)) without asking the writer for a save: it reaches the disk
+    /// with the next saved change, flush or close. For a state the ledger can recreate, such
+    /// as a run's [`SessionState::Working`]: a text claimed and cut off by a crash is run
+    /// again from its session as last saved. A text captured in one run then writes nothing.
+    pub fn put_unsaved(&self, session: Session) {
+        self.insert(session, false);
+    }
+
+    fn insert(&self, session: Session, save: bool) {
         let guid = session.chat.guid.clone();
         let session = Arc::new(session);
-        let replaced = self.mutate(|state, events| {
+        let replaced = self.mutate(save, |state, events| {
             let replaced = state.sessions.insert(guid.clone(), session);
             let _ = events.send(SessionEvent::Changed(guid));
             (replaced, true)
@@ -474,7 +487,7 @@ impl SessionStore {
 
     /// Removes the session of the chat with this guid and returns it.
     pub fn remove(&self, chat: &str) -> Option<Session> {
-        let removed = self.mutate(|state, events| {
+        let removed = self.mutate(true, |state, events| {
             let removed = state.sessions.remove(chat);
             if removed.is_some() {
                 let _ = events.send(SessionEvent::Removed(chat.to_string()));
@@ -487,7 +500,7 @@ impl SessionStore {
 
     /// Removes every session and returns how many there were.
     pub fn clear_all(&self) -> usize {
-        let cleared = self.mutate(|state, events| {
+        let cleared = self.mutate(true, |state, events| {
             let cleared = std::mem::take(&mut state.sessions);
             if !cleared.is_empty() {
                 let _ = events.send(SessionEvent::Cleared);
@@ -589,9 +602,10 @@ impl SessionStore {
     }
 
     /// Runs one map operation under the lock; when it reports a change, bumps the version
-    /// and wakes the writer (after unlocking).
+    /// and, when `save` asks, wakes the writer (after unlocking).
     fn mutate<R>(
         &self,
+        save: bool,
         op: impl FnOnce(&mut MapState, &broadcast::Sender<SessionEvent>) -> (R, bool),
     ) -> R {
         let inner = self.inner();
@@ -604,7 +618,7 @@ impl SessionStore {
             }
             (result, changed)
         };
-        if changed {
+        if changed && save {
             if inner.closed.load(Ordering::Relaxed) {
                 tracing::warn!(path = ?inner.path, "session changed after close; not saved");
             }
@@ -1058,6 +1072,45 @@ mod tests {
         );
         assert_eq!(std::fs::read(&path).unwrap(), written[2]);
         shut_down(store, tracker).await;
+    }
+
+    /// Issue 8: a run's working state is not saved on its own, so a text captured in one run
+    /// (session made unsaved, then ended) writes nothing however long it takes; a session
+    /// that stays is saved, working states included, with the next saved change.
+    #[tokio::test(start_paused = true)]
+    async fn an_unsaved_working_session_ended_later_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        write_file(&path, &[]);
+        let tracker = TaskTracker::new();
+        let (write, writes) = recording_writer();
+        let (store, _) = SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write).unwrap();
+        // The writer starts and waits for a change, as it has long before the first text.
+        tokio::task::yield_now().await;
+        let mut events = store.subscribe();
+        store.put_unsaved(session(1, now()));
+        assert_eq!(events.recv().await.unwrap(), SessionEvent::Changed(chat(1).guid));
+        assert_eq!(store.len(), 1, "listed while it works");
+        tokio::time::sleep(SETTLE * 40).await;
+        assert!(writes.lock().unwrap().is_empty(), "a working state alone is not written");
+        store.remove(&chat(1).guid);
+        tokio::time::sleep(SETTLE * 4).await;
+        store.flush().await.unwrap();
+        assert!(writes.lock().unwrap().is_empty(), "the disk already held the result");
+        assert_eq!(file_guids(&path), Vec::<String>::new());
+
+        store.put_unsaved(session(2, now()));
+        store.put(session(3, now()));
+        tokio::time::sleep(SETTLE * 2).await;
+        assert_eq!(file_guids(&path), vec![chat(2).guid, chat(3).guid]);
+        assert_eq!(writes.lock().unwrap().len(), 1);
+        store.put_unsaved(session(4, now()));
+        shut_down(store, tracker).await;
+        assert_eq!(
+            file_guids(&path),
+            vec![chat(2).guid, chat(3).guid, chat(4).guid],
+            "close saves what is left"
+        );
     }
 
     #[tokio::test]
