@@ -1084,19 +1084,29 @@ mod tests {
         write_file(&path, &[]);
         let tracker = TaskTracker::new();
         let (write, writes) = recording_writer();
-        let (store, _) = SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write).unwrap();
+        let (store, _) =
+            SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write).unwrap();
         // The writer starts and waits for a change, as it has long before the first text.
         tokio::task::yield_now().await;
         let mut events = store.subscribe();
         store.put_unsaved(session(1, now()));
-        assert_eq!(events.recv().await.unwrap(), SessionEvent::Changed(chat(1).guid));
+        assert_eq!(
+            events.recv().await.unwrap(),
+            SessionEvent::Changed(chat(1).guid)
+        );
         assert_eq!(store.len(), 1, "listed while it works");
         tokio::time::sleep(SETTLE * 40).await;
-        assert!(writes.lock().unwrap().is_empty(), "a working state alone is not written");
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "a working state alone is not written"
+        );
         store.remove(&chat(1).guid);
         tokio::time::sleep(SETTLE * 4).await;
         store.flush().await.unwrap();
-        assert!(writes.lock().unwrap().is_empty(), "the disk already held the result");
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "the disk already held the result"
+        );
         assert_eq!(file_guids(&path), Vec::<String>::new());
 
         store.put_unsaved(session(2, now()));
