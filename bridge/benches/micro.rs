@@ -232,18 +232,9 @@ fn load_row(
     puts: &Puts,
     observed: &Observed,
 ) -> Row {
-    let Puts {
-        put_us,
-        put_at,
-        preempted,
-        blocked,
-        on_cpu,
-        undisturbed_us,
-        empty_us,
-    } = puts;
-    let (preempted, blocked, on_cpu) = (*preempted, *blocked, *on_cpu);
-    let count = put_us.len();
-    let lags_ms = lags(&put_at, &observed.reads);
+    let (preempted, blocked, on_cpu) = (puts.preempted, puts.blocked, puts.on_cpu);
+    let count = puts.put_us.len();
+    let lags_ms = lags(&puts.put_at, &observed.reads);
     let saves = observed.saves.len();
     let gaps_ms: Vec<f64> = observed
         .saves
@@ -251,11 +242,15 @@ fn load_row(
         .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
         .collect();
     let gaps = Summary::of(&gaps_ms);
-    let undisturbed = Summary::of(&undisturbed_us);
-    let empty = Summary::of(&empty_us).expect("puts were made");
-    let empty_slow = empty_us.iter().filter(|us| **us > PUT_TARGET_US).count();
+    let undisturbed = Summary::of(&puts.undisturbed_us);
+    let empty = Summary::of(&puts.empty_us).expect("puts were made");
+    let empty_slow = puts
+        .empty_us
+        .iter()
+        .filter(|us| **us > PUT_TARGET_US)
+        .count();
     let missing = count - lags_ms.len();
-    let put = Summary::of(&put_us).expect("puts were made");
+    let put = Summary::of(&puts.put_us).expect("puts were made");
     let lag = Summary::of(&lags_ms);
     let value = match lag {
         Some(lag) => format!(
