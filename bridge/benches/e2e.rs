@@ -1306,6 +1306,16 @@ fn kind_of_file(path: &str) -> String {
     let name = Path::new(path)
         .file_name()
         .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+    // A temporary written whole before its rename (`.<name>.<pid>-<n>.tmp`, persist.rs and
+    // vault/write.rs) counts as the file it becomes; a note's temporary is named by its stem.
+    if let Some(stem) = temporary_of(&name) {
+        let in_data = Path::new(path).with_file_name("state.db").exists();
+        return if in_data || stem.ends_with(".json") {
+            stem.to_string()
+        } else {
+            "note".into()
+        };
+    }
     if Path::new(path).is_dir() {
         format!("folder {name}")
     } else if path.contains("/_system/logs/") {
@@ -1315,6 +1325,15 @@ fn kind_of_file(path: &str) -> String {
     } else {
         name
     }
+}
+
+/// The name a temporary `.<name>.<pid>-<n>.tmp` stands for.
+fn temporary_of(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (stem, serial) = inner.rsplit_once('.')?;
+    let (pid, n) = serial.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then_some(stem)
 }
 
 // ---- the app and the machine ----
