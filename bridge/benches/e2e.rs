@@ -262,7 +262,7 @@ fn cpu_by_thread(a: &Cpu, b: &Cpu) -> String {
         *by_name.entry(name).or_default() += spent;
     }
     let mut spent: Vec<(&str, u64)> = by_name.into_iter().filter(|(_, ns)| *ns > 0).collect();
-    spent.sort_by(|x, y| y.1.cmp(&x.1));
+    spent.sort_by_key(|(_, ns)| std::cmp::Reverse(*ns));
     let parts: Vec<String> = (spent.iter())
         .map(|(name, ns)| format!("{name} {:.2} ms", *ns as f64 / 1e6))
         .collect();

@@ -520,7 +520,8 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
     let date = apple_time(integer(row, col::DATE).unwrap_or(0));
     let body = match body_of(row, date, now) {
         Ok(body) => body,
-        Err(verdict) => return verdict,
+        Err(NoBody::NotYet) => return Verdict::Wait,
+        Err(NoBody::NoText) => return Verdict::Skip("no text"),
     };
     let Some(chat_guid) = text(row, col::CHAT_GUID) else {
         if (now - date).abs() <= JOIN_GRACE {
@@ -571,9 +572,16 @@ fn is_self_chat(row: &Row<'_>, identifier: &str, own: &BTreeSet<String>) -> bool
         })
 }
 
-/// The row's words (from `text`, else decoded from `attributedBody`), or what to do with a
-/// row that has none.
-fn body_of(row: &Row<'_>, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<String, Verdict> {
+/// Why a row has no words to deliver.
+enum NoBody {
+    /// Attachment placeholders whose attachment rows are not committed yet.
+    NotYet,
+    /// None at all.
+    NoText,
+}
+
+/// The row's words (from `text`, else decoded from `attributedBody`), or why there are none.
+fn body_of(row: &Row<'_>, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<String, NoBody> {
     let raw_body = match text(row, col::TEXT) {
         Some(text) if !text.is_empty() => Some(text.to_owned()),
         _ => bytes(row, col::ATTRIBUTED_BODY).and_then(typedstream::decode_text),
@@ -591,9 +599,9 @@ fn body_of(row: &Row<'_>, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<Str
             .is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
             && (now - date).abs() <= JOIN_GRACE =>
         {
-            Err(Verdict::Wait)
+            Err(NoBody::NotYet)
         }
-        None => Err(Verdict::Skip("no text")),
+        None => Err(NoBody::NoText),
     }
 }
 
