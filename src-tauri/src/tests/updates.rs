@@ -59,12 +59,14 @@ fn signature(keys: &minisign::KeyPair, bytes: &[u8], version: &str) -> String {
     b64(&signed.unwrap().to_string())
 }
 
+/// Per path: the body, and the `Content-Length` to declare for it.
+type Routes = HashMap<String, (Vec<u8>, usize)>;
+
 /// A tiny HTTP/1.1 server on `127.0.0.1:0`: one response per path, every request counted,
 /// `Connection: close`. Stops when dropped.
 struct UpdateServer {
     port: u16,
-    /// Per path: the body, and the `Content-Length` to declare for it.
-    routes: Arc<Mutex<HashMap<String, (Vec<u8>, usize)>>>,
+    routes: Arc<Mutex<Routes>>,
     requests: Arc<Mutex<Vec<String>>>,
     count: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -139,11 +141,7 @@ impl Drop for UpdateServer {
 
 /// Reads one request head, records its path (before answering, so a client never sees an
 /// answer not yet recorded) and answers it: the route's body, else 404.
-fn answer(
-    stream: TcpStream,
-    routes: &HashMap<String, (Vec<u8>, usize)>,
-    record: impl FnOnce(&str),
-) {
+fn answer(stream: TcpStream, routes: &Routes, record: impl FnOnce(&str)) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let _ = reader.read_line(&mut line);
