@@ -486,3 +486,101 @@ async fn nineteen_attachments_in_one_text_are_all_shown_copied_and_embedded() {
         );
     }
 }
+
+/// Waits (on file events) until the text `guid` is claimed in the state database: intake
+/// has read its row and handed it on.
+async fn claimed(world: &World, guid: &str) {
+    let data = world.data_dir();
+    let found = crate::util::wait::until(&[&data], crate::util::bridge::WITHIN, || {
+        crate::util::state::read(&data).filter(|s| s.claimed.iter().any(|g| g == guid))
+    })
+    .await;
+    assert!(found.is_some(), "the text {guid} was never claimed");
+}
+
+/// A voice message as Messages first writes it: the audio's rows and file, a body of only
+/// the placeholder, no transcript yet.
+fn voice_without_transcript(world: &World) -> (crate::util::chatdb::Inserted, Vec<u8>) {
+    let audio = b"caff\x00\x01\x00\x00 fake audio frames".to_vec();
+    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::typedstream("\u{FFFC}"));
+    let (inserted, attached) = world.db.insert_voice(
+        &msg,
+        &FileRow {
+            uti: Some("com.apple.coreaudio-format".into()),
+            ..FileRow::new("Audio Message.caf", "audio/x-caf", audio.len())
+        },
+        world.dir.path(),
+    );
+    write_file(&attached.path, &audio);
+    (inserted, audio)
+}
+
+/// Issue 10: Messages writes a voice message's transcript into its row after the row
+/// (an UPDATE in place): the text, read without one, waits, and the words reach the model
+/// once, in one request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transcript_written_after_the_row_reaches_the_model_once() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let (inserted, audio) = voice_without_transcript(&world);
+    claimed(&world, &inserted.guid).await;
+    world
+        .db
+        .conn()
+        .execute(
+            "UPDATE message SET attributedBody = ?1 WHERE ROWID = ?2",
+            rusqlite::params![crate::util::chatdb::blob("Transcription"), inserted.rowid],
+        )
+        .unwrap();
+    world
+        .wait_status("the voice message captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(requests.len(), 1, "one filing turn");
+    let text = requests[0].body.to_string();
+    assert_eq!(text.matches("This is a test").count(), 1, "{text}");
+    assert!(text.contains("Voice message"), "{text}");
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        audio
+    );
+}
+
+/// Issue 10: a voice message whose transcript never comes: at the limit (short here) its
+/// audio is filed to Inbox as "voice message (no transcript)" — the note embeds the copy —
+/// without a model request, and the user is told.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voice_message_without_a_transcript_goes_to_inbox_with_its_audio() {
+    let world = World::new(capture()).await;
+    let bridge = world.start_with(&[("ATTACHMENT_WAIT_MS", "1500")]).await;
+    let (_, audio) = voice_without_transcript(&world);
+    world
+        .wait_status("the voice message filed", |s| s["failed"] == 1)
+        .await;
+    bridge.stop().await;
+    assert!(
+        world.api.requests().is_empty(),
+        "the model gets no words to file"
+    );
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        audio
+    );
+    let inbox = world.notes("Inbox");
+    assert_eq!(inbox.len(), 1, "{inbox:#?}");
+    let (name, note) = &inbox[0];
+    assert!(name.contains("voice-message-no-transcript"), "{name}");
+    assert!(note.contains("Voice message (no transcript)"), "{note}");
+    assert!(note.contains(&format!("![[{}]]", copies[0])), "{note}");
+    let replies = world.osascript.calls();
+    assert!(
+        replies.iter().any(|c| c.text.contains("no transcript")),
+        "{replies:#?}"
+    );
+}

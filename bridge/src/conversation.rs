@@ -23,7 +23,7 @@ use chrono::{Local, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::agent::{Agent, AgentError, RunReport};
-use crate::attachments;
+use crate::attachments::{self, Voice};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, LimitsError, Rate, RateLimiter, Spend};
@@ -56,8 +56,11 @@ pub struct Conversations {
     pub budget: Arc<Budget>,
     /// Texts waiting for the vault.
     pub waiting: Waiting,
-    /// How long a text waits for its attachments' files.
+    /// How long a text waits for its attachments' files (and a voice message for its
+    /// transcript).
     pub attachment_wait: Duration,
+    /// Messages' database, read again for a voice transcript written after its row.
+    pub chat_db: std::path::PathBuf,
 }
 
 /// Texts claimed while the vault could not be written, in the order they came.
@@ -267,9 +270,13 @@ impl Conversations {
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
-        let attached = self.attachments(message).await;
+        let (attached, voice) = self.attachments(message).await;
+        if voice == Some(Voice::NoTranscript) {
+            let outcome = self.voice_to_inbox(message, earlier, &attached).await;
+            return (outcome, session, None);
+        }
+        let voice = voice.as_ref();
         let extra = message.extra.as_deref();
-        let voice = extra.and_then(|e| e.voice.as_ref());
         // What a question keeps and Inbox files: the text, its attachments and their embeds.
         let original = earlier.unwrap_or_else(|| {
             let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
@@ -327,15 +334,32 @@ impl Conversations {
     }
 
     /// The text's attachments once their files are complete (or the wait limit passed),
-    /// copied and prepared; the user is told at once which could not be read.
-    async fn attachments(&self, message: &IncomingMessage) -> attachments::Prepared {
-        let files = message
-            .extra
-            .as_deref()
-            .map_or(&[][..], |e| e.attachments.as_slice());
-        if let attachments::Waited::TimedOut(missing) =
-            attachments::wait_for_files(files, self.attachment_wait).await
-        {
+    /// copied and prepared, and its voice message once its transcript is written (or the
+    /// same limit passed); the user is told at once which files could not be read.
+    async fn attachments(
+        &self,
+        message: &IncomingMessage,
+    ) -> (attachments::Prepared, Option<Voice>) {
+        let extra = message.extra.as_deref();
+        let files = extra.map_or(&[][..], |e| e.attachments.as_slice());
+        let voice = async {
+            match extra.and_then(|e| e.voice.clone()) {
+                Some(Voice::NoTranscript) => Some(
+                    attachments::voice::wait_for_transcript(
+                        &self.chat_db,
+                        message.rowid,
+                        self.attachment_wait,
+                    )
+                    .await,
+                ),
+                voice => voice,
+            }
+        };
+        let (waited, voice) = tokio::join!(
+            attachments::wait_for_files(files, self.attachment_wait),
+            voice
+        );
+        if let attachments::Waited::TimedOut(missing) = waited {
             warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
                 "attachment files did not arrive in time; handling the text without them");
         }
@@ -344,7 +368,47 @@ impl Conversations {
             self.reply(&message.chat, Some(&message.guid), &notice)
                 .await;
         }
-        prepared
+        (prepared, voice)
+    }
+
+    /// A voice message whose transcript never came: Inbox gets a note embedding its audio
+    /// (with the question it answers, if any), and the user is told.
+    async fn voice_to_inbox(
+        &self,
+        message: &IncomingMessage,
+        earlier: Option<String>,
+        attached: &attachments::Prepared,
+    ) -> Outcome {
+        warn!(chat = ?message.chat.guid, rowid = message.rowid,
+            "no transcript of the voice message in time; filing its audio to Inbox");
+        let voice = attachments::voice::with_voice(&message.text, Some(&Voice::NoTranscript));
+        let voice = attachments::with_embeds(&voice, &attached.embeds());
+        let (original, answer) = match &earlier {
+            Some(original) => (original.as_str(), Some(voice.as_str())),
+            None => (voice.as_str(), None),
+        };
+        let filed = self
+            .write_inbox_titled(
+                &message.chat,
+                VOICE_INBOX_TITLE.to_string(),
+                original,
+                answer,
+                Some(&message.guid),
+                "Messages wrote no transcript of the voice message",
+            )
+            .await;
+        let notice = match filed {
+            Some(_) => {
+                "I got no transcript of that voice message, so I saved the audio to \
+                        Inbox. Nothing is lost."
+            }
+            None => {
+                "I got no transcript of that voice message, and could not save it to the \
+                     vault. Please send it again as text."
+            }
+        };
+        self.reply(&message.chat, Some(&message.guid), notice).await;
+        Outcome::FiledToInbox
     }
 
     /// What the model is given for a text: the text itself, or, over
@@ -687,13 +751,27 @@ impl Conversations {
         source: Option<&str>,
         why: &str,
     ) -> Option<String> {
+        let title = inbox_title(original);
+        self.write_inbox_titled(chat, title, original, answer, source, why)
+            .await
+    }
+
+    /// [`Conversations::write_inbox`] under `title`.
+    async fn write_inbox_titled(
+        &self,
+        chat: &Chat,
+        title: String,
+        original: &str,
+        answer: Option<&str>,
+        source: Option<&str>,
+        why: &str,
+    ) -> Option<String> {
         let mut content = original.to_string();
         if let Some(answer) = answer {
             content.push_str(&format!(
                 "\n\nFollow-up from the same conversation: {answer}"
             ));
         }
-        let title = inbox_title(original);
         let source = source.map(|s| format!("imessage:{s}"));
         let why = why.to_string();
         let written = self
@@ -792,6 +870,9 @@ impl Outcome {
         )
     }
 }
+
+/// The title of the Inbox note for a voice message without a transcript.
+const VOICE_INBOX_TITLE: &str = "Voice message (no transcript)";
 
 /// The most of a text the model is given (UTF-8 bytes); longer texts are cut, and saved
 /// whole to Inbox.
