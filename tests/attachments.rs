@@ -143,41 +143,97 @@ async fn the_real_heic_is_converted_shown_and_kept() {
     );
 }
 
-/// Issue 10: `.obsidian/app.json` decides the folder (`attachmentFolderPath` as a vault
-/// path) and the embed (`useMarkdownLinks: true` gives `![](path)`).
-#[tokio::test(flavor = "multi_thread")]
-async fn obsidian_settings_choose_the_folder_and_the_link_form() {
-    let world = World::new(capture()).await;
+/// The images a note embeds, as a CommonMark parser reads them: `![](dest)` destinations.
+fn image_links(note: &str) -> Vec<String> {
+    use pulldown_cmark::{Event, Parser, Tag};
+    Parser::new(note)
+        .filter_map(|event| match event {
+            Event::Start(Tag::Image { dest_url, .. }) => Some(dest_url.into_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes the vault's `.obsidian/app.json`.
+fn obsidian_settings(world: &World, json: &str) {
     std::fs::create_dir_all(world.vault().join(".obsidian")).unwrap();
-    std::fs::write(
-        world.vault().join(".obsidian/app.json"),
-        r#"{"attachmentFolderPath": "Files/Media", "useMarkdownLinks": true}"#,
-    )
-    .unwrap();
-    let bridge = world.start().await;
-    let jpeg = photo(200, 100);
-    let msg = Msg::new(ME_CHAT, ME).text("receipt");
-    let (_, attached) = world.db.insert_with_files(
-        &msg,
-        &[FileRow::new("receipt.jpeg", "image/jpeg", jpeg.len())],
-        world.dir.path(),
-    );
-    write_file(&attached[0].path, &jpeg);
+    std::fs::write(world.vault().join(".obsidian/app.json"), json).unwrap();
+}
+
+/// Issue 10: each form of `attachmentFolderPath` (vault root `/`, the note's folder `./`,
+/// a subfolder of it `./assets`, a vault folder) puts the one copy where Obsidian would for
+/// the note the run writes (in `Reference/` here), and with `useMarkdownLinks: true` the
+/// note embeds it as a Markdown image whose destination is the copy's vault path.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_attachment_folder_form_resolves_against_the_note_written() {
+    let cases = [
+        ("/", ""),
+        ("./", "Reference"),
+        ("./assets", "Reference/assets"),
+        ("Files/Media", "Files/Media"),
+    ];
+    for (form, folder) in cases {
+        let world = World::new(capture()).await;
+        obsidian_settings(
+            &world,
+            &format!(r#"{{"attachmentFolderPath": "{form}", "useMarkdownLinks": true}}"#),
+        );
+        let bridge = world.start().await;
+        let jpeg = photo(200, 100);
+        let msg = Msg::new(ME_CHAT, ME).text("receipt");
+        let (_, attached) = world.db.insert_with_files(
+            &msg,
+            &[FileRow::new("receipt.jpeg", "image/jpeg", jpeg.len())],
+            world.dir.path(),
+        );
+        write_file(&attached[0].path, &jpeg);
+        world
+            .wait_status("the receipt captured", |s| s["captured"] == 1)
+            .await;
+        bridge.stop().await;
+        assert_eq!(world.api.violations(), Vec::<String>::new(), "{form}");
+        let copies: Vec<String> = files(&world, folder)
+            .into_iter()
+            .filter(|f| f.ends_with("_receipt.jpeg"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{form}: {copies:?}");
+        let path = match folder {
+            "" => copies[0].clone(),
+            _ => format!("{folder}/{}", copies[0]),
+        };
+        assert_eq!(
+            std::fs::read(world.vault().join(&path)).unwrap(),
+            jpeg,
+            "{form}"
+        );
+        assert!(files(&world, "Attachments").is_empty(), "{form}");
+        let notes = world.notes("Reference");
+        assert_eq!(image_links(&notes[0].1), [path], "{form}: {}", notes[0].1);
+    }
+}
+
+/// Issue 10: a note-relative attachment folder also holds for the Inbox notes the bridge
+/// writes itself: a voice message without a transcript has its audio copied under
+/// `Inbox/audio`, embedded by its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_note_relative_attachment_folder_holds_for_inbox_notes() {
+    let world = World::new(capture()).await;
+    obsidian_settings(&world, r#"{"attachmentFolderPath": "./audio"}"#);
+    let bridge = world.start_with(&[("ATTACHMENT_WAIT_MS", "1000")]).await;
+    let (_, audio) = voice_without_transcript(&world);
     world
-        .wait_status("the receipt captured", |s| s["captured"] == 1)
+        .wait_status("the voice message filed", |s| s["failed"] == 1)
         .await;
     bridge.stop().await;
-    let copies = files(&world, "Files/Media");
+    let copies = files(&world, "Inbox/audio");
     assert_eq!(copies.len(), 1, "{copies:?}");
-    assert!(files(&world, "Attachments").is_empty());
-    let notes = world.notes("Reference");
-    assert!(
-        notes[0]
-            .1
-            .contains(&format!("![](Files/Media/{})", copies[0])),
-        "{}",
-        notes[0].1
+    assert_eq!(
+        std::fs::read(world.vault().join("Inbox/audio").join(&copies[0])).unwrap(),
+        audio
     );
+    assert!(files(&world, "Attachments").is_empty());
+    let note = &world.notes("Inbox")[0].1;
+    assert!(note.contains(&format!("![[{}]]", copies[0])), "{note}");
 }
 
 /// Issue 10: a question about a photo, then the answer: `sessions.json` holds no image bytes

@@ -277,18 +277,14 @@ impl Conversations {
         }
         let voice = voice.as_ref();
         let extra = message.extra.as_deref();
-        // What a question keeps and Inbox files: the text, its attachments and their embeds.
-        let original = earlier.unwrap_or_else(|| {
-            let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
-            attachments::with_embeds(&text, &attached.embeds())
-        });
+        let plain = attached.input(&attachments::voice::with_voice(&input.original, voice));
         let tools = Tools::new(
             self.vault.clone(),
             self.outbox.clone(),
             message.chat.clone(),
             Some(message.guid.clone()),
         )
-        .with_embeds(attached.embeds())
+        .with_attachments(attached.without_blocks())
         .with_link_url(
             extra
                 .and_then(|e| e.link.as_ref())
@@ -309,6 +305,13 @@ impl Conversations {
         let record = tools.record();
         let source = Some(message.guid.as_str());
         let captured = !record.notes_written.is_empty();
+        // What a question keeps and Inbox files: the text, its attachments and their embeds
+        // (copies that waited for a note's folder go where an Inbox note's would).
+        let original = match earlier {
+            Some(original) => original,
+            None if captured => plain,
+            None => attachments::with_embeds(&plain, &tools.attachment_embeds(Folder::Inbox).await),
+        };
         let outcome = match result {
             Ok(_) if captured => Outcome::Captured,
             Ok(_) if record.answered && !record.messages_sent.is_empty() => Outcome::Answered,
@@ -382,7 +385,10 @@ impl Conversations {
         warn!(chat = ?message.chat.guid, rowid = message.rowid,
             "no transcript of the voice message in time; filing its audio to Inbox");
         let voice = attachments::voice::with_voice(&message.text, Some(&Voice::NoTranscript));
-        let voice = attachments::with_embeds(&voice, &attached.embeds());
+        let copies = tokio::sync::Mutex::new(attached.without_blocks());
+        let embeds =
+            attachments::place_off_runtime(&self.vault, &copies, Folder::Inbox.as_str()).await;
+        let voice = attachments::with_embeds(&voice, &embeds);
         let (original, answer) = match &earlier {
             Some(original) => (original.as_str(), Some(voice.as_str())),
             None => (voice.as_str(), None),

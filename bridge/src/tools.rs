@@ -113,8 +113,9 @@ pub struct Tools {
     record: Mutex<ToolRecord>,
     /// `send_message` calls that reached the outbox.
     replies: AtomicUsize,
-    /// Embeds of the text's attachments, added to the note where the model left them out.
-    embeds: Vec<String>,
+    /// The text's attachments: their embeds are added to the note where the model left them
+    /// out, and copies that wait for the note's folder are made there.
+    attachments: tokio::sync::Mutex<crate::attachments::Prepared>,
     /// The link the text carried: a Reference note gets it as `url:` in its frontmatter.
     link_url: Option<String>,
 }
@@ -194,7 +195,7 @@ impl Tools {
             source,
             record: Mutex::default(),
             replies: AtomicUsize::new(0),
-            embeds: Vec::new(),
+            attachments: tokio::sync::Mutex::default(),
             link_url: None,
         }
     }
@@ -205,11 +206,18 @@ impl Tools {
         self
     }
 
-    /// These tools with `embeds` (of the text's attachments) added to the note
-    /// `vault_write` writes, each unless the model's content already holds it.
-    pub fn with_embeds(mut self, embeds: Vec<String>) -> Tools {
-        self.embeds = embeds;
+    /// These tools with the text's `attachments`: the note `vault_write` writes gets their
+    /// embeds (each unless the model's content already holds it), and copies that wait for
+    /// the note's folder are made there.
+    pub fn with_attachments(mut self, attachments: crate::attachments::Prepared) -> Tools {
+        self.attachments = tokio::sync::Mutex::new(attachments);
         self
+    }
+
+    /// The embeds of the text's attachments for a note in `folder`, their copies made
+    /// there if they waited for it.
+    pub async fn attachment_embeds(&self, folder: Folder) -> Vec<String> {
+        crate::attachments::place_off_runtime(&self.vault, &self.attachments, folder.as_str()).await
     }
 
     /// What this run's tool calls have done so far.
@@ -260,7 +268,8 @@ impl Tools {
             self.take_reply_slot()?;
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
-        input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
+        let embeds = self.attachment_embeds(folder).await;
+        input.content = crate::attachments::with_embeds(&input.content, &embeds);
         let url = self
             .link_url
             .clone()

@@ -22,7 +22,8 @@ pub mod wait;
 pub use folder::AttachmentSettings;
 pub use link::LinkPreview;
 pub use prepare::{
-    Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
+    Handled, Handling, Prepared, place_off_runtime, prepare, prepare_off_runtime, strip_media,
+    with_embeds,
 };
 pub use rows::Attachment;
 pub use voice::Voice;
