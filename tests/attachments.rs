@@ -237,8 +237,9 @@ async fn a_note_relative_attachment_folder_holds_for_inbox_notes() {
 }
 
 /// Issue 10: a question about a photo, then the answer: `sessions.json` holds no image bytes
-/// while the question waits, and the follow-up request (the transcript with a placeholder
-/// where the image was) is accepted by the strict fake.
+/// while the question waits (only the name of the photo's vault copy), and the follow-up
+/// request carries the image again, prepared from the vault copy into the very same block
+/// as the first request's (so the cached prefix matches), accepted by the strict fake.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clarification_after_a_photo_keeps_the_session_small() {
     let world = World::new(fake::one_turn_question(
@@ -275,13 +276,29 @@ async fn a_clarification_after_a_photo_keeps_the_session_small() {
     bridge.stop().await;
     assert_eq!(world.api.violations(), Vec::<String>::new());
     let requests = world.api.requests();
-    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let blocks = |body: &serde_json::Value| -> Vec<serde_json::Value> {
+        body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["type"] == "image")
+            .collect()
+    };
+    let first = blocks(&requests[0].body);
+    assert_eq!(first.len(), 1);
     let last = &requests.last().unwrap().body;
-    assert_eq!(media::images(last).len(), 0, "the image is not sent again");
+    assert_eq!(
+        serde_json::to_string(&blocks(last)).unwrap(),
+        serde_json::to_string(&first).unwrap(),
+        "the follow-up carries the same image block, byte for byte"
+    );
     assert!(
         last.to_string().contains("IMG_1.JPG"),
         "the follow-up still names the photo"
     );
+    let sessions = std::fs::read(world.data_dir().join("sessions.json")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&sessions).contains("\"image\""));
 }
 
 /// Issue 10: a file still downloading when its rows are committed: the text waits (claimed)

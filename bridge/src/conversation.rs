@@ -294,12 +294,13 @@ impl Conversations {
         if let Some(link) = extra.and_then(|e| e.link.as_ref()) {
             text = format!("{text}\n\n{}", link.describe());
         }
+        // Earlier media (a clarification) shown again from their vault copies, as sent first.
+        let mut copies =
+            attachments::restore_off_runtime(&self.vault, &mut session.transcript).await;
         let result = self
             .agent
             .run_with(&mut session.transcript, &text, attached.blocks, &tools)
             .await;
-        // sessions.json never holds image bytes.
-        attachments::strip_media(&mut session.transcript);
         self.after_run(&result).await;
         let requests = result.as_ref().ok().map(|report| report.turns);
         let record = tools.record();
@@ -312,6 +313,9 @@ impl Conversations {
             None if captured => plain,
             None => attachments::with_embeds(&plain, &tools.attachment_embeds(Folder::Inbox).await),
         };
+        // sessions.json never holds media bytes: each block names its vault copy instead.
+        copies.extend(tools.shown_copies().await);
+        attachments::strip_media(&mut session.transcript, &copies);
         let outcome = match result {
             Ok(_) if captured => Outcome::Captured,
             Ok(_) if record.answered && !record.messages_sent.is_empty() => Outcome::Answered,

@@ -220,6 +220,12 @@ impl Tools {
         crate::attachments::place_off_runtime(&self.vault, &self.attachments, folder.as_str()).await
     }
 
+    /// The vault copies (path, MIME type) of the text's attachments shown to the model, in
+    /// the order of their blocks.
+    pub async fn shown_copies(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.attachments.lock().await.shown_copies()
+    }
+
     /// What this run's tool calls have done so far.
     pub fn record(&self) -> ToolRecord {
         self.record_mut().clone()

@@ -32,14 +32,14 @@ pub const MAX_IMAGES_SHOWN: usize = 20;
 pub const MAX_MEDIA_BASE64: usize = 24 * 1024 * 1024;
 
 /// What one text may still show the model.
-struct Budget {
+pub(super) struct Budget {
     images: usize,
     pages: u32,
     base64: usize,
 }
 
 impl Budget {
-    fn new() -> Budget {
+    pub(super) fn new() -> Budget {
         Budget {
             images: MAX_IMAGES_SHOWN,
             pages: pdf::MAX_PAGES,
@@ -147,6 +147,16 @@ impl Prepared {
             }
         }
         self.embeds()
+    }
+
+    /// The vault copies of the attachments shown to the model, in the order of their
+    /// blocks (`None` for one not copied).
+    pub fn shown_copies(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.handled
+            .iter()
+            .filter(|h| h.handling == Handling::Shown)
+            .map(|h| (h.saved.clone(), h.mime_type.clone()))
+            .collect()
     }
 
     /// The embeds the note must carry.
@@ -387,8 +397,9 @@ fn one(
     (handled, block)
 }
 
-/// The block that shows the file to the model, or why it is not shown.
-fn show(
+/// The block that shows the file to the model, or why it is not shown. The same bytes
+/// and kind always give the same block (the encoders involved are deterministic).
+pub(super) fn show(
     kind: Kind,
     bytes: &[u8],
     path: &Path,
@@ -450,25 +461,6 @@ fn reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
-}
-
-/// Replaces media blocks in a transcript by a text placeholder, so `sessions.json` never
-/// holds image bytes; returns how many were replaced.
-pub fn strip_media(transcript: &mut [Value]) -> usize {
-    let mut replaced = 0;
-    for message in transcript.iter_mut() {
-        let Some(Value::Array(blocks)) = message.get_mut("content") else {
-            continue;
-        };
-        for block in blocks.iter_mut() {
-            let kind = block.get("type").and_then(Value::as_str);
-            if matches!(kind, Some("image" | "document")) {
-                *block = json!({"type": "text", "text": "[The attachment named above was shown in an earlier turn; it is saved in the vault.]"});
-                replaced += 1;
-            }
-        }
-    }
-    replaced
 }
 
 /// `content` with each of `embeds` it does not already hold appended on its own line.
@@ -633,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn embeds_the_model_wrote_are_not_repeated_and_media_is_stripped() {
+    fn embeds_the_model_wrote_are_not_repeated() {
         let embeds = vec!["![[a.jpg]]".to_string(), "![[b.pdf]]".to_string()];
         assert_eq!(
             with_embeds("Look ![[a.jpg]]\n", &embeds),
@@ -644,11 +636,5 @@ mod tests {
             with_embeds("x ![[a.jpg]] ![[b.pdf]]", &embeds),
             "x ![[a.jpg]] ![[b.pdf]]"
         );
-        let mut transcript = vec![json!({"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
-            {"type": "text", "text": "hi"}]})];
-        assert_eq!(strip_media(&mut transcript), 1);
-        assert!(!transcript[0].to_string().contains("AAAA"));
-        assert_eq!(transcript[0]["content"][1]["text"], "hi");
     }
 }
