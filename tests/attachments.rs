@@ -657,3 +657,87 @@ async fn a_voice_message_without_a_transcript_goes_to_inbox_with_its_audio() {
         "{replies:#?}"
     );
 }
+
+/// The `web_fetch` tools a request offers.
+fn web_fetch_tools(body: &serde_json::Value) -> Vec<serde_json::Value> {
+    body["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter(|t| crate::util::web_fetch::is_web_fetch(t))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 10: "Read linked pages" is off by default: the request offers no `web_fetch`.
+#[tokio::test(flavor = "multi_thread")]
+async fn linked_pages_are_not_read_by_default() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    world
+        .db
+        .incoming(ME_CHAT, ME, "read later https://example.com/article");
+    world
+        .wait_status("the link captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert!(web_fetch_tools(&requests[0].body).is_empty());
+}
+
+/// Issue 10: with "Read linked pages" on, the request offers Anthropic's server-side
+/// `web_fetch` tool (checked by the strict fake as the API checks it); a reply carrying the
+/// API's `server_tool_use` and `web_fetch_tool_result` blocks, paused (`pause_turn`), is
+/// continued, and the next request carries those blocks exactly as they came.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_read_linked_pages_on_the_fetched_page_is_kept_and_sent_back_unchanged() {
+    let url = "https://example.com/article";
+    let [call, result] = crate::util::web_fetch::fetched(
+        "srvtoolu_01WebFetch",
+        url,
+        "An article",
+        "The words of the page, as the API fetched them.",
+    );
+    let paused = vec![
+        serde_json::json!({"type": "text", "text": "Reading the page first."}),
+        call,
+        result,
+    ];
+    let first = std::sync::Mutex::new(Some(paused.clone()));
+    let filing = capture();
+    let world = World::new(
+        move |body: &serde_json::Value| match first.lock().unwrap().take() {
+            Some(content) => fake::Reply::Message(fake::message(content, "pause_turn")),
+            None => filing(body),
+        },
+    )
+    .await;
+    let bridge = world.start_with(&[("READ_LINKED_PAGES", "true")]).await;
+    world.db.incoming(ME_CHAT, ME, &format!("read later {url}"));
+    world
+        .wait_status("the link captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(requests.len(), 2, "the paused turn is continued once");
+    let offered = web_fetch_tools(&requests[0].body);
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0]["type"], bridge::anthropic::WEB_FETCH_TYPE);
+    assert_eq!(offered[0]["name"], "web_fetch");
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!(
+        last["role"], "assistant",
+        "the paused turn is sent back to continue"
+    );
+    assert_eq!(
+        serde_json::to_string(&last["content"]).unwrap(),
+        serde_json::to_string(&paused).unwrap(),
+        "the server blocks come back as they came"
+    );
+    assert_eq!(world.notes("Reference").len(), 1);
+}

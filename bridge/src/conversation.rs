@@ -61,6 +61,8 @@ pub struct Conversations {
     pub attachment_wait: Duration,
     /// Messages' database, read again for a voice transcript written after its row.
     pub chat_db: std::path::PathBuf,
+    /// Whether the model may read linked pages ("Read linked pages").
+    pub read_linked_pages: bool,
 }
 
 /// Texts claimed while the vault could not be written, in the order they came.
@@ -275,25 +277,11 @@ impl Conversations {
             let outcome = self.voice_to_inbox(message, earlier, &attached).await;
             return (outcome, session, None);
         }
-        let voice = voice.as_ref();
-        let extra = message.extra.as_deref();
-        let plain = attached.input(&attachments::voice::with_voice(&input.original, voice));
-        let tools = Tools::new(
-            self.vault.clone(),
-            self.outbox.clone(),
-            message.chat.clone(),
-            Some(message.guid.clone()),
-        )
-        .with_attachments(attached.without_blocks())
-        .with_link_url(
-            extra
-                .and_then(|e| e.link.as_ref())
-                .and_then(|l| l.url.clone()),
-        );
-        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
-        if let Some(link) = extra.and_then(|e| e.link.as_ref()) {
-            text = format!("{text}\n\n{}", link.describe());
-        }
+        let plain = attached.input(&attachments::voice::with_voice(
+            &input.original,
+            voice.as_ref(),
+        ));
+        let (tools, text) = self.tools_and_text(message, &input, &attached, voice.as_ref());
         // Earlier media (a clarification) shown again from their vault copies, as sent first.
         let mut copies =
             attachments::restore_off_runtime(&self.vault, &mut session.transcript).await;
@@ -338,6 +326,32 @@ impl Conversations {
             }
         };
         (outcome, session, requests)
+    }
+
+    /// The run's tools for `message`, and the text the model gets: its words (a voice
+    /// message's transcript), its attachments' summary and its link's preview.
+    fn tools_and_text(
+        &self,
+        message: &IncomingMessage,
+        input: &ModelInput,
+        attached: &attachments::Prepared,
+        voice: Option<&Voice>,
+    ) -> (Tools, String) {
+        let link = message.extra.as_deref().and_then(|e| e.link.as_ref());
+        let tools = Tools::new(
+            self.vault.clone(),
+            self.outbox.clone(),
+            message.chat.clone(),
+            Some(message.guid.clone()),
+        )
+        .with_attachments(attached.without_blocks())
+        .with_web_fetch(self.read_linked_pages)
+        .with_link_url(link.and_then(|l| l.url.clone()));
+        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
+        if let Some(link) = link {
+            text = format!("{text}\n\n{}", link.describe());
+        }
+        (tools, text)
     }
 
     /// The text's attachments once their files are complete (or the wait limit passed),

@@ -118,6 +118,8 @@ pub struct Tools {
     attachments: tokio::sync::Mutex<crate::attachments::Prepared>,
     /// The link the text carried: a Reference note gets it as `url:` in its frontmatter.
     link_url: Option<String>,
+    /// Whether the model may read linked pages (the API's server-side web fetch).
+    web_fetch: bool,
 }
 
 #[derive(Deserialize)]
@@ -197,12 +199,20 @@ impl Tools {
             replies: AtomicUsize::new(0),
             attachments: tokio::sync::Mutex::default(),
             link_url: None,
+            web_fetch: false,
         }
     }
 
     /// These tools with the text's link, given to Reference notes as `url:`.
     pub fn with_link_url(mut self, url: Option<String>) -> Tools {
         self.link_url = url;
+        self
+    }
+
+    /// These tools with the API's server-side web fetch offered too, when `on` (the
+    /// "Read linked pages" setting).
+    pub fn with_web_fetch(mut self, on: bool) -> Tools {
+        self.web_fetch = on;
         self
     }
 
@@ -420,7 +430,11 @@ impl Tools {
 
 impl ToolRunner for Tools {
     fn definitions(&self) -> Vec<Value> {
-        definitions()
+        let mut all = definitions();
+        if self.web_fetch {
+            all.push(crate::anthropic::web_fetch_tool());
+        }
+        all
     }
 
     /// Reads first and together, then notes (each before its reply), then replies, then the
