@@ -414,7 +414,9 @@ async fn a_pdf_is_shown_as_a_document_and_one_over_the_page_limit_is_only_attach
 }
 
 /// Issue 10: the real voice message blob: the words of its `IMAudioTranscription`
-/// attribute reach the model, marked as a voice message, and the audio is kept in the vault.
+/// attribute reach the model, marked as a voice message, and the audio is kept in the vault
+/// as it came off macOS, `.caf` byte for byte (on macOS afconvert would make a real one
+/// `.m4a`; these fake frames it refuses, so there too the file is kept as it is).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_voice_message_gives_the_model_its_transcript_and_the_vault_its_audio() {
     let world = World::new(capture()).await;

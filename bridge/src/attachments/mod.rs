@@ -9,6 +9,7 @@
 //! but never `sessions.json` ([`strip_media`]); a clarification shows them again from the
 //! vault copies ([`replay`]).
 
+pub mod audio;
 pub mod folder;
 pub mod heif;
 pub mod kind;

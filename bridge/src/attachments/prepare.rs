@@ -132,9 +132,15 @@ impl Prepared {
                 continue;
             };
             let stored = match read(&later.source) {
-                Ok(Read::Bytes(bytes)) => vault
-                    .store_attachment(&folder, &later.stem, &later.ext, &bytes, now)
-                    .map_err(|e| e.to_string()),
+                Ok(Read::Bytes(bytes)) => {
+                    let (bytes, ext) = match super::audio::playable(&later.source, &later.ext) {
+                        Some((audio, ext)) => (audio, ext.to_string()),
+                        None => (bytes, later.ext),
+                    };
+                    vault
+                        .store_attachment(&folder, &later.stem, &ext, &bytes, now)
+                        .map_err(|e| e.to_string())
+                }
                 Ok(Read::TooLarge(_)) => Err("it grew over 100 MB".into()),
                 Err(why) => Err(why),
             };
@@ -376,7 +382,12 @@ fn one(
             ext,
         });
     } else {
-        match vault.store_attachment(&settings.folder(""), &stem, &ext, &bytes, now) {
+        // Audio Obsidian cannot play is kept converted (macOS), else as it is.
+        let audio = super::audio::playable(path, &ext);
+        let (copy, ext) = audio
+            .as_ref()
+            .map_or((&bytes[..], ext.as_str()), |(a, e)| (&a[..], *e));
+        match vault.store_attachment(&settings.folder(""), &stem, ext, copy, now) {
             Ok(saved) => {
                 handled.embed = Some(settings.embed(&saved));
                 handled.saved = Some(saved);
