@@ -218,7 +218,7 @@ mod tests {
     fn server_blocks_must_pair_up_and_the_tool_must_be_offered() {
         let [call, result] = fetched("srvtoolu_1", "https://a.example/", "A", "words");
         assert_eq!(check_turn(1, &[call.clone(), result.clone()], true), Ok(()));
-        let err = check_turn(1, &[result.clone()], true).unwrap_err();
+        let err = check_turn(1, std::slice::from_ref(&result), true).unwrap_err();
         assert!(err.contains("answers no server_tool_use"), "{err}");
         let err = check_turn(1, &[call.clone(), result.clone()], false).unwrap_err();
         assert!(err.contains("not given in `tools`"), "{err}");
