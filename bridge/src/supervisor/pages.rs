@@ -135,6 +135,9 @@ pub struct SettingsForm {
     /// "Check for updates automatically" (once a day, never at start-up; off by default).
     #[serde(default)]
     pub check_updates: bool,
+    /// Whether the model may read the pages texts link to.
+    #[serde(default)]
+    pub read_linked_pages: bool,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -172,6 +175,7 @@ fn view_of_file(file: Settings, api_key_set: bool) -> SettingsView {
             allowed_groups: file.allowed_groups,
             digest: file.digest,
             check_updates: file.check_updates,
+            read_linked_pages: file.read_linked_pages,
         },
         api_key_set,
     }
@@ -197,6 +201,7 @@ fn view_of_config(config: &Config) -> SettingsView {
                 .map(crate::digest::DigestSettings::from)
                 .unwrap_or_default(),
             check_updates: config.check_updates,
+            read_linked_pages: config.read_linked_pages,
         },
         api_key_set: config.auth.is_some(),
     }
@@ -239,6 +244,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         allowed_groups: groups,
         digest: form.digest,
         check_updates: form.check_updates,
+        read_linked_pages: form.read_linked_pages,
         ..file
     })
 }
@@ -330,6 +336,7 @@ mod tests {
             ],
             digest: Default::default(),
             check_updates: true,
+            read_linked_pages: true,
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
@@ -343,6 +350,7 @@ mod tests {
                 // The page removed chat1 and added chat2.
                 allowed_groups: vec!["iMessage;+;chat2".to_owned()],
                 check_updates: true,
+                read_linked_pages: true,
                 ..Settings::default()
             }
         );
