@@ -33,6 +33,7 @@ pub mod mutex;
 pub mod outbox;
 pub mod persist;
 pub mod prompt;
+pub mod reminders;
 pub mod router;
 pub mod search;
 pub mod secrets;

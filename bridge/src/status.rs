@@ -44,6 +44,31 @@ pub struct Stranger {
     pub last_seen: DateTime<Utc>,
 }
 
+/// The soonest pending reminder, for the tray and the Sessions window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextReminder {
+    /// The note, vault-relative.
+    pub path: String,
+    /// The note's title.
+    pub title: String,
+    /// When, RFC 3339 in the Mac's offset.
+    pub due: String,
+}
+
+impl NextReminder {
+    /// "Next reminder 17:00" when it is due today (local time `today`), else "Next reminder
+    /// Thu 3 Dec 17:00".
+    pub fn line(&self, today: chrono::NaiveDate) -> String {
+        match DateTime::parse_from_rfc3339(&self.due) {
+            Ok(due) if due.date_naive() == today => {
+                format!("Next reminder {}", due.format("%H:%M"))
+            }
+            Ok(due) => format!("Next reminder {}", due.format("%a %-d %b %H:%M")),
+            Err(_) => format!("Next reminder: {}", self.title),
+        }
+    }
+}
+
 /// A group chat that texted the account but is not allowed (never answered).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenGroup {
@@ -236,6 +261,9 @@ pub struct Status {
     /// Recent group chats that are not allowed, newest first (at most 20).
     #[serde(default)]
     pub groups: Vec<SeenGroup>,
+    /// The soonest pending reminder, if any.
+    #[serde(default)]
+    pub next_reminder: Option<NextReminder>,
     /// When this snapshot was taken.
     pub updated: DateTime<Utc>,
 }
@@ -271,6 +299,7 @@ impl Status {
             model_runs: 0,
             last_text_requests: None,
             groups: Vec::new(),
+            next_reminder: None,
             updated: Utc::now(),
         }
     }
