@@ -13,6 +13,7 @@
 pub mod frontmatter;
 pub mod scheduler;
 pub mod store;
+pub mod tool;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -243,6 +244,57 @@ impl Drop for Registered {
     fn drop(&mut self) {
         crate::mutex::lock(registry()).remove(&self.0);
     }
+}
+
+/// Starts the vault's reminders on `tracker`: registers them for the tools and runs the
+/// [`scheduler::Scheduler`] until `cancel` fires. `vault_changes` is the vault's file watch.
+pub fn start(
+    config: &crate::config::Config,
+    outbox: &crate::outbox::Outbox,
+    ledger: &std::sync::Arc<crate::ledger::Ledger>,
+    status: &crate::status::StatusBoard,
+    vault_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
+    let Some(root) = config.vault.clone() else {
+        return;
+    };
+    let store = match Store::open(std::sync::Arc::clone(ledger.db())) {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::warn!(cause = %err, "could not open the reminders' tables; reminders are off");
+            return;
+        }
+    };
+    let (changed, changes) = tokio::sync::watch::channel(0);
+    let registered = register(&root, Live { store: store.clone(), changed });
+    // A note whose chat was never recorded (a reminder typed in Obsidian) goes to the only
+    // allowed sender, as the digest does; with several, nowhere.
+    let mut senders = config.allowed_senders.iter();
+    let fallback = match (senders.next(), senders.next()) {
+        (Some(only), None) => Some(crate::chatdb::Chat {
+            guid: format!("iMessage;-;{}", only.as_str()),
+            identifier: only.as_str().to_string(),
+            is_group: false,
+        }),
+        _ => None,
+    };
+    let scheduler = scheduler::Scheduler {
+        root,
+        store,
+        outbox: outbox.clone(),
+        status: status.clone(),
+        clock: crate::digest::SystemClock,
+        changes,
+        vault_changes,
+        fallback,
+    };
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let _registered = registered;
+        scheduler.run(cancel).await;
+    });
 }
 
 #[cfg(test)]
