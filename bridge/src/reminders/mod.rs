@@ -128,11 +128,13 @@ pub fn of_note(rel: &str, text: &str) -> Option<Reminder> {
     let parsed = note::parse(rel, text);
     let reminder = parsed.reminder.filter(|r| !r.sent)?;
     let due = parse_due(&reminder.due).ok()?;
+    // The first line that says more than the title (a task's `- [ ] <title> 📅 …` does not).
+    let title = parsed.title.to_lowercase();
     let first_line = parsed
         .body
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find(|l| !l.is_empty() && !l.to_lowercase().contains(&title))
         .filter(|l| l.chars().count() <= MAX_FIRST_LINE_CHARS)
         .map(str::to_string);
     Some(Reminder {
@@ -324,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_note_is_pending_until_sent_and_never_in_archive() {
-        let text = "---\ntags: []\nreminder:\n  due: 2026-12-03T17:00:00+01:00\n  sent: false\n---\n# Call the dentist\n\nAsk about Friday.\n";
+        let text = "---\ntags: []\nreminder:\n  due: 2026-12-03T17:00:00+01:00\n  sent: false\n---\n# Call the dentist\n\n- [ ] Call the dentist 📅 2026-12-03\nAsk about Friday.\n";
         let r = of_note("Tasks/a.md", text).unwrap();
         assert_eq!(r.title, "Call the dentist");
         assert_eq!(r.first_line.as_deref(), Some("Ask about Friday."));
