@@ -186,7 +186,7 @@ async fn kill_9_just_before_and_just_after_it_is_due_still_sends_it_exactly_once
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_sending_it_is_reported_unconfirmed_and_never_repeated() {
     let set_for = SetFor::default();
-    let world = World::new(reminding(Duration::from_secs(3), set_for.clone())).await;
+    let world = World::new(reminding(Duration::from_secs(5), set_for.clone())).await;
     let bridge = world.start().await;
     world.db.incoming(ME_CHAT, ME, TEXT);
     world.osascript.wait_for_calls(1, WITHIN).await;

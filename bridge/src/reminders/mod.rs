@@ -205,6 +205,33 @@ impl Pending {
     }
 }
 
+/// What [`cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The reminder was removed from the note.
+    Removed,
+    /// The note has no pending reminder: nothing changed.
+    NothingPending,
+}
+
+/// Removes the pending reminder from the note at `rel` (vault-relative, confined like a
+/// read), by a conditional read-modify-write; a running bridge follows the change through
+/// its file watch (blocking).
+pub fn cancel(vault: &crate::vault::Vault, rel: &str) -> Result<Cancelled, crate::vault::Error> {
+    let path = vault.note_file(rel)?;
+    let updated = frontmatter::update(&path, |text| {
+        of_note(rel, text).map(|_| frontmatter::set_field(text, "reminder", None))
+    })
+    .map_err(|e| crate::vault::Error::invalid("filepath", e.to_string()))?;
+    if let Some(live) = of_vault(vault.root()) {
+        live.poke();
+    }
+    Ok(match updated {
+        frontmatter::Updated::Written => Cancelled::Removed,
+        frontmatter::Updated::Unchanged => Cancelled::NothingPending,
+    })
+}
+
 /// What the running bridge shares with the tools: the store, and a way to tell the
 /// scheduler that a reminder changed.
 #[derive(Clone, Debug)]
@@ -342,6 +369,20 @@ mod tests {
         );
         let long = text.replace("Ask about Friday.", &"x".repeat(200));
         assert_eq!(of_note("Tasks/a.md", &long).unwrap().first_line, None);
+    }
+
+    #[test]
+    fn cancel_removes_only_the_reminder() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = crate::vault::Vault::new(dir.path());
+        vault.check_writable().unwrap();
+        let text = "---\ntags: [a]\nreminder:\n  due: 2999-01-01T09:00:00+00:00\n  sent: false\n---\n# T\n";
+        std::fs::write(dir.path().join("Tasks/t.md"), text).unwrap();
+        assert_eq!(cancel(&vault, "Tasks/t.md").unwrap(), Cancelled::Removed);
+        let after = std::fs::read_to_string(dir.path().join("Tasks/t.md")).unwrap();
+        assert_eq!(after, "---\ntags: [a]\n---\n# T\n");
+        assert_eq!(cancel(&vault, "Tasks/t.md").unwrap(), Cancelled::NothingPending);
+        assert!(cancel(&vault, "../t.md").is_err());
     }
 
     #[test]
