@@ -182,7 +182,11 @@ async fn reminders_are_listed_soonest_first_and_cancelled_in_the_note() {
     );
     let again = cli(&world, &["reminders", "cancel", "Tasks/Later.md"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("no pending reminder"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("no pending reminder"),
+        "{}",
+        stderr(&again)
+    );
     let outside = cli(&world, &["reminders", "cancel", "../../etc/passwd"]);
     assert!(!outside.status.success());
     let listed = cli(&world, &["reminders", "list"]);

@@ -20,7 +20,10 @@ const TITLE: &str = "Call the dentist";
 type SetFor = Arc<Mutex<Option<DateTime<Local>>>>;
 
 fn note_path() -> String {
-    format!("Tasks/{}_call-the-dentist.md", Local::now().format("%Y-%m-%d"))
+    format!(
+        "Tasks/{}_call-the-dentist.md",
+        Local::now().format("%Y-%m-%d")
+    )
 }
 
 /// A model that files the text as a task (no reply), then sets its reminder `lead` from the
@@ -29,7 +32,12 @@ fn reminding(lead: Duration, set_for: SetFor) -> impl Fn(&Value) -> Reply + Send
     move |request| {
         let (input, turn) = crate::run_step(request);
         assert_eq!(input, TEXT);
-        let last = request["messages"].as_array().unwrap().last().unwrap().clone();
+        let last = request["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
         let now = last["content"]
             .as_array()
             .unwrap()
@@ -40,8 +48,16 @@ fn reminding(lead: Duration, set_for: SetFor) -> impl Fn(&Value) -> Reply + Send
         Reply::Message(match turn {
             0 => fake::message(
                 vec![
-                    fake::tool_use_block("toolu_w", "vault_write", json!({"folder": "Tasks", "title": TITLE, "content": "- [ ] Call the dentist\nBring the insurance card.", "tags": ["priority/normal", "status/scheduled"], "confidence": 95})),
-                    fake::tool_use_block("toolu_l", "log_interaction", json!({"input": TEXT, "category": "task", "confidence": 95})),
+                    fake::tool_use_block(
+                        "toolu_w",
+                        "vault_write",
+                        json!({"folder": "Tasks", "title": TITLE, "content": "- [ ] Call the dentist\nBring the insurance card.", "tags": ["priority/normal", "status/scheduled"], "confidence": 95}),
+                    ),
+                    fake::tool_use_block(
+                        "toolu_l",
+                        "log_interaction",
+                        json!({"input": TEXT, "category": "task", "confidence": 95}),
+                    ),
                 ],
                 "tool_use",
             ),
@@ -52,8 +68,16 @@ fn reminding(lead: Duration, set_for: SetFor) -> impl Fn(&Value) -> Reply + Send
                 let at = due.format("%Y-%m-%dT%H:%M:%S").to_string();
                 fake::message(
                     vec![
-                        fake::tool_use_block("toolu_r", "vault_set_reminder", json!({"filepath": note_path(), "due": at})),
-                        fake::tool_use_block("toolu_s", "send_message", json!({"message": format!("I'll remind you at {}", due.format("%H:%M:%S"))})),
+                        fake::tool_use_block(
+                            "toolu_r",
+                            "vault_set_reminder",
+                            json!({"filepath": note_path(), "due": at}),
+                        ),
+                        fake::tool_use_block(
+                            "toolu_s",
+                            "send_message",
+                            json!({"message": format!("I'll remind you at {}", due.format("%H:%M:%S"))}),
+                        ),
                     ],
                     "tool_use",
                 )
@@ -81,8 +105,15 @@ fn ns(t: DateTime<Local>) -> u128 {
 /// and by its timer, not a 30 s look at the clock).
 fn assert_on_time(call: &Call, due: DateTime<Local>) {
     assert_eq!(call.target, ME_CHAT);
-    assert_eq!(call.text, format!("Reminder: {TITLE}\nBring the insurance card."));
-    assert!(call.started_ns >= ns(due), "early by {} ms", (ns(due) - call.started_ns) / 1_000_000);
+    assert_eq!(
+        call.text,
+        format!("Reminder: {TITLE}\nBring the insurance card.")
+    );
+    assert!(
+        call.started_ns >= ns(due),
+        "early by {} ms",
+        (ns(due) - call.started_ns) / 1_000_000
+    );
     let late_ms = (call.started_ns - ns(due)) / 1_000_000;
     assert!(late_ms < 5_000, "{late_ms} ms late");
 }
@@ -135,7 +166,10 @@ async fn a_reminder_set_five_seconds_ahead_arrives_once_at_its_time_in_its_chat(
     world.db.incoming(ME_CHAT, ME, TEXT);
     let calls = world.osascript.wait_for_calls(1, WITHIN).await;
     let due = due_of(&set_for);
-    assert_eq!(calls[0].text, format!("I'll remind you at {}", due.format("%H:%M:%S")));
+    assert_eq!(
+        calls[0].text,
+        format!("I'll remind you at {}", due.format("%H:%M:%S"))
+    );
     let note = world.note();
     assert!(
         note.contains(&format!("reminder:\n  due: {}\n  sent: false\n", rfc(due))),
@@ -148,16 +182,24 @@ async fn a_reminder_set_five_seconds_ahead_arrives_once_at_its_time_in_its_chat(
         )),
         "the Tasks plugin's due date: {note}"
     );
-    world.wait_status("next reminder", |s| s["next_reminder"]["title"] == TITLE).await;
+    world
+        .wait_status("next reminder", |s| s["next_reminder"]["title"] == TITLE)
+        .await;
 
     let calls = world.osascript.wait_for_calls(2, WITHIN).await;
     assert_on_time(&calls[1], due);
     let note = world.note_sent().await;
     assert!(note.contains("  sent_at: "), "{note}");
-    world.wait_status("nothing pending", |s| s["next_reminder"].is_null()).await;
+    world
+        .wait_status("nothing pending", |s| s["next_reminder"].is_null())
+        .await;
     bridge.stop().await;
     assert_eq!(world.osascript.calls().len(), 2, "sent once");
-    assert!(world.api.violations().is_empty(), "{:?}", world.api.violations());
+    assert!(
+        world.api.violations().is_empty(),
+        "{:?}",
+        world.api.violations()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,7 +220,9 @@ async fn kill_9_just_before_and_just_after_it_is_due_still_sends_it_exactly_once
     bridge.kill().await;
     let bridge = world.start().await;
     world.note_sent().await;
-    world.wait_status("nothing pending", |s| s["next_reminder"].is_null()).await;
+    world
+        .wait_status("nothing pending", |s| s["next_reminder"].is_null())
+        .await;
     bridge.stop().await;
     assert_eq!(world.osascript.calls().len(), 2);
 }
@@ -200,7 +244,9 @@ async fn killed_while_sending_it_is_reported_unconfirmed_and_never_repeated() {
     });
     let bridge = world.start().await;
     world.note_sent().await;
-    world.wait_status("reported", |s| s["unconfirmed_sends"] == 1).await;
+    world
+        .wait_status("reported", |s| s["unconfirmed_sends"] == 1)
+        .await;
     bridge.stop().await;
     let calls = world.osascript.calls();
     assert_eq!(calls.len(), 2, "not sent again: {calls:#?}");
@@ -252,17 +298,29 @@ async fn the_note_is_the_truth_a_later_due_is_followed_and_a_removed_one_never_s
     let soon = (Local::now() + chrono::Duration::seconds(3)).with_nanosecond_zero();
     let sentinel = soon + chrono::Duration::seconds(2);
     let typed = |title: &str, due: DateTime<Local>| {
-        format!("---\ntags: []\nreminder:\n  due: {}\n  sent: false\n---\n# {title}\n", rfc(due))
+        format!(
+            "---\ntags: []\nreminder:\n  due: {}\n  sent: false\n---\n# {title}\n",
+            rfc(due)
+        )
     };
     let deleted = world.vault().join("Tasks/Deleted.md");
     std::fs::write(&deleted, typed("Deleted", soon)).unwrap();
-    std::fs::write(world.vault().join("Tasks/Sentinel.md"), typed("Sentinel", sentinel)).unwrap();
-    world.wait_status("armed", |s| s["next_reminder"]["title"] == "Deleted").await;
+    std::fs::write(
+        world.vault().join("Tasks/Sentinel.md"),
+        typed("Sentinel", sentinel),
+    )
+    .unwrap();
+    world
+        .wait_status("armed", |s| s["next_reminder"]["title"] == "Deleted")
+        .await;
     std::fs::write(&deleted, "---\ntags: []\n---\n# Deleted\n").unwrap();
     let calls = world.osascript.wait_for_calls(3, WITHIN).await;
     bridge.stop().await;
     let texts: Vec<&str> = calls.iter().map(|c| c.text.as_str()).collect();
     assert_eq!(texts[2], "Reminder: Sentinel", "{texts:?}");
     assert_eq!(calls.len(), 3, "{texts:?}");
-    assert_eq!(crate::util::bridge::read(&deleted), "---\ntags: []\n---\n# Deleted\n");
+    assert_eq!(
+        crate::util::bridge::read(&deleted),
+        "---\ntags: []\n---\n# Deleted\n"
+    );
 }

@@ -318,7 +318,15 @@ impl Bridge {
         digest::start(config, &conversations.outbox, &self.ledger, tracker, cancel);
         let outbox = &conversations.outbox;
         let changes = Some(index.changes());
-        reminders::start(config, outbox, &self.ledger, &self.status, changes, tracker, cancel);
+        reminders::start(
+            config,
+            outbox,
+            &self.ledger,
+            &self.status,
+            changes,
+            tracker,
+            cancel,
+        );
         tracker.spawn(self.intake(echoes, router.clone()).run(cancel.clone()));
         tracker.spawn(search::follow::run(index, cancel.clone()));
         tracker.spawn(count_sessions(

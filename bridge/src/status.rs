@@ -264,6 +264,10 @@ pub struct Status {
     /// The soonest pending reminder, if any.
     #[serde(default)]
     pub next_reminder: Option<NextReminder>,
+    /// How often the pending reminders changed (set, edited, sent, cancelled) since start:
+    /// the Sessions window reloads its Upcoming list when it moves.
+    #[serde(default)]
+    pub reminder_changes: u64,
     /// When this snapshot was taken.
     pub updated: DateTime<Utc>,
 }
@@ -300,6 +304,7 @@ impl Status {
             last_text_requests: None,
             groups: Vec::new(),
             next_reminder: None,
+            reminder_changes: 0,
             updated: Utc::now(),
         }
     }

@@ -174,7 +174,12 @@ pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
         (None, None) => "Starting…".to_owned(),
     };
     let paused = false;
-    StatusLine { line, paused }
+    let next_reminder = None;
+    StatusLine {
+        line,
+        paused,
+        next_reminder,
+    }
 }
 
 /// Pauses or resumes reading texts.

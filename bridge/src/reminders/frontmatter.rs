@@ -45,7 +45,11 @@ fn layout(text: &str) -> Option<Layout> {
     let mut at = start;
     for line in text[start..].split_inclusive('\n') {
         if matches!(line.trim_end(), "---" | "...") {
-            return Some(Layout { eol, start, end: at });
+            return Some(Layout {
+                eol,
+                start,
+                end: at,
+            });
         }
         at += line.len();
     }
@@ -84,7 +88,9 @@ pub fn set_field(text: &str, key: &str, lines: Option<&str>) -> String {
         let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
         return format!("{}---\n{lines}---\n{}", &text[..bom], &text[bom..]);
     };
-    let new = lines.map(|l| l.replace('\n', layout.eol)).unwrap_or_default();
+    let new = lines
+        .map(|l| l.replace('\n', layout.eol))
+        .unwrap_or_default();
     match field(text, &layout, key) {
         Some((begin, end)) => format!("{}{new}{}", &text[..begin], &text[end..]),
         None if lines.is_none() => text.to_string(),
@@ -136,7 +142,11 @@ pub fn set_tasks_line(text: &str, title: &str, date: NaiveDate) -> String {
         at += old.len();
     }
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let sep = if text.is_empty() || text.ends_with('\n') { "" } else { eol };
+    let sep = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        eol
+    };
     format!("{text}{sep}{line}{eol}")
 }
 
@@ -257,7 +267,10 @@ mod tests {
         // Set again (sent now): replaced in place, nothing else moves.
         let at = Local.with_ymd_and_hms(2026, 12, 3, 17, 0, 1).unwrap();
         let sent = set_field(&set, "reminder", Some(&reminder_lines(&due(), Some(at))));
-        assert!(sent.contains("  sent: true\n  sent_at: 2026-12-03T17:00:01"), "{sent}");
+        assert!(
+            sent.contains("  sent: true\n  sent_at: 2026-12-03T17:00:01"),
+            "{sent}"
+        );
         assert_eq!(sent.matches("reminder:").count(), 1);
         assert_eq!(set_field(&sent, "reminder", None), NOTE);
         assert_eq!(set_field(NOTE, "reminder", None), NOTE, "nothing to remove");
@@ -302,14 +315,23 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
         assert_eq!(
             set_tasks_line(NOTE, "Call the dentist", date),
-            NOTE.replace("- [ ] Call the dentist\n", "- [ ] Call the dentist 📅 2026-12-03\n")
+            NOTE.replace(
+                "- [ ] Call the dentist\n",
+                "- [ ] Call the dentist 📅 2026-12-03\n"
+            )
         );
         let moved = set_tasks_line(
-            &NOTE.replace("- [ ] Call the dentist", "- [ ] Call the dentist 📅 2026-11-30"),
+            &NOTE.replace(
+                "- [ ] Call the dentist",
+                "- [ ] Call the dentist 📅 2026-11-30",
+            ),
             "Call the dentist",
             date,
         );
-        assert!(moved.ends_with("\n- [ ] Call the dentist 📅 2026-12-03\n"), "{moved}");
+        assert!(
+            moved.ends_with("\n- [ ] Call the dentist 📅 2026-12-03\n"),
+            "{moved}"
+        );
         let plain = "---\ntags: []\n---\n# Call\n\nNo task line";
         assert_eq!(
             set_tasks_line(plain, "Call", date),
@@ -371,8 +393,14 @@ mod tests {
                 fs::write(&path, format!("{NOTE}{n}")).unwrap();
             },
         );
-        assert!(matches!(result, Err(UpdateError::Busy { .. })), "{result:?}");
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{NOTE}{ATTEMPTS}"));
+        assert!(
+            matches!(result, Err(UpdateError::Busy { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{NOTE}{ATTEMPTS}")
+        );
     }
 
     #[cfg(unix)]

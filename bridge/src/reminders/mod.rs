@@ -134,7 +134,7 @@ pub fn of_note(rel: &str, text: &str) -> Option<Reminder> {
         .body
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !l.to_lowercase().contains(&title))
+        .find(|l| !l.is_empty() && !(l.starts_with("- [") && l.to_lowercase().contains(&title)))
         .filter(|l| l.chars().count() <= MAX_FIRST_LINE_CHARS)
         .map(str::to_string);
     Some(Reminder {
@@ -195,11 +195,7 @@ impl Pending {
 
     /// The pending reminders, soonest first.
     pub fn soonest_first(&self) -> Vec<Reminder> {
-        let mut all: Vec<Reminder> = self
-            .notes
-            .values()
-            .filter_map(|(_, r)| r.clone())
-            .collect();
+        let mut all: Vec<Reminder> = self.notes.values().filter_map(|(_, r)| r.clone()).collect();
         all.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.path.cmp(&b.path)));
         all
     }
@@ -297,7 +293,13 @@ pub fn start(
         }
     };
     let (changed, changes) = tokio::sync::watch::channel(0);
-    let registered = register(&root, Live { store: store.clone(), changed });
+    let registered = register(
+        &root,
+        Live {
+            store: store.clone(),
+            changed,
+        },
+    );
     // A note whose chat was never recorded (a reminder typed in Obsidian) goes to the only
     // allowed sender, as the digest does; with several, nowhere.
     let mut senders = config.allowed_senders.iter();
@@ -343,7 +345,13 @@ mod tests {
             let due = parse_due_in(raw, &paris).unwrap();
             assert_eq!(format_due(&due), want, "{raw}");
         }
-        for bad in ["tomorrow at 5", "", "2026-13-03T17:00", "17:00", "2026-12-03"] {
+        for bad in [
+            "tomorrow at 5",
+            "",
+            "2026-13-03T17:00",
+            "17:00",
+            "2026-12-03",
+        ] {
             assert!(
                 matches!(parse_due_in(bad, &paris), Err(DueError::Format(_))),
                 "{bad:?}"
@@ -381,7 +389,10 @@ mod tests {
         assert_eq!(cancel(&vault, "Tasks/t.md").unwrap(), Cancelled::Removed);
         let after = std::fs::read_to_string(dir.path().join("Tasks/t.md")).unwrap();
         assert_eq!(after, "---\ntags: [a]\n---\n# T\n");
-        assert_eq!(cancel(&vault, "Tasks/t.md").unwrap(), Cancelled::NothingPending);
+        assert_eq!(
+            cancel(&vault, "Tasks/t.md").unwrap(),
+            Cancelled::NothingPending
+        );
         assert!(cancel(&vault, "../t.md").is_err());
     }
 
@@ -390,14 +401,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("Tasks")).unwrap();
-        let note = |due: &str| {
-            format!("---\nreminder:\n  due: {due}\n  sent: false\n---\n# T\n")
-        };
+        let note = |due: &str| format!("---\nreminder:\n  due: {due}\n  sent: false\n---\n# T\n");
         std::fs::write(root.join("Tasks/b.md"), note("2026-12-04T09:00:00+01:00")).unwrap();
         std::fs::write(root.join("Tasks/a.md"), note("2026-12-03T09:00:00+01:00")).unwrap();
         let mut pending = Pending::default();
         assert!(pending.refresh(root));
-        let paths: Vec<String> = pending.soonest_first().into_iter().map(|r| r.path).collect();
+        let paths: Vec<String> = pending
+            .soonest_first()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
         assert_eq!(paths, ["Tasks/a.md", "Tasks/b.md"]);
         assert!(!pending.refresh(root), "nothing changed");
         std::fs::remove_file(root.join("Tasks/a.md")).unwrap();

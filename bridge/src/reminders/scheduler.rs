@@ -107,11 +107,7 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
                 .filter(|r| !held.contains_key(&r.key()))
                 .collect();
             self.publish(list.first());
-            let due: Vec<Reminder> = list
-                .iter()
-                .filter(|r| wall(r) <= now)
-                .cloned()
-                .collect();
+            let due: Vec<Reminder> = list.iter().filter(|r| wall(r) <= now).cloned().collect();
             if !due.is_empty() {
                 for r in &due {
                     held.insert(r.key(), now + RETRY_AFTER);
@@ -132,15 +128,21 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
         }
     }
 
-    /// `pending` brought up to date with the vault, off the runtime's workers.
+    /// `pending` brought up to date with the vault, off the runtime's workers; a change of
+    /// the pending list is counted in the status, for the app's Upcoming list.
     async fn refresh(&self, mut pending: Pending) -> Pending {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
+        let before = pending.soonest_first();
+        let pending = tokio::task::spawn_blocking(move || {
             pending.refresh(&root);
             pending
         })
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+        if pending.soonest_first() != before {
+            self.status.update(|s| s.reminder_changes += 1);
+        }
+        pending
     }
 
     fn publish(&self, next: Option<&Reminder>) {
@@ -156,7 +158,8 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
 
     /// Sends the reminders `due` at local time `now`: one text per chat.
     async fn fire(&self, due: Vec<Reminder>, now: NaiveDateTime) {
-        let (root, store, fallback) = (self.root.clone(), self.store.clone(), self.fallback.clone());
+        let (root, store, fallback) =
+            (self.root.clone(), self.store.clone(), self.fallback.clone());
         let prepared = tokio::task::spawn_blocking(move || {
             due.into_iter()
                 .map(|r| prepare(&root, &store, fallback.as_ref(), r))
@@ -256,7 +259,12 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
 }
 
 /// Reads `r`'s note again and claims its send (blocking).
-fn prepare(root: &std::path::Path, store: &Store, fallback: Option<&Chat>, r: Reminder) -> Prepared {
+fn prepare(
+    root: &std::path::Path,
+    store: &Store,
+    fallback: Option<&Chat>,
+    r: Reminder,
+) -> Prepared {
     if read_one(root, &r.path).is_none_or(|now| now.key() != r.key()) {
         tracing::debug!(path = ?r.path, "reminder changed before it was due; following the note");
         return Prepared::Skip;

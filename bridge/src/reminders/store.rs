@@ -187,16 +187,30 @@ mod tests {
         let store = Store::open(Arc::new(StateDb::in_memory())).unwrap();
         let due = "2026-12-03T17:00:00+01:00";
         store.set_chat("Tasks/a.md", due, &chat("+1555")).unwrap();
-        store.set_chat("Tasks/b.md", "2026-12-04T09:00:00+01:00", &chat("+1666")).unwrap();
+        store
+            .set_chat("Tasks/b.md", "2026-12-04T09:00:00+01:00", &chat("+1666"))
+            .unwrap();
         assert_eq!(store.chat("Tasks/a.md", due).unwrap(), Some(chat("+1555")));
         store.moved("Tasks/a.md", "Archive/a.md").unwrap();
-        assert_eq!(store.chat("Archive/a.md", "x").unwrap(), Some(chat("+1555")));
+        assert_eq!(
+            store.chat("Archive/a.md", "x").unwrap(),
+            Some(chat("+1555"))
+        );
         // Moved in Obsidian: the path is new, the due is the same.
-        assert_eq!(store.chat("Projects/a.md", due).unwrap(), Some(chat("+1555")));
-        assert_eq!(store.chat("Projects/c.md", "2027-01-01T00:00:00Z").unwrap(), None);
+        assert_eq!(
+            store.chat("Projects/a.md", due).unwrap(),
+            Some(chat("+1555"))
+        );
+        assert_eq!(
+            store.chat("Projects/c.md", "2027-01-01T00:00:00Z").unwrap(),
+            None
+        );
         // Set again from another chat: the new one wins.
         store.set_chat("Archive/a.md", due, &chat("+1777")).unwrap();
-        assert_eq!(store.chat("Archive/a.md", due).unwrap(), Some(chat("+1777")));
+        assert_eq!(
+            store.chat("Archive/a.md", due).unwrap(),
+            Some(chat("+1777"))
+        );
     }
 
     #[test]
@@ -215,6 +229,9 @@ mod tests {
         store.release("k2").unwrap();
         assert_eq!(store.claim("k2").unwrap(), Claim::New);
         store.settle("k2", SendState::Unconfirmed).unwrap();
-        assert_eq!(open().claim("k2").unwrap(), Claim::Seen(SendState::Unconfirmed));
+        assert_eq!(
+            open().claim("k2").unwrap(),
+            Claim::Seen(SendState::Unconfirmed)
+        );
     }
 }

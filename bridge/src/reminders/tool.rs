@@ -89,9 +89,10 @@ pub async fn set(vault: &Vault, chat: &Chat, input: &Value) -> Result<String, Er
         .await
         .map_err(|source| Error::Vault { tool: SET, source })?;
     let (store, key, chat) = (live.store.clone(), rel.clone(), chat.clone());
-    let recorded = tokio::task::spawn_blocking(move || store.set_chat(&key, &format_due(&due), &chat))
-        .await
-        .map_err(|e| invalid(SET, e.to_string()))?;
+    let recorded =
+        tokio::task::spawn_blocking(move || store.set_chat(&key, &format_due(&due), &chat))
+            .await
+            .map_err(|e| invalid(SET, e.to_string()))?;
     recorded.map_err(|e| invalid(SET, format!("could not record the reminder's chat: {e}")))?;
     live.poke();
     Ok(format!(
@@ -150,7 +151,10 @@ pub async fn move_note(vault: &Vault, input: &Value) -> Result<String, Error> {
     }
     let archived = folder == Folder::Archive;
     Ok(match archived {
-        true => format!("archived to {} (its reminder, if any, is cancelled)", moved.to),
+        true => format!(
+            "archived to {} (its reminder, if any, is cancelled)",
+            moved.to
+        ),
         false => format!("moved to {}", moved.to),
     })
 }
@@ -224,7 +228,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let vault = Vault::new(dir.path());
             vault.check_writable().unwrap();
-            let store = super::super::Store::open(std::sync::Arc::new(StateDb::in_memory())).unwrap();
+            let store =
+                super::super::Store::open(std::sync::Arc::new(StateDb::in_memory())).unwrap();
             let (changed, changes) = tokio::sync::watch::channel(0);
             let live = Live { store, changed };
             let registered = super::super::register(dir.path(), live.clone());
@@ -234,7 +239,13 @@ mod tests {
                 is_group: false,
             };
             let tools = Tools::new(vault, Sender::with_program("/nonexistent"), chat, None);
-            Fixture { dir, tools, live, changes, _registered: registered }
+            Fixture {
+                dir,
+                tools,
+                live,
+                changes,
+                _registered: registered,
+            }
         }
 
         fn put(&self, rel: &str, text: &str) {
@@ -276,8 +287,15 @@ mod tests {
                 &format!("- [ ] Call the dentist 📅 {}\n", due.format("%Y-%m-%d"))
             )
         );
-        assert!(out.starts_with(&format!("reminder set for {}", format_due(&due))), "{out}");
-        let chat = f.live.store.chat("Tasks/call.md", &format_due(&due)).unwrap();
+        assert!(
+            out.starts_with(&format!("reminder set for {}", format_due(&due))),
+            "{out}"
+        );
+        let chat = f
+            .live
+            .store
+            .chat("Tasks/call.md", &format_due(&due))
+            .unwrap();
         assert_eq!(chat.unwrap().guid, CHAT);
         assert!(f.changes.has_changed().unwrap(), "the scheduler was told");
 
@@ -298,12 +316,27 @@ mod tests {
         let f = Fixture::new();
         f.put("Tasks/call.md", TASK);
         for (input, says) in [
-            (json!({"filepath": "Tasks/call.md", "due": "2020-01-01T09:00:00Z"}), "in the past"),
-            (json!({"filepath": "Tasks/call.md", "due": "tomorrow at 5"}), "ISO 8601"),
-            (json!({"filepath": "../x.md", "due": "2999-01-01T09:00"}), "outside"),
-            (json!({"filepath": "Tasks/none.md", "due": "2999-01-01T09:00"}), "does not exist"),
+            (
+                json!({"filepath": "Tasks/call.md", "due": "2020-01-01T09:00:00Z"}),
+                "in the past",
+            ),
+            (
+                json!({"filepath": "Tasks/call.md", "due": "tomorrow at 5"}),
+                "ISO 8601",
+            ),
+            (
+                json!({"filepath": "../x.md", "due": "2999-01-01T09:00"}),
+                "outside",
+            ),
+            (
+                json!({"filepath": "Tasks/none.md", "due": "2999-01-01T09:00"}),
+                "does not exist",
+            ),
             (json!({"filepath": "Tasks/call.md"}), "missing field"),
-            (json!({"filepath": "Tasks/call.md", "due": "2999-01-01T09:00", "x": 1}), "unknown field"),
+            (
+                json!({"filepath": "Tasks/call.md", "due": "2999-01-01T09:00", "x": 1}),
+                "unknown field",
+            ),
         ] {
             let (out, err) = f.call(SET, input.clone()).await;
             assert!(err && out.contains(says), "{input}: {out}");
@@ -317,25 +350,40 @@ mod tests {
         f.put("Tasks/call.md", TASK);
         f.put("Archive/call.md", "older\n");
         let (out, err) = f
-            .call(SET, json!({"filepath": "Tasks/call.md", "due": "2999-01-01T09:00"}))
+            .call(
+                SET,
+                json!({"filepath": "Tasks/call.md", "due": "2999-01-01T09:00"}),
+            )
             .await;
         assert!(!err, "{out}");
         let (out, err) = f
-            .call(MOVE, json!({"filepath": "Tasks/call.md", "folder": "Archive"}))
+            .call(
+                MOVE,
+                json!({"filepath": "Tasks/call.md", "folder": "Archive"}),
+            )
             .await;
         assert!(!err, "{out}");
         assert!(out.starts_with("archived to Archive/call-1.md"), "{out}");
         let text = f.read("Archive/call-1.md");
         assert!(!text.contains("reminder:"), "{text}");
-        assert!(text.contains("- status/done\n") && !text.contains("status/active"), "{text}");
-        assert!(text.contains("original_folder: Tasks\narchived_at: ") || text.contains("archived_at: "));
+        assert!(
+            text.contains("- status/done\n") && !text.contains("status/active"),
+            "{text}"
+        );
+        assert!(
+            text.contains("original_folder: Tasks\narchived_at: ")
+                || text.contains("archived_at: ")
+        );
         assert!(text.contains("original_folder: Tasks\n"), "{text}");
         assert_eq!(f.read("Archive/call.md"), "older\n");
         assert!(!f.dir.path().join("Tasks/call.md").exists());
         let (out, _) = f.call(LIST, json!({})).await;
         assert_eq!(out, "[]", "cancelled");
         let (out, err) = f
-            .call(MOVE, json!({"filepath": "Archive/call-1.md", "folder": "Nowhere"}))
+            .call(
+                MOVE,
+                json!({"filepath": "Archive/call-1.md", "folder": "Nowhere"}),
+            )
             .await;
         assert!(err && out.contains("unknown folder"), "{out}");
     }

@@ -63,6 +63,7 @@ pub fn event(change: Change) -> &'static str {
     match change {
         Change::Sessions => "sessions-changed",
         Change::Status => "status-changed",
+        Change::Reminders => "reminders-changed",
     }
 }
 

@@ -49,13 +49,21 @@ impl Vault {
 
     /// Moves the note at `rel` into `folder`, keeping its file name; into `Archive` it is
     /// stamped as archived at `now` (see the module doc).
-    pub fn move_note(&self, rel: &str, folder: Folder, now: DateTime<Local>) -> Result<Moved, Error> {
+    pub fn move_note(
+        &self,
+        rel: &str,
+        folder: Folder,
+        now: DateTime<Local>,
+    ) -> Result<Moved, Error> {
         let from = self.note_file(rel)?;
         let root = confine::real_root(&self.root)?;
         let original = rel.split('/').next().unwrap_or_default().to_string();
         let dir = confine::folder(&root, folder.as_str(), true)?;
         if from.parent() == Some(dir.as_path()) {
-            return Err(Error::invalid("folder", format!("the note is already in {folder}")));
+            return Err(Error::invalid(
+                "folder",
+                format!("the note is already in {folder}"),
+            ));
         }
         let name = from
             .file_name()

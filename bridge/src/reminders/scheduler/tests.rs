@@ -39,7 +39,9 @@ struct Recorder {
 
 impl Deliver for Recorder {
     async fn deliver(&self, chat: &Chat, _: &str, text: &str) -> Result<Delivery, SendError> {
-        let _ = self.tx.send((chat.guid.clone(), text.to_string(), Instant::now()));
+        let _ = self
+            .tx
+            .send((chat.guid.clone(), text.to_string(), Instant::now()));
         Ok(Delivery::Sent)
     }
 }
@@ -124,7 +126,9 @@ impl World {
         );
         let path = self.root().join(&rel);
         std::fs::write(&path, text).unwrap();
-        self.store.set_chat(&rel, &format_due(&due), &chat(guid)).unwrap();
+        self.store
+            .set_chat(&rel, &format_due(&due), &chat(guid))
+            .unwrap();
         self.changes.send_modify(|n| *n += 1);
         path
     }
@@ -169,12 +173,17 @@ async fn a_reminder_goes_at_its_time_into_its_chat_and_the_note_says_sent() {
     let note = std::fs::read_to_string(&path).unwrap();
     let due = format_due(&world.at(90));
     assert!(
-        note.contains(&format!("reminder:\n  due: {due}\n  sent: true\n  sent_at: ")),
+        note.contains(&format!(
+            "reminder:\n  due: {due}\n  sent: true\n  sent_at: "
+        )),
         "{note}"
     );
     assert!(note.ends_with("# Call the dentist\n\nBring the card.\n"));
     assert_eq!(
-        world.store.claim(&format!("reminder:Tasks/Call the dentist.md:{due}")).unwrap(),
+        world
+            .store
+            .claim(&format!("reminder:Tasks/Call the dentist.md:{due}"))
+            .unwrap(),
         Claim::Seen(SendState::Sent)
     );
     // Sent once: nothing more, and nothing pending any more.
@@ -191,9 +200,18 @@ async fn a_wall_clock_jump_forward_sends_saying_when_it_was_due_and_backward_nev
     // The Mac slept three hours: its monotonic clock did not move, the wall clock did.
     world.clock.jump(chrono::Duration::hours(3));
     let (_, text, secs) = world.next_send().await;
-    assert!(secs <= LOOK_EVERY.as_secs(), "seen within {LOOK_EVERY:?}: {secs}");
-    let was = world.at(2 * 3600).with_timezone(&Local).format("%a %-d %b %H:%M");
-    assert_eq!(text, format!("Reminder: Forward (was due {was})\nBring the card."));
+    assert!(
+        secs <= LOOK_EVERY.as_secs(),
+        "seen within {LOOK_EVERY:?}: {secs}"
+    );
+    let was = world
+        .at(2 * 3600)
+        .with_timezone(&Local)
+        .format("%a %-d %b %H:%M");
+    assert_eq!(
+        text,
+        format!("Reminder: Forward (was due {was})\nBring the card.")
+    );
 
     // Due a minute from (wall) now, then the clock is set back an hour: not early.
     let now = (world.clock.now() - world.start).num_seconds();
@@ -222,7 +240,10 @@ async fn an_edited_due_re_arms_and_a_removed_reminder_is_never_sent() {
     world.changes.send_modify(|n| *n += 1);
     world.quiet_for(1199).await;
     let (_, text, secs) = world.next_send().await;
-    assert_eq!((text.as_str(), secs), ("Reminder: Moved\nBring the card.", 1200));
+    assert_eq!(
+        (text.as_str(), secs),
+        ("Reminder: Moved\nBring the card.", 1200)
+    );
 
     // Removed in Obsidian a moment before it is due, the change not yet reported: the
     // note is read again before sending, and nothing goes out.
@@ -230,7 +251,10 @@ async fn an_edited_due_re_arms_and_a_removed_reminder_is_never_sent() {
     let text = std::fs::read_to_string(&gone).unwrap();
     std::fs::write(&gone, set_field(&text, "reminder", None)).unwrap();
     world.quiet_for(3600).await;
-    assert_eq!(std::fs::read_to_string(&gone).unwrap(), set_field(&text, "reminder", None));
+    assert_eq!(
+        std::fs::read_to_string(&gone).unwrap(),
+        set_field(&text, "reminder", None)
+    );
     world.cancel.cancel();
 }
 
@@ -255,14 +279,26 @@ async fn missed_reminders_go_in_one_text_per_chat_and_claims_are_never_repeated(
     world.changes.send_modify(|n| *n += 1);
     let mut texts = vec![world.next_send().await, world.next_send().await];
     texts.sort();
-    let when = |secs| world.at(secs).with_timezone(&Local).format("%a %-d %b %H:%M");
+    let when = |secs| {
+        world
+            .at(secs)
+            .with_timezone(&Local)
+            .format("%a %-d %b %H:%M")
+    };
     assert_eq!(texts[0].0, CHAT);
     assert_eq!(
         texts[0].1,
-        format!("Reminders:\n• A (was due {})\n• B (was due {})", when(-7200), when(-3600))
+        format!(
+            "Reminders:\n• A (was due {})\n• B (was due {})",
+            when(-7200),
+            when(-3600)
+        )
     );
     assert_eq!(texts[1].0, other);
-    assert_eq!(texts[1].1, format!("Reminder: C (was due {})\nBring the card.", when(-300)));
+    assert_eq!(
+        texts[1].1,
+        format!("Reminder: C (was due {})\nBring the card.", when(-300))
+    );
     world.quiet_for(600).await;
     for path in [d, e] {
         let note = std::fs::read_to_string(&path).unwrap();
