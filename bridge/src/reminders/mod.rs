@@ -134,7 +134,7 @@ pub fn of_note(rel: &str, text: &str) -> Option<Reminder> {
         .body
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !(l.starts_with("- [") && l.to_lowercase().contains(&title)))
+        .find(|l| !l.is_empty() && !is_task_line_of(l, &title))
         .filter(|l| l.chars().count() <= MAX_FIRST_LINE_CHARS)
         .map(str::to_string);
     Some(Reminder {
@@ -143,6 +143,11 @@ pub fn of_note(rel: &str, text: &str) -> Option<Reminder> {
         due,
         first_line,
     })
+}
+
+/// Whether `line` is a task line (`- [ ] …`) naming `title` (lower-cased).
+fn is_task_line_of(line: &str, title: &str) -> bool {
+    line.starts_with("- [") && line.to_lowercase().contains(title)
 }
 
 /// The pending reminder of the note at `rel` in the vault at `root`, read now (blocking).

@@ -300,9 +300,11 @@ fn prepare(
 pub fn compose(batch: &[Reminder], now: NaiveDateTime) -> String {
     let late = |r: &Reminder| {
         let due = wall(r);
-        (now - due > MISSED_AFTER)
-            .then(|| format!(" (was due {})", due.format("%a %-d %b %H:%M")))
-            .unwrap_or_default()
+        if now - due > MISSED_AFTER {
+            format!(" (was due {})", due.format("%a %-d %b %H:%M"))
+        } else {
+            String::new()
+        }
     };
     match batch {
         [one] => {

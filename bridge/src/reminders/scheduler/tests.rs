@@ -277,7 +277,7 @@ async fn missed_reminders_go_in_one_text_per_chat_and_claims_are_never_repeated(
         }
     }
     world.changes.send_modify(|n| *n += 1);
-    let mut texts = vec![world.next_send().await, world.next_send().await];
+    let mut texts = [world.next_send().await, world.next_send().await];
     texts.sort();
     let when = |secs| {
         world
