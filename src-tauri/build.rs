@@ -18,6 +18,8 @@ const COMMANDS: &[&str] = &[
     "open_settings_pane",
     "status",
     "set_paused",
+    "list_reminders",
+    "cancel_reminder",
 ];
 
 fn main() {

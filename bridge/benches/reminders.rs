@@ -41,7 +41,11 @@ fn main() {
             return;
         }
         rows.push(idle_cpu().await);
-        support::publish("reminders", "reminders (release binary, fake osascript", &rows);
+        support::publish(
+            "reminders",
+            "reminders (release binary, fake osascript",
+            &rows,
+        );
     });
 }
 
@@ -75,7 +79,10 @@ async fn lateness(n: usize) -> Vec<Row> {
         put(&world, &format!("Timed {i:02}"), *due);
     }
     let bridge = world.start().await;
-    let calls = world.osascript.wait_for_calls(n, WAIT + Duration::from_secs(n as u64)).await;
+    let calls = world
+        .osascript
+        .wait_for_calls(n, WAIT + Duration::from_secs(n as u64))
+        .await;
     bridge.stop().await;
     let mut late_ms = Vec::new();
     for (i, due) in dues.iter().enumerate() {
@@ -107,11 +114,17 @@ async fn idle_cpu() -> Row {
     let world = World::new(no_model).await;
     let tomorrow = Local::now() + chrono::Duration::days(1);
     for i in 0..PENDING {
-        put(&world, &format!("Pending {i:03}"), tomorrow + chrono::Duration::minutes(i as i64));
+        put(
+            &world,
+            &format!("Pending {i:03}"),
+            tomorrow + chrono::Duration::minutes(i as i64),
+        );
     }
     let bridge = world.start().await;
     world
-        .wait_status("100 pending", |s| s["next_reminder"]["title"] == "Pending 000")
+        .wait_status("100 pending", |s| {
+            s["next_reminder"]["title"] == "Pending 000"
+        })
         .await;
     // Let start-up work (the search index's first build) finish before the window opens.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -122,7 +135,10 @@ async fn idle_cpu() -> Row {
     bridge.stop().await;
     let percent = (c1 - c0) / (t1 - t0) * 100.0;
     Row::new(
-        format!("idle CPU with {PENDING} reminders pending ({} s)", IDLE.as_secs()),
+        format!(
+            "idle CPU with {PENDING} reminders pending ({} s)",
+            IDLE.as_secs()
+        ),
         format!("{percent:.3} %"),
     )
     .target("≤ 0.02 %", percent <= 0.02)

@@ -221,6 +221,17 @@ pub struct StatusLine {
     pub next_reminder: Option<String>,
 }
 
+impl StatusLine {
+    /// A line of a bridge that is not paused and has no reminder to show.
+    pub fn unpaused(line: String) -> StatusLine {
+        StatusLine {
+            line,
+            paused: false,
+            next_reminder: None,
+        }
+    }
+}
+
 /// One run of the bridge: its handles, and what stops it.
 struct Generation {
     config: Config,
@@ -477,9 +488,11 @@ impl Supervisor {
         Ok(cleared)
     }
 
-    /// The pending reminders of the vault in effect, soonest first.
+    /// The pending reminders of the vault in effect, soonest first (none without a vault).
     pub async fn reminders(&self) -> Result<Vec<crate::reminders::Reminder>, SupervisorError> {
-        let vault = self.vault().ok_or(SupervisorError::NoVault)?;
+        let Some(vault) = self.vault() else {
+            return Ok(Vec::new());
+        };
         tokio::task::spawn_blocking(move || crate::reminders::pending(&vault))
             .await
             .map_err(|join| SupervisorError::Interrupted {
@@ -735,6 +748,11 @@ impl Supervisor {
                 }
                 status.line()
             }
+        };
+        // The tray shows the line as it is: the next reminder goes at its end.
+        let line = match &next_reminder {
+            Some(next) => format!("{line} · {next}"),
+            None => line,
         };
         StatusLine {
             line,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bridge::doctor::{self, Check, Pane};
 use bridge::login_item::{LoginItem, State};
+use bridge::reminders::Reminder;
 use bridge::status::{SeenGroup, Stranger};
 use bridge::supervisor::pages::{SessionRow, SettingsForm, SettingsView, settings_from_form};
 use bridge::supervisor::{StatusLine, Supervisor, SupervisorError};
@@ -173,13 +174,19 @@ pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
         (Some(bridge), None) => return bridge.status(),
         (None, None) => "Starting…".to_owned(),
     };
-    let paused = false;
-    let next_reminder = None;
-    StatusLine {
-        line,
-        paused,
-        next_reminder,
-    }
+    StatusLine::unpaused(line)
+}
+
+/// The pending reminders, soonest first (the Sessions window's Upcoming list).
+#[tauri::command]
+pub async fn list_reminders(bridge: Bridge<'_>) -> Res<Vec<Reminder>> {
+    Ok(bridge.reminders().await?)
+}
+
+/// Removes the reminder from the note at `path`; the note says so when this returns.
+#[tauri::command]
+pub async fn cancel_reminder(bridge: Bridge<'_>, path: String) -> Res<()> {
+    Ok(bridge.cancel_reminder(&path).await?)
 }
 
 /// Pauses or resumes reading texts.

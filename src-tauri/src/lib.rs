@@ -188,6 +188,8 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
             commands::open_settings_pane,
             commands::status,
             commands::set_paused,
+            commands::list_reminders,
+            commands::cancel_reminder,
         ])
         .build(context)
 }
