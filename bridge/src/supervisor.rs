@@ -217,7 +217,8 @@ pub struct StatusLine {
     pub line: String,
     /// Whether the user paused the bridge.
     pub paused: bool,
-    /// "Next reminder 17:00" while one is pending.
+    /// "Next reminder 17:00" while one is pending (left out of the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_reminder: Option<String>,
 }
 
