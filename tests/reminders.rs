@@ -324,3 +324,88 @@ async fn the_note_is_the_truth_a_later_due_is_followed_and_a_removed_one_never_s
         "---\ntags: []\n---\n# Deleted\n"
     );
 }
+
+/// "Done with the dentist": the model finds the note among the pending reminders and
+/// archives it; the name is kept (`-1`, an older note has it), the note is stamped, its
+/// task marked done and its reminder cancelled, so it is never sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn done_with_it_archives_the_note_and_cancels_its_reminder() {
+    let world = World::new(|request: &Value| {
+        let (input, turn) = crate::run_step(request);
+        assert_eq!(input, "Done with the dentist");
+        let last = request["messages"].as_array().unwrap().last().unwrap();
+        Reply::Message(match turn {
+            0 => fake::tool_use("toolu_r", "vault_list_reminders", json!({})),
+            1 => {
+                let listed: Value =
+                    serde_json::from_str(last["content"][0]["content"].as_str().expect("the list"))
+                        .unwrap();
+                let path = listed[0]["path"].as_str().unwrap();
+                fake::message(
+                    vec![
+                        fake::tool_use_block(
+                            "toolu_m",
+                            "vault_move",
+                            json!({"filepath": path, "folder": "Archive"}),
+                        ),
+                        fake::tool_use_block(
+                            "toolu_s",
+                            "send_message",
+                            json!({"message": "Archived: Call the dentist"}),
+                        ),
+                    ],
+                    "tool_use",
+                )
+            }
+            _ => fake::text("Done."),
+        })
+    })
+    .await;
+    let soon = (Local::now() + chrono::Duration::seconds(8)).with_nanosecond_zero();
+    for dir in ["Tasks", "Archive"] {
+        std::fs::create_dir_all(world.vault().join(dir)).unwrap();
+    }
+    let task = format!(
+        "---\ntags:\n- priority/normal\n- status/active\nreminder:\n  due: {}\n  sent: false\n---\n# {TITLE}\n\n- [ ] {TITLE}\n",
+        rfc(soon)
+    );
+    std::fs::write(world.vault().join("Tasks/dentist.md"), &task).unwrap();
+    std::fs::write(world.vault().join("Archive/dentist.md"), "older\n").unwrap();
+    let sentinel = soon + chrono::Duration::seconds(2);
+    std::fs::write(
+        world.vault().join("Tasks/Sentinel.md"),
+        format!(
+            "---\nreminder:\n  due: {}\n  sent: false\n---\n# Sentinel\n",
+            rfc(sentinel)
+        ),
+    )
+    .unwrap();
+    let bridge = world.start().await;
+    world.db.incoming(ME_CHAT, ME, "Done with the dentist");
+    let calls = world.osascript.wait_for_calls(1, WITHIN).await;
+    assert_eq!(calls[0].text, "Archived: Call the dentist");
+    let archived = crate::util::bridge::read(&world.vault().join("Archive/dentist-1.md"));
+    assert!(!world.vault().join("Tasks/dentist.md").exists());
+    assert_eq!(
+        crate::util::bridge::read(&world.vault().join("Archive/dentist.md")),
+        "older\n"
+    );
+    assert!(
+        archived.contains("- status/done\n") && !archived.contains("status/active"),
+        "{archived}"
+    );
+    assert!(
+        archived.contains("\noriginal_folder: Tasks\n") && archived.contains("\narchived_at: "),
+        "{archived}"
+    );
+    assert!(!archived.contains("reminder:"), "{archived}");
+    assert!(
+        archived.ends_with(&format!("# {TITLE}\n\n- [ ] {TITLE}\n")),
+        "{archived}"
+    );
+    // The sentinel comes; the archived reminder never did.
+    let calls = world.osascript.wait_for_calls(2, WITHIN).await;
+    bridge.stop().await;
+    let texts: Vec<&str> = calls.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["Archived: Call the dentist", "Reminder: Sentinel"]);
+}

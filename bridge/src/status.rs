@@ -544,6 +544,23 @@ mod tests {
     }
 
     #[test]
+    fn the_next_reminder_reads_as_a_time_today_and_a_day_otherwise() {
+        let next = NextReminder {
+            path: "Tasks/a.md".into(),
+            title: "Call the dentist".into(),
+            due: "2026-12-02T17:00:00+01:00".into(),
+        };
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        assert_eq!(next.line(day(2)), "Next reminder 17:00");
+        assert_eq!(next.line(day(1)), "Next reminder Wed 2 Dec 17:00");
+        let odd = NextReminder {
+            due: "soon".into(),
+            ..next
+        };
+        assert_eq!(odd.line(day(2)), "Next reminder: Call the dentist");
+    }
+
+    #[test]
     fn lines() {
         let board = StatusBoard::new(None);
         board.update(|s| s.state = State::Running);
