@@ -262,17 +262,21 @@ pub fn of_vault(root: &Path) -> Option<Live> {
 
 /// Makes `live` the reminders of the vault at `root` until the returned guard is dropped.
 pub fn register(root: &Path, live: Live) -> Registered {
+    let changed = live.changed.clone();
     crate::mutex::lock(registry()).insert(root.to_path_buf(), live);
-    Registered(root.to_path_buf())
+    Registered(root.to_path_buf(), changed)
 }
 
-/// Unregisters a vault's reminders when dropped.
+/// Unregisters a vault's reminders when dropped, unless a newer bridge registered its own.
 #[derive(Debug)]
-pub struct Registered(PathBuf);
+pub struct Registered(PathBuf, tokio::sync::watch::Sender<u64>);
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        crate::mutex::lock(registry()).remove(&self.0);
+        let mut live = crate::mutex::lock(registry());
+        if live.get(&self.0).is_some_and(|l| l.changed.same_channel(&self.1)) {
+            live.remove(&self.0);
+        }
     }
 }
 
@@ -382,6 +386,23 @@ mod tests {
         );
         let long = text.replace("Ask about Friday.", &"x".repeat(200));
         assert_eq!(of_note("Tasks/a.md", &long).unwrap().first_line, None);
+    }
+
+    #[test]
+    fn an_old_bridge_going_away_leaves_the_new_ones_reminders_registered() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = || Live {
+            store: Store::open(std::sync::Arc::new(crate::state::StateDb::in_memory())).unwrap(),
+            changed: tokio::sync::watch::channel(0).0,
+        };
+        let old = register(dir.path(), live());
+        let new_one = live();
+        let new = register(dir.path(), new_one.clone());
+        drop(old);
+        let found = of_vault(dir.path()).expect("still registered");
+        assert!(found.changed.same_channel(&new_one.changed));
+        drop(new);
+        assert!(of_vault(dir.path()).is_none());
     }
 
     #[test]
