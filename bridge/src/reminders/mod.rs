@@ -274,7 +274,10 @@ pub struct Registered(PathBuf, tokio::sync::watch::Sender<u64>);
 impl Drop for Registered {
     fn drop(&mut self) {
         let mut live = crate::mutex::lock(registry());
-        if live.get(&self.0).is_some_and(|l| l.changed.same_channel(&self.1)) {
+        if live
+            .get(&self.0)
+            .is_some_and(|l| l.changed.same_channel(&self.1))
+        {
             live.remove(&self.0);
         }
     }
