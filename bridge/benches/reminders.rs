@@ -53,12 +53,15 @@ fn no_model(_: &Value) -> Reply {
     Reply::Message(fake::text("unused"))
 }
 
-/// Writes `Tasks/<name>.md` with a reminder at `due`.
-fn put(world: &World, name: &str, due: DateTime<Local>) {
+/// Writes `Tasks/<name>.md` with a reminder at `due` (none when `due` is `None`).
+fn put(world: &World, name: &str, due: Option<DateTime<Local>>) {
     let dir = world.vault().join("Tasks");
     std::fs::create_dir_all(&dir).unwrap();
-    let due = due.to_rfc3339_opts(SecondsFormat::Secs, false);
-    let text = format!("---\ntags: []\nreminder:\n  due: {due}\n  sent: false\n---\n# {name}\n");
+    let reminder = due.map_or(String::new(), |due| {
+        let due = due.to_rfc3339_opts(SecondsFormat::Secs, false);
+        format!("reminder:\n  due: {due}\n  sent: false\n")
+    });
+    let text = format!("---\ntags: []\n{reminder}---\n# {name}\n");
     std::fs::write(dir.join(format!("{name}.md")), text).unwrap();
 }
 
@@ -76,7 +79,7 @@ async fn lateness(n: usize) -> Vec<Row> {
         .map(|i| first + chrono::Duration::seconds(i as i64))
         .collect();
     for (i, due) in dues.iter().enumerate() {
-        put(&world, &format!("Timed {i:02}"), *due);
+        put(&world, &format!("Timed {i:02}"), Some(*due));
     }
     let bridge = world.start().await;
     let calls = world
@@ -110,13 +113,14 @@ async fn lateness(n: usize) -> Vec<Row> {
 }
 
 /// CPU of the bridge over [`IDLE`] with [`PENDING`] reminders pending, none due, beside the
-/// same bridge with none (its chat.db safety poll and the search index's sweep run in both).
+/// same bridge and vault (as many notes) without reminders: its chat.db safety poll and the
+/// search index's sweep of the notes run in both.
 async fn idle_cpu() -> Row {
-    let without = idle_percent(0).await;
-    let with = idle_percent(PENDING).await;
+    let without = idle_percent(false).await;
+    let with = idle_percent(true).await;
     Row::new(
         format!(
-            "idle CPU with {PENDING} reminders pending ({} s; with none: {without:.4} %)",
+            "idle CPU with {PENDING} reminders pending ({} s; the same notes without: {without:.4} %)",
             IDLE.as_secs()
         ),
         format!("{with:.4} %"),
@@ -127,19 +131,19 @@ async fn idle_cpu() -> Row {
     .num("cpu_percent_without_reminders", without)
 }
 
-/// The bridge's CPU share over [`IDLE`] with `pending` reminders due tomorrow.
-async fn idle_percent(pending: usize) -> f64 {
+/// The bridge's CPU share over [`IDLE`] with [`PENDING`] notes, each with a reminder due
+/// tomorrow when `reminders`.
+async fn idle_percent(reminders: bool) -> f64 {
     let world = World::new(no_model).await;
     let tomorrow = Local::now() + chrono::Duration::days(1);
-    for i in 0..pending {
+    for i in 0..PENDING {
         let due = tomorrow + chrono::Duration::minutes(i as i64);
-        put(&world, &format!("Pending {i:03}"), due);
+        put(&world, &format!("Pending {i:03}"), reminders.then_some(due));
     }
     let bridge = world.start().await;
     world
         .wait_status("running", |s| {
-            s["state"] == "running"
-                && (pending == 0 || s["next_reminder"]["title"] == "Pending 000")
+            s["state"] == "running" && (!reminders || s["next_reminder"]["title"] == "Pending 000")
         })
         .await;
     // Let start-up work (the search index's first build) finish before the window opens.
