@@ -94,19 +94,26 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
         let mut dirty = true;
         // Reminders not to try again before then (they could not be sent or marked).
         let mut held: HashMap<String, NaiveDateTime> = HashMap::new();
+        // What is pending and not held, soonest first: made again only when that changes,
+        // so a look at the clock costs a comparison.
+        let mut list: Vec<Reminder> = Vec::new();
         loop {
+            let refreshed = dirty;
             if dirty {
                 pending = self.refresh(pending).await;
                 dirty = false;
             }
             let now = self.clock.now();
+            let before = held.len();
             held.retain(|_, until| *until > now);
-            let list: Vec<Reminder> = pending
-                .soonest_first()
-                .into_iter()
-                .filter(|r| !held.contains_key(&r.key()))
-                .collect();
-            self.publish(list.first());
+            if refreshed || held.len() != before {
+                list = pending
+                    .soonest_first()
+                    .into_iter()
+                    .filter(|r| !held.contains_key(&r.key()))
+                    .collect();
+                self.publish(list.first());
+            }
             let due: Vec<Reminder> = list.iter().filter(|r| wall(r) <= now).cloned().collect();
             if !due.is_empty() {
                 for r in &due {
