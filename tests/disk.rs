@@ -330,3 +330,44 @@ async fn a_handle_with_a_newline_cannot_forge_a_log_line() {
         "{log}"
     );
 }
+
+/// Issue 8: a text captured in one run leaves `sessions.json` alone (its working session is
+/// never saved), so a capture costs no write, rename or fsync of it, even when the next text
+/// comes while the last one's end is being saved.
+#[tokio::test(flavor = "multi_thread")]
+async fn captures_back_to_back_never_rewrite_the_sessions_file() {
+    use std::os::unix::fs::MetadataExt as _;
+    let world = World::new(fake::one_turn_capture(
+        "Tasks",
+        "Call the dentist",
+        &["status/active"],
+        "Saved to {path}",
+    ))
+    .await;
+    let sessions = world.data_dir().join("sessions.json");
+    // A first start and stop leaves the file as a save writes it.
+    world.start().await.stop().await;
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+    };
+    let before = stamp(&sessions);
+    let bridge = world
+        .start_with(&[("LOG_LEVEL", "info,bridge::sessions=debug")])
+        .await;
+    for n in 1..=3 {
+        world
+            .db
+            .incoming(ME_CHAT, ME, &format!("call the dentist, take {n}"));
+        world.wait_status("captured", |s| s["captured"] == n).await;
+    }
+    let log = bridge.stop().await;
+    assert_eq!(
+        stamp(&sessions),
+        before,
+        "no capture rewrote sessions.json: {log}"
+    );
+    assert_eq!(stamp(&sessions), before, "nor did the stop: {log}");
+    assert_eq!(world.sessions_file()["sessions"], json!([]));
+}

@@ -210,41 +210,8 @@ fn store_under_load(scale: &Scale) -> Row {
 
     let (observer, watcher) = watch_markers(dir.path(), &path);
     let count = (scale.load_for.as_micros() / LOAD_PERIOD.as_micros()) as usize;
-    let mut put_us = Vec::with_capacity(count);
-    let mut put_at = Vec::with_capacity(count);
-    // Why each put over the target took long: it was preempted, it blocked, or neither.
-    let (mut preempted, mut blocked, mut on_cpu) = (0, 0, 0);
-    let mut undisturbed_us = Vec::with_capacity(count);
-    // The same measurement around nothing: what the machine alone adds.
-    let mut empty_us = Vec::with_capacity(count);
     let start = Instant::now();
-    for i in 0..count {
-        let due = start + LOAD_PERIOD * i as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let mut session = templates[i % templates.len()].clone();
-        session.input_tokens = i as u64 + 1;
-        session.last_activity = Utc::now();
-        let switches = context_switches();
-        let before = Instant::now();
-        store.put(session);
-        let took = before.elapsed().as_secs_f64() * 1e6;
-        let (voluntary, involuntary) = context_switches();
-        if involuntary > switches.1 {
-            preempted += usize::from(took > PUT_TARGET_US);
-        } else if voluntary > switches.0 {
-            blocked += usize::from(took > PUT_TARGET_US);
-        } else {
-            on_cpu += usize::from(took > PUT_TARGET_US);
-            undisturbed_us.push(took);
-        }
-        put_us.push(took);
-        put_at.push(before);
-        let nothing = Instant::now();
-        black_box(());
-        empty_us.push(nothing.elapsed().as_secs_f64() * 1e6);
-    }
+    let puts = put_every_period(&store, &templates, count, start);
     let load_secs = start.elapsed().as_secs_f64();
     rt.block_on(store.flush()).expect("the last puts are saved");
     // The watcher has seen the rename of the last save; stop it and collect what it read.
@@ -254,7 +221,20 @@ fn store_under_load(scale: &Scale) -> Row {
     tracker.close();
     rt.block_on(tracker.wait());
 
-    let lags_ms = lags(&put_at, &observed.reads);
+    load_row(scale, file_bytes, load_secs, &puts, &observed)
+}
+
+/// The row of [`store_under_load`].
+fn load_row(
+    scale: &Scale,
+    file_bytes: u64,
+    load_secs: f64,
+    puts: &Puts,
+    observed: &Observed,
+) -> Row {
+    let (preempted, blocked, on_cpu) = (puts.preempted, puts.blocked, puts.on_cpu);
+    let count = puts.put_us.len();
+    let lags_ms = lags(&puts.put_at, &observed.reads);
     let saves = observed.saves.len();
     let gaps_ms: Vec<f64> = observed
         .saves
@@ -262,11 +242,15 @@ fn store_under_load(scale: &Scale) -> Row {
         .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
         .collect();
     let gaps = Summary::of(&gaps_ms);
-    let undisturbed = Summary::of(&undisturbed_us);
-    let empty = Summary::of(&empty_us).expect("puts were made");
-    let empty_slow = empty_us.iter().filter(|us| **us > PUT_TARGET_US).count();
+    let undisturbed = Summary::of(&puts.undisturbed_us);
+    let empty = Summary::of(&puts.empty_us).expect("puts were made");
+    let empty_slow = puts
+        .empty_us
+        .iter()
+        .filter(|us| **us > PUT_TARGET_US)
+        .count();
     let missing = count - lags_ms.len();
-    let put = Summary::of(&put_us).expect("puts were made");
+    let put = Summary::of(&puts.put_us).expect("puts were made");
     let lag = Summary::of(&lags_ms);
     let value = match lag {
         Some(lag) => format!(
@@ -290,7 +274,7 @@ fn store_under_load(scale: &Scale) -> Row {
         None => "no save was observed".to_string(),
     };
     let met = lag.is_some_and(|l| l.max <= 100.0) && put.p99 <= PUT_TARGET_US && missing == 0;
-    let mut row = Row::new(
+    let row = Row::new(
         format!(
             "session store at 1,000 puts/s for {} s ({} sessions, {} file)",
             scale.load_for.as_secs_f64(),
@@ -305,31 +289,106 @@ fn store_under_load(scale: &Scale) -> Row {
     )
     .num("puts", count as f64)
     .num("load_secs", load_secs)
-    .num("put_p50_us", put.p50)
-    .num("put_p99_us", put.p99)
-    .num("put_max_us", put.max)
-    .num("saves", saves as f64)
-    .num("slow_puts_preempted", preempted as f64)
-    .num("slow_puts_blocked", blocked as f64)
-    .num("slow_puts_on_cpu", on_cpu as f64)
-    .num(
-        "put_p99_us_never_switched_out",
-        undisturbed.map_or(f64::NAN, |u| u.p99),
-    )
-    .num("empty_region_p99_us", empty.p99)
-    .num("empty_region_max_us", empty.max)
-    .num("empty_regions_over_target", empty_slow as f64)
-    .num("save_gap_p50_ms", gaps.map_or(f64::NAN, |g| g.p50))
-    .num("save_gap_max_ms", gaps.map_or(f64::NAN, |g| g.max))
     .num("file_bytes", file_bytes as f64)
-    .num("puts_never_seen_on_disk", missing as f64);
-    if let Some(lag) = lag {
-        row = row
+    .num("puts_never_seen_on_disk", missing as f64)
+    .num("saves", saves as f64);
+    let row = put_nums(row, puts, put, undisturbed, empty, empty_slow)
+        .num("save_gap_p50_ms", gaps.map_or(f64::NAN, |g| g.p50))
+        .num("save_gap_max_ms", gaps.map_or(f64::NAN, |g| g.max));
+    match lag {
+        Some(lag) => row
             .num("lag_p50_ms", lag.p50)
             .num("lag_p95_ms", lag.p95)
-            .num("lag_max_ms", lag.max);
+            .num("lag_max_ms", lag.max),
+        None => row,
     }
-    row
+}
+
+/// The figures of the puts themselves.
+fn put_nums(
+    row: Row,
+    puts: &Puts,
+    put: Summary,
+    undisturbed: Option<Summary>,
+    empty: Summary,
+    empty_slow: usize,
+) -> Row {
+    row.num("put_p50_us", put.p50)
+        .num("put_p99_us", put.p99)
+        .num("put_max_us", put.max)
+        .num("slow_puts_preempted", puts.preempted as f64)
+        .num("slow_puts_blocked", puts.blocked as f64)
+        .num("slow_puts_on_cpu", puts.on_cpu as f64)
+        .num(
+            "put_p99_us_never_switched_out",
+            undisturbed.map_or(f64::NAN, |u| u.p99),
+        )
+        .num("empty_region_p99_us", empty.p99)
+        .num("empty_region_max_us", empty.max)
+        .num("empty_regions_over_target", empty_slow as f64)
+}
+
+/// Each put's time at the caller and start, and why the slow ones were slow.
+struct Puts {
+    put_us: Vec<f64>,
+    put_at: Vec<Instant>,
+    /// Puts over the target that were preempted, blocked, or neither (on CPU all along).
+    preempted: usize,
+    blocked: usize,
+    on_cpu: usize,
+    /// The puts never switched out.
+    undisturbed_us: Vec<f64>,
+    /// The same measurement around nothing: what the machine alone adds.
+    empty_us: Vec<f64>,
+}
+
+/// Puts `count` sessions (copies of `templates`, each raising the marker), one every
+/// [`LOAD_PERIOD`] from `start`, timing each and classifying the slow ones by this
+/// thread's context switches during them.
+fn put_every_period(
+    store: &SessionStore,
+    templates: &[Session],
+    count: usize,
+    start: Instant,
+) -> Puts {
+    let mut puts = Puts {
+        put_us: Vec::with_capacity(count),
+        put_at: Vec::with_capacity(count),
+        preempted: 0,
+        blocked: 0,
+        on_cpu: 0,
+        undisturbed_us: Vec::with_capacity(count),
+        empty_us: Vec::with_capacity(count),
+    };
+    for i in 0..count {
+        let due = start + LOAD_PERIOD * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut session = templates[i % templates.len()].clone();
+        session.input_tokens = i as u64 + 1;
+        session.last_activity = Utc::now();
+        let switches = context_switches();
+        let before = Instant::now();
+        store.put(session);
+        let took = before.elapsed().as_secs_f64() * 1e6;
+        let (voluntary, involuntary) = context_switches();
+        let slow = usize::from(took > PUT_TARGET_US);
+        if involuntary > switches.1 {
+            puts.preempted += slow;
+        } else if voluntary > switches.0 {
+            puts.blocked += slow;
+        } else {
+            puts.on_cpu += slow;
+            puts.undisturbed_us.push(took);
+        }
+        puts.put_us.push(took);
+        puts.put_at.push(before);
+        let nothing = Instant::now();
+        black_box(());
+        puts.empty_us.push(nothing.elapsed().as_secs_f64() * 1e6);
+    }
+    puts
 }
 
 /// What the watcher thread saw.

@@ -500,15 +500,7 @@ fn newest_sql() -> String {
 fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<String>) -> Verdict {
     let is_group = integer(row, col::CHAT_STYLE) == Some(STYLE_GROUP);
     let identifier = text(row, col::CHAT_IDENTIFIER).unwrap_or_default();
-    let is_own = |handle: &str| normal(handle).is_some_and(|h| own.contains(&h));
-    // A chat with yourself: a direct chat whose other party is one of the account's own
-    // addresses, or a row received from the very address it was sent to.
-    let self_chat = !is_group
-        && (is_own(identifier)
-            || text(row, col::SENDER).is_some_and(|sender| {
-                text(row, col::DESTINATION_CALLER_ID)
-                    .is_some_and(|to| normal(to).is_some() && normal(to) == normal(sender))
-            }));
+    let self_chat = !is_group && is_self_chat(row, identifier, own);
     let from_me = integer(row, col::IS_FROM_ME).unwrap_or(0) != 0;
     if from_me && !self_chat {
         return Verdict::Skip("sent by this account");
@@ -525,27 +517,11 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
     let Some(sender) = sender else {
         return Verdict::Skip("no sender handle");
     };
-    let raw_body = match text(row, col::TEXT) {
-        Some(text) if !text.is_empty() => Some(text.to_owned()),
-        _ => bytes(row, col::ATTRIBUTED_BODY).and_then(typedstream::decode_text),
-    };
-    // A body of attachment placeholders only is delivered empty when the row has
-    // attachments; `read_after` skips it if none are found.
-    let has_attachments = integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0;
     let date = apple_time(integer(row, col::DATE).unwrap_or(0));
-    let body = match raw_body.as_deref().and_then(clean_body) {
-        Some(body) => body,
-        None if has_attachments => String::new(),
-        // Placeholders whose attachment rows are not committed yet: read it again, as
-        // for a missing chat join.
-        None if raw_body
-            .as_deref()
-            .is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
-            && (now - date).abs() <= JOIN_GRACE =>
-        {
-            return Verdict::Wait;
-        }
-        None => return Verdict::Skip("no text"),
+    let body = match body_of(row, date, now) {
+        Ok(body) => body,
+        Err(NoBody::NotYet) => return Verdict::Wait,
+        Err(NoBody::NoText) => return Verdict::Skip("no text"),
     };
     let Some(chat_guid) = text(row, col::CHAT_GUID) else {
         if (now - date).abs() <= JOIN_GRACE {
@@ -583,6 +559,50 @@ fn classify_row(row: &Row<'_>, rowid: i64, now: DateTime<Utc>, own: &BTreeSet<St
             bytes(row, col::PAYLOAD_DATA),
         ),
     })
+}
+
+/// A chat with yourself: a direct chat whose other party is one of the account's own
+/// addresses (`own`), or a row received from the very address it was sent to.
+fn is_self_chat(row: &Row<'_>, identifier: &str, own: &BTreeSet<String>) -> bool {
+    let is_own = |handle: &str| normal(handle).is_some_and(|h| own.contains(&h));
+    is_own(identifier)
+        || text(row, col::SENDER).is_some_and(|sender| {
+            text(row, col::DESTINATION_CALLER_ID)
+                .is_some_and(|to| normal(to).is_some() && normal(to) == normal(sender))
+        })
+}
+
+/// Why a row has no words to deliver.
+enum NoBody {
+    /// Attachment placeholders whose attachment rows are not committed yet.
+    NotYet,
+    /// None at all.
+    NoText,
+}
+
+/// The row's words (from `text`, else decoded from `attributedBody`), or why there are none.
+fn body_of(row: &Row<'_>, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<String, NoBody> {
+    let raw_body = match text(row, col::TEXT) {
+        Some(text) if !text.is_empty() => Some(text.to_owned()),
+        _ => bytes(row, col::ATTRIBUTED_BODY).and_then(typedstream::decode_text),
+    };
+    // A body of attachment placeholders only is delivered empty when the row has
+    // attachments; `read_after` skips it if none are found.
+    let has_attachments = integer(row, col::HAS_ATTACHMENTS).unwrap_or(0) != 0;
+    match raw_body.as_deref().and_then(clean_body) {
+        Some(body) => Ok(body),
+        None if has_attachments => Ok(String::new()),
+        // Placeholders whose attachment rows are not committed yet: read it again, as
+        // for a missing chat join.
+        None if raw_body
+            .as_deref()
+            .is_some_and(|b| b.contains(OBJECT_REPLACEMENT))
+            && (now - date).abs() <= JOIN_GRACE =>
+        {
+            Err(NoBody::NotYet)
+        }
+        None => Err(NoBody::NoText),
+    }
 }
 
 /// A handle in normal form (see [`Handle`]), if it is one.

@@ -64,9 +64,16 @@ pub struct Conversations {
 #[derive(Debug, Default)]
 pub struct Waiting {
     texts: Mutex<Vec<IncomingMessage>>,
+    /// How many wait, for whoever retries them only while some do.
+    count: tokio::sync::watch::Sender<usize>,
 }
 
 impl Waiting {
+    /// How many texts wait, now and at every change.
+    pub fn count(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
     /// How many texts wait.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -93,6 +100,7 @@ impl Waiting {
         if !texts.iter().any(|t| t.guid == text.guid) {
             texts.push(text);
         }
+        self.count.send_replace(texts.len());
         texts.len()
     }
 
@@ -103,6 +111,7 @@ impl Waiting {
             .into_iter()
             .partition(|t| t.chat.guid == chat);
         *texts = kept;
+        self.count.send_replace(texts.len());
         taken
     }
 
@@ -263,7 +272,8 @@ impl Conversations {
         };
         session.last_activity = now;
         session.message_count += 1;
-        self.sessions.put(session.clone());
+        // Not saved on its own: a crash re-runs the text from the ledger and its saved session.
+        self.sessions.put_unsaved(session.clone());
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
@@ -890,6 +900,7 @@ mod tests {
         waiting.take("b");
         waiting.take("c");
         assert!(waiting.is_empty());
+        assert_eq!(*waiting.count().borrow(), 0, "the count follows");
     }
 
     #[test]

@@ -334,8 +334,10 @@ impl Bridge {
             self.status.clone(),
             cancel.clone(),
         ));
+        let count = conversations.waiting.count();
         tracker.spawn(resume_waiting(
             move || conversations.waiting.chats(),
+            count,
             router.clone(),
             config.poll_interval,
             cancel.clone(),
@@ -474,23 +476,38 @@ fn remove_leftover_temporaries(data_dir: &std::path::Path) {
     }
 }
 
-/// Every `every`, queues a [`Job::Resume`] for each chat with texts waiting for the vault
-/// (`waiting` lists them; the job handles them if the vault can be written again). A chat
-/// whose queue is busy is left for the next tick, so resumes never pile up behind slow work.
+/// While texts wait for the vault (`count` above zero), queues a [`Job::Resume`] at once and
+/// then every `every` for each chat with some (`waiting` lists them; the job handles them if
+/// the vault can be written again). A chat whose queue is busy is left for the next tick, so
+/// resumes never pile up behind slow work. While none waits there is no timer at all: an
+/// idle bridge is not woken.
 async fn resume_waiting<H: router::Handler>(
     waiting: impl Fn() -> Vec<String>,
+    mut count: watch::Receiver<usize>,
     router: Router<H>,
     every: Duration,
     cancel: CancellationToken,
 ) {
-    every_tick(every, cancel, || {
-        for chat in waiting() {
-            if !router.is_busy(&chat) {
-                router.dispatch(Job::Resume { chat });
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            some = count.wait_for(|n| *n > 0) => if some.is_err() { return },
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while *count.borrow_and_update() > 0 {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    for chat in waiting() {
+                        if !router.is_busy(&chat) {
+                            router.dispatch(Job::Resume { chat });
+                        }
+                    }
+                }
             }
         }
-    })
-    .await;
+    }
 }
 
 /// Opens the bridge and runs it until `shutdown` completes.
@@ -538,11 +555,17 @@ mod tests {
         let cancel = CancellationToken::new();
         let router = Router::new(Arc::clone(&recorder), 4, tracker.clone(), cancel.clone());
         let waiting = Arc::new(Mutex::new(vec!["a".to_string(), "slow".to_string()]));
-        let list = Arc::clone(&waiting);
+        let (count, counted) = watch::channel(2);
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (list, looked) = (Arc::clone(&waiting), Arc::clone(&looks));
         let every = Duration::from_millis(1500);
         let start = Instant::now();
         tracker.spawn(resume_waiting(
-            move || list.lock().unwrap().clone(),
+            move || {
+                looked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                list.lock().unwrap().clone()
+            },
+            counted,
             router,
             every,
             cancel.clone(),
@@ -568,16 +591,25 @@ mod tests {
                 ("slow".to_string(), 0),
             ]
         );
-        // Nothing waits any more: ticks queue nothing.
+        // Nothing waits any more: no job, and after the tick in hand no look at all (an idle
+        // bridge is not woken).
         waiting.lock().unwrap().clear();
+        count.send_replace(0);
         recorder.release.notify_one();
-        tokio::time::sleep(every * 4).await;
+        tokio::time::sleep(every * 2).await;
+        let looked = looks.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(every * 100).await;
         assert!(rx.try_recv().is_err());
-        // A new waiting chat is picked up at the next tick.
+        assert_eq!(looks.load(std::sync::atomic::Ordering::SeqCst), looked);
+        // A new waiting chat is resumed at once, then on every tick.
         waiting.lock().unwrap().push("b".into());
-        let (job, at) = rx.recv().await.unwrap();
-        assert_eq!(job.chat(), "b");
-        assert_eq!((at - start).as_millis() % 1500, 0);
+        let pushed = Instant::now();
+        count.send_replace(1);
+        for ticks in 0..2 {
+            let (job, at) = rx.recv().await.unwrap();
+            assert_eq!(job.chat(), "b");
+            assert_eq!(at - pushed, every * ticks);
+        }
         cancel.cancel();
         tracker.close();
         tracker.wait().await;

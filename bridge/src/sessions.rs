@@ -322,8 +322,25 @@ struct Inner {
 
 struct MapState {
     sessions: HashMap<String, Arc<Session>>,
-    /// Bumped by every mutation, under the lock, so a snapshot knows what it covers.
+    /// For each session put unsaved since its last saved change: that saved form (`None`
+    /// when it had none), which is what the file keeps of it meanwhile.
+    unsaved: HashMap<String, Option<Arc<Session>>>,
+    /// Bumped by every saved mutation, under the lock, so a snapshot knows what it covers.
     version: u64,
+}
+
+impl MapState {
+    /// What the file should hold: every session in its last saved form.
+    fn to_save(&self) -> Vec<Arc<Session>> {
+        let saved = self
+            .sessions
+            .iter()
+            .filter_map(|(guid, live)| match self.unsaved.get(guid) {
+                Some(saved) => saved.clone(),
+                None => Some(Arc::clone(live)),
+            });
+        saved.collect()
+    }
 }
 
 /// What the writer has done so far.
@@ -406,9 +423,10 @@ impl SessionStore {
         }
         report.loaded = sessions.len();
 
-        // Dropped sessions are still in the file: mark the map as ahead of the disk so the
-        // writer's first pass rewrites it.
-        let (version, saved) = if report.expired > 0 || repaired > 0 {
+        // Dropped sessions are still in the file, or there is no file yet: mark the map as
+        // ahead of the disk so the writer's first pass (re)writes it, at start rather than
+        // with the first text.
+        let (version, saved) = if report.expired > 0 || repaired > 0 || !path.exists() {
             (1, 0)
         } else {
             (0, 0)
@@ -426,7 +444,11 @@ impl SessionStore {
         let (wake, wake_rx) = watch::channel(());
         let inner = Arc::new(Inner {
             path,
-            map: Mutex::new(MapState { sessions, version }),
+            map: Mutex::new(MapState {
+                sessions,
+                unsaved: HashMap::new(),
+                version,
+            }),
             events,
             wake,
             closed: AtomicBool::new(false),
@@ -461,9 +483,29 @@ impl SessionStore {
 
     /// Creates or replaces the session of `session.chat`.
     pub fn put(&self, session: Session) {
+        self.insert(session, true);
+    }
+
+    /// Creates or replaces the session of `session.chat` in memory only (listeners are told
+    /// as for [`put`](Self::put)): the file keeps the session's last saved form (or none),
+    /// through later saves, flushes and the close, until a [`put`](Self::put) or a removal.
+    /// For a state the ledger recreates, such as a run's [`SessionState::Working`]: a text cut
+    /// off by a crash or a stop is run again from its claim and the session as last saved.
+    /// A text captured in one run then writes nothing.
+    pub fn put_unsaved(&self, session: Session) {
+        self.insert(session, false);
+    }
+
+    fn insert(&self, session: Session, save: bool) {
         let guid = session.chat.guid.clone();
         let session = Arc::new(session);
-        let replaced = self.mutate(|state, events| {
+        let replaced = self.mutate(save, |state, events| {
+            if save {
+                state.unsaved.remove(&guid);
+            } else if !state.unsaved.contains_key(&guid) {
+                let saved = state.sessions.get(&guid).cloned();
+                state.unsaved.insert(guid.clone(), saved);
+            }
             let replaced = state.sessions.insert(guid.clone(), session);
             let _ = events.send(SessionEvent::Changed(guid));
             (replaced, true)
@@ -474,8 +516,9 @@ impl SessionStore {
 
     /// Removes the session of the chat with this guid and returns it.
     pub fn remove(&self, chat: &str) -> Option<Session> {
-        let removed = self.mutate(|state, events| {
+        let removed = self.mutate(true, |state, events| {
             let removed = state.sessions.remove(chat);
+            state.unsaved.remove(chat);
             if removed.is_some() {
                 let _ = events.send(SessionEvent::Removed(chat.to_string()));
             }
@@ -487,8 +530,9 @@ impl SessionStore {
 
     /// Removes every session and returns how many there were.
     pub fn clear_all(&self) -> usize {
-        let cleared = self.mutate(|state, events| {
+        let cleared = self.mutate(true, |state, events| {
             let cleared = std::mem::take(&mut state.sessions);
+            state.unsaved.clear();
             if !cleared.is_empty() {
                 let _ = events.send(SessionEvent::Cleared);
             }
@@ -588,10 +632,11 @@ impl SessionStore {
         self.inner().lock().sessions.values().cloned().collect()
     }
 
-    /// Runs one map operation under the lock; when it reports a change, bumps the version
-    /// and wakes the writer (after unlocking).
+    /// Runs one map operation under the lock; when it reports a change that `save` asks to
+    /// keep, bumps the version and wakes the writer (after unlocking).
     fn mutate<R>(
         &self,
+        save: bool,
         op: impl FnOnce(&mut MapState, &broadcast::Sender<SessionEvent>) -> (R, bool),
     ) -> R {
         let inner = self.inner();
@@ -599,12 +644,12 @@ impl SessionStore {
             let mut state = inner.lock();
             // Events are sent under the lock so that subscribers see them in map order.
             let (result, changed) = op(&mut state, &inner.events);
-            if changed {
+            if changed && save {
                 state.version += 1;
             }
             (result, changed)
         };
-        if changed {
+        if changed && save {
             if inner.closed.load(Ordering::Relaxed) {
                 tracing::warn!(path = ?inner.path, "session changed after close; not saved");
             }
@@ -664,10 +709,7 @@ async fn run_writer(
         let served = inner.flush_requests.load(Ordering::SeqCst);
         let (snapshot, version) = {
             let state = inner.lock();
-            (
-                state.sessions.values().cloned().collect::<Vec<_>>(),
-                state.version,
-            )
+            (state.to_save(), state.version)
         };
         if version > saved {
             let path = inner.path.clone();
@@ -1058,6 +1100,74 @@ mod tests {
         );
         assert_eq!(std::fs::read(&path).unwrap(), written[2]);
         shut_down(store, tracker).await;
+    }
+
+    /// Issue 8: a run's working state is never saved: a text captured in one run (session
+    /// put unsaved, then ended) writes nothing however long it takes, and saves of other
+    /// sessions meanwhile (texts back to back) and the close keep its last saved form.
+    #[tokio::test(start_paused = true)]
+    async fn an_unsaved_working_session_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        write_file(&path, &[session(2, now())]);
+        let tracker = TaskTracker::new();
+        let (write, writes) = recording_writer();
+        let (store, _) =
+            SessionStore::open_with(path.clone(), HOUR, now(), &tracker, write).unwrap();
+        // The writer starts and waits for a change, as it has long before the first text.
+        tokio::task::yield_now().await;
+        let mut events = store.subscribe();
+        store.put_unsaved(session(1, now()));
+        assert_eq!(
+            events.recv().await.unwrap(),
+            SessionEvent::Changed(chat(1).guid)
+        );
+        assert_eq!(store.len(), 2, "listed while it works");
+        tokio::time::sleep(SETTLE * 40).await;
+        store.flush().await.unwrap();
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "a working state alone is not written"
+        );
+        store.remove(&chat(1).guid);
+        tokio::time::sleep(SETTLE * 4).await;
+        store.flush().await.unwrap();
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "the disk already held the result"
+        );
+
+        // A saved change while another session works, and a working update of a saved one:
+        // the file has the saved forms only.
+        let later = now() + TimeDelta::minutes(5);
+        store.put_unsaved(session(1, later));
+        store.put_unsaved(session(2, later));
+        store.put(session(3, now()));
+        store.flush().await.unwrap();
+        assert_eq!(file_guids(&path), vec![chat(2).guid, chat(3).guid]);
+        let on_disk: FileIn = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            on_disk.sessions[0],
+            session(2, now()),
+            "session 2 as last saved"
+        );
+        assert_eq!(
+            store.get(&chat(2).guid),
+            Some(session(2, later)),
+            "memory is live"
+        );
+        // Its outcome saves it.
+        store.put(session(2, later));
+        store.flush().await.unwrap();
+        let on_disk: FileIn = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk.sessions[0], session(2, later));
+        assert_eq!(writes.lock().unwrap().len(), 2);
+        shut_down(store, tracker).await;
+        assert_eq!(
+            file_guids(&path),
+            vec![chat(2).guid, chat(3).guid],
+            "the close keeps session 1 out: it was only ever working"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Keeps the index of one vault built and current, on a thread of its own: opens it (or
 //! builds it when missing, unreadable or of another version), then follows the vault
-//! through a file watch, with a sweep of every note's mtime every [`SWEEP_EVERY`] in case
-//! the watch missed something.
+//! through a file watch, with a sweep of every note's mtime every [`SWEEP_WATCHED_EVERY`]
+//! in case the watch missed something (every [`SWEEP_EVERY`] when the vault cannot be
+//! watched).
 //!
 //! Invariants: the build holds the index lock one batch at a time, so a query waits at most
 //! one batch; a broken index file is removed (it is a cache of the vault, rebuilt from it)
@@ -17,8 +18,12 @@ use super::store::{Store, StoreError};
 use super::{Index, Live, State, on_disk, registry, walk};
 use crate::vault::lock;
 
-/// How often every note's mtime is checked even when the watch reported nothing.
+/// How often every note's mtime is checked while the vault cannot be watched.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often while it is watched, in case the watch missed something it did not report
+/// (lost events are reported, and then everything is checked at once: `need_rescan`, or an
+/// error). Rare, so an idle bridge is hardly woken.
+pub const SWEEP_WATCHED_EVERY: Duration = Duration::from_secs(15 * 60);
 /// How long to wait before trying again after a failed build.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -73,8 +78,13 @@ impl Index {
                 }
                 continue;
             }
-            self.wait(SWEEP_EVERY.saturating_sub(last_sweep.elapsed()));
-            let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+            let every = if lock(&self.inner.dirty).watching {
+                SWEEP_WATCHED_EVERY
+            } else {
+                SWEEP_EVERY
+            };
+            self.wait(every.saturating_sub(last_sweep.elapsed()));
+            let sweep = last_sweep.elapsed() >= every;
             if sweep {
                 last_sweep = Instant::now();
             }
