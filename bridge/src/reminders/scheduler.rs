@@ -114,7 +114,12 @@ impl<C: Clock, O: Deliver> Scheduler<C, O> {
                     .collect();
                 self.publish(list.first());
             }
-            let due: Vec<Reminder> = list.iter().filter(|r| wall(r) <= now).cloned().collect();
+            // Soonest first: only the head of the list needs looking at.
+            let due: Vec<Reminder> = list
+                .iter()
+                .take_while(|r| wall(r) <= now)
+                .cloned()
+                .collect();
             if !due.is_empty() {
                 for r in &due {
                     held.insert(r.key(), now + RETRY_AFTER);
