@@ -101,6 +101,7 @@
     timeout.value = view.session_timeout_minutes;
     senders = [...view.allowed_senders];
     $("allow-sms").checked = Boolean(view.allow_sms);
+    $("read-linked-pages").checked = Boolean(view.read_linked_pages);
     allowedGroups = [...(view.allowed_groups || [])];
     renderSenders();
     renderAllowedGroups();
@@ -263,6 +264,7 @@
       allowed_senders: senders,
       session_timeout_minutes: Number.isFinite(minutes) ? Math.min(Math.max(minutes, 0), 4294967295) : 0,
       allow_sms: $("allow-sms").checked,
+      read_linked_pages: $("read-linked-pages").checked,
       digest: digestForm(),
       allowed_groups: allowedGroups,
     };

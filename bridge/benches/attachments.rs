@@ -7,13 +7,19 @@
 //! timestamp); the text → request time (the rows' commit to the fake receiving the model
 //! request: intake, waiting, image decode/resize/encode, the vault copies and the request
 //! build, an upper bound of the image work); the request's size; the process's peak RSS
-//! (`VmHWM`) and its RSS once idle after the text (`VmRSS`, Linux `/proc`). Prints one table
-//! and writes `<target>/bench/attachments.json` and `attachments.md`. Run without `--bench`
-//! (as `cargo test --benches` does) it only checks, with small photos, that the driver works.
+//! (`VmHWM`) and its RSS once idle after the text (`VmRSS`, Linux `/proc`). The image work
+//! alone (decode, shrink, encode: `picture::prepare`) is also timed in this process, the
+//! median of five. Prints one table and writes `<target>/bench/attachments.json` and
+//! `attachments.md`. Run without `--bench` (as `cargo test --benches` does) it only checks,
+//! with small photos, that the driver works.
+//!
+//! Two test images: a photo-like one (smooth light, objects with edges and fine texture,
+//! sensor noise of a few levels, saved at a camera's JPEG quality), which is what people
+//! send, and the noise-heavy one used before (every pixel's blue a hash), a worst case that
+//! JPEG cannot compress.
 
 mod support;
 
-use std::io::Cursor;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
@@ -33,16 +39,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("build a tokio runtime");
-    let photo = photo(w, h);
-    let rows = runtime.block_on(async {
+    let (photo, noisy) = (photo(w, h), noisy(w, h));
+    let mut rows = vec![
+        image_work("photo-like", &photo),
+        image_work("noisy", &noisy),
+    ];
+    rows.extend(runtime.block_on(async {
         let mut rows = Vec::new();
-        for count in [1, 10] {
-            let m = measure(&photo, count).await;
-            eprintln!("attachments: {count} photo(s) measured");
-            rows.extend(m.rows(count, w, h, photo.len()));
+        for (kind, image, count) in [
+            ("photo-like", &photo, 1),
+            ("photo-like", &photo, 10),
+            ("noisy", &noisy, 1),
+        ] {
+            let m = measure(image, count).await;
+            eprintln!("attachments: {count} {kind} photo(s) measured");
+            rows.extend(m.rows(kind, count, w, h, image.len()));
         }
         rows
-    });
+    }));
     if !full {
         println!("attachments: both cases ran end to end; `make bench` gives the figures");
         return;
@@ -54,17 +68,72 @@ fn main() {
     );
 }
 
-/// A camera-like JPEG of `w`×`h` with detail in it (so it does not compress to nothing).
+/// A photo-like JPEG of `w`×`h`: a sky fading to the horizon, a lit floor, a dark box
+/// and a round object with fine stripes, sensor noise of ±3 levels, saved at quality 92 as a
+/// camera does.
 fn photo(w: u32, h: u32) -> Vec<u8> {
+    let (fw, fh) = (w as f32, h as f32);
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let (u, v) = (x as f32 / fw, y as f32 / fh);
+        let noise = ((x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 29) as f32 - 3.5;
+        let (dx, dy) = (u - 0.65, v - 0.55);
+        let base = if dx * dx + dy * dy < 0.02 {
+            let stripe = ((x / 6 + y / 6) % 2) as f32 * 30.0;
+            [190.0 + stripe, 60.0 + stripe, 40.0]
+        } else if (0.15..0.4).contains(&u) && (0.45..0.85).contains(&v) {
+            [40.0 + 20.0 * u, 45.0, 50.0 + 30.0 * v]
+        } else if v < 0.5 {
+            [90.0 + 80.0 * v, 140.0 + 90.0 * v, 230.0 - 40.0 * v]
+        } else {
+            [150.0 - 60.0 * v, 120.0 - 40.0 * v, 90.0 - 30.0 * v]
+        };
+        Rgb(base.map(|c| (c + noise).clamp(0.0, 255.0) as u8))
+    });
+    encode(img, 92)
+}
+
+/// The noise-heavy JPEG of `w`×`h` (every pixel's blue a hash), at the encoder's default.
+fn noisy(w: u32, h: u32) -> Vec<u8> {
     let img = RgbImage::from_fn(w, h, |x, y| {
         let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) >> 24;
         Rgb([(x % 256) as u8, (y % 256) as u8, v as u8])
     });
+    encode(img, 75)
+}
+
+fn encode(img: RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
     DynamicImage::ImageRgb8(img)
-        .write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
+        .write_with_encoder(encoder)
         .expect("encode the photo");
     out
+}
+
+/// The image work alone for one photo, in this process: the median of five.
+fn image_work(kind: &str, photo: &[u8]) -> Row {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let shown = bridge::attachments::picture::prepare(photo, Some(ImageFormat::Jpeg))
+                .expect("prepare the photo");
+            std::hint::black_box(shown);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let shown = bridge::attachments::picture::prepare(photo, Some(ImageFormat::Jpeg))
+        .expect("prepare the photo");
+    Row::new(
+        format!(
+            "1 {kind} photo ({}): image work (decode, shrink, encode; {} out)",
+            support::kb(photo.len() as f64),
+            support::kb(shown.bytes.len() as f64)
+        ),
+        support::ms(times[2]),
+    )
+    .num("ms", times[2])
+    .target("≤ 200 ms", times[2] <= 200.0)
 }
 
 fn now_ns() -> u128 {
@@ -156,8 +225,11 @@ async fn measure(photo: &[u8], count: usize) -> Measured {
 }
 
 impl Measured {
-    fn rows(&self, count: usize, w: u32, h: u32, bytes: usize) -> Vec<Row> {
-        let name = format!("{count} × {w}×{h} JPEG ({})", support::kb(bytes as f64));
+    fn rows(&self, kind: &str, count: usize, w: u32, h: u32, bytes: usize) -> Vec<Row> {
+        let name = format!(
+            "{count} × {w}×{h} {kind} JPEG ({})",
+            support::kb(bytes as f64)
+        );
         let one = count == 1;
         let judged = |row: Row, target: &str, met: bool| {
             if one {
@@ -178,15 +250,14 @@ impl Measured {
                 "≤ 300 ms",
                 self.reply_ms <= 300.0,
             ),
-            judged(
-                Row::new(
-                    format!("{name}: rows → model request (image work and intake)"),
-                    support::ms(self.request_ms),
-                )
-                .num("ms", self.request_ms),
-                "≤ 200 ms",
-                self.request_ms <= 200.0,
-            ),
+            // Intake, the wait's check, the copies and the request build as well as the image
+            // work, which has a row (and the 200 ms target) of its own.
+            Row::new(
+                format!("{name}: rows → model request (intake, image work, copies)"),
+                support::ms(self.request_ms),
+            )
+            .num("ms", self.request_ms)
+            .target_unjudged("reported"),
             judged(
                 Row::new(
                     format!("{name}: request size"),

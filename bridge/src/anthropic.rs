@@ -284,6 +284,32 @@ pub fn cached_system(text: &str) -> Value {
     json!([{ "type": "text", "text": text, "cache_control": { "type": "ephemeral" } }])
 }
 
+/// The type of Anthropic's server-side web fetch tool the bridge uses. The web fetch tool
+/// page (platform.claude.com/docs/en/agents-and-tools/tool-use/web-fetch-tool, read
+/// 2026-12-02; status "stable", so no `anthropic-beta` header, which only the tool's 2025
+/// beta needed: `web-fetch-2025-09-10`) lists `web_fetch_20260318` as the latest version,
+/// adding dynamic filtering (Claude 4.6 and later) and response inclusion to the earlier
+/// ones, which "remain available", `web_fetch_20250910` being the basic fetch. The bridge
+/// needs only the page's text, and its default model (`claude-haiku-4-5`) is not one that
+/// filters dynamically: the basic version.
+pub const WEB_FETCH_TYPE: &str = "web_fetch_20250910";
+/// Most pages one request may fetch.
+const WEB_FETCH_MAX_USES: u32 = 3;
+/// Longest page text given to the model, in tokens (the tool truncates the rest).
+const WEB_FETCH_MAX_TOKENS: u32 = 20_000;
+
+/// The server-side web fetch tool's definition: the API fetches the page during the
+/// request and adds `server_tool_use` and `web_fetch_tool_result` blocks to the reply,
+/// which are kept and sent back as they came (nothing is run here).
+pub fn web_fetch_tool() -> Value {
+    json!({
+        "type": WEB_FETCH_TYPE,
+        "name": "web_fetch",
+        "max_uses": WEB_FETCH_MAX_USES,
+        "max_content_tokens": WEB_FETCH_MAX_TOKENS,
+    })
+}
+
 /// Marks the last tool definition for prompt caching, which caches all tool definitions.
 pub fn cache_last_tool(mut tools: Vec<Value>) -> Vec<Value> {
     if let Some(Value::Object(last)) = tools.last_mut() {

@@ -77,6 +77,9 @@ pub enum Setting {
     DigestTime,
     /// Who gets the morning digest (`digest.recipient`, an allowed sender).
     DigestRecipient,
+    /// Whether the model may read the pages texts link to (`READ_LINKED_PAGES`,
+    /// `read_linked_pages`).
+    ReadLinkedPages(Origin),
 }
 
 /// Where a value came from, for settings whose name differs between the two.
@@ -120,6 +123,8 @@ impl Setting {
             Setting::AttachmentWait => "ATTACHMENT_WAIT_MS",
             Setting::DigestTime => "digest.time",
             Setting::DigestRecipient => "digest.recipient",
+            Setting::ReadLinkedPages(Env) => "READ_LINKED_PAGES",
+            Setting::ReadLinkedPages(File) => "read_linked_pages",
         }
     }
 
@@ -135,6 +140,7 @@ impl Setting {
             Setting::DigestTime => "Digest time",
             Setting::DigestRecipient => "Digest recipient",
             Setting::AllowedGroups(_) => "Allowed groups",
+            Setting::ReadLinkedPages(_) => "Read linked pages",
             other => other.name(),
         }
     }
@@ -198,6 +204,10 @@ pub struct Settings {
     /// The morning digest: off, or when and to whom (left out of the file while unset).
     #[serde(skip_serializing_if = "crate::digest::DigestSettings::is_unset")]
     pub digest: crate::digest::DigestSettings,
+    /// Whether the model may read the pages texts link to (Anthropic's server-side web
+    /// fetch). Off by default: the page's words then reach the model, and the API fetches it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_linked_pages: bool,
 }
 
 impl Settings {
@@ -267,22 +277,33 @@ fn digest_schedule(
     })
 }
 
+/// `READ_LINKED_PAGES` (the environment wins), else the settings file's.
+fn read_linked_pages(
+    settings: &Settings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<bool, ConfigError> {
+    match env("READ_LINKED_PAGES") {
+        Some(v) => switch(&v, Setting::ReadLinkedPages(Origin::Environment)),
+        None => Ok(settings.read_linked_pages),
+    }
+}
+
+/// An on/off variable's value.
+fn switch(value: &str, setting: Setting) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(setting, format!("{value:?}: use true or false"))),
+    }
+}
+
 /// `ALLOW_SMS` and `ALLOWED_GROUPS` (the environment wins), else the settings file's.
 fn admission_settings(
     settings: &Settings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(bool, Vec<String>), ConfigError> {
     let allow_sms = match env("ALLOW_SMS") {
-        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                return Err(invalid(
-                    Setting::AllowSms,
-                    format!("{v:?}: use true or false"),
-                ));
-            }
-        },
+        Some(v) => switch(&v, Setting::AllowSms)?,
         None => settings.allow_sms,
     };
     let groups = match env("ALLOWED_GROUPS") {
@@ -413,6 +434,8 @@ pub struct Config {
     pub attachment_wait: Duration,
     /// The morning digest's schedule; `None` when it is off.
     pub digest: Option<crate::digest::Schedule>,
+    /// Whether the model may read linked pages ([`Settings::read_linked_pages`]).
+    pub read_linked_pages: bool,
     /// `tracing` filter, e.g. `info` or `second_brain_bridge=debug`.
     pub log_level: String,
     /// A problem met while loading the settings file, to report.
@@ -472,6 +495,7 @@ impl Config {
         let api = Api::resolve(&env, &settings)?;
         let pace = Pace::resolve(&env, &settings)?;
         let digest = digest_schedule(&settings.digest, &pace.allowed_senders)?;
+        let read_linked_pages = read_linked_pages(&settings, env)?;
         Ok(Config {
             data_dir: dirs.data,
             log_dir: dirs.logs,
@@ -495,6 +519,7 @@ impl Config {
             run_deadline: pace.run_deadline,
             attachment_wait: pace.attachment_wait,
             digest,
+            read_linked_pages,
             log_level,
             settings_problem,
         })
@@ -794,6 +819,7 @@ mod tests {
         assert_eq!(c.daily_token_budget, 1_000_000);
         assert_eq!(c.api_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(c.api_max_retries, DEFAULT_MAX_RETRIES);
+        assert!(!c.read_linked_pages, "linked pages are not read by default");
 
         let vault = dir.path().display().to_string();
         let c = resolve(
@@ -885,6 +911,7 @@ mod tests {
                 time: Some("07:30".into()),
                 recipient: None,
             },
+            read_linked_pages: true,
         };
         settings.save(dir.path()).unwrap();
         let c = resolve(dir.path(), &[]).unwrap();
@@ -929,6 +956,11 @@ mod tests {
         assert_eq!(c.allowed_groups, ["iMessage;+;chat42"]);
         let c = resolve(dir.path(), &[("ALLOW_SMS", "true"), ("ALLOWED_GROUPS", "")]).unwrap();
         assert!(c.allow_sms);
+        assert!(c.read_linked_pages, "the file's switch");
+        let c = resolve(dir.path(), &[("READ_LINKED_PAGES", "off")]).unwrap();
+        assert!(!c.read_linked_pages, "the environment wins");
+        let err = resolve(dir.path(), &[("READ_LINKED_PAGES", "sometimes")]).unwrap_err();
+        assert!(err.to_string().contains("READ_LINKED_PAGES"), "{err}");
         let err = resolve(dir.path(), &[("ALLOW_SMS", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("use true or false"), "{err}");
         let err =

@@ -23,7 +23,7 @@ use chrono::{Local, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::agent::{Agent, AgentError, RunReport};
-use crate::attachments;
+use crate::attachments::{self, Voice};
 use crate::chatdb::{Chat, IncomingMessage};
 use crate::ledger::Ledger;
 use crate::limits::{Budget, LimitsError, Rate, RateLimiter, Spend};
@@ -56,8 +56,13 @@ pub struct Conversations {
     pub budget: Arc<Budget>,
     /// Texts waiting for the vault.
     pub waiting: Waiting,
-    /// How long a text waits for its attachments' files.
+    /// How long a text waits for its attachments' files (and a voice message for its
+    /// transcript).
     pub attachment_wait: Duration,
+    /// Messages' database, read again for a voice transcript written after its row.
+    pub chat_db: std::path::PathBuf,
+    /// Whether the model may read linked pages ("Read linked pages").
+    pub read_linked_pages: bool,
 }
 
 /// Texts claimed while the vault could not be written, in the order they came.
@@ -277,41 +282,38 @@ impl Conversations {
         info!(chat = ?message.chat.guid, rowid = message.rowid, "handling text");
 
         let input = self.model_input(message).await;
-        let attached = self.attachments(message).await;
-        let extra = message.extra.as_deref();
-        let voice = extra.and_then(|e| e.voice.as_ref());
-        // What a question keeps and Inbox files: the text, its attachments and their embeds.
-        let original = earlier.unwrap_or_else(|| {
-            let text = attached.input(&attachments::voice::with_voice(&input.original, voice));
-            attachments::with_embeds(&text, &attached.embeds())
-        });
-        let tools = Tools::new(
-            self.vault.clone(),
-            self.outbox.clone(),
-            message.chat.clone(),
-            Some(message.guid.clone()),
-        )
-        .with_embeds(attached.embeds())
-        .with_link_url(
-            extra
-                .and_then(|e| e.link.as_ref())
-                .and_then(|l| l.url.clone()),
-        );
-        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
-        if let Some(link) = extra.and_then(|e| e.link.as_ref()) {
-            text = format!("{text}\n\n{}", link.describe());
+        let (attached, voice) = self.attachments(message).await;
+        if voice == Some(Voice::NoTranscript) {
+            let outcome = self.voice_to_inbox(message, earlier, &attached).await;
+            return (outcome, session, None);
         }
+        let plain = attached.input(&attachments::voice::with_voice(
+            &input.original,
+            voice.as_ref(),
+        ));
+        let (tools, text) = self.tools_and_text(message, &input, &attached, voice.as_ref());
+        // Earlier media (a clarification) shown again from their vault copies, as sent first.
+        let mut copies =
+            attachments::restore_off_runtime(&self.vault, &mut session.transcript).await;
         let result = self
             .agent
             .run_with(&mut session.transcript, &text, attached.blocks, &tools)
             .await;
-        // sessions.json never holds image bytes.
-        attachments::strip_media(&mut session.transcript);
         self.after_run(&result).await;
         let requests = result.as_ref().ok().map(|report| report.turns);
         let record = tools.record();
         let source = Some(message.guid.as_str());
         let captured = !record.notes_written.is_empty();
+        // What a question keeps and Inbox files: the text, its attachments and their embeds
+        // (copies that waited for a note's folder go where an Inbox note's would).
+        let original = match earlier {
+            Some(original) => original,
+            None if captured => plain,
+            None => attachments::with_embeds(&plain, &tools.attachment_embeds(Folder::Inbox).await),
+        };
+        // sessions.json never holds media bytes: each block names its vault copy instead.
+        copies.extend(tools.shown_copies().await);
+        attachments::strip_media(&mut session.transcript, &copies);
         let outcome = match result {
             Ok(_) if captured => Outcome::Captured,
             Ok(_) if record.answered && !record.messages_sent.is_empty() => Outcome::Answered,
@@ -336,16 +338,59 @@ impl Conversations {
         (outcome, session, requests)
     }
 
+    /// The run's tools for `message`, and the text the model gets: its words (a voice
+    /// message's transcript), its attachments' summary and its link's preview.
+    fn tools_and_text(
+        &self,
+        message: &IncomingMessage,
+        input: &ModelInput,
+        attached: &attachments::Prepared,
+        voice: Option<&Voice>,
+    ) -> (Tools, String) {
+        let link = message.extra.as_deref().and_then(|e| e.link.as_ref());
+        let tools = Tools::new(
+            self.vault.clone(),
+            self.outbox.clone(),
+            message.chat.clone(),
+            Some(message.guid.clone()),
+        )
+        .with_attachments(attached.without_blocks())
+        .with_web_fetch(self.read_linked_pages)
+        .with_link_url(link.and_then(|l| l.url.clone()));
+        let mut text = attached.input(&attachments::voice::with_voice(&input.text, voice));
+        if let Some(link) = link {
+            text = format!("{text}\n\n{}", link.describe());
+        }
+        (tools, text)
+    }
+
     /// The text's attachments once their files are complete (or the wait limit passed),
-    /// copied and prepared; the user is told at once which could not be read.
-    async fn attachments(&self, message: &IncomingMessage) -> attachments::Prepared {
-        let files = message
-            .extra
-            .as_deref()
-            .map_or(&[][..], |e| e.attachments.as_slice());
-        if let attachments::Waited::TimedOut(missing) =
-            attachments::wait_for_files(files, self.attachment_wait).await
-        {
+    /// copied and prepared, and its voice message once its transcript is written (or the
+    /// same limit passed); the user is told at once which files could not be read.
+    async fn attachments(
+        &self,
+        message: &IncomingMessage,
+    ) -> (attachments::Prepared, Option<Voice>) {
+        let extra = message.extra.as_deref();
+        let files = extra.map_or(&[][..], |e| e.attachments.as_slice());
+        let voice = async {
+            match extra.and_then(|e| e.voice.clone()) {
+                Some(Voice::NoTranscript) => Some(
+                    attachments::voice::wait_for_transcript(
+                        &self.chat_db,
+                        message.rowid,
+                        self.attachment_wait,
+                    )
+                    .await,
+                ),
+                voice => voice,
+            }
+        };
+        let (waited, voice) = tokio::join!(
+            attachments::wait_for_files(files, self.attachment_wait),
+            voice
+        );
+        if let attachments::Waited::TimedOut(missing) = waited {
             warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
                 "attachment files did not arrive in time; handling the text without them");
         }
@@ -354,7 +399,50 @@ impl Conversations {
             self.reply(&message.chat, Some(&message.guid), &notice)
                 .await;
         }
-        prepared
+        (prepared, voice)
+    }
+
+    /// A voice message whose transcript never came: Inbox gets a note embedding its audio
+    /// (with the question it answers, if any), and the user is told.
+    async fn voice_to_inbox(
+        &self,
+        message: &IncomingMessage,
+        earlier: Option<String>,
+        attached: &attachments::Prepared,
+    ) -> Outcome {
+        warn!(chat = ?message.chat.guid, rowid = message.rowid,
+            "no transcript of the voice message in time; filing its audio to Inbox");
+        let voice = attachments::voice::with_voice(&message.text, Some(&Voice::NoTranscript));
+        let copies = tokio::sync::Mutex::new(attached.without_blocks());
+        let embeds =
+            attachments::place_off_runtime(&self.vault, &copies, Folder::Inbox.as_str()).await;
+        let voice = attachments::with_embeds(&voice, &embeds);
+        let (original, answer) = match &earlier {
+            Some(original) => (original.as_str(), Some(voice.as_str())),
+            None => (voice.as_str(), None),
+        };
+        let filed = self
+            .write_inbox_titled(
+                &message.chat,
+                VOICE_INBOX_TITLE.to_string(),
+                original,
+                answer,
+                Some(&message.guid),
+                "Messages wrote no transcript of the voice message",
+            )
+            .await;
+        let notice = match filed {
+            Some(_) => {
+                "I got no transcript of that voice message, so I saved the audio to \
+                        Inbox. Nothing is lost."
+            }
+            None => {
+                "I got no transcript of that voice message, and could not save it to the \
+                     vault. Please send it again as text."
+            }
+        };
+        self.reply(&message.chat, Some(&message.guid), notice).await;
+        Outcome::FiledToInbox
     }
 
     /// What the model is given for a text: the text itself, or, over
@@ -697,13 +785,27 @@ impl Conversations {
         source: Option<&str>,
         why: &str,
     ) -> Option<String> {
+        let title = inbox_title(original);
+        self.write_inbox_titled(chat, title, original, answer, source, why)
+            .await
+    }
+
+    /// [`Conversations::write_inbox`] under `title`.
+    async fn write_inbox_titled(
+        &self,
+        chat: &Chat,
+        title: String,
+        original: &str,
+        answer: Option<&str>,
+        source: Option<&str>,
+        why: &str,
+    ) -> Option<String> {
         let mut content = original.to_string();
         if let Some(answer) = answer {
             content.push_str(&format!(
                 "\n\nFollow-up from the same conversation: {answer}"
             ));
         }
-        let title = inbox_title(original);
         let source = source.map(|s| format!("imessage:{s}"));
         let why = why.to_string();
         let written = self
@@ -802,6 +904,9 @@ impl Outcome {
         )
     }
 }
+
+/// The title of the Inbox note for a voice message without a transcript.
+const VOICE_INBOX_TITLE: &str = "Voice message (no transcript)";
 
 /// The most of a text the model is given (UTF-8 bytes); longer texts are cut, and saved
 /// whole to Inbox.

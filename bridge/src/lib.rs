@@ -274,6 +274,8 @@ impl Bridge {
             budget: Arc::clone(&self.budget),
             waiting: Waiting::default(),
             attachment_wait: config.attachment_wait,
+            chat_db: config.chat_db.clone(),
+            read_linked_pages: config.read_linked_pages,
         });
         let index = search::Index::new(&vault, &config.data_dir);
         if config.allowed_senders.is_empty() {

@@ -116,10 +116,13 @@ pub struct Tools {
     record: Mutex<ToolRecord>,
     /// `send_message` calls that reached the outbox.
     replies: AtomicUsize,
-    /// Embeds of the text's attachments, added to the note where the model left them out.
-    embeds: Vec<String>,
+    /// The text's attachments: their embeds are added to the note where the model left them
+    /// out, and copies that wait for the note's folder are made there.
+    attachments: tokio::sync::Mutex<crate::attachments::Prepared>,
     /// The link the text carried: a Reference note gets it as `url:` in its frontmatter.
     link_url: Option<String>,
+    /// Whether the model may read linked pages (the API's server-side web fetch).
+    web_fetch: bool,
 }
 
 #[derive(Deserialize)]
@@ -197,8 +200,9 @@ impl Tools {
             source,
             record: Mutex::default(),
             replies: AtomicUsize::new(0),
-            embeds: Vec::new(),
+            attachments: tokio::sync::Mutex::default(),
             link_url: None,
+            web_fetch: false,
         }
     }
 
@@ -208,11 +212,31 @@ impl Tools {
         self
     }
 
-    /// These tools with `embeds` (of the text's attachments) added to the note
-    /// `vault_write` writes, each unless the model's content already holds it.
-    pub fn with_embeds(mut self, embeds: Vec<String>) -> Tools {
-        self.embeds = embeds;
+    /// These tools with the API's server-side web fetch offered too, when `on` (the
+    /// "Read linked pages" setting).
+    pub fn with_web_fetch(mut self, on: bool) -> Tools {
+        self.web_fetch = on;
         self
+    }
+
+    /// These tools with the text's `attachments`: the note `vault_write` writes gets their
+    /// embeds (each unless the model's content already holds it), and copies that wait for
+    /// the note's folder are made there.
+    pub fn with_attachments(mut self, attachments: crate::attachments::Prepared) -> Tools {
+        self.attachments = tokio::sync::Mutex::new(attachments);
+        self
+    }
+
+    /// The embeds of the text's attachments for a note in `folder`, their copies made
+    /// there if they waited for it.
+    pub async fn attachment_embeds(&self, folder: Folder) -> Vec<String> {
+        crate::attachments::place_off_runtime(&self.vault, &self.attachments, folder.as_str()).await
+    }
+
+    /// The vault copies (path, MIME type) of the text's attachments shown to the model, in
+    /// the order of their blocks.
+    pub async fn shown_copies(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.attachments.lock().await.shown_copies()
     }
 
     /// What this run's tool calls have done so far.
@@ -266,7 +290,8 @@ impl Tools {
             self.take_reply_slot()?;
         }
         let source = self.source.as_ref().map(|guid| format!("imessage:{guid}"));
-        input.content = crate::attachments::with_embeds(&input.content, &self.embeds);
+        let embeds = self.attachment_embeds(folder).await;
+        input.content = crate::attachments::with_embeds(&input.content, &embeds);
         let url = self
             .link_url
             .clone()
@@ -411,7 +436,11 @@ impl Tools {
 
 impl ToolRunner for Tools {
     fn definitions(&self) -> Vec<Value> {
-        definitions()
+        let mut all = definitions();
+        if self.web_fetch {
+            all.push(crate::anthropic::web_fetch_tool());
+        }
+        all
     }
 
     /// Reads first and together, then notes (each before its reply), then replies, then the

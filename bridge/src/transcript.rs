@@ -157,14 +157,47 @@ pub fn check(messages: &[Value]) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Makes `messages` pass [`check`]; returns whether anything had to change.
+/// Makes `messages` pass [`check`]; returns whether anything had to change. Blocks of
+/// kinds it does not know (server tools' blocks, say) are kept as they are.
 pub fn repair(messages: &mut Vec<Value>) -> bool {
     if check(messages).is_ok() {
         return false;
     }
-    let before = messages.clone();
+    let mut turns = turns_without_blanks(messages);
+    for i in 0..turns.len() {
+        if turns[i].0 == "user" {
+            let asked: Vec<String> = i
+                .checked_sub(1)
+                .map(|p| {
+                    tool_use_ids(&turns[p].1)
+                        .into_iter()
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            settle_results(&mut turns[i].1, &asked);
+        }
+    }
+    // A trailing assistant turn with calls nobody answered would need results: drop it.
+    if turns
+        .last()
+        .is_some_and(|(role, content)| role == "assistant" && !tool_use_ids(content).is_empty())
+    {
+        turns.pop();
+    }
+    *messages = rebuilt(turns);
+    if check(messages).is_err() {
+        // Dropping a turn can leave results without their call: one more pass settles it.
+        repair(messages);
+    }
+    true
+}
+
+/// The user and assistant turns of `messages`, consecutive same-role ones merged, blank
+/// text blocks left out.
+fn turns_without_blanks(messages: &[Value]) -> Vec<(String, Vec<Value>)> {
     let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
-    for message in before.iter() {
+    for message in messages {
         let Some(role @ ("user" | "assistant")) = role(message) else {
             continue;
         };
@@ -178,54 +211,40 @@ pub fn repair(messages: &mut Vec<Value>) -> bool {
             _ => turns.push((role.to_string(), content)),
         }
     }
-    // Results first in each user turn; drop results that answer nothing; answer open calls.
-    for i in 0..turns.len() {
-        if turns[i].0 != "user" {
-            continue;
+    turns
+}
+
+/// A user turn's results put first; results that answer nothing in `asked` (or answer a
+/// call twice) dropped; each call of `asked` left unanswered given a "not run" result.
+fn settle_results(content: &mut Vec<Value>, asked: &[String]) {
+    let (results, others): (Vec<Value>, Vec<Value>) = std::mem::take(content)
+        .into_iter()
+        .partition(|b| block_type(b) == Some("tool_result"));
+    let answers = |kept: &[Value], id: Option<&str>| {
+        kept.iter()
+            .any(|k| k.get("tool_use_id").and_then(Value::as_str) == id)
+    };
+    let mut kept: Vec<Value> = Vec::new();
+    for result in results {
+        let id = result.get("tool_use_id").and_then(Value::as_str);
+        if id.is_some_and(|id| asked.iter().any(|a| a == id)) && !answers(&kept, id) {
+            kept.push(result);
         }
-        let asked: Vec<String> = i
-            .checked_sub(1)
-            .map(|p| {
-                tool_use_ids(&turns[p].1)
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let content = std::mem::take(&mut turns[i].1);
-        let (results, others): (Vec<Value>, Vec<Value>) = content
-            .into_iter()
-            .partition(|b| block_type(b) == Some("tool_result"));
-        let mut kept: Vec<Value> = Vec::new();
-        for result in results {
-            let id = result.get("tool_use_id").and_then(Value::as_str);
-            let duplicate = kept
-                .iter()
-                .any(|k| k.get("tool_use_id").and_then(Value::as_str) == id);
-            if id.is_some_and(|id| asked.iter().any(|a| a == id)) && !duplicate {
-                kept.push(result);
-            }
-        }
-        for id in &asked {
-            let answered = kept
-                .iter()
-                .any(|k| k.get("tool_use_id").and_then(Value::as_str) == Some(id.as_str()));
-            if !answered {
-                kept.push(json!({
-                    "type": "tool_result", "tool_use_id": id, "content": NOT_RUN, "is_error": true
-                }));
-            }
-        }
-        kept.extend(others);
-        turns[i].1 = kept;
     }
-    // A trailing assistant turn with calls nobody answered would need results: drop it.
-    if turns
-        .last()
-        .is_some_and(|(role, content)| role == "assistant" && !tool_use_ids(content).is_empty())
-    {
-        turns.pop();
+    for id in asked {
+        if !answers(&kept, Some(id)) {
+            kept.push(json!({
+                "type": "tool_result", "tool_use_id": id, "content": NOT_RUN, "is_error": true
+            }));
+        }
     }
+    kept.extend(others);
+    *content = kept;
+}
+
+/// Messages from `turns`: empty ones and a leading assistant one left out, neighbours of
+/// one role (after those are gone) merged.
+fn rebuilt(turns: Vec<(String, Vec<Value>)>) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     for (role, content) in turns {
         if content.is_empty() || (out.is_empty() && role != "user") {
@@ -240,12 +259,7 @@ pub fn repair(messages: &mut Vec<Value>) -> bool {
             _ => out.push(json!({ "role": role, "content": content })),
         }
     }
-    *messages = out;
-    if check(messages).is_err() {
-        // Dropping a turn can leave results without their call: one more pass settles it.
-        repair(messages);
-    }
-    true
+    out
 }
 
 fn role_of(message: &Value) -> &str {
@@ -267,6 +281,30 @@ mod tests {
     }
     fn result(id: &str) -> Value {
         json!({ "type": "tool_result", "tool_use_id": id, "content": "ok" })
+    }
+
+    /// Server tools' blocks (the API's web fetch) need no result from us: they pass, and a
+    /// repair elsewhere in the transcript keeps them exactly.
+    #[test]
+    fn server_tool_blocks_pass_and_survive_a_repair() {
+        let server = json!([
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_fetch",
+             "input": {"url": "https://a.example/"}},
+            {"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_1",
+             "content": {"type": "web_fetch_result", "url": "https://a.example/", "future": [1, 2]}},
+            {"type": "text", "text": "read it"}
+        ]);
+        let good = vec![user("hi"), assistant(server.clone()), user("thanks")];
+        assert_eq!(check(&good), Ok(()));
+        let mut broken = vec![
+            user("hi"),
+            assistant(server.clone()),
+            user(" "),
+            assistant(json!([call("t9")])),
+        ];
+        assert!(repair(&mut broken));
+        assert_eq!(check(&broken), Ok(()));
+        assert_eq!(broken[1]["content"], server, "kept as it came");
     }
 
     #[test]

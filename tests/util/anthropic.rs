@@ -387,7 +387,21 @@ fn check(
     check_tools(body.get("tools"))?;
     check_tool_choice(body.get("tool_choice"))?;
     check_messages(messages)?;
+    check_server_blocks(body.get("tools"), messages)?;
     crate::media::check(messages)
+}
+
+/// The server tools' blocks in assistant messages ([`crate::web_fetch`]).
+fn check_server_blocks(tools: Option<&Value>, messages: &[Value]) -> Result<(), String> {
+    let offered = tools
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.iter().any(crate::web_fetch::is_web_fetch));
+    for (i, message) in messages.iter().enumerate() {
+        if message.get("role").and_then(Value::as_str) == Some("assistant") {
+            crate::web_fetch::check_turn(i, &blocks(message)?, offered)?;
+        }
+    }
+    Ok(())
 }
 
 /// `tool_choice`, when sent, is an object with a known `type`; stricter than the API, it must
@@ -440,6 +454,10 @@ fn check_tools(tools: Option<&Value>) -> Result<(), String> {
         return Err("tools: empty".into());
     };
     for (i, tool) in tools.iter().enumerate() {
+        if crate::web_fetch::is_web_fetch(tool) {
+            crate::web_fetch::check_tool(i, tool)?;
+            continue;
+        }
         if tool.get("name").and_then(Value::as_str).is_none()
             || !tool.get("input_schema").is_some_and(Value::is_object)
         {

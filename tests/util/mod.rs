@@ -11,3 +11,4 @@ pub mod osascript;
 pub mod rng;
 pub mod state;
 pub mod wait;
+pub mod web_fetch;

@@ -6,6 +6,13 @@
 //! a subfolder of the note's folder, anything else a folder of the vault. Without the file
 //! or the key, copies go to `Attachments/`. A value that would leave the vault or enter a
 //! hidden folder is not used (the default is).
+//!
+//! The note-relative forms resolve against the folder of the note the copy goes with, as
+//! Obsidian does: its help page "Manage attachments" (help.obsidian.md, Files and folders ›
+//! Attachments › "Change default attachment location") lists "Same folder as current file"
+//! and "In subfolder under current folder" beside the vault folder and a folder given, and
+//! stores them in `attachmentFolderPath` as `./` and `./<name>` (obsidian-typings'
+//! `getAvailablePathForAttachments`: a value starting `./` is joined to the note's parent).
 
 use std::path::Path;
 
@@ -30,16 +37,17 @@ pub enum Place {
 }
 
 /// How embeds are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LinkStyle {
     /// `![[name]]`, Obsidian's default.
+    #[default]
     Wiki,
     /// `![](path)`, with `useMarkdownLinks: true`.
     Markdown,
 }
 
 /// The vault's attachment settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AttachmentSettings {
     /// Where copies go.
     pub place: Place,
@@ -109,6 +117,13 @@ impl AttachmentSettings {
             }
             LinkStyle::Markdown => format!("![]({})", path.replace('%', "%25").replace(' ', "%20")),
         }
+    }
+}
+
+impl Place {
+    /// Whether the folder depends on the note's (`./`, `./name`).
+    pub fn follows_note(&self) -> bool {
+        matches!(self, Place::NoteFolder | Place::UnderNote(_))
     }
 }
 

@@ -6,8 +6,10 @@
 //!
 //! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
 //! the vault at most once per handling of its text; image bytes reach the model's request
-//! but never `sessions.json` ([`strip_media`]).
+//! but never `sessions.json` ([`strip_media`]); a clarification shows them again from the
+//! vault copies ([`replay`]).
 
+pub mod audio;
 pub mod folder;
 pub mod heif;
 pub mod kind;
@@ -15,6 +17,7 @@ pub mod link;
 pub mod pdf;
 pub mod picture;
 pub mod prepare;
+pub mod replay;
 pub mod rows;
 pub mod voice;
 pub mod wait;
@@ -22,8 +25,9 @@ pub mod wait;
 pub use folder::AttachmentSettings;
 pub use link::LinkPreview;
 pub use prepare::{
-    Handled, Handling, Prepared, prepare, prepare_off_runtime, strip_media, with_embeds,
+    Handled, Handling, Prepared, place_off_runtime, prepare, prepare_off_runtime, with_embeds,
 };
+pub use replay::{restore_off_runtime, strip_media};
 pub use rows::Attachment;
 pub use voice::Voice;
 pub use wait::{DEFAULT_WAIT, Waited, wait_for_files};

@@ -6,7 +6,7 @@
 //! summary; nothing here fails the text: a file that cannot be read or copied is named.
 //! Blocking (file reads, image work, a converter process): callers run it off the runtime.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use chrono::{DateTime, Local};
@@ -32,14 +32,14 @@ pub const MAX_IMAGES_SHOWN: usize = 20;
 pub const MAX_MEDIA_BASE64: usize = 24 * 1024 * 1024;
 
 /// What one text may still show the model.
-struct Budget {
+pub(super) struct Budget {
     images: usize,
     pages: u32,
     base64: usize,
 }
 
 impl Budget {
-    fn new() -> Budget {
+    pub(super) fn new() -> Budget {
         Budget {
             images: MAX_IMAGES_SHOWN,
             pages: pdf::MAX_PAGES,
@@ -60,10 +60,6 @@ impl Budget {
         Ok(())
     }
 }
-
-/// The note folder assumed for note-relative attachment folders (`./`, `./name`): copies
-/// are made before the model picks the note's folder.
-const NOTE_FOLDER: &str = "";
 
 /// What became of one attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +89,16 @@ pub struct Handled {
     pub embed: Option<String>,
     /// What became of it.
     pub handling: Handling,
+    /// Its copy, when it waits for the note's folder (note-relative attachment folders).
+    pub later: Option<Later>,
+}
+
+/// A copy made once the folder of the note it goes with is known ([`Prepared::place`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Later {
+    source: PathBuf,
+    stem: String,
+    ext: String,
 }
 
 /// A text's attachments, ready for the model and the note.
@@ -102,9 +108,63 @@ pub struct Prepared {
     pub blocks: Vec<Value>,
     /// Each attachment and what became of it.
     pub handled: Vec<Handled>,
+    /// Where the vault wants the copies and how notes embed them.
+    pub settings: AttachmentSettings,
 }
 
 impl Prepared {
+    /// The same without the model's blocks (which go to the request).
+    pub fn without_blocks(&self) -> Prepared {
+        Prepared {
+            blocks: Vec::new(),
+            handled: self.handled.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Makes the copies that waited for the note's folder, in the attachment folder of a
+    /// note in `note_folder` (vault-relative); returns every embed the note must carry.
+    /// Each copy is made once: later calls only give the embeds.
+    pub fn place(&mut self, vault: &Vault, note_folder: &str, now: DateTime<Local>) -> Vec<String> {
+        let folder = self.settings.folder(note_folder);
+        for h in &mut self.handled {
+            let Some(later) = h.later.take() else {
+                continue;
+            };
+            let stored = match read(&later.source) {
+                Ok(Read::Bytes(bytes)) => {
+                    let (bytes, ext) = match super::audio::playable(&later.source, &later.ext) {
+                        Some((audio, ext)) => (audio, ext.to_string()),
+                        None => (bytes, later.ext),
+                    };
+                    vault
+                        .store_attachment(&folder, &later.stem, &ext, &bytes, now)
+                        .map_err(|e| e.to_string())
+                }
+                Ok(Read::TooLarge(_)) => Err("it grew over 100 MB".into()),
+                Err(why) => Err(why),
+            };
+            match stored {
+                Ok(saved) => {
+                    h.embed = Some(self.settings.embed(&saved));
+                    h.saved = Some(saved);
+                }
+                Err(why) => tracing::warn!(cause = %why, "attachment not copied into the vault"),
+            }
+        }
+        self.embeds()
+    }
+
+    /// The vault copies of the attachments shown to the model, in the order of their
+    /// blocks (`None` for one not copied).
+    pub fn shown_copies(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.handled
+            .iter()
+            .filter(|h| h.handling == Handling::Shown)
+            .map(|h| (h.saved.clone(), h.mime_type.clone()))
+            .collect()
+    }
+
     /// The embeds the note must carry.
     pub fn embeds(&self) -> Vec<String> {
         self.handled
@@ -162,10 +222,11 @@ fn describe(h: &Handled) -> String {
     if let Some(bytes) = h.bytes {
         facts.push(human(bytes));
     }
-    let saved = h
-        .saved
-        .as_deref()
-        .map_or(String::new(), |p| format!(", saved as {p}"));
+    let saved = match (&h.saved, &h.later) {
+        (Some(p), _) => format!(", saved as {p}"),
+        (None, Some(_)) => ", saved next to the note when it is written".to_string(),
+        (None, None) => String::new(),
+    };
     let what = match &h.handling {
         Handling::Shown => "shown below".to_string(),
         Handling::NotShown(why) => format!("not shown: {why}"),
@@ -195,7 +256,10 @@ pub fn prepare(
     attachments: &[Attachment],
     now: DateTime<Local>,
 ) -> Prepared {
-    let mut prepared = Prepared::default();
+    let mut prepared = Prepared {
+        settings: settings.clone(),
+        ..Prepared::default()
+    };
     let mut budget = Budget::new();
     for attachment in attachments {
         let (handled, block) = one(vault, settings, converter, attachment, now, &mut budget);
@@ -237,6 +301,33 @@ pub async fn prepare_off_runtime(vault: &Vault, attachments: Vec<Attachment>) ->
     })
 }
 
+/// [`Prepared::place`] for the note `prepared` goes with, off the runtime's workers when a
+/// copy is still to be made; returns the embeds the note must carry. The lock is held
+/// throughout, so two notes of one run never copy a file twice.
+pub async fn place_off_runtime(
+    vault: &Vault,
+    prepared: &tokio::sync::Mutex<Prepared>,
+    note_folder: &str,
+) -> Vec<String> {
+    let mut p = prepared.lock().await;
+    if p.handled.iter().all(|h| h.later.is_none()) {
+        return p.embeds();
+    }
+    let mut waiting = p.without_blocks();
+    let note_folder = note_folder.to_string();
+    let placed = vault
+        .off_runtime(move |vault| {
+            waiting.place(vault, &note_folder, Local::now());
+            Ok(waiting)
+        })
+        .await;
+    match placed {
+        Ok(placed) => p.handled = placed.handled,
+        Err(err) => tracing::warn!(cause = %err, "attachments could not be copied into the vault"),
+    }
+    p.embeds()
+}
+
 /// An `image` content block (base64 source) as the Messages API takes it.
 pub fn image_block(picture: &picture::Picture) -> Value {
     let data = base64::engine::general_purpose::STANDARD.encode(&picture.bytes);
@@ -258,6 +349,7 @@ fn one(
         saved: None,
         embed: None,
         handling: Handling::Unreadable("Messages has not named its file".into()),
+        later: None,
     };
     let Some(path) = attachment.path.as_deref() else {
         return (handled, None);
@@ -282,13 +374,26 @@ fn one(
     let ext = path
         .extension()
         .map_or(String::new(), |e| e.to_string_lossy().into_owned());
-    let folder = settings.folder(NOTE_FOLDER);
-    match vault.store_attachment(&folder, &stem, &ext, &bytes, now) {
-        Ok(saved) => {
-            handled.embed = Some(settings.embed(&saved));
-            handled.saved = Some(saved);
+    if settings.place.follows_note() {
+        // The model picks the note's folder: the copy is made once it has (one copy only).
+        handled.later = Some(Later {
+            source: path.to_path_buf(),
+            stem,
+            ext,
+        });
+    } else {
+        // Audio Obsidian cannot play is kept converted (macOS), else as it is.
+        let audio = super::audio::playable(path, &ext);
+        let (copy, ext) = audio
+            .as_ref()
+            .map_or((&bytes[..], ext.as_str()), |(a, e)| (&a[..], *e));
+        match vault.store_attachment(&settings.folder(""), &stem, ext, copy, now) {
+            Ok(saved) => {
+                handled.embed = Some(settings.embed(&saved));
+                handled.saved = Some(saved);
+            }
+            Err(err) => tracing::warn!(cause = %err, "attachment not copied into the vault"),
         }
-        Err(err) => tracing::warn!(cause = %err, "attachment not copied into the vault"),
     }
     let kind = Kind::of(
         attachment.mime_type.as_deref(),
@@ -303,8 +408,9 @@ fn one(
     (handled, block)
 }
 
-/// The block that shows the file to the model, or why it is not shown.
-fn show(
+/// The block that shows the file to the model, or why it is not shown. The same bytes
+/// and kind always give the same block (the encoders involved are deterministic).
+pub(super) fn show(
     kind: Kind,
     bytes: &[u8],
     path: &Path,
@@ -366,25 +472,6 @@ fn reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
-}
-
-/// Replaces media blocks in a transcript by a text placeholder, so `sessions.json` never
-/// holds image bytes; returns how many were replaced.
-pub fn strip_media(transcript: &mut [Value]) -> usize {
-    let mut replaced = 0;
-    for message in transcript.iter_mut() {
-        let Some(Value::Array(blocks)) = message.get_mut("content") else {
-            continue;
-        };
-        for block in blocks.iter_mut() {
-            let kind = block.get("type").and_then(Value::as_str);
-            if matches!(kind, Some("image" | "document")) {
-                *block = json!({"type": "text", "text": "[The attachment named above was shown in an earlier turn; it is saved in the vault.]"});
-                replaced += 1;
-            }
-        }
-    }
-    replaced
 }
 
 /// `content` with each of `embeds` it does not already hold appended on its own line.
@@ -457,6 +544,56 @@ mod tests {
     }
 
     #[test]
+    fn a_note_relative_folder_copies_once_next_to_the_note_when_its_folder_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::new(dir.path().join("vault"));
+        std::fs::create_dir_all(vault.root().join(".obsidian")).unwrap();
+        std::fs::write(
+            vault.root().join(".obsidian/app.json"),
+            r#"{"attachmentFolderPath": "./assets"}"#,
+        )
+        .unwrap();
+        let photo = dir.path().join("IMG_3.png");
+        image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .save(&photo)
+            .unwrap();
+        let settings = AttachmentSettings::load(vault.root());
+        let now = Local::now();
+        let mut p = prepare(
+            &vault,
+            &settings,
+            None,
+            &[attachment(&photo, "image/png", "IMG_3.png")],
+            now,
+        );
+        assert_eq!(p.handled[0].handling, Handling::Shown);
+        assert!(
+            p.embeds().is_empty(),
+            "no copy before the note's folder is known"
+        );
+        assert!(!vault.root().join("Attachments").exists());
+        assert!(
+            p.summary().contains("saved next to the note"),
+            "{}",
+            p.summary()
+        );
+        let day = now.format("%Y-%m-%d");
+        let want = [format!("![[{day}_img3.png]]")];
+        assert_eq!(p.place(&vault, "Ideas", now), want);
+        assert_eq!(p.place(&vault, "Ideas", now), want, "placed once");
+        assert_eq!(
+            std::fs::read(vault.root().join(format!("Ideas/assets/{day}_img3.png"))).unwrap(),
+            std::fs::read(&photo).unwrap()
+        );
+        assert_eq!(
+            std::fs::read_dir(vault.root().join("Ideas/assets"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn a_file_over_100_mb_is_linked_not_copied_and_a_heic_without_converter_is_not_shown() {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::new(dir.path().join("vault"));
@@ -499,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn embeds_the_model_wrote_are_not_repeated_and_media_is_stripped() {
+    fn embeds_the_model_wrote_are_not_repeated() {
         let embeds = vec!["![[a.jpg]]".to_string(), "![[b.pdf]]".to_string()];
         assert_eq!(
             with_embeds("Look ![[a.jpg]]\n", &embeds),
@@ -510,11 +647,5 @@ mod tests {
             with_embeds("x ![[a.jpg]] ![[b.pdf]]", &embeds),
             "x ![[a.jpg]] ![[b.pdf]]"
         );
-        let mut transcript = vec![json!({"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
-            {"type": "text", "text": "hi"}]})];
-        assert_eq!(strip_media(&mut transcript), 1);
-        assert!(!transcript[0].to_string().contains("AAAA"));
-        assert_eq!(transcript[0]["content"][1]["text"], "hi");
     }
 }

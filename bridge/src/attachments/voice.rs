@@ -1,8 +1,13 @@
 //! Voice messages (`message.is_audio_message = 1`): the words are the transcript Messages
 //! stores in the body's `IMAudioTranscription` attribute (see
 //! [`crate::typedstream::decode_string_attribute`]); the audio itself is an attachment,
-//! copied into the vault like any other.
+//! copied into the vault like any other. Messages often writes the transcript after the row
+//! (it updates the row in place): [`wait_for_transcript`] waits for it as for a file.
 
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
 
 /// The attribute holding a voice message's transcript.
@@ -30,6 +35,57 @@ impl Voice {
             _ => Voice::NoTranscript,
         })
     }
+}
+
+/// Reads message `rowid`'s body again from `chat_db` (read-only) on every change to the
+/// database's files until it holds a transcript, or `limit` passes: the voice message as it
+/// then stands. The database is the one intake reads; a read that fails counts as no
+/// transcript yet.
+pub async fn wait_for_transcript(chat_db: &Path, rowid: i64, limit: Duration) -> Voice {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(chat_db, flags) {
+        Ok(conn) => conn,
+        Err(err) => {
+            tracing::warn!(cause = %err, rowid, "cannot read chat.db for a voice transcript");
+            return Voice::NoTranscript;
+        }
+    };
+    // A WAL reader never waits for Messages' writer; this is only for a checkpoint's moment.
+    let _ = conn.busy_timeout(Duration::from_millis(100));
+    // intake's own watch of the database's files, whose echo wake-ups see a commit that is
+    // published a moment after its file event, with a slow poll as its safety net.
+    let mut changes = crate::watcher::Watcher::new(chat_db, SAFETY_POLL);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(Voice::Transcript(words)) = transcript(&conn, rowid) {
+            return Voice::Transcript(words);
+        }
+        tracing::debug!(rowid, "waiting for a voice transcript");
+        tokio::select! {
+            () = changes.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return transcript(&conn, rowid).unwrap_or(Voice::NoTranscript);
+            }
+        }
+    }
+}
+
+/// How often the transcript wait reads the row without a file event.
+const SAFETY_POLL: Duration = Duration::from_secs(5);
+
+/// The voice message in row `rowid`'s `attributedBody` now (column as Messages names it).
+fn transcript(conn: &Connection, rowid: i64) -> Option<Voice> {
+    let body: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT attributedBody FROM message WHERE ROWID = ?1",
+            [rowid],
+            |row| row.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .flatten();
+    Voice::of_row(true, body.as_deref())
 }
 
 /// The text the model gets for a message: `text` as it is, or for a voice message its
@@ -69,5 +125,45 @@ mod tests {
         );
         assert_eq!(with_voice("hi", None), "hi");
         assert!(with_voice("", Some(&Voice::NoTranscript)).contains("no transcript"));
+    }
+
+    fn chat_db(dir: &Path) -> (std::path::PathBuf, Connection) {
+        let path = dir.join("chat.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE message (ROWID INTEGER PRIMARY KEY, attributedBody BLOB); \
+             INSERT INTO message VALUES (7, NULL);",
+        )
+        .unwrap();
+        (path, conn)
+    }
+
+    #[tokio::test]
+    async fn a_transcript_written_into_the_row_later_ends_the_wait_with_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, conn) = chat_db(dir.path());
+        let writer = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let blob =
+                include_bytes!("../../../tests/data/attributed-body/Transcription.typedstream");
+            conn.execute(
+                "UPDATE message SET attributedBody = ?1 WHERE ROWID = 7",
+                [&blob[..]],
+            )
+            .unwrap();
+        });
+        let voice = wait_for_transcript(&path, 7, Duration::from_secs(20)).await;
+        writer.await.unwrap();
+        assert_eq!(voice, Voice::Transcript("This is a test".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_transcript_the_wait_ends_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _conn) = chat_db(dir.path());
+        let voice = wait_for_transcript(&path, 7, Duration::from_secs(120)).await;
+        assert_eq!(voice, Voice::NoTranscript);
+        let missing = wait_for_transcript(&dir.path().join("none.db"), 7, Duration::ZERO).await;
+        assert_eq!(missing, Voice::NoTranscript);
     }
 }

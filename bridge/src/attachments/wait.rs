@@ -46,8 +46,38 @@ fn incomplete(attachments: &[Attachment]) -> Vec<&Attachment> {
 
 /// Waits until every attachment with a path is complete, or `limit` passes.
 pub async fn wait_for_files(attachments: &[Attachment], limit: Duration) -> Waited {
-    if incomplete(attachments).is_empty() {
-        return Waited::Complete;
+    let paths = || {
+        incomplete(attachments)
+            .iter()
+            .filter_map(|a| a.path.clone())
+            .collect::<Vec<_>>()
+    };
+    let done = until(limit, "attachment files", paths, || {
+        incomplete(attachments).is_empty().then_some(())
+    })
+    .await;
+    match done {
+        Some(()) => Waited::Complete,
+        None => Waited::TimedOut(
+            incomplete(attachments)
+                .iter()
+                .map(|a| a.display_name())
+                .collect(),
+        ),
+    }
+}
+
+/// Runs `check` now and after every file event near the files `watch` names (the deepest
+/// existing folder above each, asked again each round: folders appear as a download
+/// starts) until it gives `Some`, or `limit` passes (then `check` decides once more).
+async fn until<T>(
+    limit: Duration,
+    what: &str,
+    mut watch: impl FnMut() -> Vec<PathBuf>,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    if let Some(found) = check() {
+        return Some(found);
     }
     let deadline = tokio::time::Instant::now() + limit;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -57,34 +87,28 @@ pub async fn wait_for_files(attachments: &[Attachment], limit: Duration) -> Wait
     let mut watcher = match watcher {
         Ok(w) => Some(w),
         Err(err) => {
-            tracing::warn!(cause = %err, "cannot watch for attachment files; waiting until the limit");
+            tracing::warn!(cause = %err, what, "cannot watch for changes; waiting until the limit");
             None
         }
     };
     let mut watched: Vec<PathBuf> = Vec::new();
     loop {
-        let missing = incomplete(attachments);
-        if missing.is_empty() {
-            return Waited::Complete;
-        }
-        // Folders appear as a download starts: watch the deepest one that exists.
+        // Watch first, then check: a change between the two is seen by one or the other.
         if let Some(w) = watcher.as_mut() {
-            for a in &missing {
-                if let Some(dir) = a.path.as_deref().and_then(nearest_folder)
-                    && !watched.contains(&dir)
-                    && w.watch(&dir, RecursiveMode::Recursive).is_ok()
-                {
+            for dir in watch().iter().filter_map(|p| nearest_folder(p)) {
+                if !watched.contains(&dir) && w.watch(&dir, RecursiveMode::Recursive).is_ok() {
                     watched.push(dir);
                 }
             }
         }
-        tracing::debug!(missing = missing.len(), "waiting for attachment files");
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        tracing::debug!("waiting for {what}");
         tokio::select! {
-            event = rx.recv() => if event.is_none() { watcher = None; },
-            () = tokio::time::sleep_until(deadline) => {
-                let names = incomplete(attachments).iter().map(|a| a.display_name()).collect::<Vec<_>>();
-                return if names.is_empty() { Waited::Complete } else { Waited::TimedOut(names) };
-            }
+            // Without a watch (or once it ends) only the limit is left to wait for.
+            event = rx.recv(), if watcher.is_some() => if event.is_none() { watcher = None; },
+            () = tokio::time::sleep_until(deadline) => return check(),
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct SettingsForm {
     /// The morning digest: the switch, the time (`HH:MM`) and the recipient.
     #[serde(default)]
     pub digest: crate::digest::DigestSettings,
+    /// Whether the model may read the pages texts link to.
+    #[serde(default)]
+    pub read_linked_pages: bool,
 }
 
 /// Settings as the page sees them: the editable fields plus whether a key is set.
@@ -153,6 +156,7 @@ fn view_of_file(file: Settings, api_key_set: bool) -> SettingsView {
             allow_sms: file.allow_sms,
             allowed_groups: file.allowed_groups,
             digest: file.digest,
+            read_linked_pages: file.read_linked_pages,
         },
         api_key_set,
     }
@@ -177,6 +181,7 @@ fn view_of_config(config: &Config) -> SettingsView {
                 .as_ref()
                 .map(crate::digest::DigestSettings::from)
                 .unwrap_or_default(),
+            read_linked_pages: config.read_linked_pages,
         },
         api_key_set: config.auth.is_some(),
     }
@@ -218,6 +223,7 @@ pub fn settings_from_form(form: SettingsForm, file: Settings) -> Result<Settings
         allow_sms: form.allow_sms,
         allowed_groups: groups,
         digest: form.digest,
+        read_linked_pages: form.read_linked_pages,
         ..file
     })
 }
@@ -308,6 +314,7 @@ mod tests {
                 "iMessage;+;chat2".to_owned(),
             ],
             digest: Default::default(),
+            read_linked_pages: true,
         };
         let settings = settings_from_form(form.clone(), file.clone()).unwrap();
         assert_eq!(
@@ -320,6 +327,7 @@ mod tests {
                 base_url: Some("http://127.0.0.1:9".to_owned()),
                 // The page removed chat1 and added chat2.
                 allowed_groups: vec!["iMessage;+;chat2".to_owned()],
+                read_linked_pages: true,
                 ..Settings::default()
             }
         );
