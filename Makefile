@@ -51,12 +51,13 @@ run-bridge: rust-deps
 # is not built here.
 bench: rust-deps bench-deps
 	@rm -f "$(TARGET_DIR)/bench/micro.json"
-	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench search --bench e2e --bench turns --bench attachments --no-run
+	$(CARGO) bench --locked -p second-brain-bridge --bench micro --bench search --bench e2e --bench turns --bench attachments --bench reminders --no-run
 	CRITERION_HOME="$(TARGET_DIR)/criterion" $(CARGO) bench --locked -p second-brain-bridge --bench micro
 	$(CARGO) bench --locked -p second-brain-bridge --bench search
 	$(CARGO) bench --locked -p second-brain-bridge --bench e2e
 	$(CARGO) bench --locked -p second-brain-bridge --bench turns
 	$(CARGO) bench --locked -p second-brain-bridge --bench attachments
+	$(CARGO) bench --locked -p second-brain-bridge --bench reminders
 
 # strace lets the benchmark list every process the bridge starts (it samples /proc without it).
 bench-deps:

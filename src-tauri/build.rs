@@ -20,6 +20,8 @@ const COMMANDS: &[&str] = &[
     "set_paused",
     "check_for_updates",
     "install_update",
+    "list_reminders",
+    "cancel_reminder",
 ];
 
 fn main() {

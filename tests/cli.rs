@@ -1,4 +1,4 @@
-//! The headless commands besides `run`: `doctor`, `sessions`, `status`.
+//! The headless commands besides `run`: `doctor`, `sessions`, `status`, `reminders`.
 
 use std::process::Output;
 
@@ -133,4 +133,62 @@ async fn run_refuses_to_start_without_a_vault_and_says_why() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Issue 11: `reminders list` shows what is pending (not sent, not archived), soonest first;
+/// `reminders cancel` removes the reminder from the note and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn reminders_are_listed_soonest_first_and_cancelled_in_the_note() {
+    let world = World::new(asks_a_question).await;
+    let put = |rel: &str, due: &str, sent: bool| {
+        let path = world.vault().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = format!(
+            "---\ntags:\n- status/active\nreminder:\n  due: {due}\n  sent: {sent}\n---\n# {}\n\nbody\n",
+            rel.trim_end_matches(".md").rsplit('/').next().unwrap()
+        );
+        std::fs::write(&path, &text).unwrap();
+        text
+    };
+    let later = put("Tasks/Later.md", "2999-01-02T09:00:00+00:00", false);
+    put("Tasks/Sooner.md", "2999-01-01T09:00:00Z", false);
+    put("Tasks/Sent.md", "2999-01-01T08:00:00+00:00", true);
+    put("Archive/Archived.md", "2999-01-01T07:00:00+00:00", false);
+
+    let listed = cli(&world, &["reminders", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let lines: Vec<(String, String)> = stdout(&listed)
+        .lines()
+        .map(|l| {
+            let parts: Vec<&str> = l.split('\t').collect();
+            assert_eq!(parts.len(), 3, "{l}");
+            (parts[1].to_string(), parts[2].to_string())
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("Tasks/Sooner.md".into(), "Sooner".into()),
+            ("Tasks/Later.md".into(), "Later".into())
+        ]
+    );
+
+    let cancelled = cli(&world, &["reminders", "cancel", "Tasks/Later.md"]);
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    let reminder = "reminder:\n  due: 2999-01-02T09:00:00+00:00\n  sent: false\n";
+    assert_eq!(
+        crate::util::bridge::read(&world.vault().join("Tasks/Later.md")),
+        later.replace(reminder, "")
+    );
+    let again = cli(&world, &["reminders", "cancel", "Tasks/Later.md"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("no pending reminder"),
+        "{}",
+        stderr(&again)
+    );
+    let outside = cli(&world, &["reminders", "cancel", "../../etc/passwd"]);
+    assert!(!outside.status.success());
+    let listed = cli(&world, &["reminders", "list"]);
+    assert_eq!(stdout(&listed).lines().count(), 1, "{}", stdout(&listed));
 }

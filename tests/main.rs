@@ -14,6 +14,7 @@ mod crash;
 mod disk;
 mod faults;
 mod messages;
+mod reminders;
 mod search;
 mod turns;
 
@@ -40,6 +41,8 @@ fn run_step(request: &Value) -> (String, usize) {
         .unwrap()
         .iter()
         .filter_map(|b| b["text"].as_str())
+        // The time the bridge adds after each input (issue 11) is not the user's text.
+        .filter(|t| !t.starts_with("[Now]"))
         .collect::<Vec<_>>()
         .join("");
     let turns = messages[start..]

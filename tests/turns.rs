@@ -206,8 +206,10 @@ async fn a_question_in_one_turn_keeps_its_results_and_the_answer_follows_them() 
         .iter()
         .map(|b| b["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["tool_result", "tool_result", "text"]);
+    // The answer, then the local time the bridge adds after each input (issue 11).
+    assert_eq!(kinds, ["tool_result", "tool_result", "text", "text"]);
     assert_eq!(content[2]["text"], "task");
+    assert!(content[3]["text"].as_str().unwrap().starts_with("[Now] "));
     let asked: Vec<&Value> = answer[1]["content"].as_array().unwrap().iter().collect();
     assert_eq!(content[0]["tool_use_id"], asked[0]["id"]);
     assert_eq!(content[1]["tool_use_id"], asked[1]["id"]);

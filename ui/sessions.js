@@ -1,5 +1,6 @@
-// Sessions window: one row per active conversation, Clear per row, Clear All with an in-page
-// confirmation, live updates on `sessions-changed` (rows) and `status-changed` (the status
+// Sessions window: the upcoming reminders (title, when, how soon; Cancel per row), one row per
+// active conversation, Clear per row, Clear All with an in-page confirmation, live updates on
+// `reminders-changed` (upcoming), `sessions-changed` (rows) and `status-changed` (the status
 // pill), relative times refreshed every 30 s.
 "use strict";
 
@@ -17,6 +18,10 @@
   const statusText = document.getElementById("status-text");
   const pauseToggle = document.getElementById("pause-toggle");
 
+  const upcoming = document.getElementById("upcoming");
+  const reminderList = document.getElementById("reminder-list");
+
+  let reminders = [];
   let sessions = [];
   let paused = false;
   let loaded = false;
@@ -69,6 +74,76 @@
     );
   }
 
+  /** "now", "in 5 min", "in 3 hr", "tomorrow", "in 4 days". */
+  function until(iso, now) {
+    const at = Date.parse(iso);
+    if (Number.isNaN(at)) return "";
+    const seconds = Math.max(0, Math.round((at - (now || Date.now())) / 1000));
+    if (seconds < 45) return "now";
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 60) return `in ${minutes} min`;
+    const hours = Math.round(minutes / 60);
+    if (hours < 24) return `in ${hours} hr`;
+    const days = Math.round(hours / 24);
+    return days === 1 ? "tomorrow" : `in ${days} days`;
+  }
+
+  function when(iso) {
+    const options = { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+    return new Date(iso).toLocaleString([], options);
+  }
+
+  function reminderRow(reminder) {
+    return el(
+      "li",
+      { class: "session reminder", dataset: { test: "reminder-row", path: reminder.path } },
+      el(
+        "div",
+        { class: "body" },
+        el("div", { class: "line1" },
+          el("span", { class: "who selectable", dataset: { test: "reminder-title" } }, reminder.title)),
+        el(
+          "div",
+          { class: "meta" },
+          el("span", { dataset: { test: "reminder-when" } }, when(reminder.due)),
+          " · ",
+          el("span", { class: "until", dataset: { test: "reminder-until", at: reminder.due } }, until(reminder.due)),
+        ),
+      ),
+      el("button", {
+        class: "small",
+        dataset: { test: "cancel-reminder" },
+        title: `Cancel the reminder of ${reminder.title} (the note keeps everything else)`,
+        onclick: () => cancelReminder(reminder.path),
+      }, "Cancel"),
+    );
+  }
+
+  function renderReminders() {
+    reminderList.replaceChildren(...reminders.map(reminderRow));
+    upcoming.hidden = reminders.length === 0;
+  }
+
+  async function refreshReminders() {
+    try {
+      reminders = await call("list_reminders");
+      renderReminders();
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function cancelReminder(path) {
+    try {
+      await call("cancel_reminder", { path });
+      reminders = reminders.filter((r) => r.path !== path);
+      renderReminders();
+    } catch (err) {
+      showError(err);
+    }
+    refreshReminders();
+  }
+
   function render() {
     list.replaceChildren(...sessions.map(row));
     const none = sessions.length === 0;
@@ -89,6 +164,7 @@
 
   async function refresh() {
     refreshStatus();
+    refreshReminders();
     try {
       sessions = await call("list_sessions");
       loaded = true;
@@ -158,10 +234,12 @@
   // Relative times drift; refresh their text without re-fetching.
   setInterval(() => {
     for (const node of list.querySelectorAll(".ago")) node.textContent = ago(node.dataset.at);
+    for (const node of reminderList.querySelectorAll(".until")) node.textContent = until(node.dataset.at);
   }, 30000);
 
   on("sessions-changed", refresh);
   on("status-changed", refreshStatus);
+  on("reminders-changed", refreshReminders);
   window.addEventListener("focus", refresh);
   refresh();
 })();

@@ -170,6 +170,9 @@ pub struct Agent {
     client: Client,
     system: Value,
     deadline: Duration,
+    /// Text added after each run's input (the current time), kept out of the cached system
+    /// prompt.
+    context: Option<fn() -> String>,
 }
 
 impl Agent {
@@ -180,6 +183,15 @@ impl Agent {
             client,
             system: cached_system(system_prompt),
             deadline: DEFAULT_RUN_DEADLINE,
+            context: None,
+        }
+    }
+
+    /// The same agent adding `context()` as a text block after each run's input.
+    pub fn with_context(self, context: fn() -> String) -> Agent {
+        Agent {
+            context: Some(context),
+            ..self
         }
     }
 
@@ -236,6 +248,11 @@ impl Agent {
         tools: &T,
     ) -> Result<RunReport, AgentError> {
         add_user_input(transcript, input, attached);
+        if let Some(context) = self.context
+            && let Some(Value::Array(blocks)) = transcript.last_mut().map(|m| &mut m["content"])
+        {
+            blocks.push(json!({ "type": "text", "text": context() }));
+        }
         let definitions = cache_last_tool(tools.definitions());
         let mut usage = Usage::default();
         let mut continuing = false;

@@ -33,6 +33,7 @@ pub mod mutex;
 pub mod outbox;
 pub mod persist;
 pub mod prompt;
+pub mod reminders;
 pub mod router;
 pub mod search;
 pub mod secrets;
@@ -261,7 +262,8 @@ impl Bridge {
         .with_echoes(Arc::clone(&echoes));
         let conversations = Arc::new(Conversations {
             agent: agent::Agent::new(client, prompt::system_prompt())
-                .with_deadline(config.run_deadline),
+                .with_deadline(config.run_deadline)
+                .with_context(prompt::now_context),
             vault: vault::Vault::new(vault.clone()),
             outbox,
             sessions: self.sessions.clone(),
@@ -316,6 +318,17 @@ impl Bridge {
             router.dispatch(Job::Message(message));
         }
         digest::start(config, &conversations.outbox, &self.ledger, tracker, cancel);
+        let outbox = &conversations.outbox;
+        let changes = Some(index.changes());
+        reminders::start(
+            config,
+            outbox,
+            &self.ledger,
+            &self.status,
+            changes,
+            tracker,
+            cancel,
+        );
         tracker.spawn(self.intake(echoes, router.clone()).run(cancel.clone()));
         tracker.spawn(search::follow::run(index, cancel.clone()));
         tracker.spawn(count_sessions(

@@ -44,6 +44,31 @@ pub struct Stranger {
     pub last_seen: DateTime<Utc>,
 }
 
+/// The soonest pending reminder, for the tray and the Sessions window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextReminder {
+    /// The note, vault-relative.
+    pub path: String,
+    /// The note's title.
+    pub title: String,
+    /// When, RFC 3339 in the Mac's offset.
+    pub due: String,
+}
+
+impl NextReminder {
+    /// "Next reminder 17:00" when it is due today (local time `today`), else "Next reminder
+    /// Thu 3 Dec 17:00".
+    pub fn line(&self, today: chrono::NaiveDate) -> String {
+        match DateTime::parse_from_rfc3339(&self.due) {
+            Ok(due) if due.date_naive() == today => {
+                format!("Next reminder {}", due.format("%H:%M"))
+            }
+            Ok(due) => format!("Next reminder {}", due.format("%a %-d %b %H:%M")),
+            Err(_) => format!("Next reminder: {}", self.title),
+        }
+    }
+}
+
 /// A group chat that texted the account but is not allowed (never answered).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenGroup {
@@ -236,6 +261,13 @@ pub struct Status {
     /// Recent group chats that are not allowed, newest first (at most 20).
     #[serde(default)]
     pub groups: Vec<SeenGroup>,
+    /// The soonest pending reminder, if any.
+    #[serde(default)]
+    pub next_reminder: Option<NextReminder>,
+    /// How often the pending reminders changed (set, edited, sent, cancelled) since start:
+    /// the Sessions window reloads its Upcoming list when it moves.
+    #[serde(default)]
+    pub reminder_changes: u64,
     /// When this snapshot was taken.
     pub updated: DateTime<Utc>,
 }
@@ -271,6 +303,8 @@ impl Status {
             model_runs: 0,
             last_text_requests: None,
             groups: Vec::new(),
+            next_reminder: None,
+            reminder_changes: 0,
             updated: Utc::now(),
         }
     }
@@ -507,6 +541,23 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(board.get().handled, 160);
         assert_eq!(on_disk["handled"], 160);
+    }
+
+    #[test]
+    fn the_next_reminder_reads_as_a_time_today_and_a_day_otherwise() {
+        let next = NextReminder {
+            path: "Tasks/a.md".into(),
+            title: "Call the dentist".into(),
+            due: "2026-12-02T17:00:00+01:00".into(),
+        };
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        assert_eq!(next.line(day(2)), "Next reminder 17:00");
+        assert_eq!(next.line(day(1)), "Next reminder Wed 2 Dec 17:00");
+        let odd = NextReminder {
+            due: "soon".into(),
+            ..next
+        };
+        assert_eq!(odd.line(day(2)), "Next reminder: Call the dentist");
     }
 
     #[test]

@@ -90,6 +90,15 @@ pub enum SupervisorError {
         /// Why it failed.
         reason: String,
     },
+    /// A reminder could not be cancelled (the note is gone, outside the vault, unreadable).
+    #[error("could not cancel the reminder: {0}")]
+    Reminder(#[from] crate::vault::Error),
+    /// The note has no pending reminder (it may have been sent or cancelled meanwhile).
+    #[error("{path} has no pending reminder")]
+    NoReminder {
+        /// The note asked for.
+        path: String,
+    },
     /// Blocking work could not finish (its task panicked or was cancelled).
     #[error("{what} was interrupted: {reason}")]
     Interrupted {
@@ -128,6 +137,8 @@ pub enum Change {
     Status,
     /// The automatic check found a new version (see [`updates`]).
     Update,
+    /// A pending reminder was set, changed, sent or cancelled.
+    Reminders,
 }
 
 /// Told about every [`Change`]; called from the supervisor's tasks, so it must not block.
@@ -210,9 +221,21 @@ pub struct StatusLine {
     pub line: String,
     /// Whether the user paused the bridge.
     pub paused: bool,
+    /// "Next reminder 17:00" while one is pending (left out of the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_reminder: Option<String>,
 }
 
 impl StatusLine {
+    /// A line of a bridge that is not paused and has no reminder to show.
+    pub fn unpaused(line: String) -> StatusLine {
+        StatusLine {
+            line,
+            paused: false,
+            next_reminder: None,
+        }
+    }
+
     /// A front end's status line: why it could not start its bridge (`attention`), else the
     /// bridge's, else "Starting…".
     pub fn of_app(bridge: Option<&Supervisor>, attention: Option<&str>) -> StatusLine {
@@ -221,10 +244,7 @@ impl StatusLine {
             (Some(bridge), None) => return bridge.status(),
             (None, None) => "Starting…".to_owned(),
         };
-        StatusLine {
-            line,
-            paused: false,
-        }
+        StatusLine::unpaused(line)
     }
 }
 
@@ -504,6 +524,37 @@ impl Supervisor {
         Ok(cleared)
     }
 
+    /// The pending reminders of the vault in effect, soonest first (none without a vault).
+    pub async fn reminders(&self) -> Result<Vec<crate::reminders::Reminder>, SupervisorError> {
+        let Some(vault) = self.vault() else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || crate::reminders::pending(&vault))
+            .await
+            .map_err(|join| SupervisorError::Interrupted {
+                what: "reading the reminders",
+                reason: join.to_string(),
+            })
+    }
+
+    /// Removes the pending reminder from the note at `path` (vault-relative); the note says
+    /// so when this returns, and the scheduler follows.
+    pub async fn cancel_reminder(&self, path: &str) -> Result<(), SupervisorError> {
+        let vault = crate::vault::Vault::new(self.vault().ok_or(SupervisorError::NoVault)?);
+        let rel = path.to_owned();
+        let cancelled = vault
+            .off_runtime(move |vault| crate::reminders::cancel(vault, &rel))
+            .await?;
+        if cancelled == crate::reminders::Cancelled::NothingPending {
+            return Err(SupervisorError::NoReminder {
+                path: path.to_owned(),
+            });
+        }
+        tracing::info!(path, "reminder cancelled from the app");
+        self.notify(Change::Reminders);
+        Ok(())
+    }
+
     /// The settings in effect.
     pub fn effective(&self) -> Effective {
         if let Current::Running(generation) = &self.shared().current {
@@ -735,11 +786,14 @@ impl Supervisor {
     pub fn status(&self) -> StatusLine {
         let shared = self.shared();
         let paused = shared.paused;
+        let mut next_reminder = None;
         let line = match &shared.current {
             Current::Stopped => "Starting…".to_owned(),
             Current::Failed { reason } => format!("Needs setup: {reason}"),
             Current::Running(generation) => {
                 let mut status: Status = generation.status.get();
+                let today = chrono::Local::now().date_naive();
+                next_reminder = status.next_reminder.as_ref().map(|n| n.line(today));
                 // The pause is the user's: show it at once, before intake has reacted.
                 match (paused, &status.state) {
                     (true, State::Running) => status.state = State::Paused,
@@ -749,7 +803,16 @@ impl Supervisor {
                 status.line()
             }
         };
-        StatusLine { line, paused }
+        // The tray shows the line as it is: the next reminder goes at its end.
+        let line = match &next_reminder {
+            Some(next) => format!("{line} · {next}"),
+            None => line,
+        };
+        StatusLine {
+            line,
+            paused,
+            next_reminder,
+        }
     }
 
     /// Pauses or resumes reading texts (they wait in chat.db meanwhile).
@@ -880,6 +943,7 @@ async fn forward_status(
     notify: Notify,
     stop: CancellationToken,
 ) {
+    let mut reminders = status.borrow().reminder_changes;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -888,6 +952,10 @@ async fn forward_status(
                     return;
                 }
             }
+        }
+        let now = status.borrow_and_update().reminder_changes;
+        if std::mem::replace(&mut reminders, now) != now {
+            notify(Change::Reminders);
         }
         notify(Change::Status);
     }
@@ -948,6 +1016,72 @@ mod tests {
             hint: "no home directory",
         });
         assert_eq!(err.to_string(), "CHAT_DB_PATH: no home directory");
+    }
+
+    /// Issue 11: the app lists the pending reminders, shows the next one in the status
+    /// line, cancels one (the note changes), and hears of each change.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reminders_are_listed_shown_cancelled_and_fed() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        std::fs::create_dir_all(vault.join("Tasks")).unwrap();
+        let note = vault.join("Tasks/Dentist.md");
+        let text = "---\ntags: []\nreminder:\n  due: 2999-01-01T17:00:00+00:00\n  sent: false\n---\n# Dentist\n";
+        std::fs::write(&note, text).unwrap();
+        let path = |p: &str| dir.path().join(p).display().to_string();
+        let env = env_with(&[
+            ("SECOND_BRAIN_DATA_DIR", path("data")),
+            ("CHAT_DB_PATH", path("chat.db")),
+            ("VAULT_PATH", vault.display().to_string()),
+            ("ANTHROPIC_API_KEY", "sk-ant-test".to_owned()),
+            ("ALLOWED_SENDERS", "+15551234567".to_owned()),
+        ]);
+        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Supervisor::new(
+            env,
+            Arc::new(move |c| {
+                let _ = tx.send(c);
+            }),
+        )
+        .unwrap();
+        supervisor.launch().await;
+        let mut reminders_changed = async || {
+            let wait = async { while changes.recv().await != Some(Change::Reminders) {} };
+            tokio::time::timeout(Duration::from_secs(20), wait)
+                .await
+                .expect("fed")
+        };
+        reminders_changed().await;
+        let listed = supervisor.reminders().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].path.as_str(), listed[0].title.as_str()),
+            ("Tasks/Dentist.md", "Dentist")
+        );
+        let due = crate::reminders::local(&listed[0].due);
+        let line = supervisor.status().next_reminder.unwrap();
+        assert_eq!(
+            line,
+            format!("Next reminder {}", due.format("%a %-d %b %H:%M"))
+        );
+
+        supervisor
+            .cancel_reminder("Tasks/Dentist.md")
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&note).unwrap(),
+            "---\ntags: []\n---\n# Dentist\n"
+        );
+        reminders_changed().await;
+        assert!(supervisor.reminders().await.unwrap().is_empty());
+        let err = supervisor
+            .cancel_reminder("Tasks/Dentist.md")
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Tasks/Dentist.md has no pending reminder");
+        assert!(supervisor.cancel_reminder("../x.md").await.is_err());
+        supervisor.shutdown().await;
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bridge::doctor::{Check, Pane};
 use bridge::login_item::LoginItem;
+use bridge::reminders::Reminder;
 use bridge::status::{SeenGroup, Stranger};
 use bridge::supervisor::pages::{SessionRow, SettingsForm, SettingsView, settings_from_form};
 use bridge::supervisor::updates::{Outcome, UpdateView, Updates};
@@ -163,6 +164,18 @@ pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
     let attention = app.try_state::<Attention>();
     let reason = attention.as_ref().map(|attention| attention.0.as_str());
     StatusLine::of_app(app.try_state::<Supervisor>().as_deref(), reason)
+}
+
+/// The pending reminders, soonest first (the Sessions window's Upcoming list).
+#[tauri::command]
+pub async fn list_reminders(bridge: Bridge<'_>) -> Res<Vec<Reminder>> {
+    Ok(bridge.reminders().await?)
+}
+
+/// Removes the reminder from the note at `path`; the note says so when this returns.
+#[tauri::command]
+pub async fn cancel_reminder(bridge: Bridge<'_>, path: String) -> Res<()> {
+    Ok(bridge.cancel_reminder(&path).await?)
 }
 
 /// Pauses or resumes reading texts.

@@ -169,6 +169,8 @@ pub fn build_app<R: Runtime>(builder: Builder<R>, context: Context<R>) -> tauri:
             commands::set_paused,
             commands::check_for_updates,
             commands::install_update,
+            commands::list_reminders,
+            commands::cancel_reminder,
         ])
         .build(context)
 }

@@ -744,6 +744,72 @@ fn a_new_question_appears_live(s: &Session<'_>, world: &World) -> Result<()> {
     Ok(())
 }
 
+/// Issue 11: the Sessions window lists an upcoming reminder (title, when, how soon), the
+/// status pill ends with it, and Cancel removes it from the note on disk and from the page.
+#[test]
+fn sessions_page_lists_an_upcoming_reminder_and_cancel_removes_it_from_the_note() {
+    let world = World::new(anthropic::scripted(Vec::<Reply>::new()));
+    let note = world.vault().join("Tasks/Call the dentist.md");
+    std::fs::create_dir_all(note.parent().expect("a folder")).expect("the Tasks folder");
+    let due = chrono::Local::now() + chrono::Duration::hours(3);
+    let due = chrono::Timelike::with_nanosecond(&due, 0).expect("whole seconds");
+    let kept = "---\ntags:\n- status/active\n---\n# Call the dentist\n\nAsk about Friday.\n";
+    let with_reminder = kept.replace(
+        "---\n# Call",
+        &format!(
+            "reminder:\n  due: {}\n  sent: false\n---\n# Call",
+            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        ),
+    );
+    std::fs::write(&note, &with_reminder).expect("write the note");
+    let next = if due.date_naive() == chrono::Local::now().date_naive() {
+        format!("Next reminder {}", due.format("%H:%M"))
+    } else {
+        format!("Next reminder {}", due.format("%a %-d %b %H:%M"))
+    };
+    run(
+        |s| {
+            let row = "[data-test=reminder-row][data-path='Tasks/Call the dentist.md']";
+            s.wait_until(&format!(
+                "document.querySelectorAll(\"{row}\").length === 1"
+            ))?;
+            assert_eq!(
+                s.content(&format!("{row} [data-test=reminder-title]"))?,
+                "Call the dentist"
+            );
+            assert_eq!(
+                s.text(&format!("{row} [data-test=reminder-until]"))?,
+                "in 3 hr"
+            );
+            assert!(
+                !s.text(&format!("{row} [data-test=reminder-when]"))?
+                    .is_empty()
+            );
+            s.wait_until(&format!(
+                "document.getElementById('status-text').textContent.endsWith(' · {next}')"
+            ))?;
+            s.screenshot("sessions-upcoming")?;
+            s.click(&format!("{row} [data-test=cancel-reminder]"))?;
+            s.wait_until("document.getElementById('upcoming').hidden")?;
+            wait_for_file_event(&world.vault(), Duration::from_secs(20), || {
+                std::fs::read_to_string(&note).is_ok_and(|t| t == kept)
+            })
+            .map_err(|()| {
+                format!(
+                    "the note still has its reminder: {:?}",
+                    std::fs::read_to_string(&note)
+                )
+            })?;
+            s.wait_until(
+                "!document.getElementById('status-text').textContent.includes('Next reminder')",
+            )?;
+            Ok(())
+        },
+        "sessions",
+        &world.env(Senders::Environment),
+    );
+}
+
 #[test]
 fn settings_page_refuses_an_invalid_vault_and_allows_a_stranger() {
     let world = World::new(anthropic::scripted(Vec::<Reply>::new()));

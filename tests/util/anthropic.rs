@@ -790,6 +790,8 @@ fn input_text(body: &Value) -> String {
         .map(|b| {
             b.iter()
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
+                // The local time the bridge adds after each input (issue 11) is not the text.
+                .filter(|t| !t.starts_with("[Now]"))
                 .collect::<Vec<_>>()
                 .join("\n")
         })

@@ -51,6 +51,20 @@ enum Command {
     /// The morning digest.
     #[command(subcommand)]
     Digest(DigestCommand),
+    /// Pending reminders.
+    #[command(subcommand)]
+    Reminders(RemindersCommand),
+}
+
+#[derive(Subcommand)]
+enum RemindersCommand {
+    /// List pending reminders, soonest first.
+    List,
+    /// Remove the reminder from a note (a running bridge follows the change).
+    Cancel {
+        /// The note, relative to the vault, as `reminders list` shows it.
+        path: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +133,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Digest(DigestCommand::Preview { date }) => digest_preview(&config, date),
+        Command::Reminders(command) => reminders(&config, command),
+    }
+}
+
+/// `reminders list` (one line each: due, path, title) and `reminders cancel <path>`.
+fn reminders(config: &Config, command: RemindersCommand) -> anyhow::Result<ExitCode> {
+    let root = config
+        .vault
+        .as_deref()
+        .context("no vault folder chosen (see `second-brain-bridge doctor`)")?;
+    let vault = bridge::vault::Vault::new(root);
+    match command {
+        RemindersCommand::List => {
+            let pending = bridge::reminders::pending(root);
+            if pending.is_empty() {
+                eprintln!("no pending reminders");
+            }
+            for r in pending {
+                let due = bridge::reminders::format_due(&bridge::reminders::local(&r.due));
+                println!("{due}\t{}\t{}", r.path, r.title);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RemindersCommand::Cancel { path } => match bridge::reminders::cancel(&vault, &path)? {
+            bridge::reminders::Cancelled::Removed => {
+                println!("cancelled the reminder of {path}");
+                Ok(ExitCode::SUCCESS)
+            }
+            bridge::reminders::Cancelled::NothingPending => {
+                eprintln!("{path} has no pending reminder");
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 

@@ -199,6 +199,7 @@ impl Index {
             }
             drop(dirty);
             index.wake();
+            index.inner.changes.send_modify(|n| *n += 1);
         })
         .and_then(|mut w| {
             w.watch(&self.inner.root, RecursiveMode::Recursive)?;

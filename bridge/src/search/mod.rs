@@ -102,6 +102,8 @@ struct Inner {
     wake: Condvar,
     /// What the follower has done so far (tests and the bench wait on it).
     progress: tokio::sync::watch::Sender<Progress>,
+    /// Bumped on every change the file watch reports (the reminders follow the vault by it).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the follower has done, counted since the index was made.
@@ -154,6 +156,7 @@ impl Index {
                 dirty: Mutex::default(),
                 wake: Condvar::new(),
                 progress: tokio::sync::watch::Sender::default(),
+                changes: tokio::sync::watch::Sender::default(),
             }),
         }
     }
@@ -176,6 +179,11 @@ impl Index {
     /// What the follower has done; changes as it builds and follows.
     pub fn progress(&self) -> tokio::sync::watch::Receiver<Progress> {
         self.inner.progress.subscribe()
+    }
+
+    /// Changes whenever the file watch reports a change in the vault.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Whether queries are answered from the index now.

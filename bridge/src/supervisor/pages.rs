@@ -79,6 +79,7 @@ pub fn event(change: Change) -> &'static str {
         Change::Sessions => "sessions-changed",
         Change::Status => "status-changed",
         Change::Update => "update-changed",
+        Change::Reminders => "reminders-changed",
     }
 }
 

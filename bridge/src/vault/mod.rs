@@ -11,6 +11,7 @@ mod attach;
 mod confine;
 mod list;
 mod log;
+mod moving;
 mod read;
 mod tags;
 mod write;
@@ -30,6 +31,7 @@ pub use confine::check_vault_place;
 pub use list::{ListQuery, NoteSummary};
 pub(crate) use list::{yaml_scalar as frontmatter_scalar, yaml_tags as frontmatter_tags};
 pub use log::{LogEntry, MAX_LOG_FIELD_BYTES};
+pub use moving::{Moved, archived};
 pub use tags::{normalize_tag, normalize_tags};
 pub use write::NewNote;
 
