@@ -161,9 +161,8 @@ pub fn status<R: Runtime>(app: AppHandle<R>) -> Res<StatusLine> {
 
 /// The status line of the app: the bridge's, or why the app could not start.
 pub fn status_of<R: Runtime>(app: &AppHandle<R>) -> StatusLine {
-    let attention = app.try_state::<Attention>();
-    let reason = attention.as_ref().map(|attention| attention.0.as_str());
-    StatusLine::of_app(app.try_state::<Supervisor>().as_deref(), reason)
+    let reason = app.try_state::<Attention>().map(|a| a.0.clone());
+    StatusLine::of_app(app.try_state::<Supervisor>().as_deref(), reason.as_deref())
 }
 
 /// The pending reminders, soonest first (the Sessions window's Upcoming list).

@@ -1,11 +1,9 @@
-//! The bridge's `Updater` over Tauri's updater plugin; the policy (when, drain, outcomes) is
-//! `bridge::supervisor::updates`. Read from tauri-plugin-updater-2.12.0/src/updater.rs:
-//! `check` fetches the manifest (`latest.json`) and picks this platform's entry (:432-620);
-//! `download` refuses bytes whose minisign signature does not verify against
-//! `plugins.updater.pubkey` (:680-752, verify_signature :1530-1555); on macOS `install`
-//! unpacks the `.app.tar.gz`, moves the running bundle aside and the new one in its place,
-//! asking for an administrator's password when the folder needs it (:1294-1385); the app then
-//! restarts itself (`request_restart`). Installing on macOS is not exercised by tests.
+//! The bridge's `Updater` over Tauri's updater plugin (policy: `bridge::supervisor::updates`).
+//! From tauri-plugin-updater-2.12.0/src/updater.rs: `check` fetches `latest.json` and picks this
+//! platform's entry (:432-620); `download` refuses bytes whose minisign signature does not
+//! verify against `plugins.updater.pubkey` (:680-752, :1530-1555); on macOS `install` unpacks
+//! the `.app.tar.gz` and swaps it for the running bundle, asking for an administrator's
+//! password when the folder needs it (:1294-1385). Installing on macOS is not run by tests.
 
 use std::sync::Arc;
 
@@ -46,8 +44,7 @@ impl Found for PluginUpdate {
         Box::pin(async move { (self.0.download(|_, _| {}, || {}).await).map_err(reason) })
     }
 
-    // Called on a blocking thread, never the main one: asking for the password, the plugin runs
-    // its AppleScript on the main thread and waits for it (:1357-1364).
+    // On a blocking thread: the password prompt's AppleScript runs on the main one (:1357-1364).
     fn install(&self, bytes: &[u8]) -> Result<(), UpdateError> {
         self.0
             .install(bytes)
