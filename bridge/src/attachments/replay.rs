@@ -65,7 +65,35 @@ pub fn strip_media(transcript: &mut [Value], copies: &[(Option<String>, Option<S
         };
         replaced += 1;
     }
+    for block in blocks_mut(transcript) {
+        drop_fetched_bytes(block);
+    }
     replaced
+}
+
+/// A page the server's web fetch returned as a base64 document (a PDF) keeps its shape but
+/// not its bytes: its source becomes plain text naming the URL. The result block is still
+/// one the API takes back (`web_fetch_result.content` is a document whose source is base64
+/// PDF or plain text: `BetaWebFetchBlock` / `BetaDocumentBlock` in Anthropic's SDK types).
+/// Text pages are kept as they came.
+fn drop_fetched_bytes(block: &mut Value) {
+    if block.get("type").and_then(Value::as_str) != Some("web_fetch_tool_result") {
+        return;
+    }
+    let Some(result) = block.get_mut("content") else {
+        return;
+    };
+    let url = result
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or("the linked page");
+    let text = format!("[A PDF fetched from {url}; its bytes are not kept between texts.]");
+    let Some(source) = result.pointer_mut("/content/source") else {
+        return;
+    };
+    if source.get("type").and_then(Value::as_str) == Some("base64") {
+        *source = json!({"type": "text", "media_type": "text/plain", "data": text});
+    }
 }
 
 /// Puts back each block [`strip_media`] named, prepared again from its vault copy (HEIC
@@ -208,6 +236,40 @@ mod tests {
             text.contains("is gone") && text.contains("img9.jpg"),
             "{text}"
         );
+    }
+
+    /// Issue 10: sessions.json holds no PDF bytes, not even those of a page the server's web
+    /// fetch read; a text page's result is kept byte for byte.
+    #[test]
+    fn a_fetched_pdf_keeps_its_block_but_not_its_bytes() {
+        let fetched = |source: Value| {
+            json!({"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_1", "content": {
+                "type": "web_fetch_result", "url": "https://example.com/paper.pdf",
+                "retrieved_at": "2026-12-02T07:00:00Z",
+                "content": {"type": "document", "source": source, "title": "Paper"}}})
+        };
+        let pdf =
+            json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"});
+        let page = json!({"type": "text", "media_type": "text/plain", "data": "Hello"});
+        let mut transcript = vec![json!({"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_fetch",
+             "input": {"url": "https://example.com/paper.pdf"}},
+            fetched(pdf), fetched(page.clone()),
+        ]})];
+        assert_eq!(strip_media(&mut transcript, &[]), 0);
+        let kept = transcript[0]["content"].clone();
+        assert!(!kept.to_string().contains("JVBERi0"), "{kept}");
+        let source = &kept[1]["content"]["content"]["source"];
+        assert_eq!(source["type"], "text");
+        assert!(
+            source["data"]
+                .as_str()
+                .unwrap()
+                .contains("https://example.com/paper.pdf"),
+            "{source}"
+        );
+        assert_eq!(kept[1]["content"]["url"], "https://example.com/paper.pdf");
+        assert_eq!(kept[2], fetched(page), "a text page is kept as it came");
     }
 
     #[test]
