@@ -502,7 +502,36 @@ fn block_type(block: &Value) -> Option<&str> {
 /// must come FIRST in the content array" (…/tool-use/handle-tool-calls). Checked after merging
 /// consecutive same-role turns, as the API does; indices are those of the request.
 fn check_messages(messages: &[Value]) -> Result<(), String> {
-    // (role, index of the turn's first message, merged content)
+    let turns = merged_turns(messages)?;
+    if turns.first().is_some_and(|(role, _, _)| *role != "user") {
+        return Err("messages: first message must use the \"user\" role".into());
+    }
+    let last = turns.len() - 1;
+    for (t, (role, i, content)) in turns.iter().enumerate() {
+        let i = *i;
+        if content.is_empty() && !(t == last && *role == "assistant") {
+            return Err(format!(
+                "messages.{i}: all messages must have non-empty content except for the optional \
+                 final assistant message"
+            ));
+        }
+        check_texts(content)?;
+        if *role == "assistant" {
+            // A final assistant turn is a prefill: its calls can never be answered (stricter
+            // than documented, since nothing this bridge sends should end that way).
+            let empty = Vec::new();
+            let next = turns.get(t + 1).map_or(&empty, |(_, _, next)| next);
+            check_calls_answered(i, content, next)?;
+            continue;
+        }
+        check_results(t, i, content, &turns)?;
+    }
+    Ok(())
+}
+
+/// The request's turns, consecutive messages of one role merged as the API does: (role,
+/// index of the turn's first message, content).
+fn merged_turns(messages: &[Value]) -> Result<Vec<(&str, usize, Vec<Value>)>, String> {
     let mut turns: Vec<(&str, usize, Vec<Value>)> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = match message.get("role").and_then(Value::as_str) {
@@ -524,78 +553,62 @@ fn check_messages(messages: &[Value]) -> Result<(), String> {
             _ => turns.push((role, i, blocks)),
         }
     }
-    if turns.first().is_some_and(|(role, _, _)| *role != "user") {
-        return Err("messages: first message must use the \"user\" role".into());
+    Ok(turns)
+}
+
+/// Every text block has non-whitespace text.
+fn check_texts(content: &[Value]) -> Result<(), String> {
+    for block in content.iter().filter(|b| block_type(b) == Some("text")) {
+        match block.get("text").and_then(Value::as_str) {
+            None | Some("") => {
+                return Err("messages: text content blocks must be non-empty".into());
+            }
+            Some(text) if text.trim().is_empty() => {
+                return Err(
+                    "messages: text content blocks must contain non-whitespace text".into(),
+                );
+            }
+            Some(_) => {}
+        }
     }
-    let last = turns.len() - 1;
-    for (t, (role, i, content)) in turns.iter().enumerate() {
-        let i = *i;
-        if content.is_empty() && !(t == last && *role == "assistant") {
-            return Err(format!(
-                "messages.{i}: all messages must have non-empty content except for the optional \
-                 final assistant message"
-            ));
-        }
-        for block in content.iter().filter(|b| block_type(b) == Some("text")) {
-            match block.get("text").and_then(Value::as_str) {
-                None | Some("") => {
-                    return Err("messages: text content blocks must be non-empty".into());
-                }
-                Some(text) if text.trim().is_empty() => {
-                    return Err(
-                        "messages: text content blocks must contain non-whitespace text".into(),
-                    );
-                }
-                Some(_) => {}
+    Ok(())
+}
+
+/// An assistant turn's `tool_use` blocks are whole and each is answered in `next`.
+fn check_calls_answered(i: usize, content: &[Value], next: &[Value]) -> Result<(), String> {
+    let mut ids = Vec::new();
+    for (j, block) in
+        (content.iter().enumerate()).filter(|(_, b)| block_type(b) == Some("tool_use"))
+    {
+        let id = block.get("id").and_then(Value::as_str);
+        let named = block.get("name").and_then(Value::as_str).is_some();
+        match id {
+            Some(id) if named && block.get("input").is_some_and(Value::is_object) => {
+                ids.push(id.to_string())
+            }
+            _ => {
+                return Err(format!(
+                    "messages.{i}.content.{j}: tool_use needs id, name and an input object"
+                ));
             }
         }
-        if *role == "assistant" {
-            let mut ids = Vec::new();
-            for (j, block) in content
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| block_type(b) == Some("tool_use"))
-            {
-                let id = block.get("id").and_then(Value::as_str);
-                let named = block.get("name").and_then(Value::as_str).is_some();
-                match id {
-                    Some(id) if named && block.get("input").is_some_and(Value::is_object) => {
-                        ids.push(id.to_string())
-                    }
-                    _ => {
-                        return Err(format!(
-                            "messages.{i}.content.{j}: tool_use needs id, name and an input object"
-                        ));
-                    }
-                }
-            }
-            // A final assistant turn is a prefill: its calls can never be answered (stricter
-            // than documented, since nothing this bridge sends should end that way).
-            let empty = Vec::new();
-            let next = turns.get(t + 1).map_or(&empty, |(_, _, next)| next);
-            {
-                let missing: Vec<&str> = ids
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|id| {
-                        !next.iter().any(|b| {
-                            block_type(b) == Some("tool_result")
-                                && b.get("tool_use_id").and_then(Value::as_str) == Some(*id)
-                        })
-                    })
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(format!(
-                        "messages.{i}: `tool_use` ids were found without `tool_result` blocks \
-                         immediately after: {}. Each `tool_use` block must have a corresponding \
-                         `tool_result` block in the next message.",
-                        missing.join(", ")
-                    ));
-                }
-            }
-            continue;
-        }
-        check_results(t, i, content, &turns)?;
+    }
+    let answered = |id: &str| {
+        next.iter().any(|b| {
+            block_type(b) == Some("tool_result")
+                && b.get("tool_use_id").and_then(Value::as_str) == Some(id)
+        })
+    };
+    let missing: Vec<&str> = (ids.iter().map(String::as_str))
+        .filter(|id| !answered(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately \
+             after: {}. Each `tool_use` block must have a corresponding `tool_result` block in \
+             the next message.",
+            missing.join(", ")
+        ));
     }
     Ok(())
 }
