@@ -25,6 +25,17 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// Writes `msg` with one JPEG attachment row, then the file whole under the fixture home,
+/// as Messages does once a photo has arrived.
+fn send_with_photo(world: &World, msg: &Msg, name: &str, jpeg: &[u8]) {
+    let (_, attached) = world.db.insert_with_files(
+        msg,
+        &[FileRow::new(name, "image/jpeg", jpeg.len())],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, jpeg);
+}
+
 /// The files in a vault folder, sorted by name.
 fn files(world: &World, folder: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(world.vault().join(folder))
@@ -56,12 +67,7 @@ async fn a_photo_with_a_caption_reaches_the_model_and_the_note_embeds_its_copy()
     let bridge = world.start().await;
     let jpeg = photo(2400, 1600);
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}whiteboard from the planning meeting");
-    let (_, files_written) = world.db.insert_with_files(
-        &msg,
-        &[FileRow::new("IMG_0042.JPG", "image/jpeg", jpeg.len())],
-        world.dir.path(),
-    );
-    write_file(&files_written[0].path, &jpeg);
+    send_with_photo(&world, &msg, "IMG_0042.JPG", &jpeg);
     let status = world
         .wait_status("the photo captured", |s| s["captured"] == 1)
         .await;
@@ -181,12 +187,7 @@ async fn each_attachment_folder_form_resolves_against_the_note_written() {
         let bridge = world.start().await;
         let jpeg = photo(200, 100);
         let msg = Msg::new(ME_CHAT, ME).text("receipt");
-        let (_, attached) = world.db.insert_with_files(
-            &msg,
-            &[FileRow::new("receipt.jpeg", "image/jpeg", jpeg.len())],
-            world.dir.path(),
-        );
-        write_file(&attached[0].path, &jpeg);
+        send_with_photo(&world, &msg, "receipt.jpeg", &jpeg);
         world
             .wait_status("the receipt captured", |s| s["captured"] == 1)
             .await;
@@ -250,12 +251,7 @@ async fn a_clarification_after_a_photo_keeps_the_session_small() {
     let bridge = world.start().await;
     let jpeg = photo(2000, 1500);
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}");
-    let (_, attached) = world.db.insert_with_files(
-        &msg,
-        &[FileRow::new("IMG_1.JPG", "image/jpeg", jpeg.len())],
-        world.dir.path(),
-    );
-    write_file(&attached[0].path, &jpeg);
+    send_with_photo(&world, &msg, "IMG_1.JPG", &jpeg);
     world
         .wait_status("the question asked", |s| s["asked"] == 1)
         .await;
@@ -421,17 +417,7 @@ async fn a_pdf_is_shown_as_a_document_and_one_over_the_page_limit_is_only_attach
 async fn a_voice_message_gives_the_model_its_transcript_and_the_vault_its_audio() {
     let world = World::new(capture()).await;
     let bridge = world.start().await;
-    let audio = b"caff\x00\x01\x00\x00 fake audio frames".to_vec();
-    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::blob("Transcription"));
-    let (_, attached) = world.db.insert_voice(
-        &msg,
-        &FileRow {
-            uti: Some("com.apple.coreaudio-format".into()),
-            ..FileRow::new("Audio Message.caf", "audio/x-caf", audio.len())
-        },
-        world.dir.path(),
-    );
-    write_file(&attached.path, &audio);
+    let (_, audio) = send_voice(&world, crate::util::chatdb::blob("Transcription"));
     world
         .wait_status("the voice message captured", |s| s["captured"] == 1)
         .await;
@@ -573,13 +559,12 @@ async fn claimed(world: &World, guid: &str) {
     assert!(found.is_some(), "the text {guid} was never claimed");
 }
 
-/// A voice message as Messages first writes it: the audio's rows and file, a body of only
-/// the placeholder, no transcript yet.
-fn voice_without_transcript(world: &World) -> (crate::util::chatdb::Inserted, Vec<u8>) {
+/// A voice message as Messages writes it, with `body` as its `attributedBody`: the row, the
+/// audio's attachment rows, and the audio file whole. Returns the rows and the audio.
+fn send_voice(world: &World, body: Vec<u8>) -> (crate::util::chatdb::Inserted, Vec<u8>) {
     let audio = b"caff\x00\x01\x00\x00 fake audio frames".to_vec();
-    let msg = Msg::new(ME_CHAT, ME).body(crate::util::chatdb::typedstream("\u{FFFC}"));
     let (inserted, attached) = world.db.insert_voice(
-        &msg,
+        &Msg::new(ME_CHAT, ME).body(body),
         &FileRow {
             uti: Some("com.apple.coreaudio-format".into()),
             ..FileRow::new("Audio Message.caf", "audio/x-caf", audio.len())
@@ -588,6 +573,12 @@ fn voice_without_transcript(world: &World) -> (crate::util::chatdb::Inserted, Ve
     );
     write_file(&attached.path, &audio);
     (inserted, audio)
+}
+
+/// A voice message as Messages first writes it: a body of only the placeholder, no
+/// transcript yet.
+fn voice_without_transcript(world: &World) -> (crate::util::chatdb::Inserted, Vec<u8>) {
+    send_voice(world, crate::util::chatdb::typedstream("\u{FFFC}"))
 }
 
 /// Issue 10: Messages writes a voice message's transcript into its row after the row

@@ -73,7 +73,7 @@ pub enum SendState {
 
 impl SendState {
     /// Its name in the database.
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SendState::InFlight => "in_flight",
             SendState::Sent => "sent",
@@ -82,7 +82,7 @@ impl SendState {
     }
 
     /// Reads a stored name; an unknown one counts as unconfirmed (never sent again).
-    fn parse(raw: &str) -> SendState {
+    pub(crate) fn parse(raw: &str) -> SendState {
         match raw {
             "in_flight" => SendState::InFlight,
             "sent" => SendState::Sent,

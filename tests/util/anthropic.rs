@@ -529,10 +529,13 @@ fn check_messages(messages: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
-/// The request's turns, consecutive messages of one role merged as the API does: (role,
-/// index of the turn's first message, content).
-fn merged_turns(messages: &[Value]) -> Result<Vec<(&str, usize, Vec<Value>)>, String> {
-    let mut turns: Vec<(&str, usize, Vec<Value>)> = Vec::new();
+/// One turn of a request: its role, the index of its first message, and the content of its
+/// messages merged.
+type Turn<'a> = (&'a str, usize, Vec<Value>);
+
+/// The request's turns, consecutive messages of one role merged as the API does.
+fn merged_turns(messages: &[Value]) -> Result<Vec<Turn<'_>>, String> {
+    let mut turns: Vec<Turn<'_>> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = match message.get("role").and_then(Value::as_str) {
             Some(role @ ("user" | "assistant")) => role,
@@ -615,12 +618,7 @@ fn check_calls_answered(i: usize, content: &[Value], next: &[Value]) -> Result<(
 
 /// A user turn's `tool_result` blocks: first in the content, each answering a `tool_use` of
 /// the assistant turn just before, once.
-fn check_results(
-    t: usize,
-    i: usize,
-    content: &[Value],
-    turns: &[(&str, usize, Vec<Value>)],
-) -> Result<(), String> {
+fn check_results(t: usize, i: usize, content: &[Value], turns: &[Turn<'_>]) -> Result<(), String> {
     let asked: Vec<&str> = t
         .checked_sub(1)
         .map(|p| {

@@ -17,35 +17,8 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS reminder_sends (key TEXT PRIMARY KEY, state TEXT NOT NULL);
 ";
 
-/// Where a reminder's send stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendState {
-    /// Recorded before sending: the bridge may have died while sending it.
-    InFlight,
-    /// Sent.
-    Sent,
-    /// It may or may not have gone out (the sender timed out, or the bridge died while
-    /// sending): never sent again.
-    Unconfirmed,
-}
-
-impl SendState {
-    fn as_str(self) -> &'static str {
-        match self {
-            SendState::InFlight => "in_flight",
-            SendState::Sent => "sent",
-            SendState::Unconfirmed => "unconfirmed",
-        }
-    }
-
-    fn parse(s: &str) -> SendState {
-        match s {
-            "sent" => SendState::Sent,
-            "unconfirmed" => SendState::Unconfirmed,
-            _ => SendState::InFlight,
-        }
-    }
-}
+/// Where a reminder's send stands: as a reply's, in the ledger.
+pub use crate::ledger::SendState;
 
 /// What [`Store::claim`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
