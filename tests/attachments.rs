@@ -308,7 +308,7 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}parking spot");
     let (_, attached) = world.db.insert_with_files(
         &msg,
-        &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len())],
+        &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len()).downloading()],
         world.dir.path(),
     );
     bridge.wait_line("waiting for attachment files").await;
@@ -345,7 +345,7 @@ async fn a_file_that_never_arrives_is_named_to_the_user_at_the_limit() {
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the scan of the lease");
     world.db.insert_with_files(
         &msg,
-        &[FileRow::new("Lease.pdf", "application/pdf", 90_000)],
+        &[FileRow::new("Lease.pdf", "application/pdf", 90_000).downloading()],
         world.dir.path(),
     );
     world
@@ -367,6 +367,46 @@ async fn a_file_that_never_arrives_is_named_to_the_user_at_the_limit() {
         "{replies:#?}"
     );
     assert!(files(&world, "Attachments").is_empty());
+}
+
+/// Issue 10: a file whose download Messages recorded as failed (`transfer_state` 6) is not
+/// waited for: with the default two-minute limit the text is handled at once, the photo
+/// beside it shown, and the user told which file could not be read and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_messages_gave_up_on_is_named_at_once_not_at_the_limit() {
+    let world = World::new(capture()).await;
+    let bridge = world.start().await;
+    let jpeg = photo(640, 480);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}\u{FFFC}the garden");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[
+            FileRow::new("IMG_8.JPG", "image/jpeg", jpeg.len()),
+            FileRow::new("IMG_9.MOV", "video/quicktime", 4_000_000).failed(),
+        ],
+        world.dir.path(),
+    );
+    write_file(&attached[0].path, &jpeg);
+    world
+        .wait_status("the text captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    let request = &requests[0].body;
+    assert_eq!(media::images(request).len(), 1, "the photo is shown");
+    assert!(
+        request.to_string().contains("IMG_9.MOV"),
+        "the model is told of the video"
+    );
+    let replies = world.osascript.calls();
+    assert!(
+        replies.iter().any(|c| c
+            .text
+            .contains("couldn't read IMG_9.MOV (Messages could not download it)")),
+        "{replies:#?}"
+    );
+    assert_eq!(files(&world, "Attachments").len(), 1);
 }
 
 /// Issue 10: a PDF within the API's limits is shown as a `document` block; one over 100

@@ -290,8 +290,8 @@ pub fn cached_system(text: &str) -> Value {
 /// beta needed: `web-fetch-2025-09-10`) lists `web_fetch_20260318` as the latest version,
 /// adding dynamic filtering (Claude 4.6 and later) and response inclusion to the earlier
 /// ones, which "remain available", `web_fetch_20250910` being the basic fetch. The bridge
-/// needs only the page's text, and its default model (`claude-haiku-4-5`) is not one that
-/// filters dynamically: the basic version.
+/// needs only the page's text, and the basic version works with any model `CLAUDE_MODEL`
+/// may name, dynamic filtering only with some: the basic version.
 pub const WEB_FETCH_TYPE: &str = "web_fetch_20250910";
 /// Most pages one request may fetch.
 const WEB_FETCH_MAX_USES: u32 = 3;

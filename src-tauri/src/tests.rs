@@ -801,6 +801,55 @@ fn windows_are_created_on_demand_and_focused_when_open() {
     assert_eq!(h.app.webview_windows().len(), Page::ALL.len());
 }
 
+/// The menu as built: every item in order with its text, and a click on "Check for
+/// Updates…" (through the same handler as the icon's menu events) opens the Software Update
+/// window, as Sessions… opens the sessions window.
+#[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "muda builds menus on the main thread only"
+)]
+fn the_menu_lists_its_items_and_check_for_updates_opens_the_update_window() {
+    let h = harness(Setup::default());
+    let items: Vec<(String, String)> = h
+        .menu()
+        .menu
+        .items()
+        .unwrap()
+        .iter()
+        .filter_map(|item| {
+            let text = match item {
+                tauri::menu::MenuItemKind::MenuItem(i) => i.text().unwrap(),
+                tauri::menu::MenuItemKind::Check(i) => i.text().unwrap(),
+                _ => return None,
+            };
+            Some((item.id().as_ref().to_string(), text))
+        })
+        .collect();
+    let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            tray::STATUS,
+            tray::SESSIONS,
+            tray::SETTINGS,
+            tray::SETUP,
+            tray::UPDATES,
+            tray::PAUSE,
+            tray::LOGIN,
+            tray::OPEN_VAULT,
+            tray::OPEN_LOGS,
+            tray::QUIT
+        ]
+    );
+    assert_eq!(items[4].1, "Check for Updates…");
+    assert!(!h.app.webview_windows().contains_key("update"));
+    tray::handle(h.app.handle(), tray::UPDATES);
+    assert!(h.app.webview_windows().contains_key("update"));
+    tray::handle(h.app.handle(), tray::SESSIONS);
+    assert!(h.app.webview_windows().contains_key("sessions"));
+}
+
 #[test]
 #[cfg_attr(
     target_os = "macos",

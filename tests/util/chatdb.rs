@@ -441,6 +441,9 @@ pub struct FileRow {
     pub uti: Option<String>,
     /// `total_bytes`: the complete file's size.
     pub total_bytes: i64,
+    /// `transfer_state` (IMCore's `IMFileTransferState`): 5 finished, 3 transferring,
+    /// 6 failed (see `bridge/src/attachments/rows.rs`).
+    pub transfer_state: i64,
 }
 
 impl FileRow {
@@ -451,6 +454,23 @@ impl FileRow {
             mime_type: Some(mime_type.to_string()),
             uti: None,
             total_bytes: i64::try_from(total_bytes).unwrap_or(i64::MAX),
+            transfer_state: 5,
+        }
+    }
+
+    /// The same file still downloading (`transfer_state` 3, transferring).
+    pub fn downloading(self) -> FileRow {
+        FileRow {
+            transfer_state: 3,
+            ..self
+        }
+    }
+
+    /// The same file, its download given up by Messages (`transfer_state` 6, error).
+    pub fn failed(self) -> FileRow {
+        FileRow {
+            transfer_state: 6,
+            ..self
         }
     }
 }
@@ -501,7 +521,7 @@ impl FixtureDb {
             .execute(
                 "INSERT INTO attachment (guid, original_guid, created_date, filename, uti, \
                  mime_type, transfer_state, is_outgoing, transfer_name, total_bytes) \
-                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, 5, 0, ?6, ?7)",
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?8, 0, ?6, ?7)",
                 params![
                     guid,
                     apple_now() / 1_000_000_000,
@@ -509,7 +529,8 @@ impl FixtureDb {
                     file.uti,
                     file.mime_type,
                     file.name,
-                    file.total_bytes
+                    file.total_bytes,
+                    file.transfer_state
                 ],
             )
             .expect("insert attachment");

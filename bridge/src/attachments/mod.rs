@@ -1,8 +1,9 @@
 //! Photos, screenshots and other files sent with a text: their rows in `chat.db`
 //! ([`rows`]), what kind each is ([`kind`]), images made ready for the model ([`picture`],
-//! HEIC through [`heif`]), PDFs as documents ([`pdf`]), where Obsidian wants the copies ([`folder`]) and the whole of it
-//! voice messages' transcripts ([`voice`]), link previews ([`link`]), and the whole of it
-//! for one text ([`prepare`]), after waiting for files still downloading ([`wait`]).
+//! HEIC through [`heif`]), PDFs as documents ([`pdf`]), voice messages' transcripts
+//! ([`voice`]) and audio ([`audio`]), link previews ([`link`]), where Obsidian wants the
+//! copies ([`folder`]), and the whole of it for one text ([`prepare`]), after waiting for
+//! files still downloading ([`wait`]).
 //!
 //! Invariants: attachments are read, never changed, in Messages' folder; each is copied into
 //! the vault at most once per handling of its text; image bytes reach the model's request

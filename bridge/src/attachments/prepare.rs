@@ -17,7 +17,7 @@ use super::heif::Converter;
 use super::kind::Kind;
 use super::pdf;
 use super::picture;
-use super::rows::Attachment;
+use super::rows::{Attachment, Transfer};
 use crate::vault::Vault;
 
 /// Largest file copied into the vault (and read at all).
@@ -185,19 +185,20 @@ impl Prepared {
 
     /// What the user is told when some attachments could not be read, naming them.
     pub fn unreadable_notice(&self) -> Option<String> {
-        let names: Vec<&str> = self
+        let named: Vec<String> = self
             .handled
             .iter()
-            .filter(|h| matches!(h.handling, Handling::Unreadable(_)))
-            .map(|h| h.name.as_str())
+            .filter_map(|h| match &h.handling {
+                Handling::Unreadable(why) => Some(format!("{} ({why})", h.name)),
+                _ => None,
+            })
             .collect();
-        if names.is_empty() {
+        if named.is_empty() {
             return None;
         }
         Some(format!(
-            "I couldn't read {} from that text (not downloaded to this Mac, perhaps kept in \
-             iCloud only); the rest is being filed.",
-            names.join(", ")
+            "I couldn't read {} from that text; the rest is being filed.",
+            named.join(", ")
         ))
     }
 
@@ -363,7 +364,10 @@ fn one(
             return (handled, None);
         }
         Err(why) => {
-            handled.handling = Handling::Unreadable(why);
+            handled.handling = Handling::Unreadable(match attachment.transfer {
+                Transfer::Failed => "Messages could not download it".into(),
+                _ => why,
+            });
             return (handled, None);
         }
     };
@@ -467,7 +471,7 @@ fn read(path: &Path) -> Result<Read, String> {
 fn reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            "the file is not on this Mac (it may be in iCloud only)".into()
+            "the file is not on this Mac; it may be in iCloud only".into()
         }
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
@@ -519,6 +523,14 @@ mod tests {
                 path: None,
                 ..attachment(&PathBuf::new(), "image/jpeg", "unnamed.jpg")
             },
+            Attachment {
+                transfer: Transfer::Failed,
+                ..attachment(
+                    &dir.path().join("failed.mov"),
+                    "video/quicktime",
+                    "failed.mov",
+                )
+            },
         ];
         let settings = AttachmentSettings::load(vault.root());
         let now = Local::now();
@@ -535,6 +547,18 @@ mod tests {
             matches!(p.handled[1].handling, Handling::Unreadable(ref w) if w.contains("iCloud"))
         );
         assert!(matches!(p.handled[2].handling, Handling::Unreadable(_)));
+        assert_eq!(
+            p.handled[3].handling,
+            Handling::Unreadable("Messages could not download it".into())
+        );
+        assert_eq!(
+            p.unreadable_notice().as_deref(),
+            Some(
+                "I couldn't read gone.jpg (the file is not on this Mac; it may be in iCloud \
+                 only), unnamed.jpg (Messages has not named its file), failed.mov (Messages \
+                 could not download it) from that text; the rest is being filed."
+            )
+        );
         assert_eq!(p.embeds(), [format!("![[{day}_img0001.png]]")]);
         assert_eq!(p.blocks.len(), 2);
         assert_eq!(p.blocks[1]["source"]["media_type"], "image/jpeg");

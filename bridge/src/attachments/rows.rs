@@ -5,6 +5,11 @@
 //! wrong type reads as absent, never a panic); a `filename` starting with `~` is under the
 //! user's home; hidden attachments (`hide_attachment = 1`, e.g. a link preview's thumbnail)
 //! are not returned.
+//!
+//! `transfer_state` is the `IMFileTransferState` of IMCore, the private framework Messages
+//! is built on (no Apple documentation; the values as the Barcelona bridge reads them in
+//! `IMFileTransfer+StateBound.swift`: -1 archiving, 0 waiting for accept, 1 accepted,
+//! 2 preparing, 3 transferring, 4 finalizing, 5 finished, 6 error, 7 recoverable error).
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +35,32 @@ pub struct Attachment {
     pub transfer_name: Option<String>,
     /// `total_bytes`: the size the file has when complete (0 when unknown).
     pub total_bytes: u64,
+    /// `transfer_state`, as it stood when the text was read.
+    #[serde(default)]
+    pub transfer: Transfer,
+}
+
+/// Where Messages' download of an attachment stands (`transfer_state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transfer {
+    /// Finished (5).
+    Finished,
+    /// Failed for good (6): the file will not come without the user's doing.
+    Failed,
+    /// Any other state, or none recorded: it may still come.
+    #[default]
+    Pending,
+}
+
+impl Transfer {
+    /// The state of `transfer_state` value `state`.
+    pub fn of(state: Option<i64>) -> Transfer {
+        match state {
+            Some(5) => Transfer::Finished,
+            Some(6) => Transfer::Failed,
+            _ => Transfer::Pending,
+        }
+    }
 }
 
 impl Attachment {
@@ -50,7 +81,7 @@ impl Attachment {
 
 /// The attachment query; table and column names as Messages writes them.
 const SQL: &str = "SELECT a.guid, a.filename, a.mime_type, a.uti, a.transfer_name, \
-                   a.total_bytes, a.hide_attachment \
+                   a.total_bytes, a.hide_attachment, a.transfer_state \
                    FROM message_attachment_join AS j \
                    JOIN attachment AS a ON a.ROWID = j.attachment_id \
                    WHERE j.message_id = ?1 ORDER BY j.ROWID LIMIT ?2";
@@ -89,6 +120,7 @@ fn from_row(row: &Row<'_>, home: Option<&Path>) -> Option<Attachment> {
         total_bytes: integer(row, 5)
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0),
+        transfer: Transfer::of(integer(row, 7)),
     })
 }
 
@@ -125,17 +157,17 @@ mod tests {
         conn.execute_batch(
             "CREATE TABLE attachment (ROWID INTEGER PRIMARY KEY AUTOINCREMENT, guid TEXT, \
              filename TEXT, uti TEXT, mime_type TEXT, transfer_name TEXT, total_bytes INTEGER, \
-             hide_attachment INTEGER DEFAULT 0); \
+             hide_attachment INTEGER DEFAULT 0, transfer_state INTEGER DEFAULT 0); \
              CREATE TABLE message_attachment_join (message_id INTEGER, attachment_id INTEGER);",
         )
         .unwrap();
         conn
     }
 
-    fn add(conn: &Connection, message: i64, values: [Value; 7]) {
+    fn add(conn: &Connection, message: i64, values: [Value; 8]) {
         conn.execute(
             "INSERT INTO attachment (guid, filename, mime_type, uti, transfer_name, total_bytes, \
-             hide_attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             hide_attachment, transfer_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             rusqlite::params_from_iter(values),
         )
         .unwrap();
@@ -154,7 +186,7 @@ mod tests {
     #[test]
     fn rows_in_join_order_home_expanded_hidden_left_out() {
         let conn = db();
-        let row = |guid: &str, file: &str, hidden: i64| {
+        let row = |guid: &str, file: &str, hidden: i64, state: Value| {
             [
                 t(guid),
                 t(file),
@@ -163,19 +195,33 @@ mod tests {
                 t("IMG_1.JPG"),
                 Value::Integer(42),
                 Value::Integer(hidden),
+                state,
             ]
         };
+        let finished = || Value::Integer(5);
         add(
             &conn,
             7,
-            row("b", "~/Library/Messages/Attachments/b.jpg", 0),
+            row("b", "~/Library/Messages/Attachments/b.jpg", 0, finished()),
         );
-        add(&conn, 7, row("a", "/abs/a.jpg", 0));
-        add(&conn, 7, row("thumb", "~/x.png", 1));
-        add(&conn, 8, row("other", "~/y.png", 0));
+        add(&conn, 7, row("a", "/abs/a.jpg", 0, Value::Integer(6)));
+        add(&conn, 7, row("thumb", "~/x.png", 1, finished()));
+        add(&conn, 8, row("other", "~/y.png", 0, finished()));
+        add(&conn, 7, row("c", "~/c.jpg", 0, Value::Integer(3)));
+        add(&conn, 7, row("d", "~/d.jpg", 0, Value::Null));
         let found = read(&conn, 7, Some(Path::new("/home/me"))).unwrap();
         let guids: Vec<&str> = found.iter().map(|a| a.guid.as_str()).collect();
-        assert_eq!(guids, ["b", "a"]);
+        assert_eq!(guids, ["b", "a", "c", "d"]);
+        let states: Vec<Transfer> = found.iter().map(|a| a.transfer).collect();
+        assert_eq!(
+            states,
+            [
+                Transfer::Finished,
+                Transfer::Failed,
+                Transfer::Pending,
+                Transfer::Pending
+            ]
+        );
         assert_eq!(
             found[0].path.as_deref(),
             Some(Path::new("/home/me/Library/Messages/Attachments/b.jpg"))
@@ -198,7 +244,7 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_rows_never_panic(rows in proptest::collection::vec(
-            proptest::array::uniform7(any_value()), 0..6)) {
+            proptest::array::uniform8(any_value()), 0..6)) {
             let conn = db();
             for values in rows {
                 add(&conn, 1, values);

@@ -1,6 +1,8 @@
 //! Waits for attachments' files: Messages often writes a text's rows before its files have
 //! finished downloading. A file is complete when it is a regular file at least
-//! `total_bytes` long (non-empty when the size is unknown).
+//! `total_bytes` long (non-empty when the size is unknown). A file whose download Messages
+//! recorded as failed (`transfer_state` 6, [`Transfer::Failed`]) is not waited for: it
+//! does not come without the user's doing, and the text is handled at once without it.
 //!
 //! Invariants: event-driven — a notify watch on the nearest existing folder above each
 //! missing file wakes the check, with no polling; bounded by the limit; the watch's callback
@@ -12,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::rows::Attachment;
+use super::rows::{Attachment, Transfer};
 
 /// How long a text waits for its files by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
@@ -20,7 +22,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 /// How a wait ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Waited {
-    /// Every file was complete (at once or later).
+    /// Every file was complete (at once or later), or will not come.
     Complete,
     /// The limit passed; these (display names) were still incomplete.
     TimedOut(Vec<String>),
@@ -40,11 +42,15 @@ pub fn is_complete(attachment: &Attachment) -> bool {
     }
 }
 
+/// The attachments still to come: not complete, and not failed for good.
 fn incomplete(attachments: &[Attachment]) -> Vec<&Attachment> {
-    attachments.iter().filter(|a| !is_complete(a)).collect()
+    attachments
+        .iter()
+        .filter(|a| a.transfer != Transfer::Failed && !is_complete(a))
+        .collect()
 }
 
-/// Waits until every attachment with a path is complete, or `limit` passes.
+/// Waits until every attachment still to come is complete, or `limit` passes.
 pub async fn wait_for_files(attachments: &[Attachment], limit: Duration) -> Waited {
     let paths = || {
         incomplete(attachments)
@@ -179,5 +185,25 @@ mod tests {
         let list = vec![attachment(&dir.path().join("never.jpg"), 5)];
         let waited = wait_for_files(&list, Duration::from_secs(120)).await;
         assert_eq!(waited, Waited::TimedOut(vec!["IMG_1.JPG".into()]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_messages_gave_up_on_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut failed = attachment(&dir.path().join("failed.jpg"), 5);
+        failed.transfer = Transfer::Failed;
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            wait_for_files(&[failed.clone()], Duration::from_secs(120)).await,
+            Waited::Complete
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
+        let pending = attachment(&dir.path().join("pending.jpg"), 5);
+        assert_eq!(
+            wait_for_files(&[failed, pending], Duration::from_secs(120)).await,
+            Waited::TimedOut(vec!["IMG_1.JPG".into()]),
+            "the other one is still waited for"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(120));
     }
 }

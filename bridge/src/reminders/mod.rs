@@ -70,7 +70,7 @@ impl Reminder {
 pub enum DueError {
     /// Not ISO 8601 as accepted.
     #[error(
-        "{0:?} is not an ISO 8601 date-time like 2026-12-03T17:00:00+01:00 (or 2026-12-03T17:00, local time)"
+        "{0:?} is not an ISO 8601 date-time like 2026-12-03T17:00:00+01:00 (or 2026-12-03T17:00, local time, or 2026-12-03 for 09:00)"
     )]
     Format(String),
     /// A local time that does not exist (skipped by a daylight-saving change).
@@ -79,7 +79,9 @@ pub enum DueError {
 }
 
 /// Reads `raw`: RFC 3339 (with an offset or `Z`), or a local date-time without one, read in
-/// the Mac's time zone (the earlier of two, when a daylight-saving change repeats it).
+/// the Mac's time zone (the earlier of two, when a daylight-saving change repeats it), or a
+/// date alone, meaning 09:00 that day (the default the prompt states; also what a person
+/// typing `due: 2026-12-03` into the note in Obsidian means).
 pub fn parse_due(raw: &str) -> Result<Due, DueError> {
     parse_due_in(raw, &Local)
 }
@@ -98,6 +100,11 @@ pub fn parse_due_in<Z: TimeZone>(raw: &str, zone: &Z) -> Result<Due, DueError> {
     ]
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .ok()
+            .and_then(|day| day.and_hms_opt(9, 0, 0))
+    })
     .ok_or_else(|| DueError::Format(raw.chars().take(60).collect()))?;
     zone.from_local_datetime(&naive)
         .earliest()
@@ -352,6 +359,7 @@ mod tests {
             ("2026-12-03T16:00:00Z", "2026-12-03T16:00:00+00:00"),
             ("2026-12-03T17:00", "2026-12-03T17:00:00+01:00"),
             (" 2026-12-03 17:00:30 ", "2026-12-03T17:00:30+01:00"),
+            ("2026-12-03", "2026-12-03T09:00:00+01:00"),
         ];
         for (raw, want) in cases {
             let due = parse_due_in(raw, &paris).unwrap();
@@ -362,7 +370,8 @@ mod tests {
             "",
             "2026-13-03T17:00",
             "17:00",
-            "2026-12-03",
+            "2026-12-32",
+            "2026-12-03T25:00",
         ] {
             assert!(
                 matches!(parse_due_in(bad, &paris), Err(DueError::Format(_))),
