@@ -336,6 +336,39 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
     assert_eq!(world.notes("Reference").len(), 1);
 }
 
+/// Issue 10: a row written before its download starts has no `filename` yet; Messages names
+/// the file in the row (updated in place) as it comes. The waiting text reads its row again
+/// on chat.db's change and is handled once, with the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_that_names_its_file_later_is_read_again_and_handled_once() {
+    let world = World::new(capture()).await;
+    let mut bridge = world.start().await;
+    let jpeg = photo(800, 600);
+    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the receipt");
+    let (_, attached) = world.db.insert_with_files(
+        &msg,
+        &[FileRow::new("IMG_6.JPG", "image/jpeg", jpeg.len()).unnamed()],
+        world.dir.path(),
+    );
+    bridge.wait_line("waiting for attachment files").await;
+    write_file(&attached[0].path, &jpeg);
+    world.db.name_file(&attached[0], world.dir.path());
+    world
+        .wait_status("the photo captured", |s| s["captured"] == 1)
+        .await;
+    bridge.stop().await;
+    assert_eq!(world.api.violations(), Vec::<String>::new());
+    let requests = world.api.requests();
+    assert_eq!(requests.len(), 1, "handled once: one filing turn");
+    assert_eq!(media::images(&requests[0].body).len(), 1);
+    let copies = files(&world, "Attachments");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
+        jpeg
+    );
+}
+
 /// Issue 10: a file that never arrives: at the limit (set short here) the text is handled
 /// without it, the model is told it could not be read, and the user is told its name.
 #[tokio::test(flavor = "multi_thread")]

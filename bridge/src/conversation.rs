@@ -386,15 +386,20 @@ impl Conversations {
                 voice => voice,
             }
         };
+        let mut files = files.to_vec();
+        let rows = attachments::RowsOf {
+            chat_db: self.chat_db.clone(),
+            rowid: message.rowid,
+        };
         let (waited, voice) = tokio::join!(
-            attachments::wait_for_files(files, self.attachment_wait),
+            attachments::wait_for_files(&mut files, self.attachment_wait, Some(rows)),
             voice
         );
         if let attachments::Waited::TimedOut(missing) = waited {
             warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
                 "attachment files did not arrive in time; handling the text without them");
         }
-        let prepared = attachments::prepare_off_runtime(&self.vault, files.to_vec()).await;
+        let prepared = attachments::prepare_off_runtime(&self.vault, files).await;
         if let Some(notice) = prepared.unreadable_notice() {
             self.reply(&message.chat, Some(&message.guid), &notice)
                 .await;

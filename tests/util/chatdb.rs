@@ -444,6 +444,8 @@ pub struct FileRow {
     /// `transfer_state` (IMCore's `IMFileTransferState`): 5 finished, 3 transferring,
     /// 6 failed (see `bridge/src/attachments/rows.rs`).
     pub transfer_state: i64,
+    /// Whether `filename` is written (a download not yet started may have none).
+    pub named: bool,
 }
 
 impl FileRow {
@@ -455,6 +457,17 @@ impl FileRow {
             uti: None,
             total_bytes: i64::try_from(total_bytes).unwrap_or(i64::MAX),
             transfer_state: 5,
+            named: true,
+        }
+    }
+
+    /// The same file before its download starts: no `filename` yet, `transfer_state` 0
+    /// (waiting); [`FixtureDb::name_file`] writes them as Messages does later.
+    pub fn unnamed(self) -> FileRow {
+        FileRow {
+            transfer_state: 0,
+            named: false,
+            ..self
         }
     }
 
@@ -525,7 +538,7 @@ impl FixtureDb {
                 params![
                     guid,
                     apple_now() / 1_000_000_000,
-                    format!("~/{rel}"),
+                    file.named.then(|| format!("~/{rel}")),
                     file.uti,
                     file.mime_type,
                     file.name,
@@ -545,6 +558,21 @@ impl FixtureDb {
             guid,
             path: home.join(rel),
         }
+    }
+
+    /// Names an attachment's file in its row and marks the download finished, as Messages
+    /// does in place once the file has come: `filename` as `~/…` under `home`.
+    pub fn name_file(&self, file: &AttachedFile, home: &Path) {
+        let rel = file
+            .path
+            .strip_prefix(home)
+            .expect("the file is under home");
+        self.conn
+            .execute(
+                "UPDATE attachment SET filename = ?1, transfer_state = 5 WHERE guid = ?2",
+                params![format!("~/{}", rel.display()), file.guid],
+            )
+            .expect("name the attachment's file");
     }
 }
 

@@ -79,6 +79,28 @@ impl Attachment {
     }
 }
 
+/// How often a wait that reads `chat.db` again (for a file's row, a voice transcript) looks
+/// without a file event: the watch's safety net, bounded by the wait's limit.
+pub const SAFETY_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `chat_db` opened read-only for a wait that reads rows again; `None` (logged) when it
+/// cannot be opened, so the wait goes on with what it has.
+pub fn open_read_only(chat_db: &Path) -> Option<Connection> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match Connection::open_with_flags(chat_db, flags) {
+        Ok(conn) => {
+            // A WAL reader never waits for Messages' writer; this is only for a checkpoint.
+            let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+            Some(conn)
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "cannot open chat.db to read a waiting text's rows again");
+            None
+        }
+    }
+}
+
 /// The attachment query; table and column names as Messages writes them.
 const SQL: &str = "SELECT a.guid, a.filename, a.mime_type, a.uti, a.transfer_name, \
                    a.total_bytes, a.hide_attachment, a.transfer_state \

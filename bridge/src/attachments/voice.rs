@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::{Connection, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
 
 /// The attribute holding a voice message's transcript.
@@ -42,19 +42,12 @@ impl Voice {
 /// then stands. The database is the one intake reads; a read that fails counts as no
 /// transcript yet.
 pub async fn wait_for_transcript(chat_db: &Path, rowid: i64, limit: Duration) -> Voice {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = match Connection::open_with_flags(chat_db, flags) {
-        Ok(conn) => conn,
-        Err(err) => {
-            tracing::warn!(cause = %err, rowid, "cannot read chat.db for a voice transcript");
-            return Voice::NoTranscript;
-        }
+    let Some(conn) = super::rows::open_read_only(chat_db) else {
+        return Voice::NoTranscript;
     };
-    // A WAL reader never waits for Messages' writer; this is only for a checkpoint's moment.
-    let _ = conn.busy_timeout(Duration::from_millis(100));
     // intake's own watch of the database's files, whose echo wake-ups see a commit that is
     // published a moment after its file event, with a slow poll as its safety net.
-    let mut changes = crate::watcher::Watcher::new(chat_db, SAFETY_POLL);
+    let mut changes = crate::watcher::Watcher::new(chat_db, super::rows::SAFETY_POLL);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(Voice::Transcript(words)) = transcript(&conn, rowid) {
@@ -69,9 +62,6 @@ pub async fn wait_for_transcript(chat_db: &Path, rowid: i64, limit: Duration) ->
         }
     }
 }
-
-/// How often the transcript wait reads the row without a file event.
-const SAFETY_POLL: Duration = Duration::from_secs(5);
 
 /// The voice message in row `rowid`'s `attributedBody` now (column as Messages names it).
 fn transcript(conn: &Connection, rowid: i64) -> Option<Voice> {
