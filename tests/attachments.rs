@@ -303,7 +303,7 @@ async fn a_clarification_after_a_photo_keeps_the_session_small() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
     let world = World::new(capture()).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     let jpeg = photo(800, 600);
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}parking spot");
     let (_, attached) = world.db.insert_with_files(
@@ -311,7 +311,11 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
         &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len()).downloading()],
         world.dir.path(),
     );
-    bridge.wait_line("waiting for attachment files").await;
+    world
+        .wait_status("the text waiting for its file", |s| {
+            s["awaiting_attachments"] == 1
+        })
+        .await;
     // Half the download, then the rest: only the whole file ends the wait.
     write_file(&attached[0].path, &jpeg[..jpeg.len() / 2]);
     std::fs::OpenOptions::new()
@@ -320,7 +324,9 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg[jpeg.len() / 2..]))
         .unwrap();
     world
-        .wait_status("the photo captured", |s| s["captured"] == 1)
+        .wait_status("the photo captured", |s| {
+            s["captured"] == 1 && s["awaiting_attachments"] == 0
+        })
         .await;
     bridge.stop().await;
     assert_eq!(world.api.violations(), Vec::<String>::new());
@@ -342,7 +348,7 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_that_names_its_file_later_is_read_again_and_handled_once() {
     let world = World::new(capture()).await;
-    let mut bridge = world.start().await;
+    let bridge = world.start().await;
     let jpeg = photo(800, 600);
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the receipt");
     let (_, attached) = world.db.insert_with_files(
@@ -350,11 +356,17 @@ async fn a_row_that_names_its_file_later_is_read_again_and_handled_once() {
         &[FileRow::new("IMG_6.JPG", "image/jpeg", jpeg.len()).unnamed()],
         world.dir.path(),
     );
-    bridge.wait_line("waiting for attachment files").await;
+    world
+        .wait_status("the text waiting for its file", |s| {
+            s["awaiting_attachments"] == 1
+        })
+        .await;
     write_file(&attached[0].path, &jpeg);
     world.db.name_file(&attached[0], world.dir.path());
     world
-        .wait_status("the photo captured", |s| s["captured"] == 1)
+        .wait_status("the photo captured", |s| {
+            s["captured"] == 1 && s["awaiting_attachments"] == 0
+        })
         .await;
     bridge.stop().await;
     assert_eq!(world.api.violations(), Vec::<String>::new());

@@ -391,10 +391,22 @@ impl Conversations {
             chat_db: self.chat_db.clone(),
             rowid: message.rowid,
         };
+        let awaits = attachments::any_to_come(&files)
+            || matches!(
+                extra.and_then(|e| e.voice.as_ref()),
+                Some(Voice::NoTranscript)
+            );
+        if awaits {
+            self.status.update(|s| s.awaiting_attachments += 1);
+        }
         let (waited, voice) = tokio::join!(
             attachments::wait_for_files(&mut files, self.attachment_wait, Some(rows)),
             voice
         );
+        if awaits {
+            self.status
+                .update(|s| s.awaiting_attachments = s.awaiting_attachments.saturating_sub(1));
+        }
         if let attachments::Waited::TimedOut(missing) = waited {
             warn!(chat = ?message.chat.guid, rowid = message.rowid, missing = missing.len(),
                 "attachment files did not arrive in time; handling the text without them");

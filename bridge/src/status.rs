@@ -202,6 +202,10 @@ pub struct Status {
     /// Texts claimed and waiting for the vault.
     #[serde(default)]
     pub waiting: usize,
+    /// Texts claimed and waiting for their attachments' files (still downloading) or a voice
+    /// message's transcript, at most the attachment wait each.
+    #[serde(default)]
+    pub awaiting_attachments: usize,
     /// Set while the API rejects the key (401/403); texts go to Inbox unprocessed meanwhile.
     #[serde(default)]
     pub api_problem: Option<ApiProblem>,
@@ -286,6 +290,7 @@ impl Status {
             vault_problem: None,
             vault_folders_outside: Vec::new(),
             waiting: 0,
+            awaiting_attachments: 0,
             api_problem: None,
             skipped_old: 0,
             skipped_backfill: 0,

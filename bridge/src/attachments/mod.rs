@@ -31,7 +31,7 @@ pub use prepare::{
 pub use replay::{restore_off_runtime, strip_media};
 pub use rows::Attachment;
 pub use voice::Voice;
-pub use wait::{DEFAULT_WAIT, RowsOf, Waited, wait_for_files};
+pub use wait::{DEFAULT_WAIT, RowsOf, Waited, any_to_come, wait_for_files};
 
 /// What came with a text's words, read from its row.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -67,6 +67,11 @@ fn incomplete(attachments: &[Attachment]) -> Vec<&Attachment> {
         .collect()
 }
 
+/// Whether some of `attachments` are still to come, so that [`wait_for_files`] would wait.
+pub fn any_to_come(attachments: &[Attachment]) -> bool {
+    !incomplete(attachments).is_empty()
+}
+
 /// Waits until every attachment still to come is complete, or `limit` passes. With `of`,
 /// `attachments` are read again from `chat.db` as the wait goes, and left as last read.
 pub async fn wait_for_files(
