@@ -10,7 +10,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use crate::util::anthropic as fake;
 use crate::util::bridge::{ME, ME_CHAT, World};
-use crate::util::chatdb::{FileRow, Msg, data_dir, write_file};
+use crate::util::chatdb::{AttachedFile, FileRow, Msg, data_dir, write_file};
 use crate::util::media;
 
 /// A photo as a camera writes it: a JPEG of `w`×`h` with some detail in it.
@@ -297,18 +297,24 @@ async fn a_clarification_after_a_photo_keeps_the_session_small() {
     assert!(!String::from_utf8_lossy(&sessions).contains("\"image\""));
 }
 
-/// Issue 10: a file still downloading when its rows are committed: the text waits (claimed)
-/// until the file is whole — a partial file does not count — and is then handled once, with
-/// the photo shown and copied whole.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
+/// Writes a text with one photo whose file is not there yet (`row` as Messages first writes
+/// it), waits until the status says the text waits for it, lets `arrive` bring the file as
+/// Messages would, and checks the text was then handled once, the photo shown and copied
+/// whole.
+async fn a_late_photo_is_waited_for(
+    row: FileRow,
+    arrive: impl FnOnce(&World, &AttachedFile, &[u8]),
+) {
     let world = World::new(capture()).await;
     let bridge = world.start().await;
     let jpeg = photo(800, 600);
     let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}parking spot");
     let (_, attached) = world.db.insert_with_files(
         &msg,
-        &[FileRow::new("IMG_5.JPG", "image/jpeg", jpeg.len()).downloading()],
+        &[FileRow {
+            total_bytes: jpeg.len() as i64,
+            ..row
+        }],
         world.dir.path(),
     );
     world
@@ -316,13 +322,7 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
             s["awaiting_attachments"] == 1
         })
         .await;
-    // Half the download, then the rest: only the whole file ends the wait.
-    write_file(&attached[0].path, &jpeg[..jpeg.len() / 2]);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&attached[0].path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg[jpeg.len() / 2..]))
-        .unwrap();
+    arrive(&world, &attached[0], &jpeg);
     world
         .wait_status("the photo captured", |s| {
             s["captured"] == 1 && s["awaiting_attachments"] == 0
@@ -342,43 +342,34 @@ async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
     assert_eq!(world.notes("Reference").len(), 1);
 }
 
+/// Issue 10: a file still downloading when its rows are committed: the text waits (claimed)
+/// until the file is whole — a partial file does not count — and is then handled once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_completes_after_its_row_is_waited_for_and_handled_once() {
+    let row = FileRow::new("IMG_5.JPG", "image/jpeg", 0).downloading();
+    a_late_photo_is_waited_for(row, |_, file, jpeg| {
+        // Half the download, then the rest: only the whole file ends the wait.
+        write_file(&file.path, &jpeg[..jpeg.len() / 2]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file.path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg[jpeg.len() / 2..]))
+            .unwrap();
+    })
+    .await;
+}
+
 /// Issue 10: a row written before its download starts has no `filename` yet; Messages names
-/// the file in the row (updated in place) as it comes. The waiting text reads its row again
-/// on chat.db's change and is handled once, with the file.
+/// the file in the row (updated in place) once it has come. The waiting text reads its row
+/// again on chat.db's change and is handled once, with the file.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_that_names_its_file_later_is_read_again_and_handled_once() {
-    let world = World::new(capture()).await;
-    let bridge = world.start().await;
-    let jpeg = photo(800, 600);
-    let msg = Msg::new(ME_CHAT, ME).text("\u{FFFC}the receipt");
-    let (_, attached) = world.db.insert_with_files(
-        &msg,
-        &[FileRow::new("IMG_6.JPG", "image/jpeg", jpeg.len()).unnamed()],
-        world.dir.path(),
-    );
-    world
-        .wait_status("the text waiting for its file", |s| {
-            s["awaiting_attachments"] == 1
-        })
-        .await;
-    write_file(&attached[0].path, &jpeg);
-    world.db.name_file(&attached[0], world.dir.path());
-    world
-        .wait_status("the photo captured", |s| {
-            s["captured"] == 1 && s["awaiting_attachments"] == 0
-        })
-        .await;
-    bridge.stop().await;
-    assert_eq!(world.api.violations(), Vec::<String>::new());
-    let requests = world.api.requests();
-    assert_eq!(requests.len(), 1, "handled once: one filing turn");
-    assert_eq!(media::images(&requests[0].body).len(), 1);
-    let copies = files(&world, "Attachments");
-    assert_eq!(copies.len(), 1, "{copies:?}");
-    assert_eq!(
-        std::fs::read(world.vault().join("Attachments").join(&copies[0])).unwrap(),
-        jpeg
-    );
+    let row = FileRow::new("IMG_6.JPG", "image/jpeg", 0).unnamed();
+    a_late_photo_is_waited_for(row, |world, file, jpeg| {
+        write_file(&file.path, jpeg);
+        world.db.name_file(file, world.dir.path());
+    })
+    .await;
 }
 
 /// Issue 10: a file that never arrives: at the limit (set short here) the text is handled

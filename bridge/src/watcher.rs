@@ -87,6 +87,37 @@ impl FileStamp {
     }
 }
 
+/// Reads the start of `file` into `buf` without moving a shared offset: as many bytes as
+/// the file has, up to `buf`'s length.
+fn read_at_start(file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt as _;
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read as _, Seek as _};
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
 /// Wakes its owner when `chat.db` may have new rows.
 #[derive(Debug)]
 pub struct Watcher {
@@ -109,6 +140,18 @@ pub struct Watcher {
     seen: Option<Stamp>,
     quiet_ticks: u32,
 }
+
+/// The `-shm` files whose headers this process reads, each kept open (with its identity)
+/// for the life of the process, and opened again only when a new file replaces it. Closing
+/// a file descriptor drops every POSIX advisory lock the process holds on that file, and
+/// SQLite's connections to `chat.db` in this process hold theirs on `-shm` (its WAL-index
+/// locks), so a look that opened and closed `-shm` could release them under a read ("How To
+/// Corrupt An SQLite Database File", sqlite.org/howtocorrupt.html, §2.2). Held here rather
+/// than by each [`Watcher`], because watchers come and go (a text's wait for its files has
+/// one) while intake's connection stays. A held descriptor is also no open event for every
+/// watcher of the folder at each look.
+static HELD_SHM: std::sync::Mutex<Vec<(PathBuf, FileStamp, std::fs::File)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// The file names that concern the database.
 #[derive(Debug)]
@@ -136,22 +179,42 @@ impl DbFiles {
         }
     }
 
-    /// The files as they are now, in `dir`. Two `stat`s and one small read: cheap enough
+    /// The files as they are now, in `dir`. Three `stat`s and one small read: cheap enough
     /// for the runtime's thread (local files, no lock taken; SQLite's own locks are in
     /// byte ranges past the header).
     fn stamp(&self, dir: &Path) -> Stamp {
-        use std::io::Read as _;
-        let mut shm_header = Vec::with_capacity(WAL_INDEX_HEADER);
-        if let Ok(file) = std::fs::File::open(dir.join(&self.shm)) {
-            let _ = file
-                .take(WAL_INDEX_HEADER as u64)
-                .read_to_end(&mut shm_header);
-        }
         Stamp {
             db: FileStamp::of(&dir.join(&self.db)),
             wal: FileStamp::of(&dir.join(&self.wal)),
-            shm_header,
+            shm_header: self.shm_header(&dir.join(&self.shm)),
         }
+    }
+
+    /// The WAL-index header at the start of `shm`, read through the descriptor the process
+    /// holds for it ([`HELD_SHM`]); empty when there is none.
+    fn shm_header(&self, shm: &Path) -> Vec<u8> {
+        let mut held = crate::mutex::lock(&HELD_SHM);
+        let now = FileStamp::of(shm);
+        let at = held.iter().position(|(path, _, _)| path == shm);
+        match (now, at) {
+            (None, Some(at)) => drop(held.swap_remove(at)),
+            (Some(now), at) if at.is_none_or(|at| held[at].1.id != now.id) => {
+                if let Some(at) = at {
+                    held.swap_remove(at);
+                }
+                if let Ok(file) = std::fs::File::open(shm) {
+                    held.push((shm.to_path_buf(), now, file));
+                }
+            }
+            _ => {}
+        }
+        let mut header = vec![0; WAL_INDEX_HEADER];
+        let read = held
+            .iter()
+            .find(|(path, _, _)| path == shm)
+            .map_or(Ok(0), |(_, _, file)| read_at_start(file, &mut header));
+        header.truncate(read.unwrap_or(0));
+        header
     }
 
     /// Whether `event` may mean new rows.
@@ -496,6 +559,82 @@ mod tests {
     /// Issue 8: the stamp a poll compares changes with every commit of a real SQLite
     /// database in WAL mode (including one that only rewrites the `-shm` header, a
     /// checkpoint) and with the file's replacement, and not with reads.
+    /// A look at the files never drops the POSIX locks SQLite holds on `-shm` for a read
+    /// in this process (closing any descriptor of a file drops them all), and it reads the
+    /// header through one descriptor, opened again only for a new `-shm`. Locks as the
+    /// kernel lists them in `/proc/locks` (proc(5): `maj:min:inode` of the file, and the
+    /// holder's pid).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn looking_keeps_sqlites_locks_and_holds_one_descriptor_of_the_shm() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        let shm = dir.path().join("chat.db-shm");
+        let files = DbFiles::new(&db);
+        let writer = rusqlite::Connection::open(&db).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE message (text TEXT); INSERT INTO message VALUES ('a');")
+            .unwrap();
+        let reader = rusqlite::Connection::open(&db).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM message", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "a read transaction is open");
+        let ino = std::fs::metadata(&shm).unwrap().ino();
+        let pid = std::process::id().to_string();
+        let locks = || {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(4) == Some(&pid.as_str())
+                        && f.get(5).is_some_and(|id| id.ends_with(&format!(":{ino}")))
+                })
+                .count()
+        };
+        let held = locks();
+        assert!(held > 0, "SQLite holds locks on -shm during a read");
+        let descriptors = |path: &Path| {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                .filter(|target| target == path)
+                .count()
+        };
+        let sqlites = descriptors(&shm);
+        let first = files.stamp(dir.path());
+        for _ in 0..3 {
+            assert_eq!(files.stamp(dir.path()), first);
+        }
+        // A watcher that comes and goes (a text's wait) looks through the same descriptor.
+        let passing = DbFiles::new(&db);
+        assert_eq!(passing.stamp(dir.path()), first);
+        drop(passing);
+        assert_eq!(locks(), held, "the looks dropped none of SQLite's locks");
+        assert_eq!(
+            descriptors(&shm),
+            sqlites + 1,
+            "one descriptor held for the looks"
+        );
+        assert_eq!(first.shm_header.len(), WAL_INDEX_HEADER);
+        reader.execute_batch("COMMIT").unwrap();
+        drop((writer, reader));
+        // A new -shm (the database replaced): the next look reads it, not the old one. (The
+        // last connection's close may have removed the old one already.)
+        let _ = std::fs::remove_file(&shm);
+        std::fs::write(&shm, [7u8; 64]).unwrap();
+        assert_eq!(
+            files.stamp(dir.path()).shm_header,
+            vec![7u8; WAL_INDEX_HEADER]
+        );
+        assert_eq!(descriptors(&shm), 1);
+        std::fs::remove_file(&shm).unwrap();
+        assert!(files.stamp(dir.path()).shm_header.is_empty());
+    }
+
     #[test]
     fn the_stamp_changes_with_every_commit_and_not_with_reads() {
         let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use std::io::Cursor;
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, RgbaImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Rgb, RgbImage, RgbaImage};
 
 /// Longest edge of an image shown to the model, in pixels.
 pub const MAX_EDGE: u32 = 1568;
@@ -25,6 +25,9 @@ pub const MAX_EDGE: u32 = 1568;
 const MAX_PIXELS: u64 = 100_000_000;
 /// JPEG quality of the shrunk copy.
 const JPEG_QUALITY: u8 = 85;
+/// Largest image the API takes, decoded, in bytes (the vision guide's "Maximum image size:
+/// 5 MB" through the API; the strict fake's check in `tests/util/media.rs`).
+pub const MAX_BYTES: usize = 5 * 1024 * 1024;
 
 /// An image as the model is shown it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub enum Error {
     /// Shrinking failed.
     #[error("cannot shrink the image: {0}")]
     Shrink(String),
+    /// Even as a JPEG it is over the API's size limit.
+    #[error("the image is {0} bytes even as a JPEG, over the API's 5 MB")]
+    TooManyBytes(usize),
 }
 
 /// Prepares `bytes` (`format` when known, else guessed from the bytes).
@@ -81,18 +87,45 @@ pub fn prepare(bytes: &[u8], format: Option<ImageFormat>) -> Result<Picture, Err
     let mut out = Vec::new();
     if keep_alpha {
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)?;
-        return Ok(Picture {
-            media_type: "image/png",
-            bytes: out,
-            size,
-        });
+        if out.len() <= MAX_BYTES {
+            return Ok(Picture {
+                media_type: "image/png",
+                bytes: out,
+                size,
+            });
+        }
+        // Too many bytes as a PNG (fine detail everywhere): shown as a JPEG on white, its
+        // transparency lost rather than the whole image.
+        out.clear();
     }
-    let rgb = DynamicImage::ImageRgb8(img.into_rgb8());
+    let rgb = DynamicImage::ImageRgb8(on_white(img));
     rgb.write_with_encoder(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY))?;
+    if out.len() > MAX_BYTES {
+        return Err(Error::TooManyBytes(out.len()));
+    }
     Ok(Picture {
         media_type: "image/jpeg",
         bytes: out,
         size,
+    })
+}
+
+/// `img` as 8-bit RGB; where it is transparent, blended over white as a viewer shows it
+/// (dropping the alpha channel alone would turn clear pixels into whatever color they hide,
+/// often black).
+fn on_white(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let over = |c: u8| {
+            let (c, a) = (u16::from(c), u16::from(a));
+            // (c·a + 255·(255 − a)) / 255, rounded; at most 255.
+            u8::try_from((c * a + 255 * (255 - a) + 127) / 255).unwrap_or(u8::MAX)
+        };
+        Rgb([over(r), over(g), over(b)])
     })
 }
 
@@ -135,7 +168,7 @@ fn has_transparency(img: &DynamicImage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage, Rgba, RgbaImage};
+    use image::Rgba;
 
     fn encoded(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Vec::new();
@@ -196,6 +229,50 @@ mod tests {
             [200, 10, 10, 255],
             "opaque stays opaque"
         );
+    }
+
+    /// A transparent PNG with fine detail everywhere is over the API's 5 MB even at 1568 px:
+    /// it is shown as a JPEG within the limit, its clear pixels white.
+    #[test]
+    fn a_transparent_png_too_big_for_the_api_becomes_a_jpeg_on_white() {
+        let mut seed = 0x2545_f491_u32;
+        let mut noise = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed.to_le_bytes()
+        };
+        let detailed = RgbaImage::from_fn(1568, 1568, |x, _| {
+            let [r, g, b, _] = noise();
+            Rgba([r, g, b, if x < 8 { 0 } else { 255 }])
+        });
+        let png = encoded(DynamicImage::ImageRgba8(detailed), ImageFormat::Png);
+        assert!(
+            png.len() > MAX_BYTES,
+            "the source is over 5 MB: {}",
+            png.len()
+        );
+        let picture = prepare(&png, None).unwrap();
+        assert_eq!(picture.media_type, "image/jpeg");
+        assert!(picture.bytes.len() <= MAX_BYTES, "{}", picture.bytes.len());
+        assert_eq!(picture.size, (1568, 1568));
+        let back = image::load_from_memory_with_format(&picture.bytes, ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8();
+        assert!(
+            back.get_pixel(2, 700).0.iter().all(|&c| c > 240),
+            "clear is white: {:?}",
+            back.get_pixel(2, 700)
+        );
+    }
+
+    #[test]
+    fn on_white_blends_by_alpha() {
+        let img = RgbaImage::from_fn(3, 1, |x, _| Rgba([0, 100, 200, [0, 128, 255][x as usize]]));
+        let rgb = on_white(DynamicImage::ImageRgba8(img));
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [127, 177, 227]);
+        assert_eq!(rgb.get_pixel(2, 0).0, [0, 100, 200]);
     }
 
     #[test]
